@@ -1,0 +1,487 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vdi.h - libvdi, the SQL Server Virtual Device Interface on Linux.
+ *
+ * This header is the manual.  It carries both halves of the protocol
+ * digested in shared/spec/vdi-protocol.md:
+ *
+ *   - the client half, used by backup software (a "virtual device set"
+ *     created under a name, devices that receive commands);
+ *   - the server half, used by a database engine (opens the set by name,
+ *     configures it, allocates shared buffers, sends commands, runs the
+ *     completion agent);
+ *   - the stream adapter, the one place where a byte stream of any
+ *     granularity meets the block-aligned buffer commands, for both sides.
+ *
+ * The two halves meet through POSIX shared memory; they may live in the
+ * same process or in different processes.  Every value one side reads
+ * from shared memory is validated, so a crashed or hostile peer produces
+ * VD_E_ABORT, VD_E_PROTOCOL or VD_E_INVALID here, never a crash.
+ *
+ * Conventions
+ *   - Every call returns 0 (NOERROR) or a negative VD_E_* code whose
+ *     numeric value is the spec's HRESULT (0x8077000N read as int).
+ *     Completion codes are Win32 numbers (ERROR_*).
+ *   - Timeouts are milliseconds.  VDI_INFINITE (0xFFFFFFFF) and every
+ *     value >= 0x80000000 (a negative int32, the Linux SDK's "infinite")
+ *     wait forever; 0 polls.
+ *   - Handles are opaque.  A set handle may be used from any thread of its
+ *     process; a device handle must be driven by one thread at a time.
+ *   - Objects are allocated with *_new and freed with *_free.  *_free on an
+ *     open set first performs Close.
+ *   - Where the spec is silent or contradicts itself, the decision taken
+ *     is recorded in docs/decisions.md with its reason.
+ *
+ * Spec method -> C function
+ *
+ *   IClientVirtualDeviceSet2::Create              vdi_client_create
+ *   IClientVirtualDeviceSet2::CreateEx            vdi_client_create_ex
+ *   IClientVirtualDeviceSet2::GetConfiguration    vdi_client_get_configuration
+ *   IClientVirtualDeviceSet2::OpenDevice          vdi_client_open_device
+ *   IClientVirtualDeviceSet2::Close               vdi_client_close
+ *   IClientVirtualDeviceSet2::SignalAbort         vdi_client_signal_abort
+ *   IClientVirtualDeviceSet2::OpenInSecondary     vdi_client_open_in_secondary
+ *   IClientVirtualDeviceSet2::OpenInSecondaryEx   vdi_client_open_in_secondary_ex
+ *   IClientVirtualDeviceSet2::GetBufferHandle     vdi_client_get_buffer_handle
+ *   IClientVirtualDeviceSet2::MapBufferHandle     vdi_client_map_buffer_handle
+ *   IClientVirtualDevice::GetCommand              vdi_client_get_command
+ *   IClientVirtualDevice::CompleteCommand         vdi_client_complete_command
+ *
+ *   IServerVirtualDeviceSet2::Open                vdi_server_open
+ *   IServerVirtualDeviceSet2::GetConfiguration    vdi_server_get_configuration
+ *   IServerVirtualDeviceSet2::BeginConfiguration  vdi_server_begin_configuration
+ *   IServerVirtualDeviceSet2::RequestBuffers      vdi_server_request_buffers
+ *   IServerVirtualDeviceSet2::QueryAvailableBuffers
+ *                                                 vdi_server_query_available_buffers
+ *   IServerVirtualDeviceSet2::EndConfiguration    vdi_server_end_configuration
+ *   IServerVirtualDeviceSet2::ExecuteCompletionAgent
+ *                                                 vdi_server_execute_completion_agent
+ *   IServerVirtualDeviceSet2::OpenDevice          vdi_server_open_device
+ *   IServerVirtualDeviceSet2::AllocateBuffer      vdi_server_allocate_buffer
+ *   IServerVirtualDeviceSet2::FreeBuffer          vdi_server_free_buffer
+ *   IServerVirtualDeviceSet2::IsSharedBuffer      vdi_server_is_shared_buffer
+ *   IServerVirtualDeviceSet2::SignalAbort         vdi_server_signal_abort
+ *   IServerVirtualDeviceSet2::Close               vdi_server_close
+ *   IServerVirtualDevice::SendCommand             vdi_server_send_command
+ *   IServerVirtualDevice::CloseDevice             vdi_server_close_device
+ *
+ *   (COM lifetime: CoCreateInstance = vdi_client_new / vdi_server_new,
+ *    Release = vdi_client_free / vdi_server_free.)
+ */
+#ifndef VDI_H
+#define VDI_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------------
+ * Return codes (vdierror.h).  MAKE_HRESULT(1, 0x77, n) read as int.
+ */
+#define NOERROR 0
+#define VD_E_NOTOPEN       ((int)0x80770002) /* object was not open */
+#define VD_E_TIMEOUT       ((int)0x80770003) /* wait timed out */
+#define VD_E_ABORT         ((int)0x80770004) /* abort in progress */
+#define VD_E_SECURITY      ((int)0x80770005) /* no access / security setup failed */
+#define VD_E_INVALID       ((int)0x80770006) /* invalid parameter */
+#define VD_E_INSTANCE_NAME ((int)0x80770007) /* instance name not valid */
+#define VD_E_NOTSUPPORTED  ((int)0x80770009) /* configuration not supported */
+#define VD_E_MEMORY        ((int)0x8077000A) /* out of memory */
+#define VD_E_UNEXPECTED    ((int)0x8077000B) /* unexpected internal error */
+#define VD_E_PROTOCOL      ((int)0x8077000C) /* call not valid in this state */
+#define VD_E_OPEN          ((int)0x8077000D) /* all devices open / still open */
+#define VD_E_CLOSE         ((int)0x8077000E) /* device closed: normal end */
+#define VD_E_BUSY          ((int)0x8077000F) /* resource busy (name in use) */
+/* Used by the spec's SendCommand page but defined in no header: we take
+ * the next two unused codes of facility 0x77 (docs/decisions.md D6). */
+#define VD_E_QUEUE_FULL    ((int)0x80770010) /* device command queue full */
+#define VD_E_IO_ERROR      ((int)0x80770011) /* device in IO-ERROR state */
+
+/* Name of a return code ("VD_E_ABORT", "NOERROR", "0x80770099" style for
+ * unknown values).  Returns a pointer to static storage. */
+const char *vdi_strerror(int rc);
+
+/* ---------------------------------------------------------------------
+ * Win32 completion codes used with VDI (spec 6.6).
+ */
+#ifndef ERROR_SUCCESS
+#define ERROR_SUCCESS              0
+#endif
+#define ERROR_INVALID_HANDLE       6
+#define ERROR_ARENA_TRASHED        7
+#define ERROR_HANDLE_EOF           38
+#define ERROR_HANDLE_DISK_FULL     39
+#define ERROR_NOT_SUPPORTED        50
+#define ERROR_INVALID_PARAMETER    87
+#define ERROR_DISK_FULL            112
+#define ERROR_OPERATION_ABORTED    995
+#define ERROR_END_OF_MEDIA         1100
+#define ERROR_FILEMARK_DETECTED    1101
+#define ERROR_NO_DATA_DETECTED     1104
+#define ERROR_IO_DEVICE            1117
+#define ERROR_EOM_OVERFLOW         1129
+#define ERROR_NO_SYSTEM_RESOURCES  1450
+
+/* Name of a Win32 completion code, or "ERROR_<n>" for others. */
+const char *vdi_strcompletion(uint32_t code);
+
+#define VDI_INFINITE 0xFFFFFFFFu
+
+/* ---------------------------------------------------------------------
+ * Limits.
+ */
+#define VDI_MAX_DEVICES     64
+#define VDI_MAX_NAME        127   /* bytes of a set or device name, no NUL */
+#define VDI_MAX_INSTANCE    16    /* bytes of an instance name */
+#define VDI_QUEUE_DEPTH     256   /* outstanding commands per device (D7) */
+#define VDI_MIN_BLOCKSIZE   512
+#define VDI_MAX_BLOCKSIZE   65536
+#define VDI_MAXTRANSFER_UNIT 65536
+#define VDI_MAX_MAXTRANSFER 4194304
+#define VDI_MAX_ALIGNMENT   65536
+#define VDI_MAX_PREFIX      65536
+
+/* ---------------------------------------------------------------------
+ * Feature bits (enum VDFeatures).
+ */
+enum {
+	VDF_Removable        = 0x00000001,
+	VDF_Rewind           = 0x00000002,
+	VDF_Position         = 0x00000010,
+	VDF_SkipBlocks       = 0x00000020,
+	VDF_ReversePosition  = 0x00000040,
+	VDF_Discard          = 0x00000080,
+	VDF_FileMarks        = 0x00000100,
+	VDF_RandomAccess     = 0x00000200,
+	VDF_SnapshotPrepare  = 0x00000400,
+	VDF_EnumFrozenFiles  = 0x00000800,
+	VDF_VSSWriter        = 0x00001000,
+	VDF_RequestComplete  = 0x00002000,
+	VDF_WriteMedia       = 0x00010000,
+	VDF_ReadMedia        = 0x00020000,
+	VDF_CompleteEnabled  = 0x00040000,
+	VDF_LatchStats       = (int)0x80000000,
+	VDF_LikePipe         = 0x00000000,
+	VDF_LikeTape         = 0x00000173,
+	VDF_LikeDisk         = 0x00000200,
+};
+
+/* Command codes (enum VDCommands). */
+enum {
+	VDC_Read = 1,
+	VDC_Write = 2,
+	VDC_ClearError = 3,
+	VDC_Rewind = 4,
+	VDC_WriteMark = 5,
+	VDC_SkipMarks = 6,
+	VDC_SkipBlocks = 7,
+	VDC_Load = 8,
+	VDC_GetPosition = 9,
+	VDC_SetPosition = 10,
+	VDC_Discard = 11,
+	VDC_Flush = 12,
+	VDC_Snapshot = 13,
+	VDC_MountSnapshot = 14,
+	VDC_PrepareToFreeze = 15,
+	VDC_FileInfoBegin = 16,
+	VDC_FileInfoEnd = 17,
+	VDC_GetError = 18,
+	VDC_Complete = 19,
+};
+#define VDC_MIN_CODE VDC_Read
+#define VDC_MAX_CODE VDC_Complete
+
+/* enum VDWhence */
+enum { VDC_Beginning = 0, VDC_Current = 1, VDC_End = 2 };
+
+/* Name of a command code ("VDC_Write"), or "VDC_<n>" for others. */
+const char *vdi_strcommand(uint32_t code);
+
+/* ---------------------------------------------------------------------
+ * VDConfig: 11 x uint32, 44 bytes, same layout as the spec's headers.
+ * Client inputs: deviceCount .. serverTimeOut.  Server outputs: the rest.
+ * Zero it before filling it: an all-zero config is one pipe-like device.
+ */
+typedef struct VDConfig {
+	uint32_t deviceCount;           /* 1..64 */
+	uint32_t features;              /* VDF_* (client in, server out) */
+	uint32_t prefixZoneSize;        /* bytes below each data buffer */
+	uint32_t alignment;             /* data start alignment, 0 or 2^n */
+	uint32_t softFileMarkBlockSize; /* only with VDF_FileMarks */
+	uint32_t EOMWarningSize;
+	uint32_t serverTimeOut;         /* ms, 0 = infinite */
+	uint32_t blockSize;             /* server: BLOCKSIZE */
+	uint32_t maxIODepth;            /* server: always 4 */
+	uint32_t maxTransferSize;       /* server: MAXTRANSFERSIZE */
+	uint32_t bufferAreaSize;        /* server: bytes of all buffer areas */
+} VDConfig;
+
+/* Client view of a command.  Read-only to the client; valid until it is
+ * passed to vdi_client_complete_command (or the set is closed).  `buffer`
+ * is this process's address of the shared data zone. */
+typedef struct VDC_Command {
+	int32_t commandCode;
+	int32_t size;
+	int64_t position;
+	uint8_t *buffer;
+} VDC_Command;
+
+struct VDS_Command;
+typedef void (*VDS_CompletionRoutine)(struct VDS_Command *cmd);
+
+/* Server view of a command.  The server owns the memory; it must stay
+ * valid from vdi_server_send_command until its completion routine ran. */
+typedef struct VDS_Command {
+	uint32_t commandCode;
+	uint32_t size;
+	uint64_t inPosition;
+	uint64_t outPosition;              /* filled on completion */
+	uint8_t *buffer;                   /* server address of data zone */
+	VDS_CompletionRoutine completionRoutine; /* mandatory */
+	void *completionContext;           /* opaque to VDI */
+	uint32_t completionCode;           /* filled on completion */
+	uint32_t bytesTransferred;         /* filled on completion */
+} VDS_Command;
+
+/* ---------------------------------------------------------------------
+ * Logging.  The library never prints except through this sink.  The
+ * default sink writes "vdi: <message>" lines to stderr for level <= the
+ * current level (default VDI_LOG_ERROR; env VDI_LOG=debug|info|warn|error
+ * changes it at first use).
+ */
+enum vdi_log_level { VDI_LOG_ERROR = 0, VDI_LOG_WARN, VDI_LOG_INFO, VDI_LOG_DEBUG };
+typedef void (*vdi_log_fn)(void *ctx, enum vdi_log_level level, const char *msg);
+/* Replace the sink (NULL restores the default).  Not thread-safe against
+ * concurrent logging: call it before starting threads. */
+void vdi_log_set_sink(vdi_log_fn fn, void *ctx);
+void vdi_log_set_level(enum vdi_log_level level);
+
+/* Last error detail of the calling thread: a human-readable sentence with
+ * the cause (side, set, device, command, offset, errno) of the most recent
+ * non-zero return of a vdi_* call on this thread.  Borrowed; valid until
+ * the next vdi_* call on the same thread.  Never NULL. */
+const char *vdi_last_error(void);
+
+/* ---------------------------------------------------------------------
+ * Client half.
+ */
+struct vdi_client;        /* IClientVirtualDeviceSet2 */
+struct vdi_client_device; /* IClientVirtualDevice */
+
+int vdi_client_new(struct vdi_client **out);
+void vdi_client_free(struct vdi_client *c);
+
+/* Access to the shared objects: by default owner read/write only (0600).
+ * With a group, 0660 and that group (the calling user must be able to
+ * chown to it).  Must be called before create.  VD_E_PROTOCOL after. */
+int vdi_client_set_group(struct vdi_client *c, gid_t group);
+
+/* Create: name is 1..VDI_MAX_NAME bytes with no '/', '\\' or control
+ * characters, not "." or "..".  instance NULL or "" is the default
+ * instance; otherwise 1..16 of [A-Za-z0-9_$].  A set of the same name
+ * whose creator is alive gives VD_E_BUSY; one left by dead processes is
+ * reclaimed.  Errors: VD_E_PROTOCOL (already created on this object),
+ * VD_E_NOTSUPPORTED (bad cfg field), VD_E_INVALID (bad name),
+ * VD_E_INSTANCE_NAME, VD_E_BUSY, VD_E_SECURITY, VD_E_MEMORY. */
+int vdi_client_create(struct vdi_client *c, const char *name, const VDConfig *cfg);
+int vdi_client_create_ex(struct vdi_client *c, const char *instance,
+			 const char *name, const VDConfig *cfg);
+
+/* Waits until the server ended configuration; copies the final config. */
+int vdi_client_get_configuration(struct vdi_client *c, uint32_t timeout_ms,
+				 VDConfig *cfg);
+
+/* Opens a device by name (the first device carries the set's name).  On
+ * failure *out is NULL.  The device handle is freed by vdi_client_close. */
+int vdi_client_open_device(struct vdi_client *c, const char *name,
+			   struct vdi_client_device **out);
+
+int vdi_client_close(struct vdi_client *c);
+int vdi_client_signal_abort(struct vdi_client *c);
+int vdi_client_open_in_secondary(struct vdi_client *c, const char *name);
+int vdi_client_open_in_secondary_ex(struct vdi_client *c, const char *instance,
+				    const char *name);
+int vdi_client_get_buffer_handle(struct vdi_client *c, const uint8_t *buffer,
+				 uint32_t *handle);
+int vdi_client_map_buffer_handle(struct vdi_client *c, uint32_t handle,
+				 uint8_t **buffer);
+
+/* Device: *cmd is borrowed until completed.  VD_E_CLOSE = normal end. */
+int vdi_client_get_command(struct vdi_client_device *d, uint32_t timeout_ms,
+			   VDC_Command **cmd);
+int vdi_client_complete_command(struct vdi_client_device *d, VDC_Command *cmd,
+				uint32_t completion_code,
+				uint32_t bytes_transferred, uint64_t position);
+
+/* Name of an open device (borrowed, valid until close) and its set. */
+const char *vdi_client_device_name(const struct vdi_client_device *d);
+struct vdi_client *vdi_client_device_set(const struct vdi_client_device *d);
+
+/* ---------------------------------------------------------------------
+ * Server half.
+ */
+struct vdi_server;        /* IServerVirtualDeviceSet2 */
+struct vdi_server_device; /* IServerVirtualDevice */
+
+int vdi_server_new(struct vdi_server **out);
+void vdi_server_free(struct vdi_server *s);
+
+/* Open: waits at most timeout_ms for a client to create the set (0 =
+ * do not wait, the spec's behaviour: VD_E_INVALID at once).  This wait is
+ * a libvdi extension; vdi_server_open() below is the spec's call. */
+int vdi_server_open_wait(struct vdi_server *s, const char *instance,
+			 const char *name, uint32_t timeout_ms);
+int vdi_server_open(struct vdi_server *s, const char *instance, const char *name);
+int vdi_server_get_configuration(struct vdi_server *s, VDConfig *cfg);
+/* Header argument order (spec 15.1): features, blockSize, alignment. */
+int vdi_server_begin_configuration(struct vdi_server *s, uint32_t features,
+				   uint32_t block_size, uint32_t alignment,
+				   uint32_t max_transfer_size, uint32_t timeout_ms);
+int vdi_server_request_buffers(struct vdi_server *s, uint32_t size,
+			       uint32_t alignment, uint32_t count);
+int vdi_server_query_available_buffers(struct vdi_server *s, uint32_t size,
+				       uint32_t alignment, uint32_t *count);
+int vdi_server_end_configuration(struct vdi_server *s);
+/* Blocks on the calling thread, running completion routines, until all
+ * devices are closed and all commands completed, or abort, or close. */
+int vdi_server_execute_completion_agent(struct vdi_server *s);
+/* name NULL or "" hands out the next unopened device.  VD_E_OPEN when
+ * every device has been handed out.  *out is freed by vdi_server_close. */
+int vdi_server_open_device(struct vdi_server *s, const char *name,
+			   struct vdi_server_device **out);
+int vdi_server_allocate_buffer(struct vdi_server *s, uint8_t **buffer,
+			       uint32_t size, uint32_t alignment);
+int vdi_server_free_buffer(struct vdi_server *s, uint8_t *buffer, uint32_t size);
+/* 1 if buffer is the data start of one of this set's buffers, else 0. */
+int vdi_server_is_shared_buffer(struct vdi_server *s, const uint8_t *buffer);
+int vdi_server_signal_abort(struct vdi_server *s);
+int vdi_server_close(struct vdi_server *s);
+
+/* On failure the completion routine has also been called, synchronously
+ * on this thread, with the code of spec 7.3 (D8): handle it in one place. */
+int vdi_server_send_command(struct vdi_server_device *d, VDS_Command *cmd);
+int vdi_server_close_device(struct vdi_server_device *d);
+const char *vdi_server_device_name(const struct vdi_server_device *d);
+
+/* ---------------------------------------------------------------------
+ * Inspection (for `vdi ls`, status files).  Reads shared memory only;
+ * every field is a snapshot.
+ */
+struct vdi_set_info {
+	char instance[VDI_MAX_INSTANCE + 1];
+	char name[VDI_MAX_NAME + 1];
+	const char *state;          /* "configurable", "active", "aborted", ... */
+	uint32_t device_count;
+	uint32_t features;
+	uint32_t block_size;
+	uint32_t max_transfer_size;
+	uint64_t bytes;             /* data bytes completed, all devices */
+	uint64_t commands;          /* commands completed, all devices */
+	pid_t client_pid;           /* 0 if none */
+	pid_t server_pid;           /* 0 if none */
+	int client_alive, server_alive;
+	char abort_reason[160];     /* empty unless aborted */
+};
+/* Calls fn for each set on the machine visible to this user; stops and
+ * returns fn's value if non-zero.  Returns 0 or a VD_E_* code. */
+int vdi_list_sets(int (*fn)(void *ctx, const struct vdi_set_info *info), void *ctx);
+/* Snapshot of one set by name (instance NULL = default). */
+int vdi_set_info_get(const char *instance, const char *name, struct vdi_set_info *info);
+/* Abort a set from outside (`vdi abort`): any process with access. */
+int vdi_set_abort(const char *instance, const char *name);
+/* Snapshot of the set a client object has open. */
+int vdi_client_info(struct vdi_client *c, struct vdi_set_info *info);
+
+/* ---------------------------------------------------------------------
+ * Stream adapter, client side: a device as a byte stream.
+ *
+ * Backup (the server sends VDC_Write): vdi_cstream_read hands out the
+ * bytes of VDC_Write buffers in order.  Each VDC_Write is completed
+ * (ERROR_SUCCESS, all bytes) once all its bytes were taken; VDC_Flush is
+ * completed only once every command before it was completed; returns 0
+ * (end of stream) after VDC_Complete (which stays pending until
+ * vdi_cstream_close(ok=1)) or after VD_E_CLOSE.
+ *
+ * Restore (the server sends VDC_Read): vdi_cstream_write fills VDC_Read
+ * buffers in order, completing each when full; vdi_cstream_close(ok=1)
+ * completes the pending read with the bytes given and ERROR_HANDLE_EOF,
+ * answers any later reads with ERROR_HANDLE_EOF and 0 bytes, and waits
+ * (bounded by the timeout) for VD_E_CLOSE.
+ *
+ * Both: VDC_ClearError succeeds; VDC_Flush succeeds (in order); every
+ * other command outside the features offered completes with
+ * ERROR_NOT_SUPPORTED.  vdi_cstream_close(ok=0), or a close before end of
+ * stream, aborts the set so that the server fails too: a truncated backup
+ * never looks complete.
+ *
+ * One thread at a time per stream.  Returns of the byte calls: count of
+ * bytes (> 0), 0 at end of stream, or a negative VD_E_* code.
+ */
+struct vdi_cstream;
+
+int vdi_cstream_new(struct vdi_client_device *d, uint32_t timeout_ms,
+		    struct vdi_cstream **out);
+/* Direction as learned from the first data command: VDF_WriteMedia
+ * (backup: read the stream) or VDF_ReadMedia (restore: write it). */
+uint32_t vdi_cstream_direction(const struct vdi_cstream *s);
+ssize_t vdi_cstream_read(struct vdi_cstream *s, void *buf, size_t len);
+/* Zero-copy read: points *ptr at up to len bytes of the current buffer
+ * (valid until the next call on s); consume them with _advance. */
+ssize_t vdi_cstream_peek(struct vdi_cstream *s, const void **ptr, size_t len);
+int vdi_cstream_advance(struct vdi_cstream *s, size_t n);
+ssize_t vdi_cstream_write(struct vdi_cstream *s, const void *buf, size_t len);
+/* Zero-copy write: room in the current VDC_Read buffer; _commit n bytes. */
+ssize_t vdi_cstream_reserve(struct vdi_cstream *s, void **ptr, size_t len);
+int vdi_cstream_commit(struct vdi_cstream *s, size_t n);
+/* ok=1: orderly end (see above).  ok=0: abort.  Frees s in all cases. */
+int vdi_cstream_close(struct vdi_cstream *s, int ok);
+/* Bytes moved through the stream so far. */
+uint64_t vdi_cstream_bytes(const struct vdi_cstream *s);
+
+/* ---------------------------------------------------------------------
+ * Stream adapter, server side: byte streams in and out of a set whose
+ * configuration has ended.  One writer or reader per device, all sharing
+ * a budget of `buffer_count` buffers of maxTransferSize bytes allocated
+ * from the set (the caller requested them with RequestBuffers).  The
+ * stream adapter owns the completion routines of the commands it sends;
+ * the caller must be running the completion agent.
+ */
+struct vdi_sstream_pool;
+struct vdi_sstream;
+
+int vdi_sstream_pool_new(struct vdi_server *s, uint32_t buffer_count,
+			 uint32_t timeout_ms, struct vdi_sstream_pool **out);
+void vdi_sstream_pool_free(struct vdi_sstream_pool *p);
+
+/* Backup: bytes written are sent as VDC_Write commands of transfer_size
+ * bytes (a blockSize multiple <= maxTransferSize, 0 = maxTransferSize);
+ * the last one is zero-padded to a blockSize multiple.  Restore: reads
+ * are served from VDC_Read commands of transfer_size bytes, several in
+ * flight; returns 0 once the client answered ERROR_HANDLE_EOF (or
+ * ERROR_NO_DATA_DETECTED) and every byte before it was returned. */
+int vdi_sstream_open(struct vdi_sstream_pool *p, struct vdi_server_device *d,
+		     uint32_t transfer_size, struct vdi_sstream **out);
+ssize_t vdi_sstream_write(struct vdi_sstream *w, const void *buf, size_t len);
+ssize_t vdi_sstream_read(struct vdi_sstream *r, void *buf, size_t len);
+/* Send one non-data command (VDC_Flush, VDC_Complete, ...) after all
+ * data sent so far, wait for it; returns its completion code (>= 0) or a
+ * negative VD_E_*. */
+int vdi_sstream_command(struct vdi_sstream *w, uint32_t code);
+/* Backup: send the padded tail, wait for every command; no close.  */
+int vdi_sstream_drain(struct vdi_sstream *w);
+/* Ends the stream: waits for outstanding commands and frees w.  Does not
+ * close the device (the caller decides between CloseDevice and abort). */
+int vdi_sstream_close(struct vdi_sstream *w);
+uint64_t vdi_sstream_bytes(const struct vdi_sstream *w);
+/* Completion code of the first failed command of the stream (0 if none),
+ * and the byte offset at which it happened. */
+uint32_t vdi_sstream_error(const struct vdi_sstream *w, uint64_t *offset);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* VDI_H */
