@@ -46,7 +46,7 @@ for t in "$@"; do
 	esac
 done
 # Nothing of ours may outlive the suite.
-left=$(ls /dev/shm 2>/dev/null | grep -E '^vdi\.' || true)
+left=$(ls /dev/shm 2>/dev/null | grep -E '^vdi[.-]' || true)
 if [ -n "$left" ]; then
 	echo "leftover shared memory: $left"
 	failed=$((failed + 1)); failed_names+=("leftover /dev/shm objects")

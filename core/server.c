@@ -1,0 +1,1086 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * server.c - the server half: IServerVirtualDeviceSet2 and
+ * IServerVirtualDevice, with the completion agent.
+ *
+ * State (spec 3.2 and decisions D2, D5, D17).  s->state is this object's
+ * view; the sticky abort flag in shared memory overrides it.  The phase
+ * published in shared memory (shm.h) mirrors it for the client.
+ *
+ * Commands.  SendCommand validates the command, binds it to a free slot
+ * of the device (private table: slot -> VDS_Command, buffer), writes the
+ * slot's server half and publishes the index in the cmd ring.  The agent
+ * drains every device's done ring, checks each completion against the
+ * private table (D28), fills the VDS_Command and calls its routine with
+ * no lock held.  On abort or Close the agent (or Close, if no agent runs)
+ * completes everything outstanding with ERROR_OPERATION_ABORTED.
+ *
+ * Locking.  One mutex, s->lock, guards the object: state, allocator,
+ * device tables, the producer side of every cmd ring and the consumer
+ * side of every done ring.  Completion routines and waits run without it.
+ * ExecuteCompletionAgent may run on any thread, once at a time.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "barrier.h"
+#include "bufpool.h"
+#include "internal.h"
+#include "shm.h"
+
+enum sstate { S_DNE, S_CONNECTED, S_CONFIGURABLE, S_INITIALIZING, S_ACTIVE, S_NT, S_ABORT };
+
+struct sslot {
+	VDS_Command *cmd;   /* outstanding command, NULL if free */
+	size_t buf;         /* index in the pool, or SIZE_MAX */
+};
+
+struct vdi_server_device {
+	struct vdi_server *set;
+	struct vdi_shm_device *sd;
+	uint32_t index;
+	char name[VDI_MAX_NAME + 1];
+	int closed;
+	uint32_t tail;          /* cmd ring: our producer index */
+	uint32_t done_head;     /* done ring: our consumer index */
+	uint32_t outstanding;
+	uint32_t nfree;
+	uint32_t free_slots[VDI_QUEUE_DEPTH];
+	struct sslot slots[VDI_QUEUE_DEPTH];
+};
+
+struct vdi_server {
+	pthread_mutex_t lock;
+	pthread_cond_t agent_done;
+	enum sstate state;      /* under lock; read by the agent's cond */
+	struct vdi_region r;
+	VDConfig cfg;           /* client's inputs, then the final config */
+	struct vdi_bufpool pool;
+	struct vdi_server_device *devs[VDI_MAX_DEVICES];
+	uint32_t opened, closed_count;
+	uint32_t outstanding;   /* all devices */
+	int agent_running, agent_stop;
+	uint64_t last_progress_ms;
+};
+
+#define get_state(s) __atomic_load_n(&(s)->state, __ATOMIC_RELAXED)
+#define set_state(s, v) __atomic_store_n(&(s)->state, (v), __ATOMIC_RELAXED)
+
+static enum sstate server_state(struct vdi_server *s)
+{
+	enum sstate st = get_state(s);
+
+	if (st != S_DNE && vdi_region_aborted(&s->r))
+		return S_ABORT;
+	return st;
+}
+
+static const char *state_name(enum sstate s)
+{
+	static const char *const names[] = { "not open", "connected", "configurable", "initializing",
+					     "active", "normally terminated", "aborted" };
+	return names[s];
+}
+
+static int wrong_state(struct vdi_server *s, enum sstate st, const char *call)
+{
+	if (st == S_ABORT) {
+		char why[VDI_REASON_MAX];
+
+		vdi_region_reason(&s->r, why, sizeof(why));
+		return vdi_fail(VD_E_ABORT, "server %s: set '%s' is aborted: %s", call, s->r.name, why);
+	}
+	return vdi_fail(VD_E_PROTOCOL, "server %s: not valid while the set is %s", call, state_name(st));
+}
+
+static void publish_phase(struct vdi_server *s, enum vdi_phase ph)
+{
+	struct vdi_shm_header *h = s->r.hdr;
+
+	/* Release: everything the phase promises (final config, areas,
+	 * device states) was stored before. */
+	vdi_store_release(&h->phase, (uint32_t)ph);
+	vdi_wake(&h->config_seq, &h->config_waiters);
+}
+
+static int is_pow2(uint32_t v)
+{
+	return v && !(v & (v - 1));
+}
+
+/* ------------------------------------------------------------------ */
+/* lifetime, Open */
+
+int vdi_server_new(struct vdi_server **out)
+{
+	struct vdi_server *s;
+
+	if (!out)
+		return vdi_fail(VD_E_INVALID, "server object pointer is NULL");
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return vdi_fail(VD_E_MEMORY, "cannot allocate a server object");
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->agent_done, NULL);
+	*out = s;
+	return 0;
+}
+
+void vdi_server_free(struct vdi_server *s)
+{
+	if (!s)
+		return;
+	if (get_state(s) != S_DNE)
+		vdi_server_close(s);
+	pthread_cond_destroy(&s->agent_done);
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+}
+
+static int open_region_waiting(struct vdi_server *s, const char *inst, const char *name,
+			       uint32_t timeout_ms)
+{
+	struct vdi_deadline dl;
+	int rc;
+
+	vdi_deadline_start(&dl, timeout_ms);
+	for (;;) {
+		rc = vdi_region_open(&s->r, inst, name);
+		if (rc != VD_E_INVALID || !vdi_deadline_slice(&dl))
+			return rc;
+		usleep(20000);
+	}
+}
+
+/* Checks a freshly mapped set can be served, and claims it. */
+static int claim_set(struct vdi_server *s)
+{
+	struct vdi_shm_header *h = s->r.hdr;
+	VDConfig cfg = h->client_cfg;  /* one copy, validated below */
+	int rc;
+
+	if (vdi_check_client_config(&cfg))
+		return vdi_fail(VD_E_PROTOCOL, "server Open: set '%s' holds an invalid client configuration: %s",
+				s->r.name, vdi_last_error());
+	if (vdi_region_aborted(&s->r))
+		return wrong_state(s, S_ABORT, "Open");
+	if (vdi_load_acquire(&h->client_closed) || !vdi_shm_proc_alive(&h->creator))
+		return vdi_fail(VD_E_INVALID, "server Open: the client that created set '%s' (pid %d) is gone",
+				s->r.name, (int)h->creator.pid);
+	rc = vdi_region_lock(&s->r);
+	if (rc)
+		return rc;
+	if (h->server.pid || vdi_load_acquire(&h->phase) != VDI_PHASE_CREATED)
+		rc = vdi_fail(VD_E_BUSY, "server Open: set '%s' is already opened by server pid %d",
+			      s->r.name, (int)h->server.pid);
+	else
+		vdi_proc_self(&h->server);
+	vdi_region_unlock(&s->r);
+	if (!rc)
+		s->cfg = cfg;
+	return rc;
+}
+
+int vdi_server_open_wait(struct vdi_server *s, const char *instance, const char *name,
+			 uint32_t timeout_ms)
+{
+	const char *inst;
+	int rc;
+
+	vdi_clear_error();
+	if (!s)
+		return vdi_fail(VD_E_INVALID, "server object is NULL");
+	if (get_state(s) != S_DNE)
+		return vdi_fail(VD_E_PROTOCOL, "server Open: a set is already open on this object");
+	rc = vdi_check_set_name(name, "set");
+	if (!rc)
+		rc = vdi_check_instance(instance, &inst);
+	if (!rc)
+		rc = open_region_waiting(s, inst, name, timeout_ms);
+	if (rc)
+		return rc;
+	rc = claim_set(s);
+	if (rc) {
+		vdi_region_unmap(&s->r);
+		return rc;
+	}
+	vdi_bufpool_init(&s->pool, s->cfg.prefixZoneSize, 0);
+	s->opened = s->closed_count = s->outstanding = 0;
+	s->agent_stop = 0;
+	set_state(s, S_CONNECTED);
+	publish_phase(s, VDI_PHASE_CONNECTED);
+	return 0;
+}
+
+int vdi_server_open(struct vdi_server *s, const char *instance, const char *name)
+{
+	return vdi_server_open_wait(s, instance, name, 0);
+}
+
+int vdi_server_get_configuration(struct vdi_server *s, VDConfig *cfg)
+{
+	enum sstate st;
+
+	vdi_clear_error();
+	if (!s || !cfg)
+		return vdi_fail(VD_E_INVALID, "server GetConfiguration: NULL argument");
+	pthread_mutex_lock(&s->lock);
+	st = server_state(s);
+	if (st == S_DNE || st == S_ABORT) {
+		pthread_mutex_unlock(&s->lock);
+		return wrong_state(s, st, "GetConfiguration");
+	}
+	*cfg = s->cfg;
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* configuration */
+
+static int check_server_features(const struct vdi_server *s, uint32_t f)
+{
+	uint32_t server_bits = VDF_WriteMedia | VDF_ReadMedia | VDF_CompleteEnabled;
+	uint32_t dir = f & (VDF_WriteMedia | VDF_ReadMedia);
+
+	if (f & ~(server_bits | s->cfg.features))
+		return vdi_fail(VD_E_INVALID,
+				"server BeginConfiguration: features 0x%08x carry bits 0x%08x the client did not request",
+				f, f & ~(server_bits | s->cfg.features));
+	if (dir != VDF_WriteMedia && dir != VDF_ReadMedia)
+		return vdi_fail(VD_E_INVALID,
+				"server BeginConfiguration: features 0x%08x must hold exactly one of VDF_WriteMedia (0x10000) and VDF_ReadMedia (0x20000)",
+				f);
+	if ((f & VDF_CompleteEnabled) && !(s->cfg.features & VDF_RequestComplete))
+		return vdi_fail(VD_E_INVALID,
+				"server BeginConfiguration: VDF_CompleteEnabled without the client's VDF_RequestComplete");
+	return 0;
+}
+
+static int check_geometry(uint32_t *block, uint32_t *align, uint32_t *maxxfer)
+{
+	if (!*block)
+		*block = VDI_MIN_BLOCKSIZE;
+	if (!*maxxfer)
+		*maxxfer = VDI_MAXTRANSFER_UNIT;
+	if (!*align)
+		*align = *block;
+	if (!is_pow2(*block) || *block < VDI_MIN_BLOCKSIZE || *block > VDI_MAX_BLOCKSIZE)
+		return vdi_fail(VD_E_INVALID, "server BeginConfiguration: block size %u is not a power of two in %d..%d",
+				*block, VDI_MIN_BLOCKSIZE, VDI_MAX_BLOCKSIZE);
+	if (*maxxfer % VDI_MAXTRANSFER_UNIT || *maxxfer > VDI_MAX_MAXTRANSFER)
+		return vdi_fail(VD_E_INVALID,
+				"server BeginConfiguration: maximum transfer size %u is not a multiple of %d up to %d",
+				*maxxfer, VDI_MAXTRANSFER_UNIT, VDI_MAX_MAXTRANSFER);
+	if (!is_pow2(*align) || *align < *block || *align > VDI_MAX_ALIGNMENT)
+		return vdi_fail(VD_E_INVALID,
+				"server BeginConfiguration: alignment %u must be a power of two from the block size %u to %d (D1: arguments are features, blockSize, alignment)",
+				*align, *block, VDI_MAX_ALIGNMENT);
+	return 0;
+}
+
+int vdi_server_begin_configuration(struct vdi_server *s, uint32_t features, uint32_t block_size,
+				   uint32_t alignment, uint32_t max_transfer_size, uint32_t timeout_ms)
+{
+	enum sstate st;
+	int rc;
+
+	(void)timeout_ms; /* D14 */
+	vdi_clear_error();
+	if (!s)
+		return vdi_fail(VD_E_INVALID, "server object is NULL");
+	pthread_mutex_lock(&s->lock);
+	st = server_state(s);
+	if (st != S_CONNECTED) {
+		rc = wrong_state(s, st, "BeginConfiguration");
+		goto out;
+	}
+	rc = check_server_features(s, features);
+	if (!rc)
+		rc = check_geometry(&block_size, &alignment, &max_transfer_size);
+	if (rc)
+		goto out;
+	if (s->cfg.alignment > alignment)
+		alignment = s->cfg.alignment; /* D10 */
+	s->cfg.features |= features;
+	s->cfg.blockSize = block_size;
+	s->cfg.alignment = alignment;
+	s->cfg.maxTransferSize = max_transfer_size;
+	s->cfg.maxIODepth = 4;
+	s->pool.alignment = alignment;
+	set_state(s, S_CONFIGURABLE);
+	publish_phase(s, VDI_PHASE_CONFIGURABLE);
+out:
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+static int check_request(struct vdi_server *s, const char *call, uint32_t size, uint32_t *alignment)
+{
+	if (!*alignment)
+		*alignment = s->cfg.alignment;
+	if (!size)
+		return vdi_fail(VD_E_INVALID, "server %s: size is 0", call);
+	if (!is_pow2(*alignment) || *alignment > VDI_MAX_ALIGNMENT)
+		return vdi_fail(VD_E_INVALID, "server %s: alignment %u is not a power of two up to %d",
+				call, *alignment, VDI_MAX_ALIGNMENT);
+	if (*alignment < s->cfg.alignment)
+		*alignment = s->cfg.alignment; /* never looser than the set's */
+	return 0;
+}
+
+/* Publishes a new area: its size first, then the count (release). */
+static void publish_area(struct vdi_server *s, uint64_t bytes)
+{
+	struct vdi_shm_header *h = s->r.hdr;
+	uint32_t k = s->pool.area_count - 1;
+
+	h->areas[k].size = bytes;
+	vdi_store_release(&h->area_count, s->pool.area_count);
+	s->cfg.bufferAreaSize += (uint32_t)(bytes > UINT32_MAX ? UINT32_MAX : bytes);
+	vdi_store_relaxed(&h->final_cfg.bufferAreaSize, s->cfg.bufferAreaSize);
+}
+
+int vdi_server_request_buffers(struct vdi_server *s, uint32_t size, uint32_t alignment, uint32_t count)
+{
+	enum sstate st;
+	uint64_t bytes;
+	int rc;
+
+	vdi_clear_error();
+	if (!s)
+		return vdi_fail(VD_E_INVALID, "server object is NULL");
+	pthread_mutex_lock(&s->lock);
+	st = server_state(s);
+	if (st != S_CONFIGURABLE && st != S_INITIALIZING && st != S_ACTIVE) {
+		rc = wrong_state(s, st, "RequestBuffers");
+		goto out;
+	}
+	rc = check_request(s, "RequestBuffers", size, &alignment);
+	if (!rc && !count)
+		rc = vdi_fail(VD_E_INVALID, "server RequestBuffers: count is 0");
+	if (!rc)
+		rc = vdi_bufpool_request(&s->pool, size, alignment, count);
+	if (rc || st == S_CONFIGURABLE)
+		goto out;
+	/* After configuration: allocate at once, in a new area. */
+	rc = vdi_bufpool_commit(&s->pool, &s->r, &bytes);
+	if (!rc)
+		publish_area(s, bytes);
+out:
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+int vdi_server_query_available_buffers(struct vdi_server *s, uint32_t size, uint32_t alignment,
+				       uint32_t *count)
+{
+	enum sstate st;
+	int rc;
+
+	vdi_clear_error();
+	if (!s || !count)
+		return vdi_fail(VD_E_INVALID, "server QueryAvailableBuffers: NULL argument");
+	pthread_mutex_lock(&s->lock);
+	st = server_state(s);
+	if (st != S_CONFIGURABLE && st != S_INITIALIZING && st != S_ACTIVE) {
+		rc = wrong_state(s, st, "QueryAvailableBuffers");
+		goto out;
+	}
+	rc = check_request(s, "QueryAvailableBuffers", size, &alignment);
+	if (!rc)
+		*count = st == S_CONFIGURABLE ? vdi_bufpool_count_requested(&s->pool, size, alignment)
+					      : vdi_bufpool_count_free(&s->pool, size, alignment);
+out:
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+int vdi_server_end_configuration(struct vdi_server *s)
+{
+	enum sstate st;
+	uint64_t bytes;
+	int rc;
+
+	vdi_clear_error();
+	if (!s)
+		return vdi_fail(VD_E_INVALID, "server object is NULL");
+	pthread_mutex_lock(&s->lock);
+	st = server_state(s);
+	if (st != S_CONFIGURABLE) {
+		rc = wrong_state(s, st, "EndConfiguration");
+		goto out;
+	}
+	rc = vdi_bufpool_commit(&s->pool, &s->r, &bytes);
+	if (rc)
+		goto out; /* stays Configurable, no buffer space (spec) */
+	if (bytes)
+		publish_area(s, bytes);
+	s->r.hdr->final_cfg = s->cfg;
+	set_state(s, S_INITIALIZING);
+	publish_phase(s, VDI_PHASE_INITIALIZING);
+out:
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* devices */
+
+static struct vdi_server_device *device_new(struct vdi_server *s, uint32_t i)
+{
+	struct vdi_server_device *d = calloc(1, sizeof(*d));
+	uint32_t k;
+
+	if (!d)
+		return NULL;
+	d->set = s;
+	d->index = i;
+	d->sd = vdi_shm_dev(s->r.hdr, i);
+	/* Copy the name once; the shared copy is not ours to trust. */
+	snprintf(d->name, sizeof(d->name), "%.*s", VDI_MAX_NAME, d->sd->name);
+	for (k = 0; k < VDI_QUEUE_DEPTH; k++) {
+		d->free_slots[k] = VDI_QUEUE_DEPTH - 1 - k;
+		d->slots[k].buf = SIZE_MAX;
+	}
+	d->nfree = VDI_QUEUE_DEPTH;
+	d->tail = vdi_load_acquire(&d->sd->cmd.tail);
+	d->done_head = vdi_load_acquire(&d->sd->done.head);
+	return d;
+}
+
+/* The next device this server has not opened, named "<set><i>" if no
+ * side named it yet (the samples' convention). */
+static int next_unopened(struct vdi_server *s)
+{
+	uint32_t i;
+
+	for (i = 0; i < s->r.device_count; i++) {
+		struct vdi_shm_device *sd = vdi_shm_dev(s->r.hdr, i);
+
+		if (s->devs[i])
+			continue;
+		if (!vdi_load_acquire(&sd->named)) {
+			char name[VDI_MAX_NAME + 16];
+
+			snprintf(name, sizeof(name), "%.*s%u", VDI_MAX_NAME - 3, s->r.name, i);
+			return vdi_region_find_device(&s->r, name, "server");
+		}
+		return (int)i;
+	}
+	return vdi_fail(VD_E_OPEN, "server OpenDevice: every device of set '%s' is open", s->r.name);
+}
+
+static int pick_device(struct vdi_server *s, const char *name)
+{
+	int rc, i;
+
+	rc = vdi_region_lock(&s->r);
+	if (rc)
+		return rc;
+	if (!name || !*name)
+		i = next_unopened(s);
+	else
+		i = vdi_region_find_device(&s->r, name, "server");
+	vdi_region_unlock(&s->r);
+	if (i >= 0 && s->devs[i])
+		return vdi_fail(VD_E_PROTOCOL, "server OpenDevice: device '%s' is already open", name);
+	return i;
+}
+
+int vdi_server_open_device(struct vdi_server *s, const char *name, struct vdi_server_device **out)
+{
+	struct vdi_server_device *d;
+	enum sstate st;
+	int rc, i;
+
+	vdi_clear_error();
+	if (out)
+		*out = NULL;
+	if (!s || !out)
+		return vdi_fail(VD_E_INVALID, "server OpenDevice: NULL argument");
+	if (name && *name && (rc = vdi_check_set_name(name, "device")))
+		return rc;
+	pthread_mutex_lock(&s->lock);
+	st = server_state(s);
+	if (st != S_INITIALIZING && st != S_ACTIVE) {
+		rc = wrong_state(s, st, "OpenDevice");
+		goto out;
+	}
+	if (s->opened == s->r.device_count) {
+		rc = vdi_fail(VD_E_OPEN, "server OpenDevice: every device of set '%s' is open", s->r.name);
+		goto out;
+	}
+	i = rc = pick_device(s, name);
+	if (rc < 0)
+		goto out;
+	d = device_new(s, (uint32_t)i);
+	if (!d) {
+		rc = vdi_fail(VD_E_MEMORY, "server OpenDevice: out of memory");
+		goto out;
+	}
+	/* Release: the agent's lock-free scan (agent_should_wake) reads it. */
+	__atomic_store_n(&s->devs[i], d, __ATOMIC_RELEASE);
+	s->opened++;
+	/* Release: the client's GetCommand may now expect commands. */
+	vdi_store_release(&d->sd->server_state, (uint32_t)VDI_DEV_S_OPEN);
+	if (st == S_INITIALIZING) {
+		set_state(s, S_ACTIVE);
+		publish_phase(s, VDI_PHASE_ACTIVE);
+	}
+	*out = d;
+	rc = 0;
+out:
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+const char *vdi_server_device_name(const struct vdi_server_device *d)
+{
+	return d ? d->name : NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* buffers */
+
+int vdi_server_allocate_buffer(struct vdi_server *s, uint8_t **buffer, uint32_t size, uint32_t alignment)
+{
+	struct vdi_buf *b;
+	enum sstate st;
+	int rc;
+
+	vdi_clear_error();
+	if (buffer)
+		*buffer = NULL;
+	if (!s || !buffer)
+		return vdi_fail(VD_E_INVALID, "server AllocateBuffer: NULL argument");
+	pthread_mutex_lock(&s->lock);
+	st = server_state(s);
+	if (st != S_INITIALIZING && st != S_ACTIVE) {
+		rc = wrong_state(s, st, "AllocateBuffer");
+		goto out;
+	}
+	rc = check_request(s, "AllocateBuffer", size, &alignment);
+	if (rc)
+		goto out;
+	b = vdi_bufpool_alloc(&s->pool, size, alignment);
+	if (!b) {
+		rc = vdi_fail(VD_E_MEMORY, "server AllocateBuffer: no free buffer of %u bytes aligned to %u in set '%s'",
+			      size, alignment, s->r.name);
+		goto out;
+	}
+	*buffer = vdi_bufpool_addr(&s->pool, b);
+out:
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+int vdi_server_free_buffer(struct vdi_server *s, uint8_t *buffer, uint32_t size)
+{
+	struct vdi_buf *b;
+	enum sstate st;
+	int rc = 0;
+
+	vdi_clear_error();
+	if (!s)
+		return vdi_fail(VD_E_INVALID, "server object is NULL");
+	pthread_mutex_lock(&s->lock);
+	st = get_state(s);
+	if (st == S_DNE || st == S_CONNECTED || st == S_CONFIGURABLE) {
+		rc = wrong_state(s, st, "FreeBuffer");
+		goto out;
+	}
+	b = vdi_bufpool_find(&s->pool, buffer);
+	if (!b || !b->in_use)
+		rc = vdi_fail(VD_E_INVALID, "server FreeBuffer: %p is not an allocated buffer", (void *)buffer);
+	else if (b->size != size)
+		rc = vdi_fail(VD_E_INVALID, "server FreeBuffer: size %u differs from the %u bytes allocated",
+			      size, b->size);
+	else if (b->busy && !vdi_region_aborted(&s->r))
+		rc = vdi_fail(VD_E_INVALID, "server FreeBuffer: buffer %p belongs to an outstanding command",
+			      (void *)buffer);
+	else
+		b->in_use = 0;
+out:
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+int vdi_server_is_shared_buffer(struct vdi_server *s, const uint8_t *buffer)
+{
+	int yes;
+
+	if (!s)
+		return 0;
+	pthread_mutex_lock(&s->lock);
+	yes = get_state(s) != S_DNE && vdi_bufpool_find(&s->pool, buffer) != NULL;
+	pthread_mutex_unlock(&s->lock);
+	return yes; /* D12: 1 or 0 */
+}
+
+/* ------------------------------------------------------------------ */
+/* SendCommand */
+
+static uint32_t failure_code(int rc)
+{
+	switch (rc) {
+	case VD_E_QUEUE_FULL: return ERROR_NO_SYSTEM_RESOURCES;
+	case VD_E_IO_ERROR: return ERROR_IO_DEVICE;
+	case VD_E_ABORT: return ERROR_OPERATION_ABORTED;
+	case VD_E_INVALID: return ERROR_INVALID_PARAMETER;
+	default: return ERROR_INVALID_HANDLE;
+	}
+}
+
+static int is_data(uint32_t code)
+{
+	return code == VDC_Read || code == VDC_Write;
+}
+
+/* Resolves and checks the buffer of a Read/Write.  Under s->lock. */
+static int bind_buffer(struct vdi_server_device *d, const VDS_Command *cmd, size_t *index)
+{
+	struct vdi_server *s = d->set;
+	struct vdi_buf *b;
+
+	if (!cmd->size || cmd->size % s->cfg.blockSize || cmd->size > s->cfg.maxTransferSize)
+		return vdi_fail(VD_E_INVALID,
+				"server SendCommand: device '%s': %s size %u is not a multiple of the block size %u up to %u",
+				d->name, vdi_strcommand(cmd->commandCode), cmd->size, s->cfg.blockSize,
+				s->cfg.maxTransferSize);
+	b = vdi_bufpool_find(&s->pool, cmd->buffer);
+	if (!b || !b->in_use)
+		return vdi_fail(VD_E_INVALID, "server SendCommand: device '%s': %s buffer %p is not an allocated shared buffer",
+				d->name, vdi_strcommand(cmd->commandCode), (void *)cmd->buffer);
+	if (b->size < cmd->size)
+		return vdi_fail(VD_E_INVALID, "server SendCommand: device '%s': %s of %u bytes exceeds its %u-byte buffer",
+				d->name, vdi_strcommand(cmd->commandCode), cmd->size, b->size);
+	if (b->busy)
+		return vdi_fail(VD_E_INVALID, "server SendCommand: device '%s': buffer %p is already in an outstanding command",
+				d->name, (void *)cmd->buffer);
+	b->busy = 1;
+	*index = (size_t)(b - s->pool.bufs);
+	return 0;
+}
+
+/* Validates and queues; under s->lock.  Returns 0 or a VD_E_*. */
+static int queue_command(struct vdi_server_device *d, VDS_Command *cmd)
+{
+	struct vdi_server *s = d->set;
+	struct vdi_shm_slot *ss;
+	enum sstate st = server_state(s);
+	size_t buf = SIZE_MAX;
+	uint32_t idx;
+	int rc;
+
+	if (st == S_ABORT)
+		return wrong_state(s, st, "SendCommand");
+	if (st != S_ACTIVE || d->closed)
+		return vdi_fail(VD_E_PROTOCOL, "server SendCommand: device '%s' is not active", d->name);
+	if (cmd->commandCode < VDC_MIN_CODE || cmd->commandCode > VDC_MAX_CODE)
+		return vdi_fail(VD_E_INVALID, "server SendCommand: device '%s': command code %u is not 1..19",
+				d->name, cmd->commandCode);
+	if (!d->nfree)
+		return vdi_fail(VD_E_QUEUE_FULL, "server SendCommand: device '%s' has %d commands outstanding",
+				d->name, VDI_QUEUE_DEPTH);
+	if (is_data(cmd->commandCode) && (rc = bind_buffer(d, cmd, &buf)))
+		return rc;
+	idx = d->free_slots[--d->nfree];
+	d->slots[idx] = (struct sslot){ cmd, buf };
+	ss = &d->sd->slots[idx];
+	ss->command_code = cmd->commandCode;
+	ss->size = cmd->size;
+	ss->position = cmd->inPosition;
+	ss->buffer_handle = buf == SIZE_MAX ? 0 : vdi_bufpool_handle(&s->pool.bufs[buf]);
+	vdi_store_relaxed(&d->sd->cmd.entries[d->tail & VDI_RING_MASK], idx);
+	d->tail++;
+	/* Release pairs with the client's acquire of tail in try_fetch:
+	 * slot and entry are complete before the index is visible. */
+	vdi_store_release(&d->sd->cmd.tail, d->tail);
+	if (!s->outstanding++)
+		s->last_progress_ms = vdi_now_ms();
+	d->outstanding++;
+	return 0;
+}
+
+int vdi_server_send_command(struct vdi_server_device *d, VDS_Command *cmd)
+{
+	int rc;
+
+	vdi_clear_error();
+	if (!d || !cmd || !cmd->completionRoutine)
+		return vdi_fail(VD_E_INVALID, "server SendCommand: NULL device, command or completion routine");
+	pthread_mutex_lock(&d->set->lock);
+	rc = queue_command(d, cmd);
+	pthread_mutex_unlock(&d->set->lock);
+	if (rc) {
+		/* D8: the routine learns of the failure, synchronously. */
+		cmd->completionCode = failure_code(rc);
+		cmd->bytesTransferred = 0;
+		cmd->outPosition = 0;
+		cmd->completionRoutine(cmd);
+		return rc;
+	}
+	vdi_wake(&d->sd->cmd_seq, &d->sd->cmd_waiters);
+	return 0;
+}
+
+int vdi_server_close_device(struct vdi_server_device *d)
+{
+	struct vdi_server *s;
+	enum sstate st;
+	int rc = 0;
+
+	vdi_clear_error();
+	if (!d)
+		return vdi_fail(VD_E_INVALID, "server CloseDevice: NULL device");
+	s = d->set;
+	pthread_mutex_lock(&s->lock);
+	st = server_state(s);
+	if (st == S_ABORT) {
+		rc = wrong_state(s, st, "CloseDevice");
+	} else if (d->closed) {
+		rc = vdi_fail(VD_E_CLOSE, "server CloseDevice: device '%s' is already closed", d->name);
+	} else if (st != S_ACTIVE) {
+		rc = wrong_state(s, st, "CloseDevice");
+	} else {
+		d->closed = 1;
+		/* Release pairs with the client's acquire in wait_command:
+		 * every command queued before is seen before the close. */
+		vdi_store_release(&d->sd->server_state, (uint32_t)VDI_DEV_S_CLOSED);
+		if (++s->closed_count == s->r.device_count) {
+			set_state(s, S_NT);
+			publish_phase(s, VDI_PHASE_TERMINATED);
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (!rc) {
+		vdi_wake(&d->sd->cmd_seq, &d->sd->cmd_waiters);
+		vdi_wake(&s->r.hdr->done_seq, &s->r.hdr->done_waiters);
+	}
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* the completion agent */
+
+struct done {
+	VDS_Command *cmd;
+	uint32_t code, bytes;
+	uint64_t pos;
+};
+
+#define BATCH 64
+
+/* Frees slot idx of d; under s->lock. */
+static VDS_Command *retire(struct vdi_server_device *d, uint32_t idx)
+{
+	struct vdi_server *s = d->set;
+	struct sslot *sl = &d->slots[idx];
+	VDS_Command *cmd = sl->cmd;
+
+	if (sl->buf != SIZE_MAX)
+		s->pool.bufs[sl->buf].busy = 0;
+	sl->cmd = NULL;
+	sl->buf = SIZE_MAX;
+	d->free_slots[d->nfree++] = idx;
+	d->outstanding--;
+	s->outstanding--;
+	return cmd;
+}
+
+static int bad_completion(struct vdi_server_device *d, const char *what, uint32_t value)
+{
+	vdi_region_abort(&d->set->r, "protocol violation by client on device '%s': %s %u", d->name, what, value);
+	return -1;
+}
+
+/* Pops up to room completions of d into out[]; under s->lock.
+ * Returns the count, or -1 after a protocol violation (set aborted). */
+static int drain_device(struct vdi_server_device *d, struct done *out, int room)
+{
+	struct vdi_shm_ring *ring = &d->sd->done;
+	/* Acquire pairs with the client's release in CompleteCommand. */
+	uint32_t tail = vdi_load_acquire(&ring->tail);
+	int n = 0;
+
+	if (tail - d->done_head > VDI_QUEUE_DEPTH)
+		return bad_completion(d, "completion ring count", tail - d->done_head);
+	while (d->done_head != tail && n < room) {
+		uint32_t idx = vdi_load_relaxed(&ring->entries[d->done_head & VDI_RING_MASK]);
+		struct vdi_shm_slot *ss;
+		VDS_Command *cmd;
+
+		if (idx >= VDI_QUEUE_DEPTH || !d->slots[idx].cmd)
+			return bad_completion(d, "completion of a slot not outstanding", idx);
+		ss = &d->sd->slots[idx];
+		cmd = d->slots[idx].cmd;
+		out[n] = (struct done){ cmd, ss->completion_code, ss->bytes_transferred, ss->out_position };
+		if (is_data(cmd->commandCode) && out[n].bytes > cmd->size)
+			return bad_completion(d, "bytes transferred above the command size", out[n].bytes);
+		retire(d, idx);
+		d->done_head++;
+		n++;
+	}
+	/* Release: the client may reuse these ring entries. */
+	vdi_store_release(&ring->head, d->done_head);
+	return n;
+}
+
+static int collect(struct vdi_server *s, struct done *out)
+{
+	int n = 0, got;
+	uint32_t i;
+
+	pthread_mutex_lock(&s->lock);
+	for (i = 0; i < s->r.device_count && n < BATCH; i++) {
+		if (!s->devs[i])
+			continue;
+		got = drain_device(s->devs[i], out + n, BATCH - n);
+		if (got < 0)
+			break;
+		n += got;
+	}
+	if (n)
+		s->last_progress_ms = vdi_now_ms();
+	pthread_mutex_unlock(&s->lock);
+	return n;
+}
+
+static void deliver(struct done *list, int n)
+{
+	int i;
+
+	for (i = 0; i < n; i++) {
+		VDS_Command *cmd = list[i].cmd;
+
+		cmd->completionCode = list[i].code;
+		cmd->bytesTransferred = list[i].bytes;
+		cmd->outPosition = list[i].pos;
+		cmd->completionRoutine(cmd);
+	}
+}
+
+/* Completes everything outstanding with ERROR_OPERATION_ABORTED, in
+ * batches, with no lock held while routines run. */
+static void abort_outstanding(struct vdi_server *s)
+{
+	struct done list[BATCH];
+	int n;
+
+	do {
+		uint32_t i, k;
+
+		n = 0;
+		pthread_mutex_lock(&s->lock);
+		for (i = 0; i < s->r.device_count && n < BATCH; i++) {
+			struct vdi_server_device *d = s->devs[i];
+
+			for (k = 0; d && k < VDI_QUEUE_DEPTH && n < BATCH; k++)
+				if (d->slots[k].cmd)
+					list[n++] = (struct done){ retire(d, k), ERROR_OPERATION_ABORTED, 0, 0 };
+		}
+		pthread_mutex_unlock(&s->lock);
+		deliver(list, n);
+	} while (n);
+}
+
+static int agent_should_wake(void *ctx)
+{
+	struct vdi_server *s = ctx;
+	uint32_t i;
+
+	if (vdi_region_aborted(&s->r) || __atomic_load_n(&s->agent_stop, __ATOMIC_RELAXED) ||
+	    get_state(s) == S_NT)
+		return 1;
+	for (i = 0; i < s->r.device_count; i++) {
+		struct vdi_server_device *d = __atomic_load_n(&s->devs[i], __ATOMIC_ACQUIRE);
+
+		/* done_head is only written by the agent, which runs this. */
+		if (d && vdi_load_acquire(&d->sd->done.tail) != d->done_head)
+			return 1;
+	}
+	return 0;
+}
+
+/* Once per idle slice: dead clients (D26) and serverTimeOut (spec 4). */
+static void agent_watch(struct vdi_server *s)
+{
+	struct vdi_shm_header *h = s->r.hdr;
+	uint64_t limit = 2ull * s->cfg.serverTimeOut;
+	uint32_t i;
+
+	if (!vdi_load_acquire(&h->client_closed) && !vdi_shm_proc_alive(&h->creator)) {
+		vdi_region_abort(&s->r, "client process %d (primary) died", (int)h->creator.pid);
+		return;
+	}
+	for (i = 0; i < s->r.device_count; i++) {
+		struct vdi_shm_device *sd = vdi_shm_dev(h, i);
+
+		if (vdi_load_acquire(&sd->client_state) == VDI_DEV_C_OPEN && !vdi_shm_proc_alive(&sd->client)) {
+			vdi_region_abort(&s->r, "client process %d driving device '%s' died",
+					 (int)sd->client.pid, s->devs[i] ? s->devs[i]->name : "?");
+			return;
+		}
+	}
+	pthread_mutex_lock(&s->lock);
+	if (limit && s->outstanding && vdi_now_ms() - s->last_progress_ms > limit)
+		vdi_region_abort(&s->r, "client completed no command for %llu ms (serverTimeOut %u ms)",
+				 (unsigned long long)(vdi_now_ms() - s->last_progress_ms), s->cfg.serverTimeOut);
+	pthread_mutex_unlock(&s->lock);
+}
+
+static int agent_finished(struct vdi_server *s)
+{
+	int done;
+
+	pthread_mutex_lock(&s->lock);
+	done = get_state(s) == S_NT && !s->outstanding;
+	pthread_mutex_unlock(&s->lock);
+	return done;
+}
+
+static void agent_loop(struct vdi_server *s)
+{
+	struct vdi_shm_header *h = s->r.hdr;
+	struct done list[BATCH];
+	int n;
+
+	for (;;) {
+		n = collect(s, list);
+		deliver(list, n);
+		if (n)
+			continue;
+		if (vdi_region_aborted(&s->r) || __atomic_load_n(&s->agent_stop, __ATOMIC_RELAXED)) {
+			abort_outstanding(s);
+			return;
+		}
+		if (agent_finished(s))
+			return;
+		if (!vdi_wait_slice(&h->done_seq, &h->done_waiters, agent_should_wake, s, 100))
+			agent_watch(s);
+	}
+}
+
+int vdi_server_execute_completion_agent(struct vdi_server *s)
+{
+	enum sstate st;
+
+	vdi_clear_error();
+	if (!s)
+		return vdi_fail(VD_E_INVALID, "server object is NULL");
+	pthread_mutex_lock(&s->lock);
+	st = server_state(s);
+	if ((st != S_INITIALIZING && st != S_ACTIVE) || s->agent_running) {
+		pthread_mutex_unlock(&s->lock);
+		if (s->agent_running && st != S_ABORT)
+			return vdi_fail(VD_E_PROTOCOL, "server ExecuteCompletionAgent: the agent is already running");
+		return wrong_state(s, st, "ExecuteCompletionAgent");
+	}
+	s->agent_running = 1;
+	s->last_progress_ms = vdi_now_ms();
+	if (st == S_INITIALIZING) {
+		set_state(s, S_ACTIVE);
+		publish_phase(s, VDI_PHASE_ACTIVE);
+	}
+	pthread_mutex_unlock(&s->lock);
+
+	agent_loop(s);
+
+	pthread_mutex_lock(&s->lock);
+	s->agent_running = 0;
+	pthread_cond_broadcast(&s->agent_done);
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* SignalAbort, Close */
+
+int vdi_server_signal_abort(struct vdi_server *s)
+{
+	vdi_clear_error();
+	if (!s)
+		return vdi_fail(VD_E_INVALID, "server object is NULL");
+	if (get_state(s) == S_DNE)
+		return vdi_fail(VD_E_PROTOCOL, "server SignalAbort: no set is open on this object");
+	vdi_region_abort(&s->r, "server (pid %d) signalled abort", (int)getpid());
+	return 0;
+}
+
+static void release_all(struct vdi_server *s)
+{
+	uint32_t i;
+
+	for (i = 0; i < VDI_MAX_DEVICES; i++) {
+		free(s->devs[i]);
+		s->devs[i] = NULL;
+	}
+	vdi_bufpool_release(&s->pool);
+	vdi_store_release(&s->r.hdr->server_closed, 1u);
+	vdi_region_wake_all(&s->r);
+	vdi_region_unlink(&s->r);
+	vdi_region_unmap(&s->r);
+	s->opened = s->closed_count = s->outstanding = 0;
+	set_state(s, S_DNE);
+}
+
+/* D4 for the server: open devices make Close a protocol error; any
+ * Close before Normal Termination aborts, so no client waits on. */
+static int close_check(struct vdi_server *s, enum sstate st)
+{
+	uint32_t i;
+
+	if (st == S_ABORT || st == S_NT)
+		return 0;
+	for (i = 0; i < s->r.device_count; i++) {
+		if (s->devs[i] && !s->devs[i]->closed) {
+			vdi_region_abort(&s->r, "server closed set '%s' with device '%s' open", s->r.name,
+					 s->devs[i]->name);
+			return vdi_fail(VD_E_PROTOCOL, "server Close: device '%s' of set '%s' is still open; the set was aborted",
+					s->devs[i]->name, s->r.name);
+		}
+	}
+	vdi_region_abort(&s->r, "server closed set '%s' before the end of the transfer", s->r.name);
+	return 0;
+}
+
+int vdi_server_close(struct vdi_server *s)
+{
+	enum sstate st;
+	int rc;
+
+	vdi_clear_error();
+	if (!s)
+		return vdi_fail(VD_E_INVALID, "server object is NULL");
+	pthread_mutex_lock(&s->lock);
+	st = server_state(s);
+	if (st == S_DNE) {
+		pthread_mutex_unlock(&s->lock);
+		return vdi_fail(VD_E_PROTOCOL, "server Close: no set is open on this object");
+	}
+	rc = close_check(s, st);
+	/* Stop the agent and wait for it: after Close nothing may touch
+	 * the commands or the mappings. */
+	__atomic_store_n(&s->agent_stop, 1, __ATOMIC_RELAXED);
+	vdi_wake(&s->r.hdr->done_seq, &s->r.hdr->done_waiters);
+	while (s->agent_running)
+		pthread_cond_wait(&s->agent_done, &s->lock);
+	pthread_mutex_unlock(&s->lock);
+	abort_outstanding(s); /* no agent ran them: do it here (spec 7.3) */
+	pthread_mutex_lock(&s->lock);
+	release_all(s);
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+/* For info.c. */
+struct vdi_region *vdi_server_region(struct vdi_server *s);
+struct vdi_region *vdi_server_region(struct vdi_server *s)
+{
+	return s && get_state(s) != S_DNE ? &s->r : NULL;
+}

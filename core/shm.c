@@ -1,0 +1,731 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * shm.c - creating, mapping, validating, locking and removing the shared
+ * objects of a set; process identity and liveness; abort and wake-ups.
+ *
+ * Trust.  The peer may be dead, buggy or hostile.  Everything read from
+ * the region after it was mapped is checked here or at its point of use:
+ * the header's sizes against fstat, names against what we asked for,
+ * device counts against 1..64.  A region that fails validation is
+ * refused with VD_E_PROTOCOL; it is never "repaired".
+ *
+ * Liveness (decisions D26).  A process is named by pid and start time
+ * (field 22 of /proc/<pid>/stat): a recycled pid does not look alive; a
+ * zombie (killed, not yet reaped) counts as dead.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "barrier.h"
+#include "internal.h"
+#include "shm.h"
+
+/* ------------------------------------------------------------------ */
+/* futex */
+
+void vdi_futex_wait(uint32_t *word, uint32_t expected, uint32_t timeout_ms)
+{
+	struct timespec ts = {
+		.tv_sec = timeout_ms / 1000,
+		.tv_nsec = (long)(timeout_ms % 1000) * 1000000L,
+	};
+
+	/* EAGAIN (value changed), EINTR and ETIMEDOUT all mean "re-check". */
+	syscall(SYS_futex, word, FUTEX_WAIT, expected, &ts, NULL, 0);
+}
+
+void vdi_futex_wake_all(uint32_t *word)
+{
+	syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* deadlines and sliced waits */
+
+#define VDI_SLICE_MS 100u
+
+void vdi_deadline_start(struct vdi_deadline *d, uint32_t timeout_ms)
+{
+	d->end_ms = vdi_timeout_infinite(timeout_ms) ? UINT64_MAX
+						      : vdi_now_ms() + timeout_ms;
+}
+
+uint32_t vdi_deadline_slice(const struct vdi_deadline *d)
+{
+	uint64_t now;
+
+	if (d->end_ms == UINT64_MAX)
+		return VDI_SLICE_MS;
+	now = vdi_now_ms();
+	if (now >= d->end_ms)
+		return 0;
+	return d->end_ms - now < VDI_SLICE_MS ? (uint32_t)(d->end_ms - now) : VDI_SLICE_MS;
+}
+
+int vdi_wait_slice(uint32_t *seq, uint32_t *waiters, int (*cond)(void *ctx),
+		   void *ctx, uint32_t slice_ms)
+{
+	uint32_t seen;
+	int ok;
+
+	/* Waiter half of the wake protocol in barrier.h. */
+	vdi_atomic_inc(waiters);
+	seen = vdi_load_acquire(seq);
+	ok = cond(ctx);
+	if (!ok && slice_ms)
+		vdi_futex_wait(seq, seen, slice_ms);
+	vdi_atomic_dec(waiters);
+	return ok || cond(ctx);
+}
+
+/* ------------------------------------------------------------------ */
+/* names and configuration */
+
+int vdi_check_set_name(const char *name, const char *what)
+{
+	size_t n;
+	const unsigned char *p;
+
+	if (!name)
+		return vdi_fail(VD_E_INVALID, "%s name is NULL", what);
+	n = strlen(name);
+	if (n == 0)
+		return vdi_fail(VD_E_INVALID, "%s name is empty", what);
+	if (n > VDI_MAX_NAME)
+		return vdi_fail(VD_E_INVALID, "%s name '%.40s...' is %zu bytes long; at most %d allowed",
+				what, name, n, VDI_MAX_NAME);
+	if (!strcmp(name, ".") || !strcmp(name, ".."))
+		return vdi_fail(VD_E_INVALID, "%s name '%s' is not allowed", what, name);
+	for (p = (const unsigned char *)name; *p; p++) {
+		if (*p == '/' || *p == '\\' || *p < 0x20 || *p == 0x7f)
+			return vdi_fail(VD_E_INVALID,
+					"%s name has character 0x%02x at byte %zu; '/', '\\' and control characters are not allowed",
+					what, *p, (size_t)(p - (const unsigned char *)name));
+	}
+	return 0;
+}
+
+int vdi_check_instance(const char *instance, const char **canonical)
+{
+	size_t n;
+	const char *p;
+
+	if (!instance || !*instance) {
+		*canonical = VDI_DEFAULT_INSTANCE;
+		return 0;
+	}
+	n = strlen(instance);
+	if (n > VDI_MAX_INSTANCE)
+		return vdi_fail(VD_E_INSTANCE_NAME, "instance name '%.20s' is %zu bytes long; at most %d allowed",
+				instance, n, VDI_MAX_INSTANCE);
+	for (p = instance; *p; p++) {
+		if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+		      (*p >= '0' && *p <= '9') || *p == '_' || *p == '$'))
+			return vdi_fail(VD_E_INSTANCE_NAME,
+					"instance name '%s' has character 0x%02x; letters, digits, '_' and '$' are allowed",
+					instance, (unsigned char)*p);
+	}
+	*canonical = instance;
+	return 0;
+}
+
+static int is_pow2(uint32_t v)
+{
+	return v && !(v & (v - 1));
+}
+
+#define VDF_CLIENT_OPTIONAL (VDF_Discard | VDF_SnapshotPrepare | VDF_EnumFrozenFiles | \
+			     VDF_VSSWriter | VDF_RequestComplete | (uint32_t)VDF_LatchStats)
+
+static int check_features(uint32_t f)
+{
+	uint32_t mode = f & ~(uint32_t)VDF_CLIENT_OPTIONAL;
+
+	if (mode == VDF_LikePipe || mode == VDF_Removable || mode == VDF_LikeTape ||
+	    mode == VDF_LikeDisk || mode == (VDF_LikeDisk | VDF_Removable))
+		return 0;
+	return vdi_fail(VD_E_NOTSUPPORTED,
+			"features 0x%08x are not supported: the mode bits 0x%08x must be pipe (0 or 0x1), tape (0x173) or disk (0x200 or 0x201), plus optional 0x%08x",
+			f, mode, (uint32_t)VDF_CLIENT_OPTIONAL);
+}
+
+int vdi_check_client_config(const VDConfig *cfg)
+{
+	int rc;
+
+	if (!cfg)
+		return vdi_fail(VD_E_INVALID, "configuration is NULL");
+	if (cfg->deviceCount < 1 || cfg->deviceCount > VDI_MAX_DEVICES)
+		return vdi_fail(VD_E_NOTSUPPORTED, "deviceCount %u is out of range 1..%d",
+				cfg->deviceCount, VDI_MAX_DEVICES);
+	rc = check_features(cfg->features);
+	if (rc)
+		return rc;
+	if (cfg->alignment && (!is_pow2(cfg->alignment) || cfg->alignment > VDI_MAX_ALIGNMENT))
+		return vdi_fail(VD_E_NOTSUPPORTED,
+				"alignment %u is not 0 or a power of two up to %d", cfg->alignment,
+				VDI_MAX_ALIGNMENT);
+	if (cfg->prefixZoneSize > VDI_MAX_PREFIX)
+		return vdi_fail(VD_E_NOTSUPPORTED, "prefixZoneSize %u is above the limit %d",
+				cfg->prefixZoneSize, VDI_MAX_PREFIX);
+	if (cfg->softFileMarkBlockSize && !(cfg->features & VDF_FileMarks))
+		return vdi_fail(VD_E_NOTSUPPORTED,
+				"softFileMarkBlockSize %u needs VDF_FileMarks (0x100) in features",
+				cfg->softFileMarkBlockSize);
+	if (cfg->softFileMarkBlockSize % 512)
+		return vdi_fail(VD_E_NOTSUPPORTED, "softFileMarkBlockSize %u is not a multiple of 512",
+				cfg->softFileMarkBlockSize);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* processes */
+
+static uint64_t proc_start_time(int32_t pid, char *state)
+{
+	char path[64], buf[1024];
+	ssize_t n;
+	int fd;
+	char *p;
+	int field;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	/* comm may hold spaces and ')': fields restart after the last ')'. */
+	p = strrchr(buf, ')');
+	if (!p || p[1] != ' ')
+		return 0;
+	*state = p[2];
+	p += 2;
+	for (field = 3; field < 22 && p; field++) {
+		p = strchr(p, ' ');
+		if (p)
+			p++;
+	}
+	return p ? strtoull(p, NULL, 10) : 0;
+}
+
+void vdi_proc_self(struct vdi_shm_proc *p)
+{
+	char state;
+
+	p->pid = (int32_t)getpid();
+	p->pad = 0;
+	p->start_time = proc_start_time(p->pid, &state);
+}
+
+int vdi_proc_alive(int32_t pid, uint64_t start_time)
+{
+	char state = '?';
+	uint64_t st;
+
+	if (pid <= 0)
+		return 0;
+	st = proc_start_time(pid, &state);
+	if (!st || st != start_time)
+		return 0;
+	return state != 'Z' && state != 'X' && state != 'x';
+}
+
+int vdi_shm_proc_alive(const struct vdi_shm_proc *p)
+{
+	/* Two separate loads of an untrusted pair: a torn read can only make
+	 * a live process look dead, which aborts the set: loud, not unsafe. */
+	return vdi_proc_alive(vdi_load_acquire(&p->pid), vdi_load_acquire(&p->start_time));
+}
+
+/* ------------------------------------------------------------------ */
+/* abort and wake-ups */
+
+void vdi_region_wake_all(struct vdi_region *r)
+{
+	struct vdi_shm_header *h = r->hdr;
+	uint32_t i;
+
+	vdi_wake(&h->config_seq, &h->config_waiters);
+	vdi_wake(&h->done_seq, &h->done_waiters);
+	for (i = 0; i < r->device_count; i++) {
+		struct vdi_shm_device *d = vdi_shm_dev(h, i);
+
+		vdi_wake(&d->cmd_seq, &d->cmd_waiters);
+	}
+}
+
+int vdi_region_abort(struct vdi_region *r, const char *fmt, ...)
+{
+	struct vdi_shm_header *h = r->hdr;
+	uint32_t zero = 0;
+	int won;
+	va_list ap;
+
+	won = vdi_cas(&h->abort, &zero, 1u);
+	if (won) {
+		/* Only the winner writes the reason; readers wait for
+		 * reason_ready (store-release below pairs with the acquire
+		 * in vdi_region_reason). */
+		va_start(ap, fmt);
+		vsnprintf(h->abort_reason, sizeof(h->abort_reason), fmt, ap);
+		va_end(ap);
+		vdi_store_release(&h->reason_ready, 1u);
+		vdi_log(VDI_LOG_INFO, "set '%s': aborted: %s", r->name, h->abort_reason);
+	}
+	vdi_region_wake_all(r);
+	return won;
+}
+
+int vdi_region_aborted(const struct vdi_region *r)
+{
+	/* Pairs with the CAS in vdi_region_abort; any non-zero value is
+	 * an abort, so a scribbled word fails loudly. */
+	return vdi_load_acquire(&r->hdr->abort) != 0;
+}
+
+void vdi_region_reason(const struct vdi_region *r, char *buf, size_t len)
+{
+	size_t i;
+
+	buf[0] = '\0';
+	if (!len || !vdi_load_acquire(&r->hdr->reason_ready))
+		return;
+	/* Copy byte by byte up to a NUL: the text is untrusted. */
+	for (i = 0; i + 1 < len && i < VDI_REASON_MAX; i++) {
+		char ch = r->hdr->abort_reason[i];
+
+		if (!ch)
+			break;
+		buf[i] = (ch >= 0x20 && ch < 0x7f) ? ch : '?';
+	}
+	buf[i] = '\0';
+}
+
+/* Finds the device called name, or names a free slot after it (D15).
+ * Called with the region lock held.  Returns the index or a VD_E_*. */
+int vdi_region_find_device(struct vdi_region *r, const char *name, const char *side)
+{
+	uint32_t i;
+	int free_slot = -1;
+
+	for (i = 0; i < r->device_count; i++) {
+		struct vdi_shm_device *sd = vdi_shm_dev(r->hdr, i);
+
+		if (!vdi_load_acquire(&sd->named)) {
+			if (free_slot < 0)
+				free_slot = (int)i;
+			continue;
+		}
+		if (!strncmp(sd->name, name, sizeof(sd->name)))
+			return (int)i;
+	}
+	if (free_slot < 0)
+		return vdi_fail(VD_E_INVALID, "%s OpenDevice: set '%s' has no device named '%s' (all %u are named)",
+				side, r->name, name, r->device_count);
+	snprintf(vdi_shm_dev(r->hdr, (uint32_t)free_slot)->name, VDI_MAX_NAME + 1, "%s", name);
+	/* Release: the name is complete before anyone can match it. */
+	vdi_store_release(&vdi_shm_dev(r->hdr, (uint32_t)free_slot)->named, 1u);
+	return free_slot;
+}
+
+/* ------------------------------------------------------------------ */
+/* the set lock */
+
+#define VDI_LOCK_LIMIT_MS 2000u
+
+int vdi_region_lock(struct vdi_region *r)
+{
+	uint32_t *w = &r->hdr->lock;
+	uint32_t self = (uint32_t)getpid();
+	uint64_t start = vdi_now_ms();
+
+	for (;;) {
+		uint32_t owner = 0;
+
+		if (vdi_cas(w, &owner, self))
+			return 0;
+		/* A dead owner (pid gone) leaves the lock: take it over.  The
+		 * sections it guards are short stores that stay consistent
+		 * when cut anywhere (names are marked valid last). */
+		if (owner != self && kill((pid_t)owner, 0) < 0 && errno == ESRCH) {
+			if (vdi_cas(w, &owner, self))
+				return 0;
+			continue;
+		}
+		if (vdi_now_ms() - start > VDI_LOCK_LIMIT_MS)
+			return vdi_fail(VD_E_PROTOCOL, "set '%s': lock held by pid %u for more than %u ms",
+					r->name, owner, VDI_LOCK_LIMIT_MS);
+		vdi_atomic_inc(&r->hdr->lock_waiters);
+		vdi_futex_wait(w, owner, 10);
+		vdi_atomic_dec(&r->hdr->lock_waiters);
+	}
+}
+
+void vdi_region_unlock(struct vdi_region *r)
+{
+	uint32_t self = (uint32_t)getpid();
+
+	/* Release only our own lock: if a peer scribbled over it, leave it. */
+	if (vdi_cas(&r->hdr->lock, &self, 0u) && vdi_load_acquire(&r->hdr->lock_waiters))
+		vdi_futex_wake_all(&r->hdr->lock);
+}
+
+/* ------------------------------------------------------------------ */
+/* mapping helpers */
+
+static void region_names(struct vdi_region *r, const char *instance, const char *name)
+{
+	snprintf(r->instance, sizeof(r->instance), "%s", instance);
+	snprintf(r->name, sizeof(r->name), "%s", name);
+	snprintf(r->shm_name, sizeof(r->shm_name), "/vdi.%s.%s", instance, name);
+}
+
+void vdi_area_name(const struct vdi_region *r, uint32_t k, char *buf, size_t len)
+{
+	snprintf(buf, len, "/vdi-b%u.%s.%s", k, r->instance, r->name);
+}
+
+void vdi_region_unmap(struct vdi_region *r)
+{
+	if (r->hdr)
+		munmap(r->hdr, r->size);
+	r->hdr = NULL;
+	r->size = 0;
+}
+
+static int map_fd(int fd, size_t size, const char *shm_name, void **out)
+{
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+
+	if (p == MAP_FAILED)
+		return vdi_fail_errno(errno, "cannot map '%s' (%zu bytes)", shm_name, size);
+	*out = p;
+	return 0;
+}
+
+/* Reserves shm space so a full /dev/shm fails here with VD_E_MEMORY, not
+ * later with SIGBUS on first touch. */
+static int size_fd(int fd, size_t size, const char *shm_name)
+{
+	int err;
+
+	if (ftruncate(fd, (off_t)size) < 0)
+		return vdi_fail_errno(errno, "cannot size '%s' to %zu bytes", shm_name, size);
+	err = posix_fallocate(fd, 0, (off_t)size);
+	if (err && err != EOPNOTSUPP && err != EINVAL)
+		return vdi_fail_errno(err, "cannot reserve %zu bytes for '%s'", size, shm_name);
+	return 0;
+}
+
+static int set_access(int fd, uint32_t mode, gid_t gid, const char *shm_name)
+{
+	if (mode == 0660 && fchown(fd, (uid_t)-1, gid) < 0)
+		return vdi_fail_errno(errno, "cannot give '%s' to group %u", shm_name, (unsigned)gid);
+	if (fchmod(fd, mode) < 0)
+		return vdi_fail_errno(errno, "cannot set mode %o on '%s'", mode, shm_name);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* the control region */
+
+static void unlink_names(const struct vdi_region *r)
+{
+	char area[300];
+	uint32_t k;
+
+	shm_unlink(r->shm_name);
+	for (k = 0; k < VDI_MAX_AREAS; k++) {
+		vdi_area_name(r, k, area, sizeof(area));
+		shm_unlink(area);
+	}
+}
+
+/* The existing object under our name: is it a set whose creator lives?
+ * 1 = live (busy), 0 = stale (may be removed), <0 = error. */
+static int existing_is_live(struct vdi_region *r)
+{
+	struct vdi_shm_header *h;
+	struct stat st;
+	int fd, live;
+
+	fd = shm_open(r->shm_name, O_RDONLY | O_CLOEXEC, 0);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : vdi_fail_errno(errno, "cannot inspect existing set '%s'", r->name);
+	if (fstat(fd, &st) < 0 || (size_t)st.st_size < sizeof(*h)) {
+		/* Being created right now, or debris: debris if old. */
+		live = fstat(fd, &st) == 0 && time(NULL) - st.st_ctime < 2;
+		close(fd);
+		return live;
+	}
+	h = mmap(NULL, sizeof(*h), PROT_READ, MAP_SHARED, fd, 0);
+	close(fd);
+	if (h == MAP_FAILED)
+		return vdi_fail_errno(errno, "cannot inspect existing set '%s'", r->name);
+	if (vdi_load_acquire(&h->magic) != VDI_SHM_MAGIC)
+		live = time(NULL) - st.st_ctime < 2;
+	else
+		live = vdi_shm_proc_alive(&h->creator) ||
+		       (!vdi_load_acquire(&h->server_closed) && vdi_shm_proc_alive(&h->server));
+	munmap(h, sizeof(*h));
+	return live;
+}
+
+static int open_exclusive(struct vdi_region *r, uint32_t mode)
+{
+	int fd, live, attempt;
+
+	for (attempt = 0; attempt < 2; attempt++) {
+		fd = shm_open(r->shm_name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+		if (fd >= 0)
+			return fd;
+		if (errno != EEXIST)
+			return vdi_fail_errno(errno, "cannot create set '%s'", r->name);
+		live = existing_is_live(r);
+		if (live < 0)
+			return live;
+		if (live)
+			return vdi_fail(VD_E_BUSY, "set '%s' already exists and its creator is alive",
+					r->name);
+		vdi_log(VDI_LOG_INFO, "set '%s': reclaiming objects left by dead processes", r->name);
+		unlink_names(r);
+	}
+	return vdi_fail(VD_E_BUSY, "set '%s': name still taken after removing a stale set", r->name);
+}
+
+static void init_header(struct vdi_region *r, const VDConfig *cfg, uint32_t mode, gid_t gid)
+{
+	struct vdi_shm_header *h = r->hdr;
+	uint32_t i;
+
+	/* The region is fresh (zero-filled) and not yet published: plain
+	 * stores are fine until magic is stored with release. */
+	h->version = VDI_SHM_VERSION;
+	h->header_size = sizeof(*h);
+	h->device_size = sizeof(struct vdi_shm_device);
+	h->total_size = r->size;
+	memcpy(h->set_id, r->set_id, sizeof(h->set_id));
+	snprintf(h->instance, sizeof(h->instance), "%s", r->instance);
+	snprintf(h->name, sizeof(h->name), "%s", r->name);
+	h->mode = mode;
+	h->gid = (uint32_t)gid;
+	h->client_cfg = *cfg;
+	h->client_cfg.blockSize = 0;
+	h->client_cfg.maxIODepth = 0;
+	h->client_cfg.maxTransferSize = 0;
+	h->client_cfg.bufferAreaSize = 0;
+	vdi_proc_self(&h->creator);
+	for (i = 0; i < cfg->deviceCount; i++)
+		vdi_shm_dev(h, i)->server_state = VDI_DEV_S_UNOPENED;
+	/* Device 0 carries the set's name (spec 1.2). */
+	snprintf(vdi_shm_dev(h, 0)->name, VDI_MAX_NAME + 1, "%s", r->name);
+	vdi_shm_dev(h, 0)->named = 1;
+	vdi_store_release(&h->magic, VDI_SHM_MAGIC);
+}
+
+int vdi_region_create(struct vdi_region *r, const char *instance, const char *name,
+		      const VDConfig *cfg, uint32_t mode, gid_t gid)
+{
+	void *p = NULL;
+	int fd, rc;
+
+	memset(r, 0, sizeof(*r));
+	region_names(r, instance, name);
+	r->device_count = cfg->deviceCount;
+	r->size = vdi_shm_region_size(cfg->deviceCount);
+	if (getrandom(r->set_id, sizeof(r->set_id), 0) != sizeof(r->set_id))
+		return vdi_fail_errno(errno, "cannot draw a set id");
+	fd = open_exclusive(r, mode);
+	if (fd < 0)
+		return fd;
+	rc = set_access(fd, mode, gid, r->shm_name);
+	if (!rc)
+		rc = size_fd(fd, r->size, r->shm_name);
+	if (!rc)
+		rc = map_fd(fd, r->size, r->shm_name, &p);
+	close(fd);
+	if (rc) {
+		shm_unlink(r->shm_name);
+		return rc;
+	}
+	r->hdr = p;
+	init_header(r, cfg, mode, gid);
+	return 0;
+}
+
+static int validate_header(struct vdi_region *r, size_t file_size)
+{
+	struct vdi_shm_header *h = r->hdr;
+	uint32_t n;
+	uint32_t magic = vdi_load_acquire(&h->magic);
+
+	if (!magic) /* the creator has not published it yet */
+		return vdi_fail(VD_E_INVALID, "set '%s' is not ready (being created)", r->name);
+	if (magic != VDI_SHM_MAGIC)
+		return vdi_fail(VD_E_PROTOCOL, "set '%s': bad magic in '%s'", r->name, r->shm_name);
+	if (h->version != VDI_SHM_VERSION || h->header_size != sizeof(*h) ||
+	    h->device_size != sizeof(struct vdi_shm_device))
+		return vdi_fail(VD_E_PROTOCOL,
+				"set '%s': layout version %u (header %u, device %u bytes) is not ours (%u, %zu, %zu)",
+				r->name, h->version, h->header_size, h->device_size, VDI_SHM_VERSION,
+				sizeof(*h), sizeof(struct vdi_shm_device));
+	n = h->client_cfg.deviceCount;
+	if (n < 1 || n > VDI_MAX_DEVICES)
+		return vdi_fail(VD_E_PROTOCOL, "set '%s': device count %u in shared memory", r->name, n);
+	if (h->total_size != vdi_shm_region_size(n) || file_size < vdi_shm_region_size(n))
+		return vdi_fail(VD_E_PROTOCOL, "set '%s': region is %zu bytes, %zu expected for %u devices",
+				r->name, file_size, vdi_shm_region_size(n), n);
+	if (strncmp(h->name, r->name, sizeof(h->name)) || strncmp(h->instance, r->instance, sizeof(r->instance)))
+		return vdi_fail(VD_E_PROTOCOL, "set '%s': the region names another set", r->name);
+	r->device_count = n;
+	memcpy(r->set_id, h->set_id, sizeof(r->set_id));
+	return 0;
+}
+
+int vdi_region_open(struct vdi_region *r, const char *instance, const char *name)
+{
+	struct stat st;
+	void *p = NULL;
+	int fd, rc;
+
+	memset(r, 0, sizeof(*r));
+	region_names(r, instance, name);
+	fd = shm_open(r->shm_name, O_RDWR | O_CLOEXEC, 0);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return vdi_fail(VD_E_INVALID, "no virtual device set named '%s' (instance %s)",
+					name, instance);
+		return vdi_fail_errno(errno, "cannot open set '%s'", name);
+	}
+	if (fstat(fd, &st) < 0 || (size_t)st.st_size < sizeof(struct vdi_shm_header)) {
+		close(fd);
+		return vdi_fail(VD_E_INVALID, "set '%s' is not ready (being created)", name);
+	}
+	rc = map_fd(fd, (size_t)st.st_size, r->shm_name, &p);
+	close(fd);
+	if (rc)
+		return rc;
+	r->hdr = p;
+	r->size = (size_t)st.st_size;
+	rc = validate_header(r, (size_t)st.st_size);
+	if (rc)
+		vdi_region_unmap(r);
+	return rc;
+}
+
+void vdi_region_unlink(struct vdi_region *r)
+{
+	struct vdi_shm_header *h;
+	struct stat st;
+	int fd, same = 0;
+
+	/* Remove the names only if they are still ours: after a fast Close
+	 * and re-Create, the name may already belong to a new set. */
+	fd = shm_open(r->shm_name, O_RDONLY | O_CLOEXEC, 0);
+	if (fd >= 0) {
+		if (fstat(fd, &st) == 0 && (size_t)st.st_size >= sizeof(*h)) {
+			h = mmap(NULL, sizeof(*h), PROT_READ, MAP_SHARED, fd, 0);
+			if (h != MAP_FAILED) {
+				same = !memcmp(h->set_id, r->set_id, sizeof(r->set_id));
+				munmap(h, sizeof(*h));
+			}
+		}
+		close(fd);
+	} else if (errno == ENOENT) {
+		same = 1; /* control gone: still remove our areas */
+	}
+	if (same)
+		unlink_names(r);
+}
+
+/* ------------------------------------------------------------------ */
+/* buffer areas */
+
+/* Maps fd at an address aligned to VDI_MAX_ALIGNMENT so that every
+ * buffer alignment up to 64 KiB holds in every process. */
+static int map_aligned(int fd, size_t size, const char *shm_name, struct vdi_area_map *m)
+{
+	size_t reserve = size + VDI_MAX_ALIGNMENT;
+	uint8_t *res, *base;
+
+	res = mmap(NULL, reserve, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (res == MAP_FAILED)
+		return vdi_fail_errno(errno, "cannot reserve address space for '%s'", shm_name);
+	base = (uint8_t *)(((uintptr_t)res + VDI_MAX_ALIGNMENT - 1) & ~(uintptr_t)(VDI_MAX_ALIGNMENT - 1));
+	if (mmap(base, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED) {
+		int err = errno;
+
+		munmap(res, reserve);
+		return vdi_fail_errno(err, "cannot map '%s' (%zu bytes)", shm_name, size);
+	}
+	m->base = base;
+	m->size = size;
+	m->reserve = res;
+	m->reserve_size = reserve;
+	return 0;
+}
+
+int vdi_area_create(struct vdi_region *r, uint32_t k, size_t size, struct vdi_area_map *m)
+{
+	char name[300];
+	int fd, rc;
+	uint32_t mode = r->hdr->mode == 0660 ? 0660 : 0600;
+
+	vdi_area_name(r, k, name, sizeof(name));
+	shm_unlink(name); /* debris of a dead set of the same name */
+	fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+	if (fd < 0)
+		return vdi_fail_errno(errno, "set '%s': cannot create buffer area %u", r->name, k);
+	rc = set_access(fd, mode, (gid_t)r->hdr->gid, name);
+	if (!rc)
+		rc = size_fd(fd, size, name);
+	if (!rc)
+		rc = map_aligned(fd, size, name, m);
+	close(fd);
+	if (rc)
+		shm_unlink(name);
+	return rc;
+}
+
+int vdi_area_map(struct vdi_region *r, uint32_t k, struct vdi_area_map *m)
+{
+	char name[300];
+	struct stat st;
+	int fd, rc;
+
+	vdi_area_name(r, k, name, sizeof(name));
+	fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
+	if (fd < 0)
+		return vdi_fail_errno(errno, "set '%s': cannot open buffer area %u", r->name, k);
+	if (fstat(fd, &st) < 0 || st.st_size <= 0) {
+		close(fd);
+		return vdi_fail(VD_E_PROTOCOL, "set '%s': buffer area %u is empty", r->name, k);
+	}
+	rc = map_aligned(fd, (size_t)st.st_size, name, m);
+	close(fd);
+	return rc;
+}
+
+void vdi_area_unmap(struct vdi_area_map *m)
+{
+	if (m->reserve)
+		munmap(m->reserve, m->reserve_size);
+	memset(m, 0, sizeof(*m));
+}
