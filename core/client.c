@@ -617,7 +617,7 @@ static int take_slot(struct vdi_client_device *d, uint32_t idx, VDC_Command **cm
 	cs->vc.buffer = buf;
 	cs->handle = handle;
 	pthread_mutex_lock(&d->lock);
-	cs->held = 1;
+	__atomic_store_n(&cs->held, 1, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&d->lock);
 	*cmd = &cs->vc;
 	return 1;
@@ -640,7 +640,9 @@ static int try_fetch(struct vdi_client_device *d, VDC_Command **cmd)
 	idx = vdi_load_relaxed(&ring->entries[d->head & VDI_RING_MASK]);
 	if (idx >= VDI_QUEUE_DEPTH)
 		return violation(d, "slot index", idx);
-	if (d->slots[idx].held)
+	/* held is written under d->lock by CompleteCommand, possibly on
+	 * another thread: read it atomically. */
+	if (__atomic_load_n(&d->slots[idx].held, __ATOMIC_RELAXED))
 		return violation(d, "slot already outstanding", idx);
 	rc = take_slot(d, idx, cmd);
 	if (rc < 0)
@@ -760,7 +762,7 @@ int vdi_client_complete_command(struct vdi_client_device *d, VDC_Command *cmd, u
 		goto out;
 	}
 	if (s == C_ABORT || s == C_DNE) {
-		cs->held = 0; /* ignored, as the spec says: the set is over */
+		__atomic_store_n(&cs->held, 0, __ATOMIC_RELAXED); /* ignored: the set is over */
 		rc = wrong_state(c, s, "CompleteCommand");
 		goto out;
 	}
@@ -781,7 +783,7 @@ int vdi_client_complete_command(struct vdi_client_device *d, VDC_Command *cmd, u
 	/* Release pairs with the agent's acquire of tail: the completion
 	 * fields and the entry are visible first. */
 	vdi_store_release(&d->sd->done.tail, d->done_tail);
-	cs->held = 0;
+	__atomic_store_n(&cs->held, 0, __ATOMIC_RELAXED);
 	count_completion(d, cs, bytes);
 out:
 	pthread_mutex_unlock(&d->lock);
