@@ -40,7 +40,7 @@ $(error unknown SANITIZE value '$(SANITIZE)': use address,undefined or thread)
 endif
 ALL_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -O1
 LDFLAGS += -fsanitize=$(SANITIZE)
-BUILD := $(BUILD)-$(subst $(comma),-,$(SANITIZE))
+override BUILD := $(BUILD)-$(subst $(comma),-,$(SANITIZE))
 endif
 
 PKG_CONFIG ?= pkg-config

@@ -757,13 +757,15 @@ int vdi_client_complete_command(struct vdi_client_device *d, VDC_Command *cmd, u
 	ss = &d->sd->slots[idx];
 	s = client_state(c);
 	pthread_mutex_lock(&d->lock);
-	if (!cs->held) {
-		rc = vdi_fail(VD_E_INVALID, "client CompleteCommand: device '%s': command is not outstanding", d->name);
+	/* The state decides first (spec 3.1): in Abort every completion is
+	 * ignored, in Normally Terminated none can be outstanding. */
+	if (s != C_ACTIVE) {
+		__atomic_store_n(&cs->held, 0, __ATOMIC_RELAXED);
+		rc = wrong_state(c, s, "CompleteCommand");
 		goto out;
 	}
-	if (s == C_ABORT || s == C_DNE) {
-		__atomic_store_n(&cs->held, 0, __ATOMIC_RELAXED); /* ignored: the set is over */
-		rc = wrong_state(c, s, "CompleteCommand");
+	if (!cs->held) {
+		rc = vdi_fail(VD_E_INVALID, "client CompleteCommand: device '%s': command is not outstanding", d->name);
 		goto out;
 	}
 	if (is_data((uint32_t)cmd->commandCode) && bytes > (uint32_t)cmd->size) {
