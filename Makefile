@@ -81,7 +81,8 @@ LIBSO := $(BUILD)/libvdi.so.0
 VDI := $(BUILD)/vdi
 VDIFS := $(BUILD)/vdifs
 
-.PHONY: all check unit-check integration-check bench install uninstall clean format format-check
+.SECONDARY:
+.PHONY: all check unit-check integration-check bench fuzz install uninstall clean format format-check
 all: $(LIBA) $(LIBSO) $(BUILD)/libvdi.pc $(VDI) $(if $(FS_SRC),$(VDIFS)) $(UNIT_BIN) $(CLITEST_BIN) $(BENCH_BIN)
 
 $(BUILD)/%.o: %.c
@@ -138,6 +139,10 @@ check: all
 
 bench: all
 	@BUILD=$(BUILD) scripts/bench.sh $(BENCH_BIN)
+
+# libFuzzer harnesses (clang): tests/fuzz/fuzz.mk builds and runs them.
+fuzz:
+	@$(MAKE) --no-print-directory -f tests/fuzz/fuzz.mk FUZZ_SECONDS=$(or $(FUZZ_SECONDS),30)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/share/man/man1

@@ -70,6 +70,12 @@ struct vdi_client {
 	VDConfig cfg;           /* final, validated */
 	struct vdi_area_map areas[VDI_MAX_AREAS];
 	struct vdi_client_device *devs[VDI_MAX_DEVICES];
+	/* Process-local hand-off for race detectors: a buffer completed by
+	 * one thread may return with a later command fetched by another.
+	 * The real order runs through the server process, invisible to
+	 * ThreadSanitizer; a release here (CompleteCommand) and an acquire
+	 * in GetCommand make it visible.  One uncontended atomic each. */
+	uint32_t handoff;
 };
 
 /* ------------------------------------------------------------------ */
@@ -644,6 +650,7 @@ static int try_fetch(struct vdi_client_device *d, VDC_Command **cmd)
 	 * another thread: read it atomically. */
 	if (__atomic_load_n(&d->slots[idx].held, __ATOMIC_RELAXED))
 		return violation(d, "slot already outstanding", idx);
+	(void)__atomic_load_n(&d->set->handoff, __ATOMIC_ACQUIRE);
 	rc = take_slot(d, idx, cmd);
 	if (rc < 0)
 		return rc;
@@ -777,6 +784,7 @@ int vdi_client_complete_command(struct vdi_client_device *d, VDC_Command *cmd, u
 		rc = violation(d, "completion ring head", vdi_load_relaxed(&d->sd->done.head));
 		goto out;
 	}
+	__atomic_fetch_add(&c->handoff, 1, __ATOMIC_RELEASE);
 	ss->completion_code = code;
 	ss->bytes_transferred = bytes;
 	ss->out_position = position;

@@ -141,21 +141,6 @@ void vdi_server_free(struct vdi_server *s)
 	free(s);
 }
 
-static int open_region_waiting(struct vdi_server *s, const char *inst, const char *name,
-			       uint32_t timeout_ms)
-{
-	struct vdi_deadline dl;
-	int rc;
-
-	vdi_deadline_start(&dl, timeout_ms);
-	for (;;) {
-		rc = vdi_region_open(&s->r, inst, name);
-		if (rc != VD_E_INVALID || !vdi_deadline_slice(&dl))
-			return rc;
-		usleep(20000);
-	}
-}
-
 /* Checks a freshly mapped set can be served, and claims it. */
 static int claim_set(struct vdi_server *s)
 {
@@ -174,15 +159,40 @@ static int claim_set(struct vdi_server *s)
 	rc = vdi_region_lock(&s->r);
 	if (rc)
 		return rc;
-	if (h->server.pid || vdi_load_acquire(&h->phase) != VDI_PHASE_CREATED)
+	if (h->server.pid)
 		rc = vdi_fail(VD_E_BUSY, "server Open: set '%s' is already opened by server pid %d",
 			      s->r.name, (int)h->server.pid);
+	else if (vdi_load_acquire(&h->phase) != VDI_PHASE_CREATED)
+		rc = vdi_fail(VD_E_BUSY, "server Open: set '%s' is in phase %u with no server (corrupt)",
+			      s->r.name, vdi_load_relaxed(&h->phase));
 	else
 		vdi_proc_self(&h->server);
 	vdi_region_unlock(&s->r);
 	if (!rc)
 		s->cfg = cfg;
 	return rc;
+}
+
+static int open_region_waiting(struct vdi_server *s, const char *inst, const char *name,
+			       uint32_t timeout_ms)
+{
+	struct vdi_deadline dl;
+	int rc;
+
+	vdi_deadline_start(&dl, timeout_ms);
+	for (;;) {
+		rc = vdi_region_open(&s->r, inst, name);
+		if (!rc) {
+			rc = claim_set(s);
+			if (rc)
+				vdi_region_unmap(&s->r);
+		}
+		/* Missing, half-created, or left by a dead client: a new
+		 * client may still create it, so keep waiting. */
+		if (rc != VD_E_INVALID || !vdi_deadline_slice(&dl))
+			return rc;
+		usleep(20000);
+	}
 }
 
 int vdi_server_open_wait(struct vdi_server *s, const char *instance, const char *name,
@@ -203,11 +213,6 @@ int vdi_server_open_wait(struct vdi_server *s, const char *instance, const char 
 		rc = open_region_waiting(s, inst, name, timeout_ms);
 	if (rc)
 		return rc;
-	rc = claim_set(s);
-	if (rc) {
-		vdi_region_unmap(&s->r);
-		return rc;
-	}
 	vdi_bufpool_init(&s->pool, s->cfg.prefixZoneSize, 0);
 	s->opened = s->closed_count = s->outstanding = 0;
 	s->agent_stop = 0;

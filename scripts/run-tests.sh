@@ -8,6 +8,8 @@ label=$1; shift
 limit_unit=${TEST_TIMEOUT_UNIT:-300}
 limit_script=${TEST_TIMEOUT_SCRIPT:-600}
 passed=0 failed=0
+# Objects that exist before the run belong to someone else.
+before=$(ls /dev/shm 2>/dev/null | grep -E '^vdi[.-]' | sort || true)
 failed_names=()
 for t in "$@"; do
 	case "$t" in
@@ -46,7 +48,7 @@ for t in "$@"; do
 	esac
 done
 # Nothing of ours may outlive the suite.
-left=$(ls /dev/shm 2>/dev/null | grep -E '^vdi[.-]' || true)
+left=$(comm -13 <(printf '%s\n' "$before") <(ls /dev/shm 2>/dev/null | grep -E '^vdi[.-]' | sort) | grep . || true)
 if [ -n "$left" ]; then
 	echo "leftover shared memory: $left"
 	failed=$((failed + 1)); failed_names+=("leftover /dev/shm objects")
