@@ -58,4 +58,28 @@ static inline void vdi_wake(uint32_t *seq, uint32_t *waiters)
 		vdi_futex_wake_all(seq);
 }
 
+/*
+ * Race-detector annotations.  A shared buffer changes hands through the
+ * rings, whose release/acquire pairs ThreadSanitizer cannot follow: the
+ * two sides use different mappings (different addresses) or different
+ * processes.  The side that hands a buffer over releases its address;
+ * the side that receives it acquires it.  No code in normal builds.
+ */
+#if defined(__SANITIZE_THREAD__)
+#define VDI_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define VDI_TSAN 1
+#endif
+#endif
+#ifdef VDI_TSAN
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+#define vdi_tsan_acquire(p) __tsan_acquire((void *)(p))
+#define vdi_tsan_release(p) __tsan_release((void *)(p))
+#else
+#define vdi_tsan_acquire(p) ((void)(p))
+#define vdi_tsan_release(p) ((void)(p))
+#endif
+
 #endif /* VDI_BARRIER_H */

@@ -70,12 +70,6 @@ struct vdi_client {
 	VDConfig cfg;           /* final, validated */
 	struct vdi_area_map areas[VDI_MAX_AREAS];
 	struct vdi_client_device *devs[VDI_MAX_DEVICES];
-	/* Process-local hand-off for race detectors: a buffer completed by
-	 * one thread may return with a later command fetched by another.
-	 * The real order runs through the server process, invisible to
-	 * ThreadSanitizer; a release here (CompleteCommand) and an acquire
-	 * in GetCommand make it visible.  One uncontended atomic each. */
-	uint32_t handoff;
 };
 
 /* ------------------------------------------------------------------ */
@@ -405,7 +399,9 @@ static int claim_device(struct vdi_client *c, const char *name, uint32_t *index)
 		goto out;
 	}
 	sd = vdi_shm_dev(c->r.hdr, (uint32_t)i);
-	if (vdi_load_acquire(&sd->client_state) != VDI_DEV_C_UNOPENED) {
+	/* What this process holds is decided by private state; shared
+	 * memory only says what other processes claim. */
+	if (c->devs[i] || vdi_load_acquire(&sd->client_state) != VDI_DEV_C_UNOPENED) {
 		rc = vdi_fail(VD_E_PROTOCOL, "client OpenDevice: device '%s' is already open", name);
 		goto out;
 	}
@@ -622,6 +618,8 @@ static int take_slot(struct vdi_client_device *d, uint32_t idx, VDC_Command **cm
 	cs->vc.position = (int64_t)pos;
 	cs->vc.buffer = buf;
 	cs->handle = handle;
+	if (buf)
+		vdi_tsan_acquire(buf); /* hand-off: barrier.h */
 	pthread_mutex_lock(&d->lock);
 	__atomic_store_n(&cs->held, 1, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&d->lock);
@@ -650,7 +648,6 @@ static int try_fetch(struct vdi_client_device *d, VDC_Command **cmd)
 	 * another thread: read it atomically. */
 	if (__atomic_load_n(&d->slots[idx].held, __ATOMIC_RELAXED))
 		return violation(d, "slot already outstanding", idx);
-	(void)__atomic_load_n(&d->set->handoff, __ATOMIC_ACQUIRE);
 	rc = take_slot(d, idx, cmd);
 	if (rc < 0)
 		return rc;
@@ -784,7 +781,8 @@ int vdi_client_complete_command(struct vdi_client_device *d, VDC_Command *cmd, u
 		rc = violation(d, "completion ring head", vdi_load_relaxed(&d->sd->done.head));
 		goto out;
 	}
-	__atomic_fetch_add(&c->handoff, 1, __ATOMIC_RELEASE);
+	if (cmd->buffer)
+		vdi_tsan_release(cmd->buffer); /* hand-off: barrier.h */
 	ss->completion_code = code;
 	ss->bytes_transferred = bytes;
 	ss->out_position = position;
@@ -839,7 +837,7 @@ static int close_check(struct vdi_client *c, char *name, size_t len, int *unfini
 			dev_open = vdi_load_acquire(&sd->client_state) == VDI_DEV_C_OPEN;
 		if (dev_open && !open) {
 			open = 1;
-			snprintf(name, len, "%s", d ? d->name : sd->named ? sd->name : "?");
+			snprintf(name, len, "%.*s", VDI_MAX_NAME, d ? d->name : sd->named ? sd->name : "?");
 		}
 		if (dev_open || (!c->secondary && vdi_load_acquire(&sd->server_state) != VDI_DEV_S_CLOSED))
 			*unfinished = 1;

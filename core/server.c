@@ -701,6 +701,8 @@ static int queue_command(struct vdi_server_device *d, VDS_Command *cmd)
 	ss->size = cmd->size;
 	ss->position = cmd->inPosition;
 	ss->buffer_handle = buf == SIZE_MAX ? 0 : vdi_bufpool_handle(&s->pool.bufs[buf]);
+	if (buf != SIZE_MAX)
+		vdi_tsan_release(cmd->buffer); /* hand-off: barrier.h */
 	vdi_store_relaxed(&d->sd->cmd.entries[d->tail & VDI_RING_MASK], idx);
 	d->tail++;
 	/* Release pairs with the client's acquire of tail in try_fetch:
@@ -798,14 +800,13 @@ static VDS_Command *retire(struct vdi_server_device *d, uint32_t idx)
 	return cmd;
 }
 
-static int bad_completion(struct vdi_server_device *d, const char *what, uint32_t value)
+static void bad_completion(struct vdi_server_device *d, const char *what, uint32_t value)
 {
 	vdi_region_abort(&d->set->r, "protocol violation by client on device '%s': %s %u", d->name, what, value);
-	return -1;
 }
 
-/* Pops up to room completions of d into out[]; under s->lock.
- * Returns the count, or -1 after a protocol violation (set aborted). */
+/* Pops up to room completions of d into out[]; under s->lock.  Returns
+ * the count; a protocol violation aborts the set and ends the drain. */
 static int drain_device(struct vdi_server_device *d, struct done *out, int room)
 {
 	struct vdi_shm_ring *ring = &d->sd->done;
@@ -813,20 +814,28 @@ static int drain_device(struct vdi_server_device *d, struct done *out, int room)
 	uint32_t tail = vdi_load_acquire(&ring->tail);
 	int n = 0;
 
-	if (tail - d->done_head > VDI_QUEUE_DEPTH)
-		return bad_completion(d, "completion ring count", tail - d->done_head);
+	if (tail - d->done_head > VDI_QUEUE_DEPTH) {
+		bad_completion(d, "completion ring count", tail - d->done_head);
+		return 0;
+	}
 	while (d->done_head != tail && n < room) {
 		uint32_t idx = vdi_load_relaxed(&ring->entries[d->done_head & VDI_RING_MASK]);
 		struct vdi_shm_slot *ss;
 		VDS_Command *cmd;
 
-		if (idx >= VDI_QUEUE_DEPTH || !d->slots[idx].cmd)
-			return bad_completion(d, "completion of a slot not outstanding", idx);
+		/* On a violation, stop but keep what was retired so far: those
+		 * completions are delivered; the rest end with 995. */
+		if (idx >= VDI_QUEUE_DEPTH || !d->slots[idx].cmd) {
+			bad_completion(d, "completion of a slot not outstanding", idx);
+			break;
+		}
 		ss = &d->sd->slots[idx];
 		cmd = d->slots[idx].cmd;
 		out[n] = (struct done){ cmd, ss->completion_code, ss->bytes_transferred, ss->out_position };
-		if (is_data(cmd->commandCode) && out[n].bytes > cmd->size)
-			return bad_completion(d, "bytes transferred above the command size", out[n].bytes);
+		if (is_data(cmd->commandCode) && out[n].bytes > cmd->size) {
+			bad_completion(d, "bytes transferred above the command size", out[n].bytes);
+			break;
+		}
 		retire(d, idx);
 		d->done_head++;
 		n++;
@@ -838,17 +847,14 @@ static int drain_device(struct vdi_server_device *d, struct done *out, int room)
 
 static int collect(struct vdi_server *s, struct done *out)
 {
-	int n = 0, got;
+	int n = 0;
 	uint32_t i;
 
 	pthread_mutex_lock(&s->lock);
 	for (i = 0; i < s->r.device_count && n < BATCH; i++) {
 		if (!s->devs[i])
 			continue;
-		got = drain_device(s->devs[i], out + n, BATCH - n);
-		if (got < 0)
-			break;
-		n += got;
+		n += drain_device(s->devs[i], out + n, BATCH - n);
 	}
 	if (n)
 		s->last_progress_ms = vdi_now_ms();
@@ -863,6 +869,8 @@ static void deliver(struct done *list, int n)
 	for (i = 0; i < n; i++) {
 		VDS_Command *cmd = list[i].cmd;
 
+		if (is_data(cmd->commandCode))
+			vdi_tsan_acquire(cmd->buffer); /* hand-off: barrier.h */
 		cmd->completionCode = list[i].code;
 		cmd->bytesTransferred = list[i].bytes;
 		cmd->outPosition = list[i].pos;

@@ -590,8 +590,9 @@ static int validate_header(struct vdi_region *r, size_t file_size)
 	if (n < 1 || n > VDI_MAX_DEVICES)
 		return vdi_fail(VD_E_PROTOCOL, "set '%s': device count %u in shared memory", r->name, n);
 	if (h->total_size != vdi_shm_region_size(n) || file_size < vdi_shm_region_size(n))
-		return vdi_fail(VD_E_PROTOCOL, "set '%s': region is %zu bytes, %zu expected for %u devices",
-				r->name, file_size, vdi_shm_region_size(n), n);
+		return vdi_fail(VD_E_PROTOCOL,
+				"set '%s': header says %llu bytes and the file has %zu; %zu expected for %u devices",
+				r->name, (unsigned long long)h->total_size, file_size, vdi_shm_region_size(n), n);
 	if (strncmp(h->name, r->name, sizeof(h->name)) || strncmp(h->instance, r->instance, sizeof(r->instance)))
 		return vdi_fail(VD_E_PROTOCOL, "set '%s': the region names another set", r->name);
 	r->device_count = n;
