@@ -425,8 +425,9 @@ struct vdi_cstream;
 
 int vdi_cstream_new(struct vdi_client_device *d, uint32_t timeout_ms,
 		    struct vdi_cstream **out);
-/* Direction as learned from the first data command: VDF_WriteMedia
- * (backup: read the stream) or VDF_ReadMedia (restore: write it). */
+/* Direction negotiated by the server (known from creation, since the
+ * device exists only after configuration): VDF_WriteMedia (backup: read
+ * the stream) or VDF_ReadMedia (restore: write it). */
 uint32_t vdi_cstream_direction(const struct vdi_cstream *s);
 ssize_t vdi_cstream_read(struct vdi_cstream *s, void *buf, size_t len);
 /* Zero-copy read: points *ptr at up to len bytes of the current buffer
@@ -437,7 +438,9 @@ ssize_t vdi_cstream_write(struct vdi_cstream *s, const void *buf, size_t len);
 /* Zero-copy write: room in the current VDC_Read buffer; _commit n bytes. */
 ssize_t vdi_cstream_reserve(struct vdi_cstream *s, void **ptr, size_t len);
 int vdi_cstream_commit(struct vdi_cstream *s, size_t n);
-/* ok=1: orderly end (see above).  ok=0: abort.  Frees s in all cases. */
+/* ok=1: orderly end (see above).  ok=0: abort.  Frees s in all cases.
+ * Writing a restore stream after the server closed the device returns
+ * VD_E_CLOSE. */
 int vdi_cstream_close(struct vdi_cstream *s, int ok);
 /* Bytes moved through the stream so far. */
 uint64_t vdi_cstream_bytes(const struct vdi_cstream *s);
@@ -469,12 +472,17 @@ ssize_t vdi_sstream_write(struct vdi_sstream *w, const void *buf, size_t len);
 ssize_t vdi_sstream_read(struct vdi_sstream *r, void *buf, size_t len);
 /* Send one non-data command (VDC_Flush, VDC_Complete, ...) after all
  * data sent so far, wait for it; returns its completion code (>= 0) or a
- * negative VD_E_*. */
+ * negative VD_E_*.  A partly filled buffer is not sent: call
+ * vdi_sstream_drain first. */
 int vdi_sstream_command(struct vdi_sstream *w, uint32_t code);
 /* Backup: send the padded tail, wait for every command; no close.  */
 int vdi_sstream_drain(struct vdi_sstream *w);
 /* Ends the stream: waits for outstanding commands and frees w.  Does not
- * close the device (the caller decides between CloseDevice and abort). */
+ * close the device (the caller decides between CloseDevice and abort).
+ * Returns VD_E_PROTOCOL if written bytes were never drained, so that a
+ * forgotten drain cannot pass for a complete backup.  A data command the
+ * client completed with an error code makes the stream calls return
+ * VD_E_IO_ERROR (code and offset: vdi_sstream_error). */
 int vdi_sstream_close(struct vdi_sstream *w);
 uint64_t vdi_sstream_bytes(const struct vdi_sstream *w);
 /* Completion code of the first failed command of the stream (0 if none),

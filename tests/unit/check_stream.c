@@ -1,0 +1,1496 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * check_stream.c - the stream adapter (core/cstream.c, core/sstream.c)
+ * against real client and server objects.
+ *
+ * Most tests run both halves in this process (server threads driving
+ * vdi_sstream_*, client threads driving vdi_cstream_* or the raw client
+ * API); the "fork" cases run the client in a child process over real
+ * shared memory.  Every byte moved is compared with a reference buffer
+ * built from a seed.  Each case has a time limit; every set is named by
+ * tl_name() and removed by tl_pair_destroy() / tl_shm_cleanup_run().
+ */
+#include <check.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "testlib.h"
+#include "vdi.h"
+
+#define KIB	1024u
+#define MIB	(1024u * 1024u)
+#define WAIT_MS 10000u
+
+/* ---------------------------------------------------------------------
+ * Data: a reference stream made from a seed.
+ */
+static uint64_t rnd(uint64_t *s)
+{
+	uint64_t x = (*s += 0x9e3779b97f4a7c15ull);
+
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
+/* n pattern bytes (plus slack so padding checks can read past n). */
+static uint8_t *ref_new(uint64_t seed, size_t n)
+{
+	size_t cap = (n + 15) & ~(size_t)7;
+	uint8_t *p = malloc(cap);
+	uint64_t s = seed, v;
+
+	ck_assert_ptr_nonnull(p);
+	for (size_t i = 0; i + 8 <= cap; i += 8) {
+		v = rnd(&s);
+		memcpy(p + i, &v, 8);
+	}
+	return p;
+}
+
+/* Random chunk size in 1..max, at most left. */
+static size_t chunk(uint64_t *rng, size_t max, uint64_t left)
+{
+	size_t n = 1 + (size_t)(rnd(rng) % max);
+
+	return n < left ? n : (size_t)left;
+}
+
+/* ---------------------------------------------------------------------
+ * A client + server pair with a stream pool.
+ */
+struct rig {
+	struct tl_pair p;
+	struct vdi_sstream_pool *pool;
+};
+
+static void rig_opts(struct tl_pair_opts *o, uint32_t devices, uint32_t dir, uint32_t block,
+		     uint32_t mts, uint32_t buffers)
+{
+	tl_pair_opts_default(o);
+	o->devices = devices;
+	o->server_features = dir;
+	o->block_size = block;
+	o->max_transfer = mts;
+	o->buffer_count = buffers;
+	o->timeout_ms = WAIT_MS;
+}
+
+static void rig_up(struct rig *r, const struct tl_pair_opts *o, uint32_t pool,
+		   uint32_t pool_timeout)
+{
+	memset(r, 0, sizeof(*r));
+	TL_OK(tl_pair_init(&r->p, o));
+	TL_OK(tl_pair_advance(&r->p, TL_ACTIVE));
+	if (pool)
+		TL_OK(vdi_sstream_pool_new(r->p.s, pool, pool_timeout, &r->pool));
+}
+
+static void rig_down(struct rig *r)
+{
+	if (r->pool)
+		vdi_sstream_pool_free(r->pool);
+	r->pool = NULL;
+	tl_pair_destroy(&r->p);
+}
+
+/* Normal end: the agent returned by itself, both Close calls succeed. */
+static void rig_finish_ok(struct rig *r)
+{
+	TL_OK(tl_agent_join(&r->p.agent, WAIT_MS));
+	TL_OK(r->p.agent.rc);
+	vdi_sstream_pool_free(r->pool);
+	r->pool = NULL;
+	r->p.client_closed = 1;
+	TL_OK(vdi_client_close(r->p.c));
+	r->p.server_closed = 1;
+	TL_OK(vdi_server_close(r->p.s));
+	rig_down(r);
+}
+
+/* ---------------------------------------------------------------------
+ * Jobs: one side of one device on a thread.
+ */
+struct job {
+	struct rig *r;
+	uint32_t dev;
+	const uint8_t *ref; /* the stream's bytes */
+	uint64_t total;	    /* bytes the producer moves */
+	uint64_t seed;	    /* chunk sizes */
+	size_t maxchunk;
+	uint32_t tsize;	    /* server transfer size (0 = max) */
+	uint32_t timeout;   /* client stream timeout */
+	uint32_t final_cmd; /* server: command after drain, 0 none */
+	int close_device;   /* server: CloseDevice at the end */
+	int mode;	    /* client: 0 copy, 1 zero-copy, 2 mixed */
+	uint32_t block;	    /* client reader: padding unit */
+	/* results */
+	int rc; /* first failure */
+	char err[600];
+	uint64_t t_fail; /* tl_now_ms() of the failure */
+	uint64_t got;	 /* bytes moved */
+	long bad;	 /* offset of the first wrong byte, -1 */
+	int cmd_rc;
+	int cmd_done; /* atomic: final command returned */
+	int close_rc;
+	int codes[8]; /* server: answers to control commands */
+	uint32_t ecode;
+	uint64_t eoff;
+	pthread_t th;
+};
+
+static void job_init(struct job *j, struct rig *r, uint32_t dev, const uint8_t *ref, uint64_t total,
+		     uint64_t seed)
+{
+	memset(j, 0, sizeof(*j));
+	j->r = r;
+	j->dev = dev;
+	j->ref = ref;
+	j->total = total;
+	j->seed = seed;
+	j->maxchunk = 200000;
+	j->timeout = WAIT_MS;
+	j->close_device = 1;
+	j->block = 512;
+	j->bad = -1;
+}
+
+static void job_fail(struct job *j, int rc)
+{
+	if (j->rc)
+		return;
+	j->rc = rc;
+	j->t_fail = tl_now_ms();
+	snprintf(j->err, sizeof(j->err), "%s", vdi_last_error());
+}
+
+static void job_start(struct job *j, void *(*fn)(void *))
+{
+	ck_assert_int_eq(pthread_create(&j->th, NULL, fn, j), 0);
+}
+
+static void job_join(struct job *j)
+{
+	ck_assert_int_eq(pthread_join(j->th, NULL), 0);
+}
+
+/* Compares n bytes at stream offset off: data below total, zeros above. */
+static void job_check(struct job *j, uint64_t off, const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n && j->bad < 0; i++) {
+		uint8_t want = off + i < j->total ? j->ref[off + i] : 0;
+
+		if (p[i] != want)
+			j->bad = (long)(off + i);
+	}
+}
+
+/* Fast path of job_check: whole range below total. */
+static void job_cmp(struct job *j, uint64_t off, const uint8_t *p, size_t n)
+{
+	if (j->bad >= 0)
+		return;
+	if (off + n <= j->total && !memcmp(p, j->ref + off, n))
+		return;
+	job_check(j, off, p, n);
+}
+
+static void *srv_writer(void *a)
+{
+	struct job *j = a;
+	struct vdi_sstream *w;
+	uint64_t off = 0, rng = j->seed;
+	ssize_t k;
+	int rc;
+
+	rc = vdi_sstream_open(j->r->pool, j->r->p.sd[j->dev], j->tsize, &w);
+	if (rc) {
+		job_fail(j, rc);
+		return NULL;
+	}
+	while (off < j->total) {
+		k = vdi_sstream_write(w, j->ref + off, chunk(&rng, j->maxchunk, j->total - off));
+		if (k <= 0) {
+			job_fail(j, k ? (int)k : VD_E_UNEXPECTED);
+			break;
+		}
+		off += (uint64_t)k;
+	}
+	j->got = off;
+	if (!j->rc && (rc = vdi_sstream_drain(w)) != 0)
+		job_fail(j, rc);
+	if (!j->rc && j->final_cmd) {
+		j->cmd_rc = vdi_sstream_command(w, j->final_cmd);
+		__atomic_store_n(&j->cmd_done, 1, __ATOMIC_SEQ_CST);
+		if (j->cmd_rc < 0)
+			job_fail(j, j->cmd_rc);
+	}
+	j->ecode = vdi_sstream_error(w, &j->eoff);
+	j->close_rc = vdi_sstream_close(w);
+	if (j->close_device && (rc = vdi_server_close_device(j->r->p.sd[j->dev])) != 0)
+		job_fail(j, rc);
+	return NULL;
+}
+
+static void *srv_reader(void *a)
+{
+	struct job *j = a;
+	struct vdi_sstream *r;
+	uint64_t rng = j->seed;
+	uint8_t *buf = malloc(j->maxchunk);
+	ssize_t k;
+	int rc;
+
+	rc = vdi_sstream_open(j->r->pool, j->r->p.sd[j->dev], j->tsize, &r);
+	if (rc || !buf) {
+		job_fail(j, rc ? rc : VD_E_MEMORY);
+		free(buf);
+		return NULL;
+	}
+	for (;;) {
+		k = vdi_sstream_read(r, buf, chunk(&rng, j->maxchunk, j->maxchunk));
+		if (k <= 0) {
+			if (k < 0)
+				job_fail(j, (int)k);
+			break;
+		}
+		job_cmp(j, j->got, buf, (size_t)k);
+		j->got += (uint64_t)k;
+	}
+	if (!j->rc && j->final_cmd) {
+		j->cmd_rc = vdi_sstream_command(r, j->final_cmd);
+		if (j->cmd_rc < 0)
+			job_fail(j, j->cmd_rc);
+	}
+	j->ecode = vdi_sstream_error(r, &j->eoff);
+	j->close_rc = vdi_sstream_close(r);
+	if (j->close_device && (rc = vdi_server_close_device(j->r->p.sd[j->dev])) != 0)
+		job_fail(j, rc);
+	free(buf);
+	return NULL;
+}
+
+/* One step of a client reader: 1 more, 0 end, < 0 failure. */
+static int cli_read_step(struct job *j, struct vdi_cstream *cs, uint8_t *buf, uint64_t *rng,
+			 int zero)
+{
+	const void *p;
+	size_t want = chunk(rng, j->maxchunk, j->maxchunk);
+	ssize_t k;
+	int rc;
+
+	if (!zero) {
+		k = vdi_cstream_read(cs, buf, want);
+		if (k > 0)
+			job_cmp(j, j->got, buf, (size_t)k);
+	} else {
+		k = vdi_cstream_peek(cs, &p, want);
+		if (k > 0) {
+			job_cmp(j, j->got, p, (size_t)k);
+			rc = vdi_cstream_advance(cs, (size_t)k);
+			if (rc)
+				return rc;
+		}
+	}
+	if (k > 0)
+		j->got += (uint64_t)k;
+	return k > 0 ? 1 : (int)k;
+}
+
+static void *cli_reader(void *a)
+{
+	struct job *j = a;
+	struct vdi_cstream *cs;
+	uint64_t rng = j->seed ^ 0x5555;
+	uint8_t *buf = malloc(j->maxchunk);
+	int rc, n = 0;
+
+	rc = vdi_cstream_new(j->r->p.cd[j->dev], j->timeout, &cs);
+	if (rc || !buf) {
+		job_fail(j, rc ? rc : VD_E_MEMORY);
+		free(buf);
+		return NULL;
+	}
+	do
+		rc = cli_read_step(j, cs, buf, &rng, j->mode == 1 || (j->mode == 2 && (n++ & 1)));
+	while (rc > 0);
+	if (rc < 0)
+		job_fail(j, rc);
+	j->close_rc = vdi_cstream_close(cs, 1);
+	free(buf);
+	return NULL;
+}
+
+/* Writes n bytes of ref at j->got through reserve/commit. */
+static int cli_write_zero(struct vdi_cstream *cs, struct job *j, size_t n)
+{
+	void *p;
+	ssize_t k;
+	int rc;
+
+	while (n) {
+		k = vdi_cstream_reserve(cs, &p, n);
+		if (k <= 0)
+			return k ? (int)k : VD_E_UNEXPECTED;
+		memcpy(p, j->ref + j->got, (size_t)k);
+		rc = vdi_cstream_commit(cs, (size_t)k);
+		if (rc)
+			return rc;
+		j->got += (uint64_t)k;
+		n -= (size_t)k;
+	}
+	return 0;
+}
+
+static int cli_write_copy(struct vdi_cstream *cs, struct job *j, size_t n)
+{
+	ssize_t k = vdi_cstream_write(cs, j->ref + j->got, n);
+
+	if (k > 0)
+		j->got += (uint64_t)k;
+	if (k < 0)
+		return (int)k;
+	return (size_t)k == n ? 0 : VD_E_UNEXPECTED;
+}
+
+static void *cli_writer(void *a)
+{
+	struct job *j = a;
+	struct vdi_cstream *cs;
+	uint64_t rng = j->seed ^ 0x7777;
+	size_t n;
+	int rc, i = 0;
+
+	rc = vdi_cstream_new(j->r->p.cd[j->dev], j->timeout, &cs);
+	if (rc) {
+		job_fail(j, rc);
+		return NULL;
+	}
+	while (!rc && j->got < j->total) {
+		n = chunk(&rng, j->maxchunk, j->total - j->got);
+		if (j->mode == 1 || (j->mode == 2 && (i++ & 1)))
+			rc = cli_write_zero(cs, j, n);
+		else
+			rc = cli_write_copy(cs, j, n);
+	}
+	if (rc)
+		job_fail(j, rc);
+	j->close_rc = vdi_cstream_close(cs, 1);
+	return NULL;
+}
+
+#define JOB_OK(j) ck_assert_msg((j)->rc == 0, "job: %s: %s", vdi_strerror((j)->rc), (j)->err)
+
+static uint64_t round_up(uint64_t n, uint32_t m)
+{
+	return (n + m - 1) / m * m;
+}
+
+/* ---------------------------------------------------------------------
+ * Backup and restore flows, in-process.
+ */
+struct flow_case {
+	uint32_t devices, block, mts, buffers, pool, tsize;
+	uint64_t total;
+	int mode;
+	uint32_t client_features;
+};
+
+static const struct flow_case flow_cases[] = {
+    {1, 512, 64 * KIB, 4, 4, 0, MIB + 1000, 0, 0},
+    {1, 4096, 256 * KIB, 4, 4, 128 * KIB, 3 * MIB + 5, 1, 0},
+    {1, 65536, MIB, 3, 3, 0, 5 * MIB + 12345, 2, 0},
+    {4, 4096, 256 * KIB, 8, 8, 0, 2 * MIB + 777, 2, 0},
+    {4, 512, 64 * KIB, 4, 4, 0, MIB + 3, 0, 0},	     /* one buffer each */
+    {1, 512, 64 * KIB, 4, 4, 0, 4 * 64 * KIB, 0, 0}, /* exact multiple */
+    {1, 512, 64 * KIB, 4, 4, 0, 0, 0, 0},	     /* empty stream */
+    /* disk-like: every data command carries its byte position */
+    {1, 4096, 64 * KIB, 4, 4, 32 * KIB, MIB + 99, 2, VDF_RandomAccess},
+};
+
+static void run_flow(const struct flow_case *fc, uint32_t dir)
+{
+	struct tl_pair_opts o;
+	struct job s[4], c[4];
+	uint8_t *ref[4];
+	struct rig r;
+	uint32_t d;
+
+	rig_opts(&o, fc->devices, dir, fc->block, fc->mts, fc->buffers);
+	o.client_features = fc->client_features;
+	rig_up(&r, &o, fc->pool, WAIT_MS);
+	for (d = 0; d < fc->devices; d++) {
+		uint64_t total = fc->total + d * 1000;
+
+		ref[d] = ref_new(100 + d, (size_t)total);
+		job_init(&s[d], &r, d, ref[d], total, 1 + d);
+		job_init(&c[d], &r, d, ref[d], total, 2 + d);
+		s[d].tsize = fc->tsize;
+		s[d].final_cmd = dir == VDF_WriteMedia ? VDC_Flush : VDC_ClearError;
+		c[d].mode = fc->mode;
+		c[d].block = fc->block;
+		job_start(&s[d], dir == VDF_WriteMedia ? srv_writer : srv_reader);
+		job_start(&c[d], dir == VDF_WriteMedia ? cli_reader : cli_writer);
+	}
+	for (d = 0; d < fc->devices; d++) {
+		job_join(&s[d]);
+		job_join(&c[d]);
+		JOB_OK(&s[d]);
+		JOB_OK(&c[d]);
+		ck_assert_int_eq(s[d].close_rc, 0);
+		ck_assert_int_eq(c[d].close_rc, 0);
+		ck_assert_int_eq(s[d].ecode, 0);
+		ck_assert_int_eq(s[d].cmd_rc, 0); /* Flush / ClearError after the end */
+		if (dir == VDF_WriteMedia) {
+			ck_assert_uint_eq(s[d].got, s[d].total);
+			ck_assert_uint_eq(c[d].got, round_up(c[d].total, fc->block));
+			ck_assert_int_eq(c[d].bad, -1);
+		} else {
+			ck_assert_uint_eq(c[d].got, c[d].total);
+			ck_assert_uint_eq(s[d].got, s[d].total);
+			ck_assert_int_eq(s[d].bad, -1);
+		}
+		free(ref[d]);
+	}
+	rig_finish_ok(&r);
+}
+
+START_TEST(test_backup_flow)
+{
+	run_flow(&flow_cases[_i], VDF_WriteMedia);
+}
+END_TEST
+
+START_TEST(test_restore_flow)
+{
+	run_flow(&flow_cases[_i], VDF_ReadMedia);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------
+ * Zero copy: peek and reserve point into the shared buffers.
+ */
+START_TEST(test_peek_points_into_buffers)
+{
+	struct tl_pair_opts o;
+	struct vdi_cstream *cs;
+	const void *p, *q;
+	uint8_t *ref = ref_new(7, 3 * 64 * KIB);
+	struct job s;
+	struct rig r;
+	uint32_t h;
+
+	rig_opts(&o, 1, VDF_WriteMedia, 512, 64 * KIB, 4);
+	rig_up(&r, &o, 4, WAIT_MS);
+	job_init(&s, &r, 0, ref, 3 * 64 * KIB, 3);
+	s.maxchunk = 64 * KIB; /* whatever the chunks, commands are 64 KiB */
+	job_start(&s, srv_writer);
+	TL_OK(vdi_cstream_new(r.p.cd[0], WAIT_MS, &cs));
+	ck_assert_uint_eq(vdi_cstream_direction(cs), VDF_WriteMedia);
+	ck_assert_int_eq(vdi_cstream_peek(cs, &p, MIB), 64 * KIB);
+	TL_OK(vdi_client_get_buffer_handle(r.p.c, p, &h)); /* data start */
+	ck_assert_int_eq(memcmp(p, ref, 64 * KIB), 0);
+	ck_assert_int_eq(vdi_cstream_peek(cs, &q, 10), 10);
+	ck_assert_ptr_eq(p, q); /* no advance: same */
+	TL_OK(vdi_cstream_advance(cs, 100));
+	ck_assert_int_eq(vdi_cstream_peek(cs, &q, MIB), 64 * KIB - 100);
+	ck_assert_ptr_eq(q, (const uint8_t *)p + 100);
+	TL_RC(vdi_cstream_advance(cs, 64 * KIB), VD_E_INVALID); /* too many */
+	TL_OK(vdi_cstream_advance(cs, 64 * KIB - 100));
+	ck_assert_int_eq(vdi_cstream_peek(cs, &q, MIB), 64 * KIB);
+	TL_OK(vdi_client_get_buffer_handle(r.p.c, q, &h));
+	ck_assert_int_eq(memcmp(q, ref + 64 * KIB, 64 * KIB), 0);
+	TL_OK(vdi_cstream_advance(cs, 64 * KIB));
+	ck_assert_uint_eq(vdi_cstream_bytes(cs), 128 * KIB);
+	ck_assert_int_eq(vdi_cstream_peek(cs, &q, MIB), 64 * KIB);
+	TL_OK(vdi_cstream_advance(cs, 64 * KIB));
+	ck_assert_int_eq(vdi_cstream_peek(cs, &q, MIB), 0); /* VD_E_CLOSE */
+	ck_assert_int_eq(vdi_cstream_read(cs, (void *)ref, 10), 0);
+	TL_OK(vdi_cstream_close(cs, 1));
+	job_join(&s);
+	JOB_OK(&s);
+	free(ref);
+	rig_finish_ok(&r);
+}
+END_TEST
+
+START_TEST(test_reserve_points_into_buffers)
+{
+	struct tl_pair_opts o;
+	struct vdi_cstream *cs;
+	uint8_t *ref = ref_new(8, 64 * KIB + 300);
+	void *p, *q;
+	struct job s;
+	struct rig r;
+	uint32_t h;
+
+	rig_opts(&o, 1, VDF_ReadMedia, 512, 64 * KIB, 2);
+	rig_up(&r, &o, 2, WAIT_MS);
+	job_init(&s, &r, 0, ref, 64 * KIB + 300, 3);
+	job_start(&s, srv_reader);
+	TL_OK(vdi_cstream_new(r.p.cd[0], WAIT_MS, &cs));
+	ck_assert_uint_eq(vdi_cstream_direction(cs), VDF_ReadMedia);
+	ck_assert_int_eq(vdi_cstream_reserve(cs, &p, MIB), 64 * KIB);
+	TL_OK(vdi_client_get_buffer_handle(r.p.c, p, &h));
+	memcpy(p, ref, 1000);
+	TL_OK(vdi_cstream_commit(cs, 1000));
+	ck_assert_int_eq(vdi_cstream_reserve(cs, &q, MIB), 64 * KIB - 1000);
+	ck_assert_ptr_eq(q, (uint8_t *)p + 1000);
+	TL_RC(vdi_cstream_commit(cs, 64 * KIB), VD_E_INVALID);
+	memcpy(q, ref + 1000, 64 * KIB - 1000);
+	TL_OK(vdi_cstream_commit(cs, 64 * KIB - 1000));
+	ck_assert_int_eq(vdi_cstream_reserve(cs, &q, 300), 300);
+	TL_OK(vdi_client_get_buffer_handle(r.p.c, q, &h));
+	memcpy(q, ref + 64 * KIB, 300);
+	TL_OK(vdi_cstream_commit(cs, 300));
+	ck_assert_uint_eq(vdi_cstream_bytes(cs), 64 * KIB + 300);
+	TL_OK(vdi_cstream_close(cs, 1)); /* short read with ERROR_HANDLE_EOF */
+	job_join(&s);
+	JOB_OK(&s);
+	ck_assert_uint_eq(s.got, 64 * KIB + 300);
+	ck_assert_int_eq(s.bad, -1);
+	free(ref);
+	rig_finish_ok(&r);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------
+ * Ordering of VDC_Flush and VDC_Complete.
+ */
+START_TEST(test_flush_waits_for_data)
+{
+	struct tl_pair_opts o;
+	struct vdi_cstream *cs;
+	uint8_t *ref = ref_new(9, 128 * KIB), *buf = malloc(128 * KIB);
+	struct job s;
+	struct rig r;
+	size_t got = 0;
+	ssize_t k;
+
+	rig_opts(&o, 1, VDF_WriteMedia, 512, 64 * KIB, 4);
+	rig_up(&r, &o, 4, WAIT_MS);
+	job_init(&s, &r, 0, ref, 128 * KIB, 3);
+	s.final_cmd = VDC_Flush;
+	job_start(&s, srv_writer);
+	TL_OK(vdi_cstream_new(r.p.cd[0], WAIT_MS, &cs));
+	while (got < 64 * KIB + 100) {
+		k = vdi_cstream_read(cs, buf + got, 64 * KIB + 100 - got);
+		ck_assert_int_gt(k, 0);
+		got += (size_t)k;
+	}
+	tl_sleep_ms(200);
+	ck_assert_int_eq(__atomic_load_n(&s.cmd_done, __ATOMIC_SEQ_CST), 0);
+	while (got < 128 * KIB) {
+		k = vdi_cstream_read(cs, buf + got, 128 * KIB - got);
+		ck_assert_int_gt(k, 0);
+		got += (size_t)k;
+	}
+	ck_assert_int_eq(memcmp(buf, ref, 128 * KIB), 0);
+	tl_sleep_ms(200); /* every Write completed; the Flush is not fetched */
+	ck_assert_int_eq(__atomic_load_n(&s.cmd_done, __ATOMIC_SEQ_CST), 0);
+	ck_assert_int_eq(vdi_cstream_read(cs, buf, 100), 0); /* Flush, close */
+	ck_assert_int_eq(__atomic_load_n(&s.cmd_done, __ATOMIC_SEQ_CST), 1);
+	TL_OK(vdi_cstream_close(cs, 1));
+	job_join(&s);
+	JOB_OK(&s);
+	ck_assert_int_eq(s.cmd_rc, 0);
+	free(ref);
+	free(buf);
+	rig_finish_ok(&r);
+}
+END_TEST
+
+START_TEST(test_complete_pending_until_close)
+{
+	struct tl_pair_opts o;
+	struct vdi_cstream *cs;
+	uint8_t *ref = ref_new(10, 100000), *buf = malloc(200000);
+	struct job s;
+	struct rig r;
+	size_t got = 0;
+	ssize_t k;
+
+	rig_opts(&o, 1, VDF_WriteMedia | VDF_CompleteEnabled, 512, 64 * KIB, 4);
+	o.client_features = VDF_RequestComplete;
+	rig_up(&r, &o, 4, WAIT_MS);
+	job_init(&s, &r, 0, ref, 100000, 3);
+	s.final_cmd = VDC_Complete;
+	job_start(&s, srv_writer);
+	TL_OK(vdi_cstream_new(r.p.cd[0], WAIT_MS, &cs));
+	while ((k = vdi_cstream_read(cs, buf + got, 200000 - got)) > 0)
+		got += (size_t)k;
+	ck_assert_int_eq(k, 0);
+	ck_assert_uint_eq(got, round_up(100000, 512));
+	ck_assert_int_eq(memcmp(buf, ref, 100000), 0);
+	tl_sleep_ms(200);
+	ck_assert_int_eq(__atomic_load_n(&s.cmd_done, __ATOMIC_SEQ_CST), 0);
+	ck_assert_int_eq(vdi_cstream_read(cs, buf, 100), 0); /* still the end */
+	TL_OK(vdi_cstream_close(cs, 1));		     /* completes it, waits VD_E_CLOSE */
+	job_join(&s);
+	JOB_OK(&s);
+	ck_assert_int_eq(s.cmd_rc, 0);
+	free(ref);
+	free(buf);
+	rig_finish_ok(&r);
+}
+END_TEST
+
+/* The reader fails after the end (close(ok=0)): the pending VDC_Complete
+ * comes back aborted and the server's command call says VD_E_ABORT. */
+START_TEST(test_complete_aborted_by_reader)
+{
+	struct tl_pair_opts o;
+	struct vdi_cstream *cs;
+	uint8_t *ref = ref_new(20, 70000), *buf = malloc(100000);
+	struct job s;
+	struct rig r;
+	size_t got = 0;
+	ssize_t k;
+
+	rig_opts(&o, 1, VDF_WriteMedia | VDF_CompleteEnabled, 512, 64 * KIB, 4);
+	o.client_features = VDF_RequestComplete;
+	rig_up(&r, &o, 4, WAIT_MS);
+	job_init(&s, &r, 0, ref, 70000, 3);
+	s.final_cmd = VDC_Complete;
+	job_start(&s, srv_writer);
+	TL_OK(vdi_cstream_new(r.p.cd[0], WAIT_MS, &cs));
+	while ((k = vdi_cstream_read(cs, buf + got, 100000 - got)) > 0)
+		got += (size_t)k;
+	ck_assert_int_eq(k, 0);
+	TL_OK(vdi_cstream_close(cs, 0));
+	job_join(&s);
+	ck_assert_int_eq(s.cmd_rc, VD_E_ABORT);
+	ck_assert_int_eq(s.rc, VD_E_ABORT);
+	ck_assert_msg(strstr(s.err, "VDC_Complete"), "message: %s", s.err);
+	free(ref);
+	free(buf);
+	rig_down(&r);
+}
+END_TEST
+
+/* A reader that took exactly every byte without seeing the end: close
+ * answers the Flush, sees VD_E_CLOSE and succeeds. */
+START_TEST(test_close_at_exact_end)
+{
+	struct tl_pair_opts o;
+	struct vdi_cstream *cs;
+	uint8_t *ref = ref_new(11, 128 * KIB), *buf = malloc(128 * KIB);
+	struct job s;
+	struct rig r;
+	size_t got = 0;
+	ssize_t k;
+
+	rig_opts(&o, 1, VDF_WriteMedia, 512, 64 * KIB, 4);
+	rig_up(&r, &o, 4, WAIT_MS);
+	job_init(&s, &r, 0, ref, 128 * KIB, 3);
+	s.final_cmd = VDC_Flush;
+	job_start(&s, srv_writer);
+	TL_OK(vdi_cstream_new(r.p.cd[0], WAIT_MS, &cs));
+	while (got < 128 * KIB) {
+		k = vdi_cstream_read(cs, buf + got, 128 * KIB - got);
+		ck_assert_int_gt(k, 0);
+		got += (size_t)k;
+	}
+	TL_OK(vdi_cstream_close(cs, 1));
+	job_join(&s);
+	JOB_OK(&s);
+	ck_assert_int_eq(s.cmd_rc, 0);
+	free(ref);
+	free(buf);
+	rig_finish_ok(&r);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------
+ * Commands the stream does not carry.
+ */
+static void *srv_commands(void *a)
+{
+	struct job *j = a;
+	struct vdi_sstream *w;
+	static const uint32_t codes[] = {VDC_ClearError, VDC_Rewind,	VDC_GetPosition,
+					 VDC_Complete,	 VDC_WriteMark, VDC_Flush};
+	struct tl_cmd t;
+	uint8_t *buf;
+	int rc;
+
+	rc = vdi_sstream_open(j->r->pool, j->r->p.sd[j->dev], 0, &w);
+	if (rc) {
+		job_fail(j, rc);
+		return NULL;
+	}
+	for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+		j->codes[i] = vdi_sstream_command(w, codes[i]);
+	/* A VDC_Read on a backup stream: not the stream's direction. */
+	rc = vdi_server_allocate_buffer(j->r->p.s, &buf, 64 * KIB, 0);
+	if (!rc) {
+		tl_cmd_init(&t, VDC_Read, 64 * KIB, 0, buf);
+		vdi_server_send_command(j->r->p.sd[j->dev], &t.cmd);
+		rc = tl_cmd_wait(&t, WAIT_MS);
+		j->cmd_rc = (int)t.code;
+	}
+	if (!rc)
+		vdi_sstream_write(w, j->ref, (size_t)j->total);
+	if (!rc)
+		rc = vdi_sstream_drain(w);
+	j->ecode = vdi_sstream_error(w, &j->eoff);
+	j->close_rc = vdi_sstream_close(w);
+	if (rc)
+		job_fail(j, rc);
+	vdi_server_close_device(j->r->p.sd[j->dev]);
+	return NULL;
+}
+
+START_TEST(test_unsupported_commands)
+{
+	struct tl_pair_opts o;
+	uint8_t *ref = ref_new(12, 5000);
+	struct job s, c;
+	struct rig r;
+
+	rig_opts(&o, 1, VDF_WriteMedia, 512, 64 * KIB, 5);
+	rig_up(&r, &o, 4, WAIT_MS);
+	job_init(&s, &r, 0, ref, 5000, 3);
+	job_init(&c, &r, 0, ref, 5000, 4);
+	job_start(&s, srv_commands);
+	job_start(&c, cli_reader);
+	job_join(&s);
+	job_join(&c);
+	ck_assert_int_eq(s.codes[0], ERROR_SUCCESS);	   /* ClearError */
+	ck_assert_int_eq(s.codes[1], ERROR_NOT_SUPPORTED); /* Rewind */
+	ck_assert_int_eq(s.codes[2], ERROR_NOT_SUPPORTED); /* GetPosition */
+	ck_assert_int_eq(s.codes[3], ERROR_NOT_SUPPORTED); /* Complete, not negotiated */
+	ck_assert_int_eq(s.codes[4], ERROR_NOT_SUPPORTED); /* WriteMark */
+	ck_assert_int_eq(s.codes[5], ERROR_SUCCESS);	   /* Flush */
+	ck_assert_int_eq(s.cmd_rc, ERROR_NOT_SUPPORTED);   /* Read on a backup */
+	JOB_OK(&s);
+	JOB_OK(&c);
+	ck_assert_int_eq(s.close_rc, 0);
+	ck_assert_uint_eq(s.ecode, ERROR_NOT_SUPPORTED); /* first failed: Rewind */
+	ck_assert_uint_eq(s.eoff, 0);
+	ck_assert_uint_eq(c.got, round_up(5000, 512));
+	ck_assert_int_eq(c.bad, -1);
+	free(ref);
+	rig_finish_ok(&r);
+}
+END_TEST
+
+START_TEST(test_wrong_direction)
+{
+	struct tl_pair_opts o;
+	struct vdi_cstream *cs;
+	struct vdi_sstream *w;
+	char buf[16];
+	void *p;
+	struct rig r;
+
+	rig_opts(&o, 1, VDF_WriteMedia, 4096, 64 * KIB, 2);
+	rig_up(&r, &o, 2, WAIT_MS);
+	TL_OK(vdi_cstream_new(r.p.cd[0], 100, &cs));
+	ck_assert_uint_eq(vdi_cstream_direction(cs), VDF_WriteMedia);
+	TL_RC((int)vdi_cstream_write(cs, buf, sizeof(buf)), VD_E_PROTOCOL);
+	TL_RC((int)vdi_cstream_reserve(cs, &p, 10), VD_E_PROTOCOL);
+	TL_RC(vdi_cstream_commit(cs, 10), VD_E_INVALID);
+	TL_RC(vdi_sstream_open(r.pool, r.p.sd[0], 1000, &w), VD_E_INVALID);
+	TL_RC(vdi_sstream_open(r.pool, r.p.sd[0], 128 * KIB, &w), VD_E_INVALID);
+	TL_OK(vdi_sstream_open(r.pool, r.p.sd[0], 8192, &w));
+	TL_RC((int)vdi_sstream_read(w, buf, sizeof(buf)), VD_E_PROTOCOL);
+	TL_RC(vdi_sstream_command(w, VDC_Write), VD_E_INVALID);
+	TL_OK(vdi_sstream_close(w));
+	TL_RC((int)vdi_cstream_read(cs, buf, sizeof(buf)), VD_E_TIMEOUT);
+	TL_OK(vdi_cstream_close(cs, 0));
+	rig_down(&r);
+}
+END_TEST
+
+/* Closing a backup stream with bytes written but not drained fails loudly
+ * (they were never sent); the device is then aborted by the caller. */
+START_TEST(test_close_without_drain)
+{
+	struct tl_pair_opts o;
+	struct vdi_sstream *w;
+	struct rig r;
+	char buf[1000];
+
+	rig_opts(&o, 1, VDF_WriteMedia, 512, 64 * KIB, 2);
+	rig_up(&r, &o, 2, WAIT_MS);
+	memset(buf, 1, sizeof(buf));
+	TL_OK(vdi_sstream_open(r.pool, r.p.sd[0], 0, &w));
+	ck_assert_int_eq(vdi_sstream_write(w, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+	ck_assert_uint_eq(vdi_sstream_bytes(w), sizeof(buf));
+	TL_RC(vdi_sstream_close(w), VD_E_PROTOCOL);
+	ck_assert_msg(strstr(vdi_last_error(), "not drained"), "%s", vdi_last_error());
+	rig_down(&r);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------
+ * Failures reported by the client.
+ */
+static void *raw_backup_client(void *a)
+{
+	struct job *j = a;
+	VDC_Command *cmd;
+	int rc, n = 0;
+
+	for (;;) {
+		rc = vdi_client_get_command(j->r->p.cd[j->dev], WAIT_MS, &cmd);
+		if (rc)
+			break;
+		if (cmd->commandCode == VDC_Write && n++ == 1)
+			rc = vdi_client_complete_command(j->r->p.cd[j->dev], cmd, ERROR_DISK_FULL,
+							 0, 0);
+		else
+			rc = vdi_client_complete_command(j->r->p.cd[j->dev], cmd, ERROR_SUCCESS,
+							 (uint32_t)cmd->size, 0);
+		if (rc)
+			break;
+	}
+	if (rc != VD_E_CLOSE)
+		job_fail(j, rc);
+	return NULL;
+}
+
+START_TEST(test_client_write_error)
+{
+	struct tl_pair_opts o;
+	uint8_t *ref = ref_new(13, 4 * 64 * KIB);
+	struct job s, c;
+	struct rig r;
+	char dev[80];
+
+	rig_opts(&o, 1, VDF_WriteMedia, 512, 64 * KIB, 4);
+	rig_up(&r, &o, 4, WAIT_MS);
+	job_init(&s, &r, 0, ref, 4 * 64 * KIB, 3);
+	job_init(&c, &r, 0, ref, 0, 4);
+	s.final_cmd = VDC_Flush;
+	job_start(&s, srv_writer);
+	job_start(&c, raw_backup_client);
+	job_join(&s);
+	job_join(&c);
+	JOB_OK(&c);
+	ck_assert_int_eq(s.rc, VD_E_IO_ERROR);
+	ck_assert_uint_eq(s.ecode, ERROR_DISK_FULL);
+	ck_assert_uint_eq(s.eoff, 64 * KIB);
+	ck_assert_int_eq(s.close_rc, VD_E_IO_ERROR);
+	snprintf(dev, sizeof(dev), "'%s'", r.p.dev[0]);
+	ck_assert_msg(strstr(s.err, dev) && strstr(s.err, "ERROR_DISK_FULL") &&
+			  strstr(s.err, "VDC_Write") && strstr(s.err, "65536"),
+		      "message: %s", s.err);
+	free(ref);
+	rig_finish_ok(&r);
+}
+END_TEST
+
+/* Restore: Read 1 full, Read 2 fails with `code` (or ends, see below),
+ * every later Read ends with ERROR_HANDLE_EOF and 0 bytes. */
+static void *raw_restore_client(void *a)
+{
+	struct job *j = a;
+	VDC_Command *cmd;
+	uint32_t code, bytes;
+	int rc, n = 0;
+
+	for (;;) {
+		rc = vdi_client_get_command(j->r->p.cd[j->dev], WAIT_MS, &cmd);
+		if (rc)
+			break;
+		code = ERROR_HANDLE_EOF;
+		bytes = 0;
+		if (cmd->commandCode == VDC_Read && n == 0) {
+			memcpy(cmd->buffer, j->ref, (size_t)cmd->size);
+			code = ERROR_SUCCESS;
+			bytes = (uint32_t)cmd->size;
+		} else if (cmd->commandCode == VDC_Read && n == 1) {
+			code = (uint32_t)j->mode;
+			bytes = code == ERROR_NO_DATA_DETECTED ? 1000 : 0;
+			memcpy(cmd->buffer, j->ref + cmd->size, bytes);
+		} else if (cmd->commandCode != VDC_Read) {
+			code = ERROR_SUCCESS;
+		}
+		n += cmd->commandCode == VDC_Read;
+		rc = vdi_client_complete_command(j->r->p.cd[j->dev], cmd, code, bytes, 0);
+		if (rc)
+			break;
+	}
+	if (rc != VD_E_CLOSE)
+		job_fail(j, rc);
+	return NULL;
+}
+
+START_TEST(test_client_read_error)
+{
+	struct tl_pair_opts o;
+	uint8_t *ref = ref_new(14, 3 * 64 * KIB);
+	struct job s, c;
+	struct rig r;
+
+	rig_opts(&o, 1, VDF_ReadMedia, 512, 64 * KIB, 4);
+	rig_up(&r, &o, 4, WAIT_MS);
+	job_init(&s, &r, 0, ref, 3 * 64 * KIB, 3);
+	job_init(&c, &r, 0, ref, 0, 4);
+	c.mode = ERROR_IO_DEVICE;
+	job_start(&s, srv_reader);
+	job_start(&c, raw_restore_client);
+	job_join(&s);
+	job_join(&c);
+	JOB_OK(&c);
+	ck_assert_int_eq(s.rc, VD_E_IO_ERROR);
+	ck_assert_uint_eq(s.got, 64 * KIB); /* the bytes before it came */
+	ck_assert_int_eq(s.bad, -1);
+	ck_assert_uint_eq(s.ecode, ERROR_IO_DEVICE);
+	ck_assert_uint_eq(s.eoff, 64 * KIB);
+	ck_assert_msg(strstr(s.err, "ERROR_IO_DEVICE") && strstr(s.err, "VDC_Read"), "message: %s",
+		      s.err);
+	free(ref);
+	rig_finish_ok(&r);
+}
+END_TEST
+
+/* ERROR_NO_DATA_DETECTED ends the stream after its bytes; the reads in
+ * flight behind it (answered ERROR_HANDLE_EOF, 0 bytes) are ignored. */
+START_TEST(test_restore_no_data_detected)
+{
+	struct tl_pair_opts o;
+	uint8_t *ref = ref_new(15, 3 * 64 * KIB);
+	struct job s, c;
+	struct rig r;
+
+	rig_opts(&o, 1, VDF_ReadMedia, 512, 64 * KIB, 4);
+	rig_up(&r, &o, 4, WAIT_MS);
+	job_init(&s, &r, 0, ref, 3 * 64 * KIB, 3);
+	job_init(&c, &r, 0, ref, 0, 4);
+	c.mode = ERROR_NO_DATA_DETECTED;
+	job_start(&s, srv_reader);
+	job_start(&c, raw_restore_client);
+	job_join(&s);
+	job_join(&c);
+	JOB_OK(&c);
+	JOB_OK(&s);
+	ck_assert_uint_eq(s.got, 64 * KIB + 1000);
+	ck_assert_int_eq(s.bad, -1);
+	ck_assert_int_eq(s.close_rc, 0);
+	ck_assert_uint_eq(s.ecode, 0);
+	free(ref);
+	rig_finish_ok(&r);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------
+ * Truncation, abort, timeouts.
+ */
+START_TEST(test_close_before_end_aborts)
+{
+	struct tl_pair_opts o;
+	struct vdi_cstream *cs;
+	uint8_t *ref = ref_new(16, 300 * KIB), buf[1000];
+	struct job s;
+	struct rig r;
+
+	rig_opts(&o, 1, VDF_WriteMedia, 512, 64 * KIB, 8);
+	rig_up(&r, &o, 8, WAIT_MS);
+	job_init(&s, &r, 0, ref, 300 * KIB, 3);
+	s.final_cmd = VDC_Flush;
+	job_start(&s, srv_writer);
+	TL_OK(vdi_cstream_new(r.p.cd[0], WAIT_MS, &cs));
+	ck_assert_int_eq(vdi_cstream_read(cs, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+	TL_RC(vdi_cstream_close(cs, 1), VD_E_ABORT);
+	ck_assert_msg(strstr(vdi_last_error(), "before its end"), "%s", vdi_last_error());
+	job_join(&s);
+	ck_assert_int_eq(s.rc, VD_E_ABORT);
+	free(ref);
+	rig_down(&r);
+}
+END_TEST
+
+static void *srv_abort_later(void *a)
+{
+	struct job *j = a;
+
+	tl_sleep_ms(200);
+	j->t_fail = tl_now_ms();
+	j->rc = vdi_server_signal_abort(j->r->p.s);
+	return NULL;
+}
+
+/* Server abort wakes a client blocked in read (backup) or reserve. */
+START_TEST(test_server_abort_wakes_client)
+{
+	uint32_t dir = _i ? VDF_ReadMedia : VDF_WriteMedia;
+	struct tl_pair_opts o;
+	struct vdi_cstream *cs;
+	struct job s;
+	struct rig r;
+	char buf[100];
+	uint64_t t;
+
+	rig_opts(&o, 1, dir, 512, 64 * KIB, 4);
+	rig_up(&r, &o, 0, WAIT_MS);
+	TL_OK(vdi_cstream_new(r.p.cd[0], VDI_INFINITE, &cs));
+	job_init(&s, &r, 0, NULL, 0, 0);
+	job_start(&s, srv_abort_later);
+	if (dir == VDF_WriteMedia)
+		TL_RC((int)vdi_cstream_read(cs, buf, sizeof(buf)), VD_E_ABORT);
+	else
+		TL_RC((int)vdi_cstream_write(cs, buf, sizeof(buf)), VD_E_ABORT);
+	t = tl_now_ms();
+	job_join(&s);
+	TL_OK(s.rc);
+	ck_assert_msg(t - s.t_fail < 1000, "woke %llu ms after the abort",
+		      (unsigned long long)(t - s.t_fail));
+	TL_RC((int)vdi_cstream_read(cs, buf, sizeof(buf)),
+	      dir == VDF_WriteMedia ? VD_E_ABORT : VD_E_PROTOCOL);
+	TL_RC(vdi_cstream_close(cs, 1), VD_E_ABORT);
+	rig_down(&r);
+}
+END_TEST
+
+/* Client abort wakes the server's writer (waiting for a buffer) or
+ * reader (waiting for a read): ERROR_OPERATION_ABORTED via the routine. */
+START_TEST(test_client_abort_wakes_server)
+{
+	uint32_t dir = _i ? VDF_ReadMedia : VDF_WriteMedia;
+	struct tl_pair_opts o;
+	struct vdi_cstream *cs;
+	uint8_t *ref = ref_new(17, 16 * MIB);
+	struct job s;
+	struct rig r;
+	uint64_t t;
+	char dev[80];
+
+	rig_opts(&o, 1, dir, 512, 64 * KIB, 4);
+	rig_up(&r, &o, 4, VDI_INFINITE);
+	job_init(&s, &r, 0, ref, 16 * MIB, 3);
+	job_start(&s, dir == VDF_WriteMedia ? srv_writer : srv_reader);
+	tl_sleep_ms(300);
+	TL_OK(vdi_cstream_new(r.p.cd[0], WAIT_MS, &cs));
+	t = tl_now_ms();
+	TL_OK(vdi_cstream_close(cs, 0));
+	job_join(&s);
+	ck_assert_int_eq(s.rc, VD_E_ABORT);
+	ck_assert_msg(s.t_fail - t < 1000, "server woke %llu ms after the abort",
+		      (unsigned long long)(s.t_fail - t));
+	ck_assert_uint_eq(s.ecode, ERROR_OPERATION_ABORTED);
+	ck_assert_uint_eq(s.eoff % (64 * KIB), 0);
+	snprintf(dev, sizeof(dev), "'%s'", r.p.dev[0]);
+	ck_assert_msg(strstr(s.err, dev) && strstr(s.err, "ERROR_OPERATION_ABORTED"), "message: %s",
+		      s.err);
+	free(ref);
+	rig_down(&r);
+}
+END_TEST
+
+/* A writer waiting for a buffer that another stream holds (nothing in
+ * flight, so no completion will come) still sees an abort promptly. */
+START_TEST(test_abort_wakes_idle_waiter)
+{
+	struct tl_pair_opts o;
+	struct vdi_sstream *a;
+	uint8_t *ref = ref_new(19, MIB);
+	struct job s;
+	struct rig r;
+	uint64_t t;
+
+	rig_opts(&o, 2, VDF_WriteMedia, 512, 64 * KIB, 1);
+	rig_up(&r, &o, 1, VDI_INFINITE);
+	TL_OK(vdi_sstream_open(r.pool, r.p.sd[0], 0, &a));
+	ck_assert_int_eq(vdi_sstream_write(a, ref, 100), 100); /* holds the buffer */
+	job_init(&s, &r, 1, ref, MIB, 3);
+	s.close_device = 0;
+	job_start(&s, srv_writer);
+	tl_sleep_ms(300);
+	t = tl_now_ms();
+	TL_OK(vdi_client_signal_abort(r.p.c));
+	job_join(&s);
+	ck_assert_int_eq(s.rc, VD_E_ABORT);
+	ck_assert_msg(s.t_fail - t < 1000, "writer woke %llu ms after the abort",
+		      (unsigned long long)(s.t_fail - t));
+	ck_assert_msg(strstr(s.err, "aborted"), "message: %s", s.err);
+	TL_RC((int)vdi_sstream_write(a, ref, 100), VD_E_ABORT);
+	TL_RC(vdi_sstream_close(a), VD_E_ABORT);
+	free(ref);
+	rig_down(&r);
+}
+END_TEST
+
+START_TEST(test_client_timeout)
+{
+	struct tl_pair_opts o;
+	struct vdi_cstream *cs;
+	struct rig r;
+	char buf[10];
+	uint64_t t;
+
+	rig_opts(&o, 1, _i ? VDF_ReadMedia : VDF_WriteMedia, 512, 64 * KIB, 4);
+	rig_up(&r, &o, 0, WAIT_MS);
+	TL_OK(vdi_cstream_new(r.p.cd[0], 150, &cs));
+	for (int k = 0; k < 2; k++) { /* not sticky */
+		t = tl_now_ms();
+		if (_i)
+			TL_RC((int)vdi_cstream_write(cs, buf, sizeof(buf)), VD_E_TIMEOUT);
+		else
+			TL_RC((int)vdi_cstream_read(cs, buf, sizeof(buf)), VD_E_TIMEOUT);
+		t = tl_now_ms() - t;
+		ck_assert_msg(t >= 140 && t < 1000, "timed out after %llu ms",
+			      (unsigned long long)t);
+	}
+	TL_OK(vdi_cstream_close(cs, 0));
+	rig_down(&r);
+}
+END_TEST
+
+/* The server's waits are bounded by the pool timeout; close past it
+ * aborts the set rather than free commands still in flight. */
+START_TEST(test_server_timeout)
+{
+	struct tl_pair_opts o;
+	uint8_t *ref = ref_new(18, 16 * MIB);
+	struct job s;
+	struct rig r;
+	uint64_t t;
+
+	rig_opts(&o, 1, _i ? VDF_ReadMedia : VDF_WriteMedia, 512, 64 * KIB, 4);
+	rig_up(&r, &o, 4, 200);
+	job_init(&s, &r, 0, ref, 16 * MIB, 3);
+	s.close_device = 0;
+	t = tl_now_ms();
+	job_start(&s, _i ? srv_reader : srv_writer);
+	job_join(&s);
+	t = s.t_fail - t;
+	ck_assert_int_eq(s.rc, VD_E_TIMEOUT);
+	ck_assert_msg(t >= 190 && t < 2000, "timed out after %llu ms", (unsigned long long)t);
+	ck_assert_int_eq(s.close_rc, VD_E_TIMEOUT); /* and aborted the set */
+	TL_RC(vdi_server_close_device(r.p.sd[0]), VD_E_ABORT);
+	free(ref);
+	rig_down(&r);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------
+ * Client in another process.
+ */
+struct xflow {
+	char name[TL_NAME_MAX];
+	uint32_t devices, dir;
+	uint64_t total;
+	int kill_after; /* child: SIGKILL itself after this many bytes (0 no) */
+};
+
+static void xdev_name(const struct xflow *x, uint32_t i, char *buf, size_t n)
+{
+	if (i)
+		snprintf(buf, n, "%.60s-%u", x->name, i % 100);
+	else
+		snprintf(buf, n, "%s", x->name);
+}
+
+struct xjob {
+	const struct xflow *x;
+	struct vdi_client_device *d;
+	uint32_t i;
+	int rc;
+};
+
+static void *child_dev(void *a)
+{
+	struct xjob *xj = a;
+	const struct xflow *x = xj->x;
+	uint64_t total = x->total + xj->i * 8192, off = 0, rng = xj->i + 50;
+	size_t cap = (total + 15) & ~(size_t)7;
+	uint8_t *ref = malloc(cap), *buf = malloc(MIB);
+	struct vdi_cstream *cs;
+	uint64_t s = 200 + xj->i, v;
+	ssize_t k;
+
+	for (size_t i = 0; i + 8 <= cap; i += 8) {
+		v = rnd(&s);
+		memcpy(ref + i, &v, 8);
+	}
+	xj->rc = vdi_cstream_new(xj->d, WAIT_MS, &cs);
+	while (!xj->rc) {
+		size_t n = chunk(&rng, MIB, x->dir == VDF_ReadMedia ? total - off : MIB);
+
+		if (x->kill_after && off >= (uint64_t)x->kill_after)
+			kill(getpid(), SIGKILL);
+		if (x->dir == VDF_ReadMedia) {
+			if (!n)
+				break;
+			k = vdi_cstream_write(cs, ref + off, n);
+		} else {
+			k = vdi_cstream_read(cs, buf, n);
+			if (k > 0 && memcmp(buf, ref + off, (size_t)k))
+				xj->rc = VD_E_UNEXPECTED; /* wrong data */
+		}
+		if (k <= 0) {
+			xj->rc = (int)k;
+			break;
+		}
+		off += (uint64_t)k;
+	}
+	if (!xj->rc && x->dir == VDF_WriteMedia && off != total)
+		xj->rc = VD_E_UNEXPECTED;
+	if (!xj->rc)
+		xj->rc = vdi_cstream_close(cs, 1);
+	free(ref);
+	free(buf);
+	return NULL;
+}
+
+/* The child: a client process streaming every device. */
+static int child_main(const struct xflow *x)
+{
+	struct vdi_client *c;
+	struct xjob xj[4];
+	pthread_t th[4];
+	VDConfig cfg;
+	char dn[TL_NAME_MAX + 8];
+	int rc;
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.deviceCount = x->devices;
+	if (vdi_client_new(&c) || vdi_client_create(c, x->name, &cfg))
+		return 10;
+	if (vdi_client_get_configuration(c, WAIT_MS, &cfg))
+		return 11;
+	for (uint32_t i = 0; i < x->devices; i++) {
+		xdev_name(x, i, dn, sizeof(dn));
+		xj[i] = (struct xjob){.x = x, .i = i};
+		if (vdi_client_open_device(c, dn, &xj[i].d))
+			return 12;
+		pthread_create(&th[i], NULL, child_dev, &xj[i]);
+	}
+	rc = 0;
+	for (uint32_t i = 0; i < x->devices; i++) {
+		pthread_join(th[i], NULL);
+		if (xj[i].rc && !rc) {
+			fprintf(stderr, "child device %u: %s: %s\n", i, vdi_strerror(xj[i].rc),
+				vdi_last_error());
+			rc = 20 + (int)i;
+		}
+	}
+	if (vdi_client_close(c) && !rc)
+		rc = 30;
+	vdi_client_free(c);
+	return rc;
+}
+
+static pid_t child_start(const struct xflow *x)
+{
+	pid_t parent = getpid(), pid = fork();
+
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(3);
+		alarm(60);
+		_exit(child_main(x));
+	}
+	return pid;
+}
+
+/* Exit status of the child (waits at most ms, then kills it): 0 ok. */
+static int child_wait(pid_t pid, uint32_t ms)
+{
+	uint64_t end = tl_now_ms() + ms;
+	int st = 0;
+
+	while (waitpid(pid, &st, WNOHANG) == 0) {
+		if (tl_now_ms() > end) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
+			return -1;
+		}
+		tl_sleep_ms(5);
+	}
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* Server side in this process: configure, stream, close. */
+static void parent_server(const struct xflow *x, struct job *jobs)
+{
+	struct rig r;
+	uint8_t *ref[4];
+
+	memset(&r, 0, sizeof(r));
+	TL_OK(tl_pair_init(&r.p, NULL));
+	r.p.o.devices = x->devices;
+	r.p.o.timeout_ms = WAIT_MS;
+	snprintf(r.p.name, sizeof(r.p.name), "%s", x->name);
+	r.p.phase = TL_CREATED; /* the child created the set */
+	TL_OK(vdi_server_open_wait(r.p.s, NULL, x->name, WAIT_MS));
+	r.p.phase = TL_CONNECTED;
+	TL_OK(vdi_server_begin_configuration(r.p.s, x->dir, 4096, 0, MIB, 0));
+	TL_OK(vdi_server_request_buffers(r.p.s, MIB, 0, 6));
+	TL_OK(vdi_server_end_configuration(r.p.s));
+	r.p.phase = TL_ENDED;
+	for (uint32_t i = 0; i < x->devices; i++) {
+		xdev_name(x, i, r.p.dev[i], sizeof(r.p.dev[i]));
+		TL_OK(vdi_server_open_device(r.p.s, r.p.dev[i], &r.p.sd[i]));
+	}
+	TL_OK(tl_agent_start(&r.p.agent, r.p.s));
+	r.p.phase = TL_SERVER_OPEN;
+	TL_OK(vdi_sstream_pool_new(r.p.s, 6, WAIT_MS, &r.pool));
+	for (uint32_t i = 0; i < x->devices; i++) {
+		uint64_t total = x->total + i * 8192;
+
+		ref[i] = ref_new(200 + i, (size_t)total);
+		job_init(&jobs[i], &r, i, ref[i], total, 60 + i);
+		jobs[i].maxchunk = 700000;
+		job_start(&jobs[i], x->dir == VDF_WriteMedia ? srv_writer : srv_reader);
+	}
+	for (uint32_t i = 0; i < x->devices; i++) {
+		job_join(&jobs[i]);
+		jobs[i].ref = NULL;
+		free(ref[i]);
+	}
+	if (!x->kill_after) {
+		TL_OK(tl_agent_join(&r.p.agent, WAIT_MS));
+		TL_OK(r.p.agent.rc);
+	}
+	rig_down(&r);
+}
+
+START_TEST(test_fork_flow)
+{
+	/* 0: backup 2 devices; 1: restore 1; 2: restore 2; 3, 4: 4 devices
+	 * of 32 MiB sharing 6 buffers, backup and restore. */
+	static const uint32_t devs[] = {2, 1, 2, 4, 4};
+	struct xflow x = {.devices = devs[_i],
+			  .dir = _i && _i != 3 ? VDF_ReadMedia : VDF_WriteMedia,
+			  .total = (_i >= 3 ? 32 * MIB : 9 * MIB) + 3 * 4096};
+	struct job jobs[4];
+	pid_t pid;
+	int rc;
+
+	tl_name(x.name);
+	pid = child_start(&x);
+	parent_server(&x, jobs);
+	rc = child_wait(pid, WAIT_MS);
+	for (uint32_t i = 0; i < x.devices; i++) {
+		JOB_OK(&jobs[i]);
+		ck_assert_int_eq(jobs[i].close_rc, 0);
+		ck_assert_int_eq(jobs[i].bad, -1);
+		ck_assert_uint_eq(jobs[i].got, jobs[i].total);
+	}
+	ck_assert_int_eq(rc, 0);
+}
+END_TEST
+
+/* A client process killed mid-stream: the server's stream fails with
+ * VD_E_ABORT (peer death), it does not hang. */
+START_TEST(test_fork_client_killed)
+{
+	struct xflow x = {.devices = 1,
+			  .dir = _i ? VDF_ReadMedia : VDF_WriteMedia,
+			  .total = 64 * MIB,
+			  .kill_after = 3 * MIB};
+	struct job jobs[4];
+	pid_t pid;
+
+	tl_name(x.name);
+	pid = child_start(&x);
+	parent_server(&x, jobs);
+	ck_assert_int_eq(child_wait(pid, WAIT_MS), 128 + SIGKILL);
+	ck_assert_int_eq(jobs[0].rc, VD_E_ABORT);
+	ck_assert_int_eq(jobs[0].bad, -1);
+	ck_assert_uint_lt(jobs[0].got, jobs[0].total);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------
+ * Arguments.
+ */
+START_TEST(test_null_arguments)
+{
+	struct vdi_cstream *cs = (void *)1;
+	struct vdi_sstream_pool *p = (void *)1;
+	struct vdi_sstream *w = (void *)1;
+	const void *cp;
+
+	TL_RC(vdi_cstream_new(NULL, 0, &cs), VD_E_INVALID);
+	ck_assert_ptr_null(cs);
+	TL_RC(vdi_cstream_new(NULL, 0, NULL), VD_E_INVALID);
+	TL_RC((int)vdi_cstream_read(NULL, &cp, 1), VD_E_INVALID);
+	TL_RC((int)vdi_cstream_peek(NULL, &cp, 1), VD_E_INVALID);
+	TL_RC(vdi_cstream_close(NULL, 1), VD_E_INVALID);
+	ck_assert_uint_eq(vdi_cstream_bytes(NULL), 0);
+	TL_RC(vdi_sstream_pool_new(NULL, 4, 0, &p), VD_E_INVALID);
+	ck_assert_ptr_null(p);
+	TL_RC(vdi_sstream_open(NULL, NULL, 0, &w), VD_E_INVALID);
+	ck_assert_ptr_null(w);
+	TL_RC((int)vdi_sstream_write(NULL, &cp, 1), VD_E_INVALID);
+	TL_RC(vdi_sstream_close(NULL), VD_E_INVALID);
+	ck_assert_uint_eq(vdi_sstream_error(NULL, NULL), 0);
+	vdi_sstream_pool_free(NULL);
+}
+END_TEST
+
+static Suite *stream_suite(void)
+{
+	Suite *s = suite_create("stream");
+	TCase *tc;
+
+	tc = tcase_create("flow");
+	tcase_set_timeout(tc, 60);
+	tcase_add_loop_test(tc, test_backup_flow, 0,
+			    (int)(sizeof(flow_cases) / sizeof(flow_cases[0])));
+	tcase_add_loop_test(tc, test_restore_flow, 0,
+			    (int)(sizeof(flow_cases) / sizeof(flow_cases[0])));
+	tcase_add_test(tc, test_peek_points_into_buffers);
+	tcase_add_test(tc, test_reserve_points_into_buffers);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("commands");
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, test_flush_waits_for_data);
+	tcase_add_test(tc, test_complete_pending_until_close);
+	tcase_add_test(tc, test_close_at_exact_end);
+	tcase_add_test(tc, test_complete_aborted_by_reader);
+	tcase_add_test(tc, test_unsupported_commands);
+	tcase_add_test(tc, test_wrong_direction);
+	tcase_add_test(tc, test_close_without_drain);
+	tcase_add_test(tc, test_null_arguments);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("failures");
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, test_client_write_error);
+	tcase_add_test(tc, test_client_read_error);
+	tcase_add_test(tc, test_restore_no_data_detected);
+	tcase_add_test(tc, test_close_before_end_aborts);
+	tcase_add_loop_test(tc, test_server_abort_wakes_client, 0, 2);
+	tcase_add_loop_test(tc, test_client_abort_wakes_server, 0, 2);
+	tcase_add_test(tc, test_abort_wakes_idle_waiter);
+	tcase_add_loop_test(tc, test_client_timeout, 0, 2);
+	tcase_add_loop_test(tc, test_server_timeout, 0, 2);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("fork");
+	tcase_set_timeout(tc, 60);
+	tcase_add_loop_test(tc, test_fork_flow, 0, 5);
+	tcase_add_loop_test(tc, test_fork_client_killed, 0, 2);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr;
+	int failed;
+
+	tl_init();
+	sr = srunner_create(stream_suite());
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	tl_shm_cleanup_run();
+	return failed ? 1 : 0;
+}
