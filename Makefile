@@ -138,7 +138,7 @@ check: all
 	@BUILD=$(BUILD) scripts/run-tests.sh all $(UNIT_BIN) $(CLITEST_BIN) $(if $(SANITIZE),,$(wildcard tests/integration/*.sh))
 
 bench: all
-	@BUILD=$(BUILD) scripts/bench.sh $(BENCH_BIN)
+	@BUILD=$(BUILD) scripts/bench.sh
 
 # libFuzzer harnesses (clang): tests/fuzz/fuzz.mk builds and runs them.
 fuzz:

@@ -141,51 +141,58 @@ void vdi_server_free(struct vdi_server *s)
 	free(s);
 }
 
-/* Checks a freshly mapped set can be served, and claims it. */
-static int claim_set(struct vdi_server *s)
+/* Checks a freshly mapped set can be served, and claims it.  r is not yet
+ * installed in the server object. */
+static int claim_set(struct vdi_region *r, VDConfig *cfg_out)
 {
-	struct vdi_shm_header *h = s->r.hdr;
+	struct vdi_shm_header *h = r->hdr;
 	VDConfig cfg = h->client_cfg;  /* one copy, validated below */
 	int rc;
 
 	if (vdi_check_client_config(&cfg))
 		return vdi_fail(VD_E_PROTOCOL, "server Open: set '%s' holds an invalid client configuration: %s",
-				s->r.name, vdi_last_error());
-	if (vdi_region_aborted(&s->r))
-		return wrong_state(s, S_ABORT, "Open");
+				r->name, vdi_last_error());
+	if (vdi_region_aborted(r)) {
+		char why[VDI_REASON_MAX];
+
+		vdi_region_reason(r, why, sizeof(why));
+		return vdi_fail(VD_E_ABORT, "server Open: set '%s' is aborted: %s", r->name, why);
+	}
 	if (vdi_load_acquire(&h->client_closed) || !vdi_shm_proc_alive(&h->creator))
 		return vdi_fail(VD_E_INVALID, "server Open: the client that created set '%s' (pid %d) is gone",
-				s->r.name, (int)h->creator.pid);
-	rc = vdi_region_lock(&s->r);
+				r->name, (int)h->creator.pid);
+	rc = vdi_region_lock(r);
 	if (rc)
 		return rc;
 	if (h->server.pid)
 		rc = vdi_fail(VD_E_BUSY, "server Open: set '%s' is already opened by server pid %d",
-			      s->r.name, (int)h->server.pid);
+			      r->name, (int)h->server.pid);
 	else if (vdi_load_acquire(&h->phase) != VDI_PHASE_CREATED)
 		rc = vdi_fail(VD_E_BUSY, "server Open: set '%s' is in phase %u with no server (corrupt)",
-			      s->r.name, vdi_load_relaxed(&h->phase));
+			      r->name, vdi_load_relaxed(&h->phase));
 	else
 		vdi_proc_self(&h->server);
-	vdi_region_unlock(&s->r);
+	vdi_region_unlock(r);
 	if (!rc)
-		s->cfg = cfg;
+		*cfg_out = cfg;
 	return rc;
 }
 
-static int open_region_waiting(struct vdi_server *s, const char *inst, const char *name,
-			       uint32_t timeout_ms)
+/* Maps and claims the set into r, waiting up to timeout_ms for a client
+ * to create it.  Runs without s->lock: nothing of s is touched. */
+static int open_region_waiting(struct vdi_region *r, VDConfig *cfg, const char *inst,
+			       const char *name, uint32_t timeout_ms)
 {
 	struct vdi_deadline dl;
 	int rc;
 
 	vdi_deadline_start(&dl, timeout_ms);
 	for (;;) {
-		rc = vdi_region_open(&s->r, inst, name);
+		rc = vdi_region_open(r, inst, name);
 		if (!rc) {
-			rc = claim_set(s);
+			rc = claim_set(r, cfg);
 			if (rc)
-				vdi_region_unmap(&s->r);
+				vdi_region_unmap(r);
 		}
 		/* Missing, half-created, or left by a dead client: a new
 		 * client may still create it, so keep waiting. */
@@ -198,27 +205,42 @@ static int open_region_waiting(struct vdi_server *s, const char *inst, const cha
 int vdi_server_open_wait(struct vdi_server *s, const char *instance, const char *name,
 			 uint32_t timeout_ms)
 {
+	struct vdi_region r;
+	VDConfig cfg;
 	const char *inst;
 	int rc;
 
 	vdi_clear_error();
 	if (!s)
 		return vdi_fail(VD_E_INVALID, "server object is NULL");
-	if (get_state(s) != S_DNE)
-		return vdi_fail(VD_E_PROTOCOL, "server Open: a set is already open on this object");
 	rc = vdi_check_set_name(name, "set");
 	if (!rc)
 		rc = vdi_check_instance(instance, &inst);
-	if (!rc)
-		rc = open_region_waiting(s, inst, name, timeout_ms);
 	if (rc)
 		return rc;
-	vdi_bufpool_init(&s->pool, s->cfg.prefixZoneSize, 0);
-	s->opened = s->closed_count = s->outstanding = 0;
-	s->agent_stop = 0;
-	set_state(s, S_CONNECTED);
-	publish_phase(s, VDI_PHASE_CONNECTED);
-	return 0;
+	if (get_state(s) != S_DNE)
+		return vdi_fail(VD_E_PROTOCOL, "server Open: a set is already open on this object");
+	rc = open_region_waiting(&r, &cfg, inst, name, timeout_ms);
+	if (rc)
+		return rc;
+	/* Installed under the lock: SignalAbort may run on another thread. */
+	pthread_mutex_lock(&s->lock);
+	if (get_state(s) != S_DNE) {
+		rc = vdi_fail(VD_E_PROTOCOL, "server Open: a set is already open on this object");
+		/* We claimed that set as its server: fail it, not strand it. */
+		vdi_region_abort(&r, "server object was opened twice at once");
+		vdi_region_unmap(&r);
+	} else {
+		s->r = r;
+		s->cfg = cfg;
+		vdi_bufpool_init(&s->pool, s->cfg.prefixZoneSize, 0);
+		s->opened = s->closed_count = s->outstanding = 0;
+		s->agent_stop = 0;
+		set_state(s, S_CONNECTED);
+		publish_phase(s, VDI_PHASE_CONNECTED);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return rc;
 }
 
 int vdi_server_open(struct vdi_server *s, const char *instance, const char *name)
@@ -989,9 +1011,15 @@ int vdi_server_execute_completion_agent(struct vdi_server *s)
 	pthread_mutex_lock(&s->lock);
 	st = server_state(s);
 	if ((st != S_INITIALIZING && st != S_ACTIVE) || s->agent_running) {
+		int running = s->agent_running;
+
 		pthread_mutex_unlock(&s->lock);
-		if (s->agent_running && st != S_ABORT)
+		if (running && st != S_ABORT)
 			return vdi_fail(VD_E_PROTOCOL, "server ExecuteCompletionAgent: the agent is already running");
+		/* Aborted before the agent ever ran: commands already sent
+		 * must still end, or their senders wait forever. */
+		if (st == S_ABORT && !running)
+			abort_outstanding(s);
 		return wrong_state(s, st, "ExecuteCompletionAgent");
 	}
 	s->agent_running = 1;
@@ -1019,9 +1047,14 @@ int vdi_server_signal_abort(struct vdi_server *s)
 	vdi_clear_error();
 	if (!s)
 		return vdi_fail(VD_E_INVALID, "server object is NULL");
-	if (get_state(s) == S_DNE)
+	/* Under the lock: Open may be mapping the region on another thread. */
+	pthread_mutex_lock(&s->lock);
+	if (get_state(s) == S_DNE) {
+		pthread_mutex_unlock(&s->lock);
 		return vdi_fail(VD_E_PROTOCOL, "server SignalAbort: no set is open on this object");
+	}
 	vdi_region_abort(&s->r, "server (pid %d) signalled abort", (int)getpid());
+	pthread_mutex_unlock(&s->lock);
 	return 0;
 }
 

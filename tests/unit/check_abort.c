@@ -1272,6 +1272,43 @@ START_TEST(test_access_group)
 }
 END_TEST
 
+/* An abort that arrives before the completion agent ever ran: commands
+ * already sent still end, exactly once, with ERROR_OPERATION_ABORTED
+ * when the agent finally starts (found by the CLI's FAULT_ABORT_AFTER
+ * test: the server waited forever).  _i: 0 client aborts, 1 server. */
+START_TEST(test_abort_before_agent)
+{
+	struct tl_pair_opts o;
+	struct tl_pair p;
+	struct tl_cmd cmds[3];
+	uint8_t *buf;
+	int i;
+
+	tl_pair_opts_default(&o);
+	o.no_agent = 1;
+	o.buffer_count = 3;
+	TL_OK(tl_pair_init(&p, &o));
+	TL_OK(tl_pair_advance(&p, TL_SERVER_OPEN));
+	for (i = 0; i < 3; i++) {
+		ck_assert_int_eq(vdi_server_allocate_buffer(p.s, &buf, 65536, 0), 0);
+		tl_cmd_init(&cmds[i], VDC_Write, 65536, 0, buf);
+		ck_assert_int_eq(vdi_server_send_command(p.sd[0], &cmds[i].cmd), 0);
+	}
+	if (_i == 0)
+		ck_assert_int_eq(vdi_client_signal_abort(p.c), 0);
+	else
+		ck_assert_int_eq(vdi_server_signal_abort(p.s), 0);
+	ck_assert_int_eq(vdi_server_execute_completion_agent(p.s), VD_E_ABORT);
+	for (i = 0; i < 3; i++) {
+		ck_assert_int_eq(tl_cmd_calls(&cmds[i]), 1);
+		ck_assert_uint_eq(cmds[i].code, ERROR_OPERATION_ABORTED);
+	}
+	tl_pair_destroy(&p);
+	for (i = 0; i < 3; i++)
+		ck_assert_int_eq(tl_cmd_calls(&cmds[i]), 1); /* not again at Close */
+}
+END_TEST
+
 static Suite *abort_suite(void)
 {
 	Suite *s = suite_create("abort");
@@ -1280,6 +1317,7 @@ static Suite *abort_suite(void)
 	tc = tcase_create("signal-abort");
 	tcase_set_timeout(tc, 30);
 	tcase_add_loop_test(tc, test_signal_abort, 0, (int)ARRAY_LEN(abort_cases));
+	tcase_add_loop_test(tc, test_abort_before_agent, 0, 2);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("sigkill");
