@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * exec.h - internals of `vdi exec`, shared by exec.c (options, files,
+ * the protocol sequence) and exec_io.c (one thread per device moving the
+ * stripes, fault injection, HEADERONLY output).
+ *
+ * Threads: the main thread configures the set and opens the devices;
+ * one thread runs the completion agent; one thread per device streams
+ * its stripe through the server stream adapter; a signal thread turns
+ * SIGINT/SIGTERM into an abort.  The first failure of any thread is
+ * recorded in job.err (under job.lock) and aborts the set, so every
+ * other thread wakes with VD_E_ABORT and the client fails too.
+ */
+#ifndef VDI_CLI_EXEC_H
+#define VDI_CLI_EXEC_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdint.h>
+
+#include "bkfmt.h"
+#include "stmt.h"
+#include "vdi.h"
+
+struct job;
+
+struct devjob {
+	struct job *j;
+	unsigned k;                    /* clause index */
+	struct vdi_server_device *dev;
+	struct vdi_sstream *s;
+	pthread_t thread;
+	int started;
+	uint8_t *buf;
+	int stalled;                   /* FAULT_STALL done */
+	struct bk_reader r;            /* restore side */
+	struct bk_writer w;            /* backup side */
+};
+
+struct job {
+	struct stmt st;
+	/* options */
+	const char *data_dir;
+	const char *instance;
+	uint32_t timeout_ms, io_timeout_ms;
+	int quiet;
+	/* files */
+	char db_path[PATH_MAX];
+	char tmp_path[PATH_MAX];
+	int db_fd;                     /* backup: source; restore: temp file */
+	int replacing;                 /* restore: the target exists */
+	mode_t mode;                   /* restore: mode of the new file */
+	/* the set */
+	struct vdi_server *srv;
+	VDConfig cfg;
+	uint32_t features;
+	struct vdi_sstream_pool *pool;
+	pthread_t agent;
+	int agent_started, agent_rc;
+	int agent_returned;            /* atomic */
+	struct devjob d[STMT_MAX_DEVICES];
+	/* the backup */
+	struct bk_header hdr;          /* backup: template of the headers */
+	struct bk_set set;             /* restore: headers seen */
+	uint64_t total;                /* database bytes (atomic) */
+	uint64_t done;                 /* database bytes moved (atomic) */
+	uint64_t wire;                 /* stripe bytes moved (atomic) */
+	/* outcome */
+	pthread_mutex_t lock;
+	int failed;                    /* atomic */
+	char err[1024];                /* first failure, under lock */
+};
+
+/* Records the first failure and aborts the set.  Thread-safe. */
+void job_fail(struct job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int job_failed(struct job *j);
+
+/* Starts one thread per device for the statement's kind; joins them.
+ * Returns 0 if every stream succeeded. */
+int exec_run_devices(struct job *j);
+/* HEADERONLY: prints the headers and trailers read, on stdout. */
+void exec_print_headers(struct job *j);
+
+#endif /* VDI_CLI_EXEC_H */

@@ -1,0 +1,347 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * exec_io.c - the device threads of `vdi exec`: each moves one stripe
+ * between the database file and its device through the server stream
+ * adapter (vdi_sstream_*), with the fault injection of the statement's
+ * FAULT_* options applied at the stream boundary.
+ *
+ * BACKUP: header, chunks, trailer (bk_backup_stripe) -> drain -> extra
+ * flushes -> VDC_Flush -> [wait] -> VDC_Complete when negotiated.
+ * RESTORE/VERIFYONLY/HEADERONLY: header -> register with the set (mixed,
+ * duplicated or missing stripes fail at once) -> chunks written aside ->
+ * trailer -> padding up to the client's end of stream.
+ */
+#include "exec.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+
+/* Fault-injected pauses end early when the set aborts (a peer died,
+ * `vdi abort`, a signal), so a stall never delays the failure. */
+static void sleep_ms(struct job *j, uint32_t ms)
+{
+	while (ms && !job_failed(j)) {
+		uint32_t step = ms < 50 ? ms : 50;
+		struct timespec ts = { 0, (long)step * 1000000L };
+		VDConfig cfg;
+
+		if (vdi_server_get_configuration(j->srv, &cfg) == VD_E_ABORT)
+			return;
+		while (nanosleep(&ts, &ts) != 0)
+			;
+		ms -= step;
+	}
+}
+
+static const char *dev_name(const struct devjob *d)
+{
+	return d->j->st.dev[d->k];
+}
+
+/* Turns a failed stream call into the job's failure message: the
+ * client's completion code and offset if the client failed a command,
+ * else the engine's return code and detail. */
+static void stream_fail(struct devjob *d, const char *what, long long rc)
+{
+	struct job *j = d->j;
+	uint64_t off = 0;
+	uint32_t code = d->s ? vdi_sstream_error(d->s, &off) : 0;
+
+	if (job_failed(j))
+		return;
+	if (code == ERROR_OPERATION_ABORTED || rc == VD_E_ABORT) {
+		/* Not the client's answer: the set was aborted.  Say why. */
+		VDConfig cfg;
+		char why[512];
+
+		snprintf(why, sizeof(why), "%s", vdi_last_error());
+		if (vdi_server_get_configuration(j->srv, &cfg) == VD_E_ABORT) /* names the cause */
+			snprintf(why, sizeof(why), "%s", vdi_last_error());
+		job_fail(j, "device '%s': %s failed after %" PRIu64 " stream bytes: the set was aborted: %s",
+			 dev_name(d), what, d->s ? vdi_sstream_bytes(d->s) : 0, why);
+	} else if (code)
+		job_fail(j, "device '%s': %s failed: client completed a command with %s (%u) at byte offset %" PRIu64,
+			 dev_name(d), what, vdi_strcompletion(code), code, off);
+	else
+		job_fail(j, "device '%s': %s failed: %s: %s", dev_name(d), what,
+			 vdi_strerror((int)rc), vdi_last_error());
+}
+
+/* FAULT_ABORT_AFTER: how many of len bytes may still move; aborts the
+ * set (and returns < len) once the limit is reached. */
+static size_t fault_budget(struct devjob *d, size_t len)
+{
+	struct job *j = d->j;
+	uint64_t before;
+
+	if (!(j->st.given & OPT_FAULT_ABORT_AFTER))
+		return len;
+	before = __atomic_fetch_add(&j->wire, len, __ATOMIC_RELAXED);
+	if (before + len <= j->st.fault_abort_after)
+		return len;
+	return before >= j->st.fault_abort_after ? 0 : (size_t)(j->st.fault_abort_after - before);
+}
+
+static void fault_abort(struct devjob *d)
+{
+	job_fail(d->j, "device '%s': aborted by FAULT_ABORT_AFTER=%" PRIu64 " (fault injection)",
+		 dev_name(d), d->j->st.fault_abort_after);
+}
+
+static void fault_stall(struct devjob *d)
+{
+	if (d->stalled || !(d->j->st.given & OPT_FAULT_STALL))
+		return;
+	d->stalled = 1;
+	sleep_ms(d->j, d->j->st.fault_stall_ms);
+}
+
+/* ---------------------------------------------------------------- backup */
+
+static int sink_write(void *ctx, const void *buf, size_t len)
+{
+	struct devjob *d = ctx;
+	size_t allowed = fault_budget(d, len);
+	const uint8_t *p = buf;
+
+	for (size_t put = 0; put < allowed;) {
+		ssize_t n;
+
+		if (job_failed(d->j))
+			return -1;
+		n = vdi_sstream_write(d->s, p + put, allowed - put);
+		if (n <= 0) {
+			stream_fail(d, "VDC_Write", n);
+			return -1;
+		}
+		put += (size_t)n;
+	}
+	if (allowed < len) {
+		if (allowed)
+			vdi_sstream_drain(d->s); /* the exact byte count reaches the client */
+		fault_abort(d);
+		return -1;
+	}
+	if (d->w.offset == 0) /* the stripe header just went out */
+		fault_stall(d);
+	return 0;
+}
+
+static int send_command(struct devjob *d, uint32_t code)
+{
+	int rc = vdi_sstream_command(d->s, code);
+
+	if (rc < 0) {
+		stream_fail(d, vdi_strcommand(code), rc);
+		return -1;
+	}
+	if (rc != 0) {
+		job_fail(d->j, "device '%s': client completed %s with %s (%d)",
+			 dev_name(d), vdi_strcommand(code), vdi_strcompletion((uint32_t)rc), rc);
+		return -1;
+	}
+	return 0;
+}
+
+static int backup_finish(struct devjob *d)
+{
+	struct job *j = d->j;
+	int rc = vdi_sstream_drain(d->s);
+
+	if (rc < 0) {
+		stream_fail(d, "VDC_Write", rc);
+		return -1;
+	}
+	for (uint32_t i = 0; i < j->st.fault_extra_flushes; i++)
+		if (send_command(d, VDC_Flush) < 0)
+			return -1;
+	if (send_command(d, VDC_Flush) < 0)
+		return -1;
+	if (j->st.given & OPT_FAULT_LATE_COMPLETE)
+		sleep_ms(j, j->st.fault_late_complete_ms);
+	if ((j->features & VDF_CompleteEnabled) && send_command(d, VDC_Complete) < 0)
+		return -1;
+	return 0;
+}
+
+static void *backup_main(void *arg)
+{
+	struct devjob *d = arg;
+	struct job *j = d->j;
+	char err[BK_ERR_LEN] = "";
+	struct bk_header h = j->hdr;
+
+	h.stripe = d->k;
+	bk_writer_init(&d->w, &h, sink_write, d);
+	if (bk_backup_stripe(&d->w, j->db_fd, d->buf, &j->done, err, sizeof(err)) < 0) {
+		if (err[0])
+			job_fail(j, "%s", err);
+		return NULL;
+	}
+	backup_finish(d);
+	return NULL;
+}
+
+/* --------------------------------------------------------------- restore */
+
+static ssize_t source_read(void *ctx, void *buf, size_t len)
+{
+	struct devjob *d = ctx;
+	size_t allowed = fault_budget(d, len);
+	ssize_t n;
+
+	if (job_failed(d->j))
+		return -1;
+	if (allowed == 0) {
+		fault_abort(d);
+		return -1;
+	}
+	n = vdi_sstream_read(d->s, buf, allowed);
+	if (n < 0) {
+		stream_fail(d, "VDC_Read", n);
+		return -1;
+	}
+	if ((size_t)n < len && (d->j->st.given & OPT_FAULT_ABORT_AFTER))
+		__atomic_fetch_sub(&d->j->wire, len - (size_t)n, __ATOMIC_RELAXED);
+	return n;
+}
+
+static void reader_fail(struct devjob *d)
+{
+	if (!d->r.source_error || !job_failed(d->j))
+		job_fail(d->j, "%s", d->r.err);
+}
+
+static void *restore_main(void *arg)
+{
+	struct devjob *d = arg;
+	struct job *j = d->j;
+	struct bk_reader *r = &d->r;
+	int out = j->st.kind == STMT_RESTORE ? j->db_fd : -1;
+
+	bk_reader_init(r, source_read, d, dev_name(d));
+	if (bk_read_header(r) < 0) {
+		reader_fail(d);
+		return NULL;
+	}
+	if (bk_set_add(&j->set, &r->h, dev_name(d), r->err, sizeof(r->err)) < 0) {
+		job_fail(j, "%s", r->err);
+		return NULL;
+	}
+	__atomic_store_n(&j->total, r->h.total_size, __ATOMIC_RELAXED);
+	fault_stall(d);
+	d->buf = malloc(r->h.chunk_size);
+	if (!d->buf) {
+		job_fail(j, "device '%s': out of memory for a %u-byte chunk", dev_name(d), r->h.chunk_size);
+		return NULL;
+	}
+	if (bk_read_body(r, out, d->buf, &j->done) < 0)
+		reader_fail(d);
+	return NULL;
+}
+
+/* --------------------------------------------------------------- threads */
+
+static int open_stream(struct devjob *d)
+{
+	struct job *j = d->j;
+	uint32_t xfer = j->st.maxtransfersize;
+	int rc = vdi_sstream_open(j->pool, d->dev, xfer, &d->s);
+
+	if (rc < 0) {
+		d->s = NULL;
+		job_fail(j, "device '%s': cannot open the stream: %s: %s",
+			 dev_name(d), vdi_strerror(rc), vdi_last_error());
+		return -1;
+	}
+	return 0;
+}
+
+int exec_run_devices(struct job *j)
+{
+	int backup = j->st.kind == STMT_BACKUP;
+	unsigned n = j->st.ndev;
+
+	for (unsigned k = 0; k < n && !job_failed(j); k++) {
+		struct devjob *d = &j->d[k];
+
+		if (open_stream(d) < 0)
+			break;
+		if (backup && !(d->buf = malloc(BK_CHUNK_SIZE))) {
+			job_fail(j, "out of memory for the chunk buffers");
+			break;
+		}
+		if (pthread_create(&d->thread, NULL, backup ? backup_main : restore_main, d) != 0) {
+			job_fail(j, "cannot start the thread of device '%s'", dev_name(d));
+			break;
+		}
+		d->started = 1;
+	}
+	for (unsigned k = 0; k < n; k++) {
+		struct devjob *d = &j->d[k];
+
+		if (d->started)
+			pthread_join(d->thread, NULL);
+		if (d->s) {
+			int rc = vdi_sstream_close(d->s);
+
+			d->s = NULL;
+			if (rc < 0 && !job_failed(j))
+				job_fail(j, "device '%s': closing the stream failed: %s: %s",
+					 dev_name(d), vdi_strerror(rc), vdi_last_error());
+		}
+		free(d->buf);
+		d->buf = NULL;
+	}
+	return job_failed(j) ? -1 : 0;
+}
+
+/* ------------------------------------------------------------ HEADERONLY */
+
+static void print_time(int64_t t)
+{
+	char buf[64];
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	if (gmtime_r(&tt, &tm) && strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm))
+		printf("BackupTime        %s\n", buf);
+	else
+		printf("BackupTime        %" PRId64 "\n", t);
+}
+
+void exec_print_headers(struct job *j)
+{
+	const struct bk_header *h = &j->set.ref;
+	char id[37];
+
+	if (!j->set.have_ref)
+		return;
+	bk_id_format(h->id, id);
+	printf("BackupId          %s\n", id);
+	printf("DatabaseName      %s\n", h->db);
+	printf("Description       %s\n", h->description);
+	printf("BackupSize        %" PRIu64 "\n", h->total_size);
+	print_time(h->time);
+	printf("FormatVersion     %u\n", h->version);
+	printf("Stripes           %u\n", h->stripes);
+	printf("BlockSize         %u\n", h->block_size);
+	printf("MaxTransferSize   %u\n", h->max_transfer_size);
+	printf("ChunkSize         %u\n", h->chunk_size);
+	printf("Chunks            %" PRIu64 "\n", h->chunk_count);
+	for (unsigned k = 0; k < j->st.ndev; k++) {
+		const struct bk_reader *r = &j->d[k].r;
+
+		printf("Stripe            %u of %u  device '%s'  chunks %" PRIu64 "  bytes %" PRIu64
+		       "  header-crc32c %08x  stream-crc32c %08x\n",
+		       r->h.stripe + 1, r->h.stripes, j->st.dev[k], r->t.chunks,
+		       r->t.data_bytes, r->h.crc, r->t.stream_crc);
+	}
+	fflush(stdout);
+}

@@ -1,0 +1,8 @@
+/* SPDX-License-Identifier: MIT */
+/* main.c - entry point of `vdi`; everything else is in cli.c. */
+#include "cli.h"
+
+int main(int argc, char **argv)
+{
+	return cli_main(argc, argv);
+}

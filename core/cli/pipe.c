@@ -1,0 +1,474 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pipe.c - `vdi pipe`: a VDI client without FUSE.
+ *
+ * Creates the set, waits for the server's configuration, then runs one
+ * thread per device moving bytes between the device (client stream
+ * adapter, vdi_cstream_*) and a file descriptor:
+ *
+ *   BACKUP  (server sent VDF_WriteMedia): device -> file or stdout
+ *   RESTORE (VDF_ReadMedia):              file or stdin -> device
+ *
+ * Device 0 carries the set's name; device i > 0 is named <set><i>, the
+ * convention of Microsoft's samples, so the statement reads
+ * VIRTUAL_DEVICE='s', VIRTUAL_DEVICE='s1', ...
+ *
+ * Any failure (a write error such as EPIPE on a closed pipe, a read
+ * error on the input, an abort or the death of the server) aborts the
+ * set, so the server fails too, and the exit status is 1.  A backup file
+ * is fsync'ed before the stream's orderly close, which is what completes
+ * a pending VDC_Complete.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <grp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "stmt.h"
+#include "vdi.h"
+
+#define IO_CHUNK (1u << 20)
+
+struct pdev {
+	struct pipe_job *pj;
+	unsigned k;
+	char name[VDI_MAX_NAME + 1];
+	const char *path;            /* NULL or "-" = stdio */
+	int fd;
+	struct vdi_client_device *dev;
+	struct vdi_cstream *s;
+	pthread_t thread;
+	int started;
+	int ok;
+};
+
+struct pipe_job {
+	const char *set;
+	const char *instance;
+	unsigned ndev;
+	uint32_t features;
+	uint32_t timeout_ms, server_timeout_ms, io_timeout_ms;
+	const char *group;
+	int quiet;
+	int backup;                  /* direction from the server */
+	struct vdi_client *c;
+	struct pdev d[VDI_MAX_DEVICES];
+	pthread_mutex_t lock;
+	int failed;
+	int signalled;               /* (lock) signals received */
+};
+
+static void pipe_fail(struct pipe_job *pj)
+{
+	pthread_mutex_lock(&pj->lock);
+	if (!pj->failed && pj->c)
+		vdi_client_signal_abort(pj->c);
+	pj->failed = 1;
+	pthread_mutex_unlock(&pj->lock);
+}
+
+/* ------------------------------------------------------------ options */
+
+static int parse_features(const char *list, uint32_t *features)
+{
+	char *copy = strdup(list), *save = NULL;
+	int rc = 0;
+
+	for (char *t = strtok_r(copy, ",", &save); t && rc == 0; t = strtok_r(NULL, ",", &save)) {
+		if (strcmp(t, "removable") == 0)
+			*features |= VDF_Removable;
+		else if (strcmp(t, "discard") == 0)
+			*features |= VDF_Discard;
+		else if (strcmp(t, "request-complete") == 0)
+			*features |= VDF_RequestComplete;
+		else {
+			cli_err("invalid --features '%s': unknown feature '%s' (removable, discard, request-complete)",
+				list, t);
+			rc = -1;
+		}
+	}
+	free(copy);
+	return rc;
+}
+
+static int parse_pipe_opts(struct pipe_job *pj, int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "set", required_argument, NULL, 's' },
+		{ "devices", required_argument, NULL, 'n' },
+		{ "request-complete", no_argument, NULL, 'R' },
+		{ "features", required_argument, NULL, 'F' },
+		{ "timeout", required_argument, NULL, 't' },
+		{ "server-timeout", required_argument, NULL, 'S' },
+		{ "io-timeout", required_argument, NULL, 'T' },
+		{ "group", required_argument, NULL, 'g' },
+		{ "instance", required_argument, NULL, 'I' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ NULL, 0, NULL, 0 },
+	};
+	uint64_t v;
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "+s:n:RF:t:S:T:g:I:q", longopts, NULL)) != -1) {
+		switch (c) {
+		case 's': pj->set = optarg; break;
+		case 'n':
+			if (cli_parse_uint("--devices", optarg, 1, VDI_MAX_DEVICES, &v))
+				return -1;
+			pj->ndev = (unsigned)v;
+			break;
+		case 'R': pj->features |= VDF_RequestComplete; break;
+		case 'F': if (parse_features(optarg, &pj->features)) return -1; break;
+		case 't': if (cli_parse_ms("--timeout", optarg, &pj->timeout_ms)) return -1; break;
+		case 'S': if (cli_parse_ms("--server-timeout", optarg, &pj->server_timeout_ms)) return -1; break;
+		case 'T': if (cli_parse_ms("--io-timeout", optarg, &pj->io_timeout_ms)) return -1; break;
+		case 'g': pj->group = optarg; break;
+		case 'I': pj->instance = optarg; break;
+		case 'q': pj->quiet = 1; break;
+		default: cli_err("pipe: bad option (vdi --help)"); return -1;
+		}
+	}
+	return 0;
+}
+
+static int setup_devices(struct pipe_job *pj, int nfiles, char **files)
+{
+	const char *why;
+
+	if (!pj->set) {
+		cli_err("pipe: missing -s SET (the set name)");
+		return -1;
+	}
+	if ((why = stmt_name_problem(pj->set))) {
+		cli_err("invalid set name '%s': %s", pj->set, why);
+		return -1;
+	}
+	if (!pj->ndev)
+		pj->ndev = nfiles ? (unsigned)nfiles : 1;
+	if (nfiles > VDI_MAX_DEVICES || (nfiles && (unsigned)nfiles != pj->ndev) ||
+	    (!nfiles && pj->ndev != 1)) {
+		cli_err("pipe: %u device%s need %u FILE argument%s, got %d", pj->ndev,
+			pj->ndev == 1 ? "" : "s", pj->ndev, pj->ndev == 1 ? " (or none)" : "s", nfiles);
+		return -1;
+	}
+	for (int i = 0, stdio = 0; i < nfiles; i++) {
+		if (strcmp(files[i], "-") == 0 && stdio++) {
+			cli_err("pipe: '-' (standard input or output) given for more than one device");
+			return -1;
+		}
+	}
+	for (unsigned k = 0; k < pj->ndev; k++) {
+		struct pdev *d = &pj->d[k];
+		int n = k ? snprintf(d->name, sizeof(d->name), "%s%u", pj->set, k)
+			  : snprintf(d->name, sizeof(d->name), "%s", pj->set);
+
+		if (n < 0 || (size_t)n >= sizeof(d->name)) {
+			cli_err("invalid set name '%s': device name '%s%u' would be longer than 127 bytes",
+				pj->set, pj->set, k);
+			return -1;
+		}
+		d->pj = pj;
+		d->k = k;
+		d->fd = -1;
+		d->path = nfiles ? files[k] : NULL;
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------- the set */
+
+static int create_set(struct pipe_job *pj)
+{
+	VDConfig cfg;
+	int rc = vdi_client_new(&pj->c);
+
+	if (rc < 0) {
+		pj->c = NULL;
+		cli_vdi_err(rc, "cannot create a client object");
+		return -1;
+	}
+	if (pj->group) {
+		struct group *g = getgrnam(pj->group);
+
+		if (!g) {
+			cli_err("invalid --group '%s': no such group", pj->group);
+			return -1;
+		}
+		if ((rc = vdi_client_set_group(pj->c, g->gr_gid)) < 0) {
+			cli_vdi_err(rc, "cannot share set '%s' with group '%s'", pj->set, pj->group);
+			return -1;
+		}
+	}
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.deviceCount = pj->ndev;
+	cfg.features = pj->features;
+	cfg.serverTimeOut = pj->server_timeout_ms;
+	rc = vdi_client_create_ex(pj->c, pj->instance, pj->set, &cfg);
+	if (rc < 0) {
+		cli_vdi_err(rc, "cannot create virtual device set '%s'", pj->set);
+		return -1;
+	}
+	return 0;
+}
+
+static int wait_server(struct pipe_job *pj)
+{
+	VDConfig cfg;
+	int rc = vdi_client_get_configuration(pj->c, pj->timeout_ms, &cfg);
+
+	if (rc == VD_E_TIMEOUT) {
+		cli_err("virtual device set '%s': no server configured it within %u ms",
+			pj->set, pj->timeout_ms);
+		return -1;
+	}
+	if (rc < 0) {
+		cli_vdi_err(rc, "virtual device set '%s': waiting for the server failed", pj->set);
+		return -1;
+	}
+	pj->backup = (cfg.features & VDF_WriteMedia) != 0;
+	return 0;
+}
+
+static int open_file(struct pdev *d)
+{
+	int backup = d->pj->backup;
+
+	if (!d->path || strcmp(d->path, "-") == 0) {
+		d->fd = backup ? STDOUT_FILENO : STDIN_FILENO;
+		return 0;
+	}
+	d->fd = backup ? open(d->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666)
+		       : open(d->path, O_RDONLY | O_CLOEXEC);
+	if (d->fd < 0) {
+		cli_err("device '%s': cannot open '%s' for %s: %s", d->name, d->path,
+			backup ? "the backup" : "the restore", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static int open_devices(struct pipe_job *pj)
+{
+	for (unsigned k = 0; k < pj->ndev; k++) {
+		struct pdev *d = &pj->d[k];
+		int rc;
+
+		if (open_file(d) < 0)
+			return -1;
+		rc = vdi_client_open_device(pj->c, d->name, &d->dev);
+		if (rc < 0) {
+			cli_vdi_err(rc, "device '%s': OpenDevice failed", d->name);
+			return -1;
+		}
+		rc = vdi_cstream_new(d->dev, pj->io_timeout_ms, &d->s);
+		if (rc < 0) {
+			d->s = NULL;
+			cli_vdi_err(rc, "device '%s': cannot start the stream", d->name);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------- streaming */
+
+static const char *fd_desc(const struct pdev *d)
+{
+	return d->path && strcmp(d->path, "-") ? d->path
+	       : d->pj->backup ? "standard output" : "standard input";
+}
+
+static int write_full(int fd, const uint8_t *p, size_t len)
+{
+	while (len) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int backup_loop(struct pdev *d)
+{
+	for (;;) {
+		const void *p;
+		ssize_t n = vdi_cstream_peek(d->s, &p, IO_CHUNK);
+
+		if (n == 0)
+			break;
+		if (n < 0) {
+			cli_vdi_err((int)n, "device '%s': backup stream failed after %llu bytes",
+				    d->name, (unsigned long long)vdi_cstream_bytes(d->s));
+			return -1;
+		}
+		if (write_full(d->fd, p, (size_t)n) < 0) {
+			cli_err("device '%s': cannot write '%s' after %llu bytes: %s", d->name,
+				fd_desc(d), (unsigned long long)vdi_cstream_bytes(d->s), strerror(errno));
+			return -1;
+		}
+		vdi_cstream_advance(d->s, (size_t)n);
+	}
+	/* Durable before the orderly close completes VDC_Complete. */
+	if (fsync(d->fd) != 0 && errno != EINVAL && errno != EROFS) {
+		cli_err("device '%s': cannot flush '%s': %s", d->name, fd_desc(d), strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static ssize_t read_some(int fd, void *p, size_t len)
+{
+	ssize_t n;
+
+	do
+		n = read(fd, p, len);
+	while (n < 0 && errno == EINTR);
+	return n;
+}
+
+static int restore_loop(struct pdev *d)
+{
+	for (;;) {
+		void *p;
+		ssize_t room = vdi_cstream_reserve(d->s, &p, IO_CHUNK), n;
+
+		if (room <= 0) {
+			cli_vdi_err(room ? (int)room : VD_E_CLOSE,
+				    "device '%s': the server stopped reading after %llu bytes",
+				    d->name, (unsigned long long)vdi_cstream_bytes(d->s));
+			return -1;
+		}
+		n = read_some(d->fd, p, (size_t)room);
+		if (n < 0) {
+			cli_err("device '%s': cannot read '%s' after %llu bytes: %s", d->name,
+				fd_desc(d), (unsigned long long)vdi_cstream_bytes(d->s), strerror(errno));
+			return -1;
+		}
+		if (n == 0)
+			return 0;
+		if (vdi_cstream_commit(d->s, (size_t)n) < 0) {
+			cli_vdi_err(VD_E_ABORT, "device '%s': restore stream failed after %llu bytes",
+				    d->name, (unsigned long long)vdi_cstream_bytes(d->s));
+			return -1;
+		}
+	}
+}
+
+static void *dev_main(void *arg)
+{
+	struct pdev *d = arg;
+	int rc = d->pj->backup ? backup_loop(d) : restore_loop(d);
+	struct vdi_cstream *s = d->s;
+
+	d->s = NULL;
+	if (rc < 0) {
+		pipe_fail(d->pj);
+		vdi_cstream_close(s, 0);
+		return NULL;
+	}
+	rc = vdi_cstream_close(s, 1);
+	if (rc < 0) {
+		cli_vdi_err(rc, "device '%s': the %s did not end normally", d->name,
+			    d->pj->backup ? "backup" : "restore");
+		pipe_fail(d->pj);
+		return NULL;
+	}
+	d->ok = 1;
+	return NULL;
+}
+
+static void run_devices(struct pipe_job *pj)
+{
+	for (unsigned k = 0; k < pj->ndev; k++) {
+		if (pthread_create(&pj->d[k].thread, NULL, dev_main, &pj->d[k]) != 0) {
+			cli_err("cannot start the thread of device '%s'", pj->d[k].name);
+			pipe_fail(pj);
+			break;
+		}
+		pj->d[k].started = 1;
+	}
+	for (unsigned k = 0; k < pj->ndev; k++)
+		if (pj->d[k].started)
+			pthread_join(pj->d[k].thread, NULL);
+}
+
+static void teardown(struct pipe_job *pj)
+{
+	for (unsigned k = 0; k < pj->ndev; k++) {
+		struct pdev *d = &pj->d[k];
+
+		if (d->s)
+			vdi_cstream_close(d->s, 0);
+		if (d->fd > STDERR_FILENO && close(d->fd) != 0 && d->ok && pj->backup) {
+			cli_err("device '%s': cannot close '%s': %s", d->name, d->path, strerror(errno));
+			pj->failed = 1;
+		}
+	}
+	if (pj->c) {
+		int rc;
+
+		if (pj->failed)
+			vdi_client_signal_abort(pj->c);
+		rc = vdi_client_close(pj->c);
+		if (rc < 0 && !pj->failed) {
+			cli_vdi_err(rc, "closing virtual device set '%s' failed", pj->set);
+			pj->failed = 1;
+		}
+		vdi_client_free(pj->c);
+	}
+}
+
+static void on_signal(void *ctx, int signo)
+{
+	struct pipe_job *pj = ctx;
+	int again;
+
+	pthread_mutex_lock(&pj->lock);
+	again = pj->signalled++;
+	pthread_mutex_unlock(&pj->lock);
+	cli_err("virtual device set '%s': interrupted by signal %d (%s)%s", pj->set, signo,
+		strsignal(signo), again ? ", exiting" : "");
+	if (again) /* the orderly abort did not end the process: stop now */
+		_exit(CLI_EXIT_FAIL);
+	pipe_fail(pj);
+}
+
+int cmd_pipe(int argc, char **argv)
+{
+	struct pipe_job *pj = calloc(1, sizeof(*pj));
+	int status = CLI_EXIT_USAGE;
+
+	if (!pj)
+		return CLI_EXIT_FAIL;
+	pthread_mutex_init(&pj->lock, NULL);
+	pj->timeout_ms = 60000;
+	pj->io_timeout_ms = VDI_INFINITE;
+	if (parse_pipe_opts(pj, argc, argv) < 0 ||
+	    setup_devices(pj, argc - optind, argv + optind) < 0)
+		goto out;
+	cli_signals_block();
+	cli_signal_start(on_signal, pj);
+	if (create_set(pj) < 0 || wait_server(pj) < 0 || open_devices(pj) < 0)
+		pipe_fail(pj);
+	else
+		run_devices(pj);
+	cli_signal_stop();
+	teardown(pj);
+	status = pj->failed ? CLI_EXIT_FAIL : CLI_EXIT_OK;
+out:
+	pthread_mutex_destroy(&pj->lock);
+	free(pj);
+	return status;
+}

@@ -1,0 +1,571 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * check_cli_format.c - the backup format of `vdi exec` (core/cli/bkfmt.c,
+ * crc32c.c): CRC32C, round trips over 1..8 stripes read in any order and
+ * any read size, and every refusal (truncated, corrupted, foreign,
+ * incomplete, mixed, duplicated stripes).
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "bkfmt.h"
+
+/* ------------------------------------------------------- memory streams */
+
+struct mem {
+	uint8_t *p;
+	size_t len, cap;
+	size_t pos;     /* read position */
+	size_t step;    /* largest read, to vary the read sizes */
+	int fail_at;    /* read call number that fails, 0 = never */
+	int calls;
+};
+
+static int mem_write(void *ctx, const void *buf, size_t len)
+{
+	struct mem *m = ctx;
+
+	if (m->len + len > m->cap) {
+		m->cap = (m->len + len) * 2 + 4096;
+		m->p = realloc(m->p, m->cap);
+		ck_assert_ptr_nonnull(m->p);
+	}
+	memcpy(m->p + m->len, buf, len);
+	m->len += len;
+	return 0;
+}
+
+static ssize_t mem_read(void *ctx, void *buf, size_t len)
+{
+	struct mem *m = ctx;
+	size_t n = m->len - m->pos;
+
+	if (m->fail_at && ++m->calls == m->fail_at)
+		return -1;
+	if (n > len)
+		n = len;
+	if (m->step && n > m->step)
+		n = m->step;
+	memcpy(buf, m->p + m->pos, n);
+	m->pos += n;
+	return (ssize_t)n;
+}
+
+static int make_db(uint64_t size, unsigned seed)
+{
+	int fd = memfd_create("db", 0);
+	uint8_t *buf = malloc(65536);
+
+	ck_assert_int_ge(fd, 0);
+	srand(seed);
+	for (uint64_t off = 0; off < size; off += 65536) {
+		size_t n = size - off < 65536 ? (size_t)(size - off) : 65536;
+
+		for (size_t i = 0; i < n; i++)
+			buf[i] = (uint8_t)rand();
+		ck_assert_int_eq(pwrite(fd, buf, n, (off_t)off), (ssize_t)n);
+	}
+	free(buf);
+	return fd;
+}
+
+static const uint8_t id_a[16] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16 };
+static const uint8_t id_b[16] = { 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1 };
+
+/* Backs up fd into n memory stripes, each padded to `pad` bytes. */
+static void backup(int fd, uint64_t size, unsigned n, const uint8_t *id,
+		   struct mem *out, size_t pad)
+{
+	uint8_t *buf = malloc(BK_CHUNK_SIZE);
+	uint64_t done = 0;
+	char err[BK_ERR_LEN];
+
+	for (unsigned k = 0; k < n; k++) {
+		struct bk_header h;
+		struct bk_writer w;
+
+		memset(&out[k], 0, sizeof(out[k]));
+		bk_header_init(&h, id, "db", size, n);
+		h.stripe = k;
+		h.time = 1700000000;
+		bk_writer_init(&w, &h, mem_write, &out[k]);
+		ck_assert_int_eq(bk_backup_stripe(&w, fd, buf, &done, err, sizeof(err)), 0);
+		ck_assert_uint_eq(out[k].len, w.offset);
+		while (pad && out[k].len % pad) {
+			uint8_t z = 0;
+
+			mem_write(&out[k], &z, 1);
+		}
+	}
+	ck_assert_uint_eq(done, size);
+	free(buf);
+}
+
+/* Restores n stripes given in the order of `order` into a new memfd;
+ * returns 0 (and *fd_out) or -1 with the first message in err. */
+static int restore(struct mem *stripes, const unsigned *order, unsigned n,
+		   int lenient, int *fd_out, char *err, size_t errlen)
+{
+	static const char *names[] = { "d0", "d1", "d2", "d3", "d4", "d5", "d6", "d7", "d8" };
+	uint8_t *buf = malloc(BK_MAX_CHUNK);
+	struct bk_set set;
+	int fd = memfd_create("out", 0), rc = 0;
+
+	bk_set_init(&set, n, lenient);
+	for (unsigned i = 0; i < n && rc == 0; i++) {
+		struct bk_reader r;
+		struct mem *m = &stripes[order ? order[i] : i];
+
+		m->pos = 0;
+		bk_reader_init(&r, mem_read, m, names[i]);
+		rc = bk_read_header(&r);
+		if (rc == 0)
+			rc = bk_set_add(&set, &r.h, names[i], r.err, sizeof(r.err));
+		if (rc == 0)
+			rc = bk_read_body(&r, fd, buf, NULL);
+		if (rc == 0 && ftruncate(fd, (off_t)r.h.total_size) != 0)
+			rc = -1;
+		if (rc < 0)
+			snprintf(err, errlen, "%s", r.err);
+	}
+	if (rc == 0)
+		rc = bk_set_complete(&set, err, errlen);
+	bk_set_release(&set);
+	free(buf);
+	if (rc == 0)
+		*fd_out = fd;
+	else
+		close(fd);
+	return rc;
+}
+
+static void assert_same(int a, int b, uint64_t size)
+{
+	uint8_t *x = malloc(65536), *y = malloc(65536);
+
+	ck_assert_int_eq(lseek(b, 0, SEEK_END), (off_t)size);
+	for (uint64_t off = 0; off < size; off += 65536) {
+		size_t n = size - off < 65536 ? (size_t)(size - off) : 65536;
+
+		ck_assert_int_eq(pread(a, x, n, (off_t)off), (ssize_t)n);
+		ck_assert_int_eq(pread(b, y, n, (off_t)off), (ssize_t)n);
+		ck_assert_msg(memcmp(x, y, n) == 0, "data differs near offset %llu",
+			      (unsigned long long)off);
+	}
+	free(x);
+	free(y);
+}
+
+static void free_stripes(struct mem *m, unsigned n)
+{
+	for (unsigned k = 0; k < n; k++)
+		free(m[k].p);
+}
+
+/* ------------------------------------------------------------- crc32c */
+
+START_TEST(test_crc_vectors)
+{
+	static uint8_t zeros[32], ones[32];
+
+	memset(ones, 0xff, sizeof(ones));
+	ck_assert_uint_eq(crc32c(0, "123456789", 9), 0xE3069283u);
+	ck_assert_uint_eq(crc32c_portable(0, "123456789", 9), 0xE3069283u);
+	ck_assert_uint_eq(crc32c(0, "", 0), 0);
+	/* RFC 3720 B.4 test vectors. */
+	ck_assert_uint_eq(crc32c(0, zeros, 32), 0x8A9136AAu);
+	ck_assert_uint_eq(crc32c(0, ones, 32), 0x62A8AB43u);
+	ck_assert_uint_eq(crc32c_portable(0, ones, 32), 0x62A8AB43u);
+}
+END_TEST
+
+START_TEST(test_crc_paths_agree)
+{
+	uint8_t buf[1000];
+
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = (uint8_t)(i * 131 + 7);
+	for (size_t off = 0; off < 9; off++) {
+		for (size_t len = 0; len + off <= sizeof(buf); len += 37) {
+			uint32_t a = crc32c(0, buf + off, len);
+
+			ck_assert_uint_eq(a, crc32c_portable(0, buf + off, len));
+			/* chaining */
+			ck_assert_uint_eq(a, crc32c(crc32c(0, buf + off, len / 3),
+						    buf + off + len / 3, len - len / 3));
+		}
+	}
+}
+END_TEST
+
+/* ------------------------------------------------------------- header */
+
+START_TEST(test_header_roundtrip)
+{
+	struct bk_header h, g;
+	uint8_t raw[BK_HEADER_SIZE];
+	char err[BK_ERR_LEN], idtext[37];
+
+	bk_header_init(&h, id_a, "sales", 5u << 20, 3);
+	h.stripe = 2;
+	h.block_size = 4096;
+	h.max_transfer_size = 1048576;
+	h.time = 1700000123;
+	snprintf(h.description, sizeof(h.description), "nightly");
+	bk_header_encode(&h, raw);
+	ck_assert_int_eq(bk_header_decode(&g, raw, err, sizeof(err)), 0);
+	ck_assert_mem_eq(g.id, id_a, 16);
+	ck_assert_uint_eq(g.stripe, 2);
+	ck_assert_uint_eq(g.stripes, 3);
+	ck_assert_uint_eq(g.block_size, 4096);
+	ck_assert_uint_eq(g.max_transfer_size, 1048576);
+	ck_assert_uint_eq(g.chunk_count, 5);
+	ck_assert_uint_eq(g.total_size, 5u << 20);
+	ck_assert_int_eq(g.time, 1700000123);
+	ck_assert_str_eq(g.db, "sales");
+	ck_assert_str_eq(g.description, "nightly");
+	ck_assert_uint_eq(g.crc, h.crc);
+	ck_assert_uint_eq(bk_stripe_chunks(&g, 0), 2);
+	ck_assert_uint_eq(bk_stripe_chunks(&g, 2), 1);
+	bk_id_format(id_a, idtext);
+	ck_assert_str_eq(idtext, "01020304-0506-0708-090a-0b0c0d0e0f10");
+}
+END_TEST
+
+START_TEST(test_header_refusals)
+{
+	struct bk_header h, g;
+	uint8_t raw[BK_HEADER_SIZE];
+	char err[BK_ERR_LEN];
+
+	bk_header_init(&h, id_a, "db", 100, 2);
+	bk_header_encode(&h, raw);
+	raw[100] ^= 1;
+	ck_assert_int_eq(bk_header_decode(&g, raw, err, sizeof(err)), -1);
+	ck_assert_str_eq(err, "corrupt backup header: checksum mismatch");
+
+	bk_header_encode(&h, raw);
+	raw[8] = 2; /* version */
+	ck_assert_int_eq(bk_header_decode(&g, raw, err, sizeof(err)), -1);
+	ck_assert_str_eq(err, "unsupported backup format version 2 (header size 512): this vdi reads version 1");
+
+	bk_header_encode(&h, raw);
+	raw[0] = 'X';
+	ck_assert_int_eq(bk_header_decode(&g, raw, err, sizeof(err)), -1);
+	ck_assert_str_eq(err, "not a vdi backup: foreign data where the 'VDIBAKv1' header belongs");
+
+	h.stripe = 2; /* of 2: out of range, with a valid checksum */
+	bk_header_encode(&h, raw);
+	ck_assert_int_eq(bk_header_decode(&g, raw, err, sizeof(err)), -1);
+	ck_assert_str_eq(err, "corrupt backup header: stripe 3 of 2");
+
+	h.stripe = 0;
+	h.chunk_count = 7;
+	bk_header_encode(&h, raw);
+	ck_assert_int_eq(bk_header_decode(&g, raw, err, sizeof(err)), -1);
+	ck_assert_str_eq(err, "corrupt backup header: 7 chunks for 100 bytes");
+}
+END_TEST
+
+/* --------------------------------------------------------- round trips */
+
+static const uint64_t sizes[] = {
+	0, 1, 511, 4095, 4097, BK_CHUNK_SIZE - 1, BK_CHUNK_SIZE,
+	BK_CHUNK_SIZE + 1, 5 * BK_CHUNK_SIZE + 12345,
+};
+static const unsigned counts[] = { 1, 2, 3, 8 };
+
+START_TEST(test_roundtrip)
+{
+	uint64_t size = sizes[_i % 9];
+	unsigned n = counts[_i / 9];
+	struct mem s[8];
+	unsigned order[8] = { 0 };
+	char err[BK_ERR_LEN];
+	int db = make_db(size, (unsigned)_i), out = -1;
+
+	backup(db, size, n, id_a, s, 512);
+	for (unsigned k = 0; k < n; k++) {
+		order[k] = n - 1 - k; /* reversed: order is recovered */
+		s[k].step = 1 + (size_t)k * 70001; /* odd read sizes */
+	}
+	ck_assert_msg(restore(s, order, n, 0, &out, err, sizeof(err)) == 0, "%s", err);
+	assert_same(db, out, size);
+	close(out);
+	close(db);
+	free_stripes(s, n);
+}
+END_TEST
+
+START_TEST(test_padding)
+{
+	struct mem s[1];
+	char err[BK_ERR_LEN];
+	int db = make_db(1000, 1), out;
+	uint8_t one = 1, zero = 0;
+
+	backup(db, 1000, 1, id_a, s, 65536); /* 64 KiB blocks: much padding */
+	ck_assert_int_eq(restore(s, NULL, 1, 0, &out, err, sizeof(err)), 0);
+	close(out);
+	mem_write(&s[0], &one, 1);
+	ck_assert_int_eq(restore(s, NULL, 1, 0, &out, err, sizeof(err)), -1);
+	ck_assert_str_eq(err, "device 'd0': unexpected data after the trailer at byte offset 65536");
+	s[0].len--;
+	while (s[0].len < 512 + 32 + 1000 + 64 + BK_MAX_PADDING + 1)
+		mem_write(&s[0], &zero, 1);
+	ck_assert_int_eq(restore(s, NULL, 1, 0, &out, err, sizeof(err)), -1);
+	ck_assert_str_eq(err, "device 'd0': unexpected data after the trailer at byte offset 67143");
+	close(db);
+	free_stripes(s, 1);
+}
+END_TEST
+
+/* ---------------------------------------------------------- refusals */
+
+/* A 2-stripe backup of 3 MiB + 100 bytes: stripe 0 has chunks 0 and 2,
+ * stripe 1 chunks 1 and 3. */
+#define RSIZE (3 * BK_CHUNK_SIZE + 100)
+
+static struct mem rs[2], other[2];
+static int rdb;
+
+static void refusal_setup(void)
+{
+	int db2;
+
+	rdb = make_db(RSIZE, 7);
+	backup(rdb, RSIZE, 2, id_a, rs, 4096);
+	db2 = make_db(RSIZE, 8);
+	backup(db2, RSIZE, 2, id_b, other, 4096);
+	close(db2);
+}
+
+static void refusal_teardown(void)
+{
+	close(rdb);
+	free_stripes(rs, 2);
+	free_stripes(other, 2);
+}
+
+static void expect_refusal(struct mem *s, const unsigned *order, unsigned n,
+			   const char *msg)
+{
+	char err[BK_ERR_LEN];
+	int out = -1;
+
+	ck_assert_int_eq(restore(s, order, n, 0, &out, err, sizeof(err)), -1);
+	ck_assert_msg(strcmp(err, msg) == 0, "\n got: %s\nwant: %s", err, msg);
+}
+
+START_TEST(test_swapped_accepted)
+{
+	static const unsigned swap[] = { 1, 0 };
+	char err[BK_ERR_LEN];
+	int out;
+
+	ck_assert_msg(restore(rs, swap, 2, 0, &out, err, sizeof(err)) == 0, "%s", err);
+	assert_same(rdb, out, RSIZE);
+	close(out);
+}
+END_TEST
+
+START_TEST(test_truncated)
+{
+	static const struct { size_t keep; const char *msg; } cuts[] = {
+		{ 0, "device 'd0': stripe is empty: no backup header" },
+		{ 100, "device 'd0': stripe truncated at byte offset 100: stream ended inside the backup header" },
+		{ 512, "device 'd0': stripe truncated at byte offset 512: stream ended inside a record header" },
+		{ 530, "device 'd0': stripe truncated at byte offset 530: stream ended inside a record header" },
+		{ 544 + 4096, "device 'd0': stripe truncated at byte offset 4640: stream ended inside chunk data" },
+		{ 544 + BK_CHUNK_SIZE, "device 'd0': stripe truncated at byte offset 1049120: stream ended inside a record header" },
+		{ 2 * (544 + BK_CHUNK_SIZE) - 512 + 40, "device 'd0': stripe truncated at byte offset 2097768: stream ended inside the trailer" },
+	};
+	size_t len = rs[0].len;
+
+	for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
+		rs[0].len = cuts[i].keep;
+		expect_refusal(rs, NULL, 2, cuts[i].msg);
+	}
+	rs[0].len = len;
+}
+END_TEST
+
+START_TEST(test_flipped)
+{
+	static const struct { size_t at; const char *msg; } flips[] = {
+		{ 3, "device 'd0': not a vdi backup: foreign data where the 'VDIBAKv1' header belongs" },
+		{ 90, "device 'd0': corrupt backup header: checksum mismatch" },
+		{ 512, "device 'd0': corrupt stripe: no record tag at byte offset 512" },
+		{ 520, "device 'd0': corrupt chunk header at byte offset 512: checksum mismatch" },
+		{ 544 + 777, "device 'd0': corrupt chunk 0 at byte offset 512: data checksum mismatch" },
+		{ 2 * (544 + BK_CHUNK_SIZE) - 512 + 9, "device 'd0': corrupt trailer at byte offset 2097728: checksum mismatch" },
+	};
+	for (size_t i = 0; i < sizeof(flips) / sizeof(flips[0]); i++) {
+		rs[0].p[flips[i].at] ^= 0x20;
+		expect_refusal(rs, NULL, 2, flips[i].msg);
+		rs[0].p[flips[i].at] ^= 0x20;
+	}
+}
+END_TEST
+
+START_TEST(test_foreign)
+{
+	struct mem f[2] = { { 0 } };
+	char text[600];
+
+	memset(text, 'A', sizeof(text));
+	mem_write(&f[0], text, sizeof(text));
+	expect_refusal(f, NULL, 1, "device 'd0': not a vdi backup: foreign data where the 'VDIBAKv1' header belongs");
+	f[0].len = 20; /* a short foreign file */
+	expect_refusal(f, NULL, 1, "device 'd0': not a vdi backup: foreign data where the 'VDIBAKv1' header belongs");
+	free(f[0].p);
+}
+END_TEST
+
+START_TEST(test_missing_stripe)
+{
+	static const unsigned only1[] = { 1 };
+
+	expect_refusal(rs, only1, 1, "incomplete stripe set: backup of 'db' has 2 stripes, 1 device given (device 'd0' holds stripe 2)");
+}
+END_TEST
+
+START_TEST(test_duplicate_stripe)
+{
+	static const unsigned twice[] = { 0, 0 };
+
+	expect_refusal(rs, twice, 2, "stripe 1 of 2 given twice: devices 'd0' and 'd1'");
+}
+END_TEST
+
+START_TEST(test_mixed_backups)
+{
+	struct mem mix[2] = { rs[0], other[1] };
+
+	expect_refusal(mix, NULL, 2, "stripes of different backups: device 'd0' holds backup 01020304-0506-0708-090a-0b0c0d0e0f10 of 'db', device 'd1' holds backup 100f0e0d-0c0b-0a09-0807-060504030201 of 'db'");
+}
+END_TEST
+
+START_TEST(test_spliced_chunk)
+{
+	/* Chunk 2 of stripe 0 replaced by chunk 3 of stripe 1 (same size,
+	 * valid checksums): the index check catches it. */
+	struct mem s = { 0 };
+	size_t c1 = 512 + (32 + BK_CHUNK_SIZE);
+
+	mem_write(&s, rs[0].p, c1);
+	mem_write(&s, rs[1].p + c1, 32 + 100);
+	mem_write(&s, rs[0].p + c1 + 32 + BK_CHUNK_SIZE, rs[0].len - c1 - 32 - BK_CHUNK_SIZE);
+	{
+		struct mem two[2] = { s, rs[1] };
+
+		expect_refusal(two, NULL, 2, "device 'd0': unexpected chunk at byte offset 1049120: got chunk 3 (100 bytes), expected chunk 2 (1048576 bytes) of stripe 1");
+	}
+	free(s.p);
+}
+END_TEST
+
+START_TEST(test_dropped_chunk)
+{
+	/* Stripe 0 without its second chunk, trailer kept: incomplete. */
+	struct mem s = { 0 };
+	size_t c1 = 512 + (32 + BK_CHUNK_SIZE);
+
+	mem_write(&s, rs[0].p, c1);
+	mem_write(&s, rs[0].p + 2 * c1 - 512, rs[0].len - (2 * c1 - 512));
+	{
+		struct mem two[2] = { s, rs[1] };
+
+		expect_refusal(two, NULL, 2, "device 'd0': incomplete stripe 1: trailer at byte offset 1049120 after 1 of 2 chunks");
+	}
+	free(s.p);
+}
+END_TEST
+
+START_TEST(test_source_error)
+{
+	struct bk_reader r;
+	uint8_t *buf = malloc(BK_CHUNK_SIZE);
+
+	rs[0].pos = 0;
+	rs[0].fail_at = 3;
+	rs[0].calls = 0;
+	bk_reader_init(&r, mem_read, &rs[0], "dev");
+	ck_assert_int_eq(bk_read_header(&r), 0);
+	ck_assert_int_eq(bk_read_body(&r, -1, buf, NULL), -1);
+	ck_assert_int_eq(r.source_error, 1);
+	ck_assert_str_eq(r.err, "device 'dev': read failed at byte offset 544");
+	rs[0].fail_at = 0;
+	free(buf);
+}
+END_TEST
+
+START_TEST(test_lenient_set)
+{
+	struct bk_set set;
+	struct bk_header h;
+	char err[BK_ERR_LEN];
+
+	bk_header_init(&h, id_a, "db", 10, 3);
+	h.stripe = 1;
+	bk_set_init(&set, 1, 1);
+	ck_assert_int_eq(bk_set_add(&set, &h, "x", err, sizeof(err)), 0);
+	ck_assert_int_eq(bk_set_complete(&set, err, sizeof(err)), 0);
+	bk_set_release(&set);
+	bk_set_init(&set, 1, 0);
+	ck_assert_int_eq(bk_set_complete(&set, err, sizeof(err)), -1);
+	ck_assert_str_eq(err, "no stripe was read");
+	bk_set_release(&set);
+}
+END_TEST
+
+static Suite *format_suite(void)
+{
+	Suite *s = suite_create("cli_format");
+	TCase *tc = tcase_create("crc_header");
+	TCase *rt = tcase_create("roundtrip");
+	TCase *rf = tcase_create("refusals");
+
+	tcase_set_timeout(tc, 10);
+	tcase_add_test(tc, test_crc_vectors);
+	tcase_add_test(tc, test_crc_paths_agree);
+	tcase_add_test(tc, test_header_roundtrip);
+	tcase_add_test(tc, test_header_refusals);
+	tcase_add_test(tc, test_lenient_set);
+	suite_add_tcase(s, tc);
+
+	tcase_set_timeout(rt, 60);
+	tcase_add_loop_test(rt, test_roundtrip, 0, 9 * 4);
+	tcase_add_test(rt, test_padding);
+	suite_add_tcase(s, rt);
+
+	tcase_set_timeout(rf, 30);
+	tcase_add_checked_fixture(rf, refusal_setup, refusal_teardown);
+	tcase_add_test(rf, test_swapped_accepted);
+	tcase_add_test(rf, test_truncated);
+	tcase_add_test(rf, test_flipped);
+	tcase_add_test(rf, test_foreign);
+	tcase_add_test(rf, test_missing_stripe);
+	tcase_add_test(rf, test_duplicate_stripe);
+	tcase_add_test(rf, test_mixed_backups);
+	tcase_add_test(rf, test_spliced_chunk);
+	tcase_add_test(rf, test_dropped_chunk);
+	tcase_add_test(rf, test_source_error);
+	suite_add_tcase(s, rf);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(format_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

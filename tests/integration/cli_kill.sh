@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# cli_kill.sh - peers that vanish, and `vdi ls` / `vdi abort`:
+#  - the client (vdi pipe) killed mid-stream: vdi exec exits non-zero
+#    within a second (backup and restore);
+#  - the server (vdi exec) killed mid-stream: vdi pipe exits non-zero
+#    within a second (backup and restore);
+#  - SIGTERM to vdi exec aborts both sides;
+#  - vdi ls shows a waiting set; vdi abort makes its client fail within a
+#    second.
+set -u
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+VDI=$ROOT/${BUILD:-build}/vdi
+TMP=$(mktemp -d /tmp/vdi-cli-kill.XXXXXX)
+PFX=clikill-$$
+DATA=$TMP/data
+mkdir -p "$DATA"
+fail=0
+
+cleanup() {
+	jobs -p | xargs -r kill -9 2>/dev/null
+	wait 2>/dev/null
+	rm -f /dev/shm/vdi.*."$PFX"-* /dev/shm/vdi-*."$PFX"-*
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+die() { echo "FAIL: $*"; fail=1; }
+now_ms() { date +%s%3N; }
+
+# wait_exit PID LIMIT_MS WHAT: waits for PID (a child), fails unless it
+# exits non-zero within LIMIT_MS.  Sets $elapsed.
+wait_exit() {
+	local pid=$1 limit=$2 what=$3 t0 rc
+	t0=$(now_ms)
+	while kill -0 "$pid" 2>/dev/null; do
+		if [ $(($(now_ms) - t0)) -gt $((limit + 2000)) ]; then
+			die "$what: still running after $((limit + 2000)) ms"
+			kill -9 "$pid" 2>/dev/null
+			break
+		fi
+		sleep 0.02
+	done
+	wait "$pid"
+	rc=$?
+	elapsed=$(($(now_ms) - t0))
+	[ $rc != 0 ] || die "$what: exited 0"
+	[ $elapsed -le "$limit" ] || die "$what: took $elapsed ms (limit $limit ms)"
+	echo "$what: exit $rc after $elapsed ms"
+}
+
+# wait_bytes FILE MIN: waits (up to 10 s) until FILE holds MIN bytes.
+wait_bytes() {
+	local i
+	for ((i = 0; i < 500; i++)); do
+		[ "$(stat -c %s "$1" 2>/dev/null || echo 0)" -ge "$2" ] && return 0
+		sleep 0.02
+	done
+	die "no data arrived in $1"
+	return 1
+}
+
+head -c $((64 * 1048576)) /dev/urandom >"$DATA/db.mdf"
+
+# The processes killed here are started without `timeout` (a kill must
+# reach vdi itself); wait_exit bounds every wait and the trap kills the rest.
+
+# 1. Client killed mid-backup: it writes into a fifo nobody drains.
+mkfifo "$TMP/fifo"
+sleep 30 <"$TMP/fifo" &
+holder=$!
+"$VDI" pipe -q -s "$PFX-1" "$TMP/fifo" &
+client=$!
+"$VDI" exec -q -D "$DATA" "BACKUP DATABASE db TO VIRTUAL_DEVICE='$PFX-1'" 2>"$TMP/err" &
+server=$!
+sleep 1
+kill -0 $server 2>/dev/null || die "client killed (backup): exec ended before the kill: $(cat "$TMP/err")"
+kill -9 $client
+wait $client 2>/dev/null
+wait_exit $server 1000 "client killed mid-backup -> vdi exec"
+kill $holder 2>/dev/null
+
+# 2. Client killed mid-restore: its input is a fifo fed slowly.
+timeout -k 5 30 "$VDI" pipe -q -s "$PFX-2b" "$TMP/full.bak" &
+p=$!
+timeout -k 5 30 "$VDI" exec -q -D "$DATA" "BACKUP DATABASE db TO VIRTUAL_DEVICE='$PFX-2b'" || die "backup for the restore test failed"
+wait $p || die "backup for the restore test: pipe failed"
+mkfifo "$TMP/fifo2"
+(head -c 3000000 "$TMP/full.bak"; sleep 30) >"$TMP/fifo2" &
+feeder=$!
+"$VDI" pipe -q -s "$PFX-2" "$TMP/fifo2" &
+client=$!
+"$VDI" exec -q -D "$DATA" "RESTORE DATABASE r2 FROM VIRTUAL_DEVICE='$PFX-2'" 2>"$TMP/err" &
+server=$!
+sleep 1
+kill -9 $client
+wait $client 2>/dev/null
+wait_exit $server 1000 "client killed mid-restore -> vdi exec"
+kill $feeder 2>/dev/null
+[ -e "$DATA/r2.mdf" ] && die "a killed restore created the database"
+ls -a "$DATA" | grep -q 'vdi-' && die "a killed restore left its temporary file"
+
+# 3. Server killed mid-backup (stalled after its header).
+"$VDI" pipe -q -s "$PFX-3" "$TMP/s3" 2>"$TMP/perr" &
+client=$!
+"$VDI" exec -q -D "$DATA" "BACKUP DATABASE db TO VIRTUAL_DEVICE='$PFX-3' WITH FAULT_STALL=20000" &
+server=$!
+sleep 1
+kill -9 $server
+wait $server 2>/dev/null
+wait_exit $client 1000 "server killed mid-backup -> vdi pipe"
+
+# 4. Server killed mid-restore (stalled after the header).
+"$VDI" pipe -q -s "$PFX-4" "$TMP/full.bak" 2>"$TMP/perr" &
+client=$!
+"$VDI" exec -q -D "$DATA" "RESTORE DATABASE r4 FROM VIRTUAL_DEVICE='$PFX-4' WITH FAULT_STALL=20000" &
+server=$!
+sleep 1
+kill -9 $server
+wait $server 2>/dev/null
+wait_exit $client 1000 "server killed mid-restore -> vdi pipe"
+
+# 5. SIGTERM to vdi exec: it aborts, both exit non-zero.
+"$VDI" pipe -q -s "$PFX-5" "$TMP/s5" 2>/dev/null &
+client=$!
+"$VDI" exec -q -D "$DATA" "BACKUP DATABASE db TO VIRTUAL_DEVICE='$PFX-5' WITH FAULT_STALL=20000" 2>"$TMP/err" &
+server=$!
+sleep 1
+kill -TERM $server
+wait_exit $server 1000 "SIGTERM -> vdi exec"
+grep -qF "interrupted by signal" "$TMP/err" || die "SIGTERM message: $(cat "$TMP/err")"
+wait_exit $client 1000 "SIGTERM to the server -> vdi pipe"
+
+# 6. vdi ls and vdi abort on a set waiting for its server.
+"$VDI" pipe -q -s "$PFX-6" -n 3 -t 20000 "$TMP/l0" "$TMP/l1" "$TMP/l2" 2>"$TMP/perr" &
+client=$!
+for ((i = 0; i < 100; i++)); do
+	"$VDI" ls >"$TMP/ls" 2>&1
+	grep -qF "$PFX-6" "$TMP/ls" && break
+	sleep 0.02
+done
+grep -E "^[^ ]+ +$PFX-6 +[a-z ]+ +3 +" "$TMP/ls" >/dev/null || die "vdi ls does not show the set: $(cat "$TMP/ls")"
+head -1 "$TMP/ls" | grep -q "^INSTANCE *SET *STATE *DEVICES" || die "vdi ls header: $(head -1 "$TMP/ls")"
+grep -F "$PFX-6" "$TMP/ls" | grep -qw "$client" || die "vdi ls does not show the client pid $client: $(cat "$TMP/ls")"
+"$VDI" abort "$PFX-6" || die "vdi abort failed"
+wait_exit $client 1000 "vdi abort -> vdi pipe"
+"$VDI" abort "$PFX-nosuch" 2>/dev/null && die "vdi abort of a missing set succeeded"
+
+left=$(ls /dev/shm | grep -F "$PFX" || true)
+[ -z "$left" ] || die "shared memory left: $left"
+[ $fail = 0 ] && echo "cli_kill: all passed"
+exit $fail

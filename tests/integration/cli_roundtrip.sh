@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# cli_roundtrip.sh - end-to-end round trips `vdi exec` x `vdi pipe`:
+# BACKUP then RESTORE gives a byte-identical database for sizes 0, 1, 511,
+# BLOCKSIZE-1, BLOCKSIZE+1 and a large one (256 MiB; 1 GiB with
+# VDI_TEST_BIG=1), over 1, 2 and 8 devices, with several BLOCKSIZE /
+# BUFFERCOUNT / MAXTRANSFERSIZE combinations, restores with other values
+# than the backup, stripes given in another order, stdin/stdout, statements
+# from argv, -f and stdin, VDC_Complete and the non-failing fault options,
+# HEADERONLY and VERIFYONLY.
+set -u
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+VDI=$ROOT/${BUILD:-build}/vdi
+TMP=$(mktemp -d /tmp/vdi-cli-rt.XXXXXX)
+PFX=clirt-$$
+DATA=$TMP/data
+mkdir -p "$DATA"
+fail=0
+n=0
+
+cleanup() {
+	jobs -p | xargs -r kill -9 2>/dev/null
+	wait 2>/dev/null
+	rm -f /dev/shm/vdi.*."$PFX"-* /dev/shm/vdi-*."$PFX"-* /dev/shm/vdi*."{${guid:-none}}"*
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+die() { echo "FAIL: $*"; fail=1; }
+
+# devs SET N -> "VIRTUAL_DEVICE='SET', VIRTUAL_DEVICE='SET1', ..."
+devs() {
+	local s="VIRTUAL_DEVICE='$1'" i
+	for ((i = 1; i < $2; i++)); do s="$s, VIRTUAL_DEVICE='$1$i'"; done
+	echo "$s"
+}
+
+# stripes PREFIX N -> "PREFIX0 PREFIX1 ..."
+stripes() {
+	local i
+	for ((i = 0; i < $2; i++)); do echo -n "$1$i "; done
+}
+
+# pair SET NDEV STATEMENT FILE... : runs pipe and exec, echoes "exec pipe"
+# exit codes.  PIPE_OPTS adds pipe options.
+pair() {
+	local set=$1 nd=$2 stmt=$3 p e c
+	shift 3
+	timeout -k 5 120 "$VDI" pipe -q -s "$set" -n "$nd" ${PIPE_OPTS:-} "$@" &
+	p=$!
+	timeout -k 5 120 "$VDI" exec -q -D "$DATA" -t 20000 "$stmt" >"$TMP/out" 2>"$TMP/err"
+	e=$?
+	wait $p
+	c=$?
+	echo "$e $c"
+}
+
+# roundtrip SIZE NDEV BACKUP_OPTS RESTORE_OPTS [ORDER]
+# ORDER "rev" gives the stripes to the restore in reverse order.
+roundtrip() {
+	local size=$1 nd=$2 bopt=$3 ropt=$4 order=${5:-} s r files rfiles
+	n=$((n + 1))
+	s=$PFX-$n
+	head -c "$size" /dev/urandom >"$DATA/db$n.mdf"
+	files=$(stripes "$TMP/st$n." "$nd")
+	r=$(pair "$s" "$nd" "BACKUP DATABASE db$n TO $(devs "$s" "$nd") $bopt" $files)
+	[ "$r" = "0 0" ] || { die "backup size=$size dev=$nd '$bopt': exit $r: $(cat "$TMP/err")"; return; }
+	rfiles=$files
+	[ "$order" = rev ] && rfiles=$(echo $files | tr ' ' '\n' | tac | tr '\n' ' ')
+	r=$(pair "$s-r" "$nd" "RESTORE DATABASE out$n FROM $(devs "$s-r" "$nd") $ropt" $rfiles)
+	[ "$r" = "0 0" ] || { die "restore size=$size dev=$nd '$ropt': exit $r: $(cat "$TMP/err")"; return; }
+	cmp -s "$DATA/db$n.mdf" "$DATA/out$n.mdf" || die "restore size=$size dev=$nd: database differs"
+	rm -f "$DATA/db$n.mdf" "$DATA/out$n.mdf" $files
+}
+
+# 1. Sizes around the block size, 1, 2 and 8 devices.
+for bs in 512 4096 65536; do
+	for size in 0 1 511 $((bs - 1)) $((bs + 1)) $((1048576 + 1)); do
+		for nd in 1 2 8; do
+			roundtrip "$size" "$nd" "WITH BLOCKSIZE=$bs" "" rev
+		done
+	done
+done
+echo "sizes x devices: done ($n round trips)"
+
+# 2. Buffer combinations; restores with other values than the backup.
+combos=(
+	"WITH BLOCKSIZE=512, BUFFERCOUNT=1, MAXTRANSFERSIZE=65536|WITH BLOCKSIZE=65536, BUFFERCOUNT=64, MAXTRANSFERSIZE=4194304"
+	"WITH BLOCKSIZE=65536, BUFFERCOUNT=3, MAXTRANSFERSIZE=131072|WITH BLOCKSIZE=512, BUFFERCOUNT=2, MAXTRANSFERSIZE=65536"
+	"WITH BLOCKSIZE=4096, BUFFERCOUNT=20, MAXTRANSFERSIZE=524288|"
+	"WITH MAXTRANSFERSIZE=4194304, BUFFERCOUNT=4|WITH BLOCKSIZE=1024, BUFFERCOUNT=7, MAXTRANSFERSIZE=196608"
+)
+for c in "${combos[@]}"; do
+	for nd in 1 3 8; do
+		roundtrip $((5 * 1048576 + 777)) "$nd" "${c%%|*}" "${c#*|}" rev
+	done
+done
+echo "buffer combinations: done"
+
+# 3. The statement of the issue, exactly as written (a fresh GUID).
+guid=$(tr a-f A-F </proc/sys/kernel/random/uuid)
+s="{$guid}"
+head -c 3000000 /dev/urandom >"$DATA/MYDB.mdf"
+PIPE_OPTS= r=$(pair "$s" 1 "BACKUP DATABASE MYDB TO VIRTUAL_DEVICE='$s' WITH BLOCKSIZE=4096, BUFFERCOUNT=20, MAXTRANSFERSIZE=524288" "$TMP/guid.bak")
+[ "$r" = "0 0" ] || die "issue statement: exit $r: $(cat "$TMP/err")"
+rm -f /dev/shm/vdi.*."$s"*
+
+# 4. Large database through stdout and stdin, one device; and 2 devices.
+big=$((256 * 1048576))
+[ "${VDI_TEST_BIG:-0}" = 1 ] && big=$((1024 * 1048576))
+head -c "$big" /dev/urandom >"$DATA/big.mdf"
+t0=$(date +%s%N)
+timeout -k 5 120 "$VDI" pipe -q -s "$PFX-big" >"$TMP/big.bak" &
+p=$!
+timeout -k 5 120 "$VDI" exec -q -D "$DATA" "BACKUP DATABASE big TO VIRTUAL_DEVICE='$PFX-big' WITH MAXTRANSFERSIZE=1048576, BUFFERCOUNT=8" || die "big backup (stdout) failed"
+wait $p || die "big backup: pipe failed"
+t1=$(date +%s%N)
+timeout -k 5 120 "$VDI" pipe -q -s "$PFX-bigr" <"$TMP/big.bak" &
+p=$!
+timeout -k 5 120 "$VDI" exec -q -D "$DATA" "RESTORE DATABASE bigout FROM VIRTUAL_DEVICE='$PFX-bigr' WITH MAXTRANSFERSIZE=262144" || die "big restore (stdin) failed"
+wait $p || die "big restore: pipe failed"
+t2=$(date +%s%N)
+cmp -s "$DATA/big.mdf" "$DATA/bigout.mdf" || die "big: database differs"
+echo "big $((big / 1048576)) MiB, 1 device: backup $(((t1 - t0) / 1000000)) ms, restore $(((t2 - t1) / 1000000)) ms"
+rm -f "$TMP/big.bak" "$DATA/bigout.mdf"
+n=$((n + 1))
+t0=$(date +%s%N)
+r=$(pair "$PFX-big2" 2 "BACKUP DATABASE big TO $(devs "$PFX-big2" 2) WITH BLOCKSIZE=65536, MAXTRANSFERSIZE=4194304, BUFFERCOUNT=8" "$TMP/bg0" "$TMP/bg1")
+[ "$r" = "0 0" ] || die "big backup 2 devices: exit $r: $(cat "$TMP/err")"
+r=$(pair "$PFX-big2r" 2 "RESTORE DATABASE bigout FROM $(devs "$PFX-big2r" 2)" "$TMP/bg1" "$TMP/bg0")
+[ "$r" = "0 0" ] || die "big restore 2 devices: exit $r: $(cat "$TMP/err")"
+t1=$(date +%s%N)
+cmp -s "$DATA/big.mdf" "$DATA/bigout.mdf" || die "big 2 devices: database differs"
+echo "big $((big / 1048576)) MiB, 2 devices: backup+restore $(((t1 - t0) / 1000000)) ms"
+rm -f "$TMP"/bg? "$DATA/big.mdf" "$DATA/bigout.mdf"
+
+# 5. Statement from -f and from stdin; HEADERONLY; VERIFYONLY; REPLACE.
+head -c 2000000 /dev/urandom >"$DATA/hdr.mdf"
+echo "BACKUP DATABASE [hdr] TO $(devs "$PFX-f" 2) WITH DESCRIPTION=N'it''s nightly', STATS=25;" >"$TMP/stmt.sql"
+timeout -k 5 60 "$VDI" pipe -q -s "$PFX-f" -n 2 "$TMP/h0" "$TMP/h1" &
+p=$!
+timeout -k 5 60 "$VDI" exec -D "$DATA" -f "$TMP/stmt.sql" 2>"$TMP/err" || die "exec -f failed: $(cat "$TMP/err")"
+wait $p || die "exec -f: pipe failed"
+grep -q "^vdi: 100 percent processed$" "$TMP/err" || die "STATS lines missing: $(cat "$TMP/err")"
+timeout -k 5 60 "$VDI" pipe -q -s "$PFX-h" -n 2 "$TMP/h1" "$TMP/h0" &
+p=$!
+echo "RESTORE HEADERONLY FROM $(devs "$PFX-h" 2)" |
+	timeout -k 5 60 "$VDI" exec -q -D "$DATA" >"$TMP/out" 2>"$TMP/err" || die "HEADERONLY failed: $(cat "$TMP/err")"
+wait $p || die "HEADERONLY: pipe failed"
+for want in "DatabaseName      hdr" "Description       it's nightly" "BackupSize        2000000" \
+	"Stripes           2" "BlockSize         512" "Stripe            2 of 2  device '$PFX-h'"; do
+	grep -qF "$want" "$TMP/out" || die "HEADERONLY output lacks '$want': $(cat "$TMP/out")"
+done
+# HEADERONLY tolerates an incomplete stripe set (it only shows).
+r=$(pair "$PFX-h1" 1 "RESTORE HEADERONLY FROM VIRTUAL_DEVICE='$PFX-h1'" "$TMP/h0")
+[ "$r" = "0 0" ] || die "HEADERONLY of one stripe of two: exit $r: $(cat "$TMP/err")"
+grep -qF "Stripe            1 of 2  device '$PFX-h1'" "$TMP/out" || die "HEADERONLY 1 of 2: $(cat "$TMP/out")"
+r=$(pair "$PFX-v" 2 "RESTORE VERIFYONLY FROM $(devs "$PFX-v" 2)" "$TMP/h0" "$TMP/h1")
+[ "$r" = "0 0" ] || die "VERIFYONLY: exit $r: $(cat "$TMP/err")"
+grep -q "The backup set of 'hdr' .* is valid" "$TMP/out" || die "VERIFYONLY output: $(cat "$TMP/out")"
+head -c 5 /dev/urandom >"$DATA/hdr2.mdf"
+r=$(pair "$PFX-x" 2 "RESTORE DATABASE hdr2 FROM $(devs "$PFX-x" 2) WITH REPLACE" "$TMP/h0" "$TMP/h1")
+[ "$r" = "0 0" ] || die "RESTORE WITH REPLACE: exit $r: $(cat "$TMP/err")"
+cmp -s "$DATA/hdr.mdf" "$DATA/hdr2.mdf" || die "RESTORE WITH REPLACE: database differs"
+ls -a "$DATA" | grep -q 'vdi-' && die "temporary files left in the data directory"
+
+# 6. VDC_Complete negotiated, extra flushes, late completion, a stall.
+PIPE_OPTS=-R
+r=$(pair "$PFX-c" 2 "BACKUP DATABASE hdr TO $(devs "$PFX-c" 2) WITH FAULT_EXTRA_FLUSHES=3, FAULT_LATE_COMPLETE=200, FAULT_STALL=100" "$TMP/c0" "$TMP/c1")
+[ "$r" = "0 0" ] || die "backup with VDC_Complete and faults: exit $r: $(cat "$TMP/err")"
+PIPE_OPTS=
+r=$(pair "$PFX-cr" 2 "RESTORE DATABASE hdr3 FROM $(devs "$PFX-cr" 2) WITH FAULT_STALL=100" "$TMP/c0" "$TMP/c1")
+[ "$r" = "0 0" ] || die "restore with a stall: exit $r: $(cat "$TMP/err")"
+cmp -s "$DATA/hdr.mdf" "$DATA/hdr3.mdf" || die "restore after VDC_Complete backup: differs"
+
+left=$(ls /dev/shm | grep -F "$PFX" || true)
+[ -z "$left" ] || die "shared memory left: $left"
+[ $fail = 0 ] && echo "cli_roundtrip: all passed ($n round trips)"
+exit $fail
