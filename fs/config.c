@@ -1,0 +1,384 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * config.c - the configuration of a set, from mount options (defaults)
+ * and from the per-set file /.config/<set> (overrides).
+ *
+ * One parser serves both, so a key means the same thing in
+ * `-o devices=4` and in `echo devices=4 > /mnt/vdi/.config/db`:
+ *
+ *   devices=N            deviceCount, 1..64                    (1)
+ *   features=W[+W...]    pipe|tape|disk, removable, complete,
+ *                        nocomplete, or a number (0x2000)      (pipe+complete)
+ *   open_timeout=MS      open() of a device waits that long for
+ *                        the server; "inf" waits forever       (60000)
+ *   server_timeout=MS    VDConfig.serverTimeOut, 0 = infinite   (0)
+ *   blksize=BYTES        st_blksize before configuration       (1048576)
+ *   group=NAME|GID       share the set with a group (0660/0770)
+ *   instance=NAME        the instance of CreateEx              (default)
+ *
+ * VDF_RequestComplete is requested unless "nocomplete" is given, so the
+ * server sends VDC_Complete and the backup completes only after the
+ * reader took the last byte and closed (issue 4 item 8).
+ *
+ * The files of /.config live in memory (fs->cfgfiles, fs->lock); a write
+ * is checked by parsing the whole text, so a typo fails at once with
+ * EINVAL instead of at the later mkdir.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <grp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "vdifs.h"
+
+void fs_cfg_defaults(struct fs_setcfg *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->devices = 1;
+	c->features = VDF_LikePipe | VDF_RequestComplete;
+	c->open_timeout_ms = 60000;
+	c->server_timeout_ms = 0;
+	c->blksize = FS_IO_SIZE;
+}
+
+static int parse_u32(const char *s, uint32_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	if (!*s || *s == '-' || isspace((unsigned char)*s))
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 0);
+	if (errno || *end || v > 0xFFFFFFFFull)
+		return -EINVAL;
+	*out = (uint32_t)v;
+	return 0;
+}
+
+static int parse_timeout(const char *s, uint32_t *out)
+{
+	if (!strcmp(s, "inf") || !strcmp(s, "infinite")) {
+		*out = VDI_INFINITE;
+		return 0;
+	}
+	return parse_u32(s, out);
+}
+
+static int feature_word(const char *w, size_t n, uint32_t *f, int *nocomplete)
+{
+	static const struct { const char *name; uint32_t mode, bits; } words[] = {
+		{ "pipe", 1, VDF_LikePipe },
+		{ "tape", 1, VDF_LikeTape },
+		{ "disk", 1, VDF_LikeDisk },
+		{ "removable", 0, VDF_Removable },
+		{ "complete", 0, VDF_RequestComplete },
+	};
+	const uint32_t modes = VDF_LikeTape | VDF_LikeDisk;
+	size_t i;
+
+	if (n == 10 && !strncmp(w, "nocomplete", n)) {
+		*nocomplete = 1;
+		return 0;
+	}
+	for (i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+		if (strlen(words[i].name) != n || strncmp(w, words[i].name, n))
+			continue;
+		if (words[i].mode)
+			*f = (*f & ~modes) | words[i].bits;
+		else
+			*f |= words[i].bits;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+static int parse_features(const char *s, uint32_t *out)
+{
+	uint32_t f = 0;
+	int nocomplete = 0;
+	const char *p = s;
+
+	if (isdigit((unsigned char)*s))
+		return parse_u32(s, out);
+	while (*p) {
+		size_t n = strcspn(p, "+|");
+
+		if (!n || feature_word(p, n, &f, &nocomplete))
+			return -EINVAL;
+		p += n;
+		if (*p)
+			p++;
+	}
+	*out = nocomplete ? f & ~(uint32_t)VDF_RequestComplete
+			  : f | VDF_RequestComplete;
+	return 0;
+}
+
+static int parse_group(const char *s, gid_t *out)
+{
+	uint32_t v;
+	struct group *gr;
+
+	if (!parse_u32(s, &v)) {
+		*out = (gid_t)v;
+		return 0;
+	}
+	gr = getgrnam(s);
+	if (!gr)
+		return -EINVAL;
+	*out = gr->gr_gid;
+	return 0;
+}
+
+static int parse_instance(const char *s, char *out)
+{
+	size_t i, n = strlen(s);
+
+	if (n > VDI_MAX_INSTANCE)
+		return -EINVAL;
+	for (i = 0; i < n; i++)
+		if (!isalnum((unsigned char)s[i]) && s[i] != '_' && s[i] != '$')
+			return -EINVAL;
+	memcpy(out, s, n + 1);
+	return 0;
+}
+
+static int apply_value(struct fs_setcfg *c, const char *key, const char *val)
+{
+	uint32_t v;
+
+	if (!strcmp(key, "devices")) {
+		if (parse_u32(val, &v) || v < 1 || v > VDI_MAX_DEVICES)
+			return -EINVAL;
+		c->devices = v;
+	} else if (!strcmp(key, "features")) {
+		return parse_features(val, &c->features);
+	} else if (!strcmp(key, "open_timeout")) {
+		return parse_timeout(val, &c->open_timeout_ms);
+	} else if (!strcmp(key, "server_timeout")) {
+		return parse_u32(val, &c->server_timeout_ms);
+	} else if (!strcmp(key, "blksize")) {
+		/* the kernel reports a power of two: insist on one */
+		if (parse_u32(val, &v) || v < 512 || v > VDI_MAX_MAXTRANSFER ||
+		    (v & (v - 1)))
+			return -EINVAL;
+		c->blksize = v;
+	} else if (!strcmp(key, "group")) {
+		if (parse_group(val, &c->group))
+			return -EINVAL;
+		c->has_group = 1;
+	} else if (!strcmp(key, "instance")) {
+		return parse_instance(val, c->instance);
+	} else {
+		return -ENOENT;
+	}
+	return 0;
+}
+
+int fs_cfg_apply(struct fs_setcfg *c, const char *kv, char *err, size_t errlen)
+{
+	char key[32];
+	const char *eq = strchr(kv, '=');
+	size_t n;
+	int rc;
+
+	if (!eq || eq == kv || (n = (size_t)(eq - kv)) >= sizeof(key)) {
+		snprintf(err, errlen, "'%s': not a key=value option", kv);
+		return -ENOENT;
+	}
+	memcpy(key, kv, n);
+	key[n] = '\0';
+	rc = apply_value(c, key, eq + 1);
+	if (rc == -EINVAL)
+		snprintf(err, errlen, "option '%s': bad value '%s'", key, eq + 1);
+	else if (rc == -ENOENT)
+		snprintf(err, errlen, "option '%s': unknown", key);
+	return rc;
+}
+
+int fs_cfg_parse(struct fs_setcfg *c, const char *text, char *err, size_t errlen)
+{
+	struct fs_setcfg tmp = *c;
+	char item[FS_MAX_CONFIG_TEXT];
+	const char *p = text;
+
+	while (*p) {
+		size_t n;
+		int rc;
+
+		if (*p == '#') {
+			p += strcspn(p, "\n");
+			continue;
+		}
+		n = strcspn(p, " \t\r\n,#");
+		if (!n) {
+			p++;
+			continue;
+		}
+		if (n >= sizeof(item)) {
+			snprintf(err, errlen, "option too long");
+			return -EINVAL;
+		}
+		memcpy(item, p, n);
+		item[n] = '\0';
+		rc = fs_cfg_apply(&tmp, item, err, errlen);
+		if (rc)
+			return -EINVAL;
+		p += n;
+	}
+	*c = tmp;
+	return 0;
+}
+
+void fs_features_format(uint32_t f, char *buf, size_t len)
+{
+	const uint32_t known = VDF_LikeTape | VDF_LikeDisk | VDF_Removable |
+			       VDF_RequestComplete;
+	const char *mode = "pipe";
+
+	if ((f & VDF_LikeTape) == VDF_LikeTape)
+		mode = "tape";
+	else if (f & VDF_LikeDisk)
+		mode = "disk";
+	if (f & ~known) {
+		snprintf(buf, len, "0x%x", f);
+		return;
+	}
+	snprintf(buf, len, "%s%s%s", mode,
+		 (f & VDF_Removable) && strcmp(mode, "tape") ? "+removable" : "",
+		 (f & VDF_RequestComplete) ? "+complete" : "+nocomplete");
+}
+
+void fs_cfg_format(const struct fs_setcfg *c, char *buf, size_t len)
+{
+	char feat[64], tmo[16], grp[24] = "";
+
+	fs_features_format(c->features, feat, sizeof(feat));
+	if (c->open_timeout_ms == VDI_INFINITE)
+		snprintf(tmo, sizeof(tmo), "inf");
+	else
+		snprintf(tmo, sizeof(tmo), "%u", c->open_timeout_ms);
+	if (c->has_group)
+		snprintf(grp, sizeof(grp), " group=%u", (unsigned)c->group);
+	snprintf(buf, len,
+		 "devices=%u features=%s open_timeout=%s server_timeout=%u blksize=%u%s%s%s",
+		 c->devices, feat, tmo, c->server_timeout_ms, c->blksize, grp,
+		 c->instance[0] ? " instance=" : "", c->instance);
+}
+
+/* ---------------------------------------------------------------------
+ * Config files: /.config/<set>.
+ */
+static struct fs_cfgfile *cfgfile_find_locked(const char *name, uint32_t id)
+{
+	struct fs_cfgfile *f;
+
+	for (f = fs_g->cfgfiles; f; f = f->next)
+		if (name ? !strcmp(f->name, name) : f->id == id)
+			return f;
+	return NULL;
+}
+
+static int cfgfile_copy(const char *name, uint32_t id, struct fs_cfgfile *copy)
+{
+	struct fs_cfgfile *f;
+
+	pthread_mutex_lock(&fs_g->lock);
+	f = cfgfile_find_locked(name, id);
+	if (f)
+		*copy = *f;
+	pthread_mutex_unlock(&fs_g->lock);
+	return f ? 0 : -ENOENT;
+}
+
+int fs_cfgfile_lookup(const char *name, struct fs_cfgfile *copy)
+{
+	return cfgfile_copy(name, 0, copy);
+}
+
+int fs_cfgfile_get_id(uint32_t id, struct fs_cfgfile *copy)
+{
+	return cfgfile_copy(NULL, id, copy);
+}
+
+int fs_cfgfile_create(const char *name, struct fs_cfgfile *copy)
+{
+	struct fs_cfgfile *f;
+	int rc = 0;
+
+	if (strlen(name) > VDI_MAX_NAME)
+		return -ENAMETOOLONG;
+	pthread_mutex_lock(&fs_g->lock);
+	f = cfgfile_find_locked(name, 0);
+	if (!f) {
+		f = calloc(1, sizeof(*f));
+		if (f) {
+			snprintf(f->name, sizeof(f->name), "%s", name);
+			f->id = ++fs_g->next_id;
+			f->mtime = time(NULL);
+			f->next = fs_g->cfgfiles;
+			fs_g->cfgfiles = f;
+		}
+	}
+	if (f)
+		*copy = *f;
+	else
+		rc = -ENOMEM;
+	pthread_mutex_unlock(&fs_g->lock);
+	return rc;
+}
+
+/* Replaces the text after checking it parses (so a typo fails the
+ * write with EINVAL at once rather than the later mkdir). */
+int fs_cfgfile_store(uint32_t id, const char *text, size_t len)
+{
+	struct fs_setcfg probe = fs_g->defaults;
+	struct fs_cfgfile *f;
+	char err[160], buf[FS_MAX_CONFIG_TEXT];
+	int rc = 0;
+
+	if (len >= sizeof(buf))
+		return -EFBIG;
+	memcpy(buf, text, len);
+	buf[len] = '\0';
+	if (strlen(buf) != len || fs_cfg_parse(&probe, buf, err, sizeof(err))) {
+		pthread_mutex_lock(&fs_g->lock);
+		fs_root_error_locked(".config: %s", strlen(buf) != len ? "NUL byte" : err);
+		pthread_mutex_unlock(&fs_g->lock);
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&fs_g->lock);
+	f = cfgfile_find_locked(NULL, id);
+	if (f) {
+		memcpy(f->text, buf, len + 1);
+		f->len = len;
+		f->mtime = time(NULL);
+	} else {
+		rc = -ENOENT;
+	}
+	pthread_mutex_unlock(&fs_g->lock);
+	return rc;
+}
+
+int fs_cfgfile_remove(const char *name)
+{
+	struct fs_cfgfile **pf, *f;
+	int rc = -ENOENT;
+
+	pthread_mutex_lock(&fs_g->lock);
+	for (pf = &fs_g->cfgfiles; *pf; pf = &(*pf)->next) {
+		if (strcmp((*pf)->name, name))
+			continue;
+		f = *pf;
+		*pf = f->next;
+		free(f);
+		rc = 0;
+		break;
+	}
+	pthread_mutex_unlock(&fs_g->lock);
+	return rc;
+}

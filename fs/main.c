@@ -1,0 +1,337 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * main.c - vdifs: command line, logging, the FUSE session.
+ *
+ *   vdifs [SOURCE] MOUNTPOINT [-f] [-d] [-o opt[,opt...]]
+ *
+ * SOURCE is what /etc/fstab puts first (mount.fuse3 passes it); it only
+ * names the mount (fsname).  Our options (config.c) set the defaults of
+ * every set; the others go to libfuse (allow_other, ro, ...).  -d prints
+ * one line per request through fs_log, not libfuse's debug dump.
+ *
+ * Teardown: the session loop returns on unmount or SIGINT/SIGTERM/SIGHUP.
+ * Requests blocked on the server poll fs_req_check every FS_POLL_MS and
+ * give up once the session exits (so libfuse can join its workers), then
+ * fs_sets_shutdown aborts and closes every set still active: no server
+ * waits forever for a filesystem that is gone.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vdifs.h"
+
+#define VDIFS_VERSION "0.1.0"
+
+struct vdifs *fs_g;
+
+/* ---------------------------------------------------------------------
+ * Logging.
+ */
+static int log_level = VDI_LOG_WARN;
+static int log_syslog;
+static uint64_t rq_next_id;
+
+uint64_t fs_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void log_line(enum vdi_log_level level, const char *msg)
+{
+	static const char *const names[] = { "error", "warning", "info", "debug" };
+	static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
+
+	if (log_syslog)
+		syslog(prio[level], "%s", msg);
+	else
+		fprintf(stderr, "vdifs: %s: %s\n", names[level], msg);
+}
+
+void fs_log(enum vdi_log_level level, const char *fmt, ...)
+{
+	char msg[768];
+	va_list ap;
+
+	if ((int)level > log_level)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_line(level, msg);
+}
+
+/* libvdi's messages go to the same place as ours. */
+static void engine_sink(void *ctx, enum vdi_log_level level, const char *msg)
+{
+	char line[600];
+
+	(void)ctx;
+	snprintf(line, sizeof(line), "libvdi: %s", msg);
+	log_line(level, line);
+}
+
+void fs_rq_begin(struct fs_rq *r, fuse_req_t req, const char *op,
+		 fuse_ino_t ino, size_t size)
+{
+	r->req = req;
+	r->op = op;
+	r->ino = ino;
+	r->size = size;
+	if (!fs_g->debug)
+		return;
+	r->id = __atomic_add_fetch(&rq_next_id, 1, __ATOMIC_RELAXED);
+	r->t0_us = now_us();
+}
+
+void fs_rq_end(struct fs_rq *r, long result)
+{
+	char res[48];
+
+	if (!fs_g->debug)
+		return;
+	if (result < 0)
+		snprintf(res, sizeof(res), "%s", strerror((int)-result));
+	else
+		snprintf(res, sizeof(res), "%ld", result);
+	fs_log(VDI_LOG_DEBUG, "req %llu %s ino %llu size %zu -> %s %lluus",
+	       (unsigned long long)r->id, r->op, (unsigned long long)r->ino,
+	       r->size, res, (unsigned long long)(now_us() - r->t0_us));
+}
+
+/* ---------------------------------------------------------------------
+ * Command line.
+ */
+enum { K_HELP, K_VERSION, K_FG, K_DEBUG };
+
+struct cmdline {
+	int help, version, foreground, debug, bad;
+	char *pos[2];
+	int npos;
+};
+
+static const struct fuse_opt cmd_opts[] = {
+	FUSE_OPT_KEY("-h", K_HELP),
+	FUSE_OPT_KEY("--help", K_HELP),
+	FUSE_OPT_KEY("-V", K_VERSION),
+	FUSE_OPT_KEY("--version", K_VERSION),
+	FUSE_OPT_KEY("-f", K_FG),
+	FUSE_OPT_KEY("-d", K_DEBUG),
+	FUSE_OPT_KEY("debug", K_DEBUG),
+	FUSE_OPT_END
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: vdifs [SOURCE] MOUNTPOINT [-f] [-d] [-o opt[,opt...]]\n"
+		"\n"
+		"A VDI client whose virtual devices are files:\n"
+		"  mkdir MOUNT/SET            create a virtual device set\n"
+		"  MOUNT/SET/SET, SET1, ...   its devices (read = backup, write = restore)\n"
+		"  cat MOUNT/SET/.status      state, devices, bytes, rate, last error\n"
+		"  echo abort > MOUNT/SET/.control\n"
+		"  MOUNT/.config/SET          per-set options, written before mkdir\n"
+		"\n"
+		"  -f                 stay in the foreground\n"
+		"  -d                 foreground, one log line per request\n"
+		"  -o devices=N       devices per set (1..64, default 1)\n"
+		"  -o features=W+W    pipe|tape|disk, removable, complete, nocomplete\n"
+		"                     (default pipe+complete)\n"
+		"  -o open_timeout=MS open() waits that long for the server (60000, inf)\n"
+		"  -o server_timeout=MS  VDConfig.serverTimeOut (0 = infinite)\n"
+		"  -o blksize=N       st_blksize before configuration (1048576)\n"
+		"  -o group=G         share sets with group G (modes 0660/0770)\n"
+		"  -o instance=NAME   SQL Server instance name of the sets\n"
+		"  -o allow_other     let other users in (modes and group apply)\n"
+		"\n"
+		"See vdifs(1).\n");
+}
+
+static int cmd_proc(void *data, const char *arg, int key, struct fuse_args *out)
+{
+	struct cmdline *c = data;
+	char err[160];
+	int rc;
+
+	(void)out;
+	switch (key) {
+	case K_HELP: c->help = 1; return 0;
+	case K_VERSION: c->version = 1; return 0;
+	case K_FG: c->foreground = 1; return 0;
+	case K_DEBUG: c->debug = c->foreground = 1; return 0;
+	case FUSE_OPT_KEY_NONOPT:
+		if (c->npos == 2) {
+			fprintf(stderr, "vdifs: too many arguments: '%s'\n", arg);
+			c->bad = 1;
+			return -1;
+		}
+		c->pos[c->npos++] = strdup(arg);
+		return 0;
+	case FUSE_OPT_KEY_OPT:
+		rc = fs_cfg_apply(&fs_g->defaults, arg, err, sizeof(err));
+		if (rc == -ENOENT)
+			return 1; /* libfuse's option */
+		if (rc) {
+			fprintf(stderr, "vdifs: %s\n", err);
+			c->bad = 1;
+			return -1;
+		}
+		return 0;
+	}
+	return 1;
+}
+
+static int parse_cmdline(struct fuse_args *args, struct cmdline *c)
+{
+	char opt[VDI_MAX_NAME + 32];
+
+	if (fuse_opt_parse(args, c, cmd_opts, cmd_proc) || c->bad)
+		return -1;
+	if (c->help || c->version)
+		return 0;
+	if (c->npos == 0) {
+		fprintf(stderr, "vdifs: no mount point given\n");
+		usage(stderr);
+		return -1;
+	}
+	snprintf(opt, sizeof(opt), "-ofsname=%s",
+		 c->npos == 2 ? c->pos[0] : "vdifs");
+	/* the kernel checks modes: other users only with allow_other, and
+	 * then the set's mode and group decide */
+	if (fuse_opt_add_arg(args, "-odefault_permissions") ||
+	    fuse_opt_add_arg(args, "-osubtype=vdifs") ||
+	    fuse_opt_add_arg(args, opt))
+		return -1;
+	return 0;
+}
+
+/* ---------------------------------------------------------------------
+ * Session.
+ */
+static int start_watcher(void)
+{
+	sigset_t all, old;
+	int rc;
+
+	/* signals go to libfuse's threads, which end the loop */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	rc = fs_watcher_start();
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return rc;
+}
+
+static int run_loop(struct fuse_session *se)
+{
+	struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+	int rc;
+
+	if (!cfg)
+		return -1;
+	/* a blocked reader or writer holds a worker: allow one per device
+	 * of a few full sets, plus room for status and metadata requests */
+	fuse_loop_cfg_set_max_threads(cfg, 4 * VDI_MAX_DEVICES + 16);
+	fuse_loop_cfg_set_idle_threads(cfg, 8);
+	rc = fuse_session_loop_mt(se, cfg);
+	fuse_loop_cfg_destroy(cfg);
+	return rc;
+}
+
+static int mount_and_run(struct fuse_args *args, const char *mountpoint,
+			 int foreground)
+{
+	struct fuse_session *se;
+	int rc = 1;
+
+	se = fuse_session_new(args, &fs_ops, sizeof(fs_ops), NULL);
+	if (!se)
+		goto out;
+	fs_g->se = se;
+	if (fuse_set_signal_handlers(se))
+		goto out_session;
+	if (fuse_session_mount(se, mountpoint))
+		goto out_signals;
+	if (!foreground) {
+		openlog("vdifs", LOG_PID, LOG_DAEMON);
+		log_syslog = 1;
+	}
+	if (fuse_daemonize(foreground))
+		goto out_unmount;
+	if (start_watcher()) {
+		fs_log(VDI_LOG_ERROR, "start of the watcher thread failed");
+		goto out_unmount;
+	}
+	fs_log(VDI_LOG_INFO, "serving %s", mountpoint);
+	rc = run_loop(se) ? 1 : 0;
+	fs_handles_free_all();
+	fs_sets_shutdown();
+	fs_log(VDI_LOG_INFO, "unmounted %s", mountpoint);
+out_unmount:
+	fs_watcher_stop();
+	fuse_session_unmount(se);
+out_signals:
+	fuse_remove_signal_handlers(se);
+out_session:
+	fuse_session_destroy(se);
+	fs_g->se = NULL;
+out:
+	return rc;
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct cmdline c;
+	static struct vdifs g;
+	int rc = 1;
+
+	memset(&c, 0, sizeof(c));
+	fs_g = &g;
+	pthread_mutex_init(&g.lock, NULL);
+	fs_cfg_defaults(&g.defaults);
+	g.uid = getuid();
+	g.gid = getgid();
+	g.mounted_wall = time(NULL);
+	vdi_log_set_sink(engine_sink, NULL);
+	if (parse_cmdline(&args, &c))
+		goto out;
+	if (c.help) {
+		usage(stdout);
+		rc = 0;
+		goto out;
+	}
+	if (c.version) {
+		printf("vdifs %s (libfuse %s)\n", VDIFS_VERSION, fuse_pkgversion());
+		rc = 0;
+		goto out;
+	}
+	g.debug = c.debug;
+	if (c.debug) {
+		log_level = VDI_LOG_DEBUG;
+		vdi_log_set_level(VDI_LOG_INFO);
+	}
+	rc = mount_and_run(&args, c.pos[c.npos - 1], c.foreground);
+out:
+	fuse_opt_free_args(&args);
+	free(c.pos[0]);
+	free(c.pos[1]);
+	return rc;
+}

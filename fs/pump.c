@@ -1,0 +1,184 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pump.c - the thread that waits on a device's stream for FUSE requests.
+ *
+ * vdi_cstream_peek (backup) and vdi_cstream_reserve (restore) block until
+ * the server sends the next command, and nothing but an abort of the set
+ * wakes them.  A FUSE request, though, must be able to give up at once
+ * when its process gets a signal (the kernel sends an INTERRUPT; dd, for
+ * one, catches SIGINT and SIGUSR1), and giving up must lose no byte.  So
+ * the blocking call runs on the device's pump thread, and the request
+ * waits for its result on a condition variable it can leave:
+ *
+ *   request                          pump
+ *   -------                          ----
+ *   want = len, signal          -->  n = peek/reserve(s, &p, want)
+ *   wait (FS_POLL_MS slices,         have = 1, signal
+ *     interrupt -> EINTR, the
+ *     call stays pending)
+ *   take n, p; have = 0
+ *   reply / copy, advance/commit
+ *
+ * peek and reserve consume nothing, so a result nobody took (the request
+ * was interrupted) simply serves the next request.  The stream is never
+ * used by two threads at once: the pump calls it only between `want` and
+ * `have`, the request only after taking `have` and before the next
+ * `want`, and dev->io serializes the requests of a device.
+ *
+ * Read-ahead (backup only): once a request consumed its bytes, it asks
+ * the pump for the next ones at once (fs_pump_prefetch), so the wait for
+ * the server's next VDC_Write overlaps the kernel's copy to the reader
+ * and the reader's own work, and the next request usually finds its
+ * result ready.  Not for restores: a pending reserve would keep the pump
+ * inside the stream when the writer closes, and the orderly close must
+ * be the only call on the stream then.
+ *
+ * Stopping: a pump waiting for `want` stops at once; a pump inside a
+ * stream call only returns when the set is aborted, so whoever stops a
+ * busy pump aborts the set first (fs_pump_busy tells).  Pointers handed
+ * out stay valid until the next call on the stream, as vdi_cstream says.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "vdifs.h"
+
+static void *pump_main(void *arg)
+{
+	struct fs_pump *pm = arg;
+	size_t len;
+	ssize_t n;
+	void *p;
+
+	pthread_mutex_lock(&pm->m);
+	for (;;) {
+		while (!pm->quit && !(pm->want && !pm->have))
+			pthread_cond_wait(&pm->c, &pm->m);
+		if (pm->quit)
+			break;
+		len = pm->want;
+		pm->busy = 1;
+		pthread_mutex_unlock(&pm->m);
+		p = NULL;
+		if (pm->writer)
+			n = vdi_cstream_reserve(pm->s, &p, len);
+		else
+			n = vdi_cstream_peek(pm->s, (const void **)&p, len);
+		pthread_mutex_lock(&pm->m);
+		if (n < 0)
+			snprintf(pm->msg, sizeof(pm->msg), "%s", vdi_last_error());
+		pm->n = n;
+		pm->p = p;
+		pm->have = 1;
+		pm->want = 0;
+		pm->busy = 0;
+		pthread_cond_broadcast(&pm->c);
+	}
+	pthread_mutex_unlock(&pm->m);
+	return NULL;
+}
+
+int fs_pump_start(struct fs_pump *pm, struct vdi_cstream *s, int writer)
+{
+	sigset_t all, old;
+	int rc;
+
+	memset(pm, 0, sizeof(*pm));
+	pthread_mutex_init(&pm->m, NULL);
+	pthread_cond_init(&pm->c, NULL);
+	pm->s = s;
+	pm->writer = writer;
+	/* signals are for libfuse's threads, which end the session */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	rc = pthread_create(&pm->th, NULL, pump_main, pm);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc) {
+		pthread_mutex_destroy(&pm->m);
+		pthread_cond_destroy(&pm->c);
+		return -rc;
+	}
+	pm->started = 1;
+	return 0;
+}
+
+int fs_pump_busy(struct fs_pump *pm)
+{
+	int busy;
+
+	if (!pm->started)
+		return 0;
+	pthread_mutex_lock(&pm->m);
+	busy = pm->busy || (pm->want && !pm->have);
+	pthread_mutex_unlock(&pm->m);
+	return busy;
+}
+
+void fs_pump_stop(struct fs_pump *pm)
+{
+	if (!pm->started)
+		return;
+	pthread_mutex_lock(&pm->m);
+	pm->quit = 1;
+	pthread_cond_broadcast(&pm->c);
+	pthread_mutex_unlock(&pm->m);
+	pthread_join(pm->th, NULL);
+	pthread_mutex_destroy(&pm->m);
+	pthread_cond_destroy(&pm->c);
+	pm->started = 0;
+}
+
+static void deadline_in(struct timespec *ts, unsigned ms)
+{
+	clock_gettime(CLOCK_REALTIME, ts);
+	ts->tv_nsec += (long)ms * 1000000L;
+	while (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
+void fs_pump_prefetch(struct fs_pump *pm, size_t len)
+{
+	pthread_mutex_lock(&pm->m);
+	if (!pm->have && !pm->want) {
+		pm->want = len;
+		pthread_cond_broadcast(&pm->c);
+	}
+	pthread_mutex_unlock(&pm->m);
+}
+
+ssize_t fs_pump_get(struct fs_pump *pm, fuse_req_t req, size_t len, void **p,
+		    char *msg, size_t msglen)
+{
+	struct timespec ts;
+	ssize_t n;
+	int rc;
+
+	pthread_mutex_lock(&pm->m);
+	if (!pm->have && !pm->want) {
+		pm->want = len;
+		pthread_cond_broadcast(&pm->c);
+	}
+	while (!pm->have) {
+		rc = fs_req_check(req);
+		if (rc) {
+			pthread_mutex_unlock(&pm->m);
+			return rc; /* the call stays pending for the next one */
+		}
+		deadline_in(&ts, FS_POLL_MS);
+		pthread_cond_timedwait(&pm->c, &pm->m, &ts);
+	}
+	n = pm->n;
+	*p = pm->p;
+	if (n < 0)
+		snprintf(msg, msglen, "%s", pm->msg);
+	else if ((size_t)n > len)
+		n = (ssize_t)len; /* the result of a bigger, interrupted request */
+	pm->have = 0;
+	pthread_mutex_unlock(&pm->m);
+	return n;
+}

@@ -1,0 +1,354 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vdifs.h - the FUSE filesystem whose files are the virtual devices of
+ * VDI sets: shared declarations of the fs/ modules.  Never installed.
+ *
+ * fs/ is a thin adapter from FUSE requests to libvdi calls (STYLE.md rule
+ * 1): it holds no protocol logic.  It creates sets with the client half of
+ * core/vdi.h and moves bytes with the client stream adapter
+ * (vdi_cstream_*), which owns every protocol decision (which command
+ * completes when, VDC_Flush, VDC_Complete, end of stream, abort).
+ *
+ * Modules
+ *   config.c  mount options and per-set configuration text (one parser),
+ *             the files of /.config
+ *   sets.c    the set registry, device state, the watcher thread, and
+ *             the one VD_E_* -> errno mapping (fs_errno)
+ *   pump.c    the thread per open device that waits on its stream
+ *   status.c  the text of the .status files
+ *   ops.c     the FUSE low-level operations: name space, attributes,
+ *             open/create/release, text files, directories
+ *   devfile.c reading and writing device files (the data path)
+ *   main.c    command line, logging (-d: one line per request), session
+ *
+ * Tree (inode numbers are never reused while mounted, see FS_INO):
+ *   /                      root
+ *   /.status               status of every set (cat)
+ *   /.config/<set>         per-set configuration, read by mkdir <set>
+ *   /<set>/                one VDI set, created by mkdir
+ *   /<set>/.status         state, devices, bytes, rate, last error
+ *   /<set>/.control        `echo abort > .control` aborts the set
+ *   /<set>/<set>           device 0 (named like the set, as VDI requires)
+ *   /<set>/<set>1 ...      devices 1..N-1
+ *
+ * Threads and locks
+ *   The FUSE session runs multi-threaded: any request may run on any
+ *   worker thread.  fs->lock protects the registry (sets and config
+ *   files lists, ids).  set->lock protects a set's state fields and every
+ *   call on set->client (all of them are short: create, get_configuration
+ *   with a 0 timeout, open_device, info, signal_abort, close).  dev->io
+ *   serializes the requests of one device.  Stream calls that wait for
+ *   the server run on the device's pump thread (pump.c), without a
+ *   timeout: data, the server's end, or an abort of the set (server
+ *   death seen by the engine, a reader closing early, a writer killed,
+ *   .control, unmount) ends them.  Requests wait for the pump, and for
+ *   the server's configuration at open, in FS_POLL_MS slices so that a
+ *   FUSE interrupt or the unmount ends their wait.  Lock order:
+ *   fs->lock, then set->lock; dev->io, then set->lock.  dev->io is never
+ *   taken while holding set->lock.  A pump's own mutex is innermost, and
+ *   the pump thread holds nothing while it is inside a stream call.
+ *
+ *   A set is reference counted: the registry holds one reference and
+ *   each open file handle of the set holds one; the last fs_set_put frees
+ *   it.  set->client is closed (shared memory released) once no device
+ *   is open and the set has ended, or at rmdir, or at unmount.
+ */
+#ifndef VDIFS_H
+#define VDIFS_H
+
+#define FUSE_USE_VERSION 314
+
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "vdi.h"
+
+#define FS_PRINTF(a, b) __attribute__((format(printf, a, b)))
+
+/* Period of our own waits (open before the server came, the watcher):
+ * they check for interrupts and unmount at that pace. */
+#define FS_POLL_MS 100u
+/* FUSE request size and default st_blksize before configuration. */
+#define FS_IO_SIZE (1u << 20)
+#define FS_MAX_CONFIG_TEXT 4096
+
+/* ---------------------------------------------------------------------
+ * Configuration of a set: mount options give the defaults, the file
+ * /.config/<set> overrides them per set (config.c).
+ */
+struct fs_setcfg {
+	uint32_t devices;           /* deviceCount, 1..64 */
+	uint32_t features;          /* VDF_* requested */
+	uint32_t open_timeout_ms;   /* open() waits this long for a server */
+	uint32_t server_timeout_ms; /* VDConfig.serverTimeOut */
+	uint32_t blksize;           /* st_blksize before configuration */
+	int has_group;
+	gid_t group;
+	char instance[VDI_MAX_INSTANCE + 1];
+};
+
+void fs_cfg_defaults(struct fs_setcfg *c);
+/* Applies one "key=value".  Returns 0, -ENOENT for a key that is not
+ * ours, -EINVAL for a bad value (err gets the reason). */
+int fs_cfg_apply(struct fs_setcfg *c, const char *kv, char *err, size_t errlen);
+/* Applies a whole text: key=value items separated by blanks, commas or
+ * new lines, '#' starts a comment.  Unknown keys are errors here.
+ * c is unchanged on error. */
+int fs_cfg_parse(struct fs_setcfg *c, const char *text, char *err, size_t errlen);
+/* "devices=2 features=pipe+complete ..." (for status files). */
+void fs_cfg_format(const struct fs_setcfg *c, char *buf, size_t len);
+/* Text of a features word list ("pipe+complete"). */
+void fs_features_format(uint32_t features, char *buf, size_t len);
+
+/* ---------------------------------------------------------------------
+ * Sets and devices (sets.c).
+ */
+/* The thread that waits on a device's stream for FUSE requests (pump.c). */
+struct fs_pump {
+	pthread_t th;
+	pthread_mutex_t m;           /* protects the fields below */
+	pthread_cond_t c;
+	struct vdi_cstream *s;
+	int writer;                  /* reserve (restore) or peek (backup) */
+	int started, quit;
+	int busy;                    /* inside a stream call */
+	size_t want;                 /* a request asked for this many bytes */
+	int have;                    /* result below is ready */
+	ssize_t n;                   /* bytes (>= 0) or VD_E_* */
+	void *p;
+	char msg[320];               /* vdi_last_error() of a failed call */
+};
+
+int fs_pump_start(struct fs_pump *pm, struct vdi_cstream *s, int writer);
+/* 1 while a stream call is pending: stopping needs an abort of the set. */
+int fs_pump_busy(struct fs_pump *pm);
+void fs_pump_stop(struct fs_pump *pm);
+/* Bytes available (peek) or room (reserve), at most len: >= 0 with *p
+ * set, a VD_E_* code (msg gets its text), or -EINTR / -EIO when the
+ * request was interrupted or the session ends (nothing was consumed). */
+ssize_t fs_pump_get(struct fs_pump *pm, fuse_req_t req, size_t len, void **p,
+		    char *msg, size_t msglen);
+/* Backup: start the next peek now (the stream is the pump's until the
+ * next fs_pump_get returns). */
+void fs_pump_prefetch(struct fs_pump *pm, size_t len);
+
+enum fs_dev_state {
+	DEV_IDLE,    /* not opened by any file handle yet */
+	DEV_OPEN,    /* a reader or writer holds the stream */
+	DEV_DONE,    /* stream ended normally and was closed */
+	DEV_FAILED,  /* stream ended with an error or an abort */
+};
+
+struct fs_dev {
+	char name[VDI_MAX_NAME + 1];
+	pthread_mutex_t io;          /* serializes the stream calls */
+	/* fields below: set->lock, except s/pos which dev->io protects
+	 * while the device is DEV_OPEN */
+	enum fs_dev_state state;
+	int hidden;                  /* unlinked (tar -x replaces files) */
+	int writer;                  /* open for restore */
+	struct vdi_client_device *vd;
+	struct vdi_cstream *s;
+	struct fs_pump pump;         /* waits on s for the requests */
+	uint64_t pos;                /* bytes moved through the stream */
+	int at_eof;                  /* reader saw end of stream */
+	uint64_t t_first, t_last;    /* ms of first and last data */
+};
+
+enum fs_set_state {
+	SET_WAITING,     /* created; no server configuration yet */
+	SET_CONFIGURED,  /* server ended configuration; streaming */
+	SET_DONE,        /* every device ended normally; client closed */
+	SET_FAILED,      /* aborted or failed; see last_error */
+};
+
+struct fs_set {
+	uint32_t id;                 /* FS_INO(id, ...) */
+	char name[VDI_MAX_NAME + 1];
+	struct fs_setcfg cfg;
+	int refs;                    /* fs->lock */
+	int removed;                 /* fs->lock: rmdir'ed or unmounting */
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond;         /* state changes (set->lock) */
+	enum fs_set_state state;
+	struct vdi_client *client;   /* NULL once closed */
+	VDConfig vcfg;               /* valid from SET_CONFIGURED */
+	int open_handles;            /* device handles open */
+	uint64_t t_created, t_configured, t_ended; /* ms, monotonic */
+	time_t created_wall;
+	struct vdi_set_info last_info; /* snapshot taken before close */
+	int have_info;
+	char last_error[384];
+	struct fs_dev dev[];         /* cfg.devices entries */
+};
+
+/* A file written in /.config. */
+struct fs_cfgfile {
+	struct fs_cfgfile *next;
+	uint32_t id;
+	char name[VDI_MAX_NAME + 1];
+	char text[FS_MAX_CONFIG_TEXT];
+	size_t len;
+	time_t mtime;
+};
+
+struct fs_set_link {
+	struct fs_set_link *next;
+	struct fs_set *set;
+};
+
+struct vdifs {
+	struct fuse_session *se;
+	struct fs_setcfg defaults;
+	uid_t uid;
+	gid_t gid;
+	int debug;
+	time_t mounted_wall;
+
+	pthread_mutex_t lock;        /* registry */
+	struct fs_set_link *sets;
+	struct fs_cfgfile *cfgfiles;
+	uint32_t next_id;
+	char last_error[384];        /* of the last failed mkdir/rmdir */
+
+	pthread_t watcher;
+	int watcher_started;
+	int stopping;                /* atomic: unmount or signal */
+};
+
+extern struct vdifs *fs_g;
+
+/* Inode numbers: (id << 8) | slot.  id 0 is the root's objects; set and
+ * config-file ids come from one counter and are never reused. */
+#define FS_INO(id, slot) (((fuse_ino_t)(id) << 8) | (fuse_ino_t)(slot))
+#define FS_INO_ID(ino) ((uint32_t)((ino) >> 8))
+#define FS_INO_SLOT(ino) ((unsigned)((ino) & 0xff))
+enum {
+	SLOT_ROOT = 1,        /* id 0: FUSE_ROOT_ID */
+	SLOT_ROOT_STATUS = 2, /* id 0 */
+	SLOT_CONFIG_DIR = 3,  /* id 0 */
+	SLOT_SET_DIR = 0,     /* id = set */
+	SLOT_SET_STATUS = 1,
+	SLOT_SET_CONTROL = 2,
+	SLOT_DEV0 = 3,        /* device k: SLOT_DEV0 + k */
+	SLOT_CFGFILE = 0xff,  /* id = config file */
+};
+
+int fs_errno(int rc);
+
+int fs_set_create(const char *name, struct fs_set **out);
+/* Looks a set up by id or name; takes a reference.  NULL if none. */
+struct fs_set *fs_set_get_id(uint32_t id);
+struct fs_set *fs_set_get_name(const char *name);
+void fs_set_ref(struct fs_set *set);
+void fs_set_put(struct fs_set *set);
+/* rmdir: 0, -EBUSY, -ENOENT. */
+int fs_set_remove(const char *name);
+int fs_set_abort(struct fs_set *set, const char *fmt, ...) FS_PRINTF(2, 3);
+/* Records the first error of a set (set->lock held). */
+void fs_set_error_locked(struct fs_set *set, const char *fmt, ...) FS_PRINTF(2, 3);
+int fs_set_dev_index(const struct fs_set *set, const char *name);
+uint32_t fs_set_blksize(struct fs_set *set);
+
+/* Device streams (called from ops.c).  Each returns 0 or -errno. */
+int fs_dev_open(fuse_req_t req, struct fs_set *set, int k, int writer);
+void fs_dev_release(struct fs_set *set, int k, int ok, const char *why);
+/* End the set when every device ended, or it failed and nothing is open
+ * (set->lock held). */
+void fs_set_maybe_finish_locked(struct fs_set *set);
+
+/* Waits for the condition of a request: returns 0 to go on, -EINTR on a
+ * FUSE interrupt, -EIO when unmounting. */
+int fs_req_check(fuse_req_t req);
+
+/* Status texts (status.c; malloc'ed, caller frees). */
+char *fs_set_status(struct fs_set *set, size_t *len);
+char *fs_root_status(size_t *len);
+
+/* References to every registered set (caller puts each, frees *out). */
+int fs_sets_snapshot(struct fs_set ***out);
+/* Records the mount's last error, shown by /.status (fs->lock held). */
+void fs_root_error_locked(const char *fmt, ...) FS_PRINTF(1, 2);
+
+int fs_watcher_start(void);
+void fs_watcher_stop(void);
+/* Unmount: abort and close every set. */
+void fs_sets_shutdown(void);
+
+/* Config files (config.c). */
+int fs_cfgfile_lookup(const char *name, struct fs_cfgfile *copy);
+int fs_cfgfile_get_id(uint32_t id, struct fs_cfgfile *copy);
+int fs_cfgfile_create(const char *name, struct fs_cfgfile *copy);
+int fs_cfgfile_store(uint32_t id, const char *text, size_t len);
+int fs_cfgfile_remove(const char *name);
+
+/* ---------------------------------------------------------------------
+ * Logging and request tracing (main.c).
+ */
+void fs_log(enum vdi_log_level level, const char *fmt, ...) FS_PRINTF(2, 3);
+uint64_t fs_now_ms(void);
+
+/* A request being served; with -d its reply is logged as one line:
+ * "req <id> <op> ino <n> size <n> -> <result> <latency>us". */
+struct fs_rq {
+	fuse_req_t req;
+	const char *op;
+	uint64_t id;
+	fuse_ino_t ino;
+	size_t size;
+	uint64_t t0_us;
+};
+void fs_rq_begin(struct fs_rq *r, fuse_req_t req, const char *op,
+		 fuse_ino_t ino, size_t size);
+/* Logs "<result>" for the request (no reply sent here). */
+void fs_rq_end(struct fs_rq *r, long result);
+
+/* ---------------------------------------------------------------------
+ * File handles (fi->fh) and the FUSE side (ops.c, devfile.c).
+ */
+enum fs_hkind { H_DEV, H_TEXT, H_CONTROL, H_CFG, H_DIR };
+
+struct fs_dirent {
+	char name[VDI_MAX_NAME + 8];
+	fuse_ino_t ino;
+	mode_t mode;
+};
+
+struct fs_handle {
+	struct fs_handle *prev, *next; /* all handles: handles_lock */
+	enum fs_hkind kind;
+	struct fs_set *set;      /* H_DEV, H_TEXT of a set, H_CONTROL: a ref */
+	int dev;                 /* H_DEV: index */
+	int writer;              /* H_DEV: restore direction */
+	int append;              /* H_DEV: O_APPEND, offsets mean nothing */
+	int killed;              /* H_DEV: signal that killed the closer */
+	int failed;              /* H_DEV: an I/O error happened */
+	int ended;               /* H_DEV: stream already ended (at flush) */
+	uint32_t cfg_id;         /* H_CFG */
+	char *text;              /* H_TEXT, H_CFG: contents */
+	size_t len;
+	struct fs_dirent *ents;  /* H_DIR */
+	size_t nents;
+};
+
+/* Replies of ops.c, logged with -d. */
+void fs_reply_err(struct fs_rq *r, int err);
+void fs_reply_write(struct fs_rq *r, size_t n);
+
+/* Device files (devfile.c). */
+void fs_devfile_read(struct fs_rq *r, struct fs_handle *h, size_t size);
+void fs_devfile_write(struct fs_rq *r, struct fs_handle *h,
+		      struct fuse_bufvec *bufv, off_t off);
+/* FLUSH by process pid: notes a killed closer, ends a reader at EOF. */
+void fs_devfile_flush(struct fs_handle *h, pid_t pid);
+/* RELEASE: ends the stream (orderly or abort) unless flush did. */
+void fs_devfile_release(struct fs_handle *h);
+
+extern const struct fuse_lowlevel_ops fs_ops;
+/* After the session loop: free the handles the kernel never released. */
+void fs_handles_free_all(void);
+
+#endif /* VDIFS_H */

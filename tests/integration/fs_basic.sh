@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# fs_basic.sh - issue 4 items 1, 2, 3, 5, 9, 10 without data: mounting
+# (also as fstab type fuse.vdifs), set names and their errno, per-set
+# configuration, rmdir rules, status and abort files, device attributes,
+# metadata calls ignored, access rules, -d request lines, shared memory.
+. "$(dirname "$0")/fs_lib.bash"
+
+# errno_of CMD...: the strerror text the command printed
+expect_err() { # "what" "strerror text" cmd...
+	local what=$1 text=$2 out
+	shift 2
+	out=$("$@" 2>&1) && { fail "$what: succeeded"; return; }
+	case $out in
+	*"$text"*) pass "$what ($text)" ;;
+	*) fail "$what: expected '$text', got: $out" ;;
+	esac
+}
+shm_of() { echo "/dev/shm/vdi.MSSQLSERVER.$1"; }
+
+chmod 755 "$T"
+fs_mount -o group=daemon,open_timeout=2000 || exit 1
+
+check "mounted as fuse.vdifs" eval 'grep -q " $MNT fuse.vdifs " /proc/mounts'
+check "root shows .status and .config" test -f "$MNT/.status" -a -d "$MNT/.config"
+
+# --- set names -------------------------------------------------------
+expect_err "backslash in a set name" "Invalid argument" mkdir "$MNT/a\\b"
+expect_err "control character in a set name" "Invalid argument" mkdir "$MNT/$(printf 'a\tb')"
+long=$(printf 'x%.0s' $(seq 128))
+expect_err "128-byte set name" "File name too long" mkdir "$MNT/$long"
+new_set
+name127=$SET-$(printf 'y%.0s' $(seq $((127 - ${#SET} - 1))))
+check "127-byte set name accepted" mkdir "$MNT/$name127"
+check "127-byte set: its device" test -e "$MNT/$name127/$name127"
+rmdir "$MNT/$name127"
+printf 'devices=2\n' >"$MNT/.config/$name127"
+expect_err "127-byte set name with 2 devices (device '<set>1' too long)" \
+	"File name too long" mkdir "$MNT/$name127"
+rm "$MNT/.config/$name127"
+
+new_set
+S=$MNT/$SET
+check "mkdir creates a set" mkdir "$S"
+expect_err "mkdir of an existing set" "File exists" mkdir "$S"
+expect_err "mkdir inside a set" "Operation not permitted" mkdir "$S/sub"
+check "shared memory of the set exists, mode 0660, group daemon" \
+	test "$(stat -c '%a %G' "$(shm_of "$SET")")" = "660 daemon"
+new_set
+"$VDI" pipe -q -s "$SET" -t 20000 >/dev/null 2>&1 &
+PIPE=$!
+bg_track "$PIPE"
+for i in $(seq 40); do [ -e "$(shm_of "$SET")" ] && break; sleep 0.05; done
+expect_err "mkdir of a set another client owns" "File exists" mkdir "$MNT/$SET"
+kill "$PIPE"
+wait "$PIPE" 2>/dev/null
+
+# --- attributes ------------------------------------------------------
+D=$S/${S##*/}
+check "device attributes: regular, size 0, 0 blocks, blksize 1 MiB before configuration" \
+	test "$(stat -c '%F %s %b %o' "$D")" = "regular empty file 0 0 1048576"
+check "group mode: set dir 0770, device 0660, group daemon" \
+	test "$(stat -c '%a %G' "$S") $(stat -c '%a %G' "$D")" = "770 daemon 660 daemon"
+check "touch -c on a device accepted" touch -c -d @1000000000 "$D"
+check "chmod on a device accepted" chmod 600 "$D"
+check "chown on a device accepted" chown "$(id -u):$(id -g)" "$D"
+check "truncate(2) to 0 on a device accepted" python3 -c 'import os,sys; os.truncate(sys.argv[1], 0)' "$D"
+expect_err "truncate(2) to 100 refused" "Invalid argument" \
+	python3 -c 'import os,sys; os.truncate(sys.argv[1], 100)' "$D"
+check "unlink of a device hides it" eval 'rm "$D" && ! ls "$S" | grep -qx "${S##*/}"'
+expect_err "unlink again" "No such file" rm "$D"
+check "status: waiting, one device" eval 'grep -q "^state: waiting" "$S/.status" && grep -q "^devices: 1" "$S/.status"'
+check "root status lists the set" grep -q "^set: ${S##*/}\$" "$MNT/.status"
+
+# --- open timeout ------------------------------------------------------
+new_set
+mkdir "$MNT/$SET"
+t0=$(date +%s%N)
+expect_err "open with no server times out (open_timeout=2000)" "Connection timed out" \
+	timeout 10 cat "$MNT/$SET/$SET"
+dt=$((($(date +%s%N) - t0) / 1000000))
+check "open timeout took about 2 s ($dt ms)" test "$dt" -ge 1900 -a "$dt" -lt 5000
+check "set still waiting after the timeout" grep -q "^state: waiting" "$MNT/$SET/.status"
+rmdir "$MNT/$SET"
+
+# --- per-set configuration --------------------------------------------
+new_set
+expect_err "bad key in .config" "Invalid argument" \
+	bash -c 'printf "devices=2 colour=blue\n" > "$1"' _ "$MNT/.config/$SET"
+expect_err "bad value in .config" "Invalid argument" \
+	bash -c 'printf "devices=65\n" > "$1"' _ "$MNT/.config/$SET"
+check "valid .config accepted" bash -c 'printf "devices=3\nfeatures=pipe+nocomplete # comment\nserver_timeout=5000\n" > "$1"' _ "$MNT/.config/$SET"
+check ".config reads back" grep -q "^devices=3" "$MNT/.config/$SET"
+mkdir "$MNT/$SET"
+check "per-set devices=3: devices <set>, <set>1, <set>2" \
+	test "$(ls "$MNT/$SET" | tr '\n' ' ')" = "$SET ${SET}1 ${SET}2 "
+check "per-set config shown in .status" \
+	grep -q "^config: devices=3 features=pipe+nocomplete open_timeout=2000 server_timeout=5000" "$MNT/$SET/.status"
+rmdir "$MNT/$SET"
+rm "$MNT/.config/$SET"
+check ".config file removed" test ! -e "$MNT/.config/$SET"
+
+# --- rmdir rules and abort from the shell -----------------------------
+new_set
+mkdir "$MNT/$SET"
+server_start "BACKUP DATABASE nodb TO VIRTUAL_DEVICE='$SET'"
+make_db nodb 100000
+for i in $(seq 100); do grep -q "^state: active" "$MNT/$SET/.status" && break; sleep 0.05; done
+check "server attached: state active" grep -q "^state: active" "$MNT/$SET/.status"
+expect_err "rmdir of a set with a server attached" "Device or resource busy" rmdir "$MNT/$SET"
+check "abort from the shell" bash -c 'echo abort > "$1/.control"' _ "$MNT/$SET"
+check "aborted set: server fails" eval '! server_wait'
+check "aborted set: status failed, says so" \
+	eval 'grep -q "^state: failed" "$MNT/$SET/.status" && grep -q "^last-error: aborted from .control" "$MNT/$SET/.status"'
+expect_err "unknown control word" "Invalid argument" bash -c 'echo frobnicate > "$1/.control"' _ "$MNT/$SET"
+check "rmdir of the aborted set" rmdir "$MNT/$SET"
+check "its shared memory is gone" test ! -e "$(shm_of "$SET")"
+check "rmdir of a waiting set" rmdir "$S"
+
+# --- access ------------------------------------------------------------
+new_set
+mkdir "$MNT/$SET"
+expect_err "other user without allow_other" "Permission denied" \
+	setpriv --reuid 65534 --regid 65534 --clear-groups ls "$MNT/"
+rmdir "$MNT/$SET"
+fs_umount
+fs_mount -o allow_other -d || exit 1
+new_set
+mkdir "$MNT/$SET"
+check "allow_other: other user may list the root" \
+	eval 'setpriv --reuid 65534 --regid 65534 --clear-groups ls "$MNT/" >/dev/null'
+expect_err "allow_other: other user stopped by the set's mode 0700" "Permission denied" \
+	setpriv --reuid 65534 --regid 65534 --clear-groups ls "$MNT/$SET"
+check "-d: one line per request with id, op, size, result, latency" \
+	grep -Eq "req [0-9]+ mkdir ino 1 size 0 -> [0-9]+ [0-9]+us" "$T/vdifs.log"
+rmdir "$MNT/$SET"
+fs_umount
+
+# --- fstab: mount.fuse3 runs "vdifs SOURCE MOUNTPOINT -o OPTIONS" ------
+# The same command line as the helper of `mount -t fuse.vdifs` (type
+# fuse.vdifs in /etc/fstab), daemonized.
+fstab_case() { # how to mount
+	local pid
+	if ! "$@"; then
+		fail "fstab-style mount: $*"
+		return
+	fi
+	pid=$(pgrep -f "vdifs $MNT -o devices=2|vdifs vdifs $MNT" | head -n 1)
+	new_set
+	mkdir "$MNT/$SET"
+	check "fstab-style mount ($1): options applied (devices=2)" test -e "$MNT/$SET/${SET}1"
+	check "fstab-style mount: type fuse.vdifs" eval 'grep -q " $MNT fuse.vdifs " /proc/mounts'
+	rmdir "$MNT/$SET"
+	check "fstab-style mount unmounts" fusermount3 -u "$MNT"
+	[ -n "$pid" ] && check "its daemon exits" wait_gone "$pid" 5
+}
+fstab_case timeout 10 "$VDIFS" vdifs "$MNT" -o devices=2,open_timeout=1000
+if [ "$(id -u)" -eq 0 ] && [ -x /sbin/mount.fuse3 ] &&
+	PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin command -v vdifs >/dev/null; then
+	fstab_case timeout 10 mount -t fuse.vdifs vdifs "$MNT" -o devices=2
+else
+	say "vdifs not installed: the real 'mount -t fuse.vdifs' case is skipped"
+fi
+
+check_nothing_left
