@@ -194,15 +194,22 @@ void bk_writer_init(struct bk_writer *w, const struct bk_header *h,
 	w->h = *h;
 }
 
-static int emit(struct bk_writer *w, const void *buf, size_t len)
+/* Writes buf; crc is crc32c(0, buf, len), already known to the caller,
+ * folded into the stream CRC without a second pass over the bytes. */
+static int emit_crc(struct bk_writer *w, const void *buf, size_t len, uint32_t crc)
 {
 	int rc = w->write(w->ctx, buf, len);
 
 	if (rc < 0)
 		return rc;
-	w->stream_crc = crc32c(w->stream_crc, buf, len);
+	w->stream_crc = crc32c_combine(w->stream_crc, crc, len);
 	w->offset += len;
 	return 0;
+}
+
+static int emit(struct bk_writer *w, const void *buf, size_t len)
+{
+	return emit_crc(w, buf, len, crc32c(0, buf, len));
 }
 
 int bk_write_header(struct bk_writer *w)
@@ -217,17 +224,18 @@ int bk_write_chunk(struct bk_writer *w, uint64_t index, const void *data,
 		   uint32_t len)
 {
 	uint8_t hdr[BK_CHUNK_HDR_SIZE];
+	uint32_t data_crc = crc32c(0, data, len);
 	int rc;
 
 	memcpy(hdr, "VDIC", 4);
 	put32(hdr + 4, len);
 	put64(hdr + 8, index);
 	put64(hdr + 16, index * w->h.chunk_size);
-	put32(hdr + 24, crc32c(0, data, len));
+	put32(hdr + 24, data_crc);
 	put32(hdr + 28, crc32c(0, hdr, 28));
 	rc = emit(w, hdr, sizeof(hdr));
 	if (rc == 0)
-		rc = emit(w, data, len);
+		rc = emit_crc(w, data, len, data_crc);
 	if (rc == 0) {
 		w->chunks++;
 		w->data_bytes += len;
@@ -336,9 +344,14 @@ static int read_full(struct bk_reader *r, void *buf, size_t len, size_t *got)
 	return 1;
 }
 
-static int take(struct bk_reader *r, void *buf, size_t len, const char *what)
+/* Reads len bytes and folds them into the stream CRC; *crc_out (if not
+ * NULL) receives crc32c(0, buf, len) so the caller need not compute it
+ * again. */
+static int take_crc(struct bk_reader *r, void *buf, size_t len, const char *what,
+		    uint32_t *crc_out)
 {
 	size_t got;
+	uint32_t crc;
 	int rc = read_full(r, buf, len, &got);
 
 	if (rc == 0)
@@ -346,9 +359,17 @@ static int take(struct bk_reader *r, void *buf, size_t len, const char *what)
 		     (unsigned long long)(r->offset + got), what);
 	if (rc <= 0)
 		return -1;
-	r->stream_crc = crc32c(r->stream_crc, buf, len);
+	crc = crc32c(0, buf, len);
+	r->stream_crc = crc32c_combine(r->stream_crc, crc, len);
 	r->offset += len;
+	if (crc_out)
+		*crc_out = crc;
 	return 0;
+}
+
+static int take(struct bk_reader *r, void *buf, size_t len, const char *what)
+{
+	return take_crc(r, buf, len, what, NULL);
 }
 
 int bk_read_header(struct bk_reader *r)
@@ -407,9 +428,11 @@ static int read_chunk(struct bk_reader *r, const uint8_t *hdr, int fd,
 	uint64_t index = r->next_index;
 	uint32_t len = get32(hdr + 4);
 
-	if (check_chunk_hdr(r, hdr, at) < 0 || take(r, buf, len, "chunk data") < 0)
+	uint32_t crc;
+
+	if (check_chunk_hdr(r, hdr, at) < 0 || take_crc(r, buf, len, "chunk data", &crc) < 0)
 		return -1;
-	if (crc32c(0, buf, len) != get32(hdr + 24)) {
+	if (crc != get32(hdr + 24)) {
 		rerr(r, "corrupt chunk %llu at byte offset %llu: data checksum mismatch",
 		     (unsigned long long)index, (unsigned long long)at);
 		return -1;

@@ -62,6 +62,9 @@
 uint32_t crc32c(uint32_t crc, const void *buf, size_t len);
 /* The table-driven implementation alone (tests compare the two). */
 uint32_t crc32c_portable(uint32_t crc, const void *buf, size_t len);
+/* CRC of A followed by B, from crc_a = crc32c(0, A), crc_b = crc32c(0, B)
+ * and len_b = length of B (no pass over the data). */
+uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b);
 
 struct bk_header {
 	uint32_t version;

@@ -202,6 +202,35 @@ START_TEST(test_crc_paths_agree)
 }
 END_TEST
 
+/* The three-lane path (large buffers) and crc32c_combine agree with the
+ * portable table on sizes around the lane threshold and odd offsets. */
+START_TEST(test_crc_lanes_and_combine)
+{
+	static uint8_t buf[70000];
+	uint32_t seed = 12345;
+
+	for (size_t i = 0; i < sizeof(buf); i++) {
+		seed = seed * 1103515245u + 12345u;
+		buf[i] = (uint8_t)(seed >> 16);
+	}
+	for (size_t len = 12000; len <= 69990; len += 2311) {
+		for (size_t off = 0; off < 3; off++) {
+			uint32_t want = crc32c_portable(0, buf + off, len);
+			size_t cut = len / 5 + off;
+
+			ck_assert_uint_eq(crc32c(0, buf + off, len), want);
+			ck_assert_uint_eq(crc32c(0x1234567u, buf + off, len),
+					  crc32c_portable(0x1234567u, buf + off, len));
+			ck_assert_uint_eq(crc32c_combine(crc32c(0, buf + off, cut),
+							 crc32c(0, buf + off + cut, len - cut),
+							 len - cut), want);
+		}
+	}
+	ck_assert_uint_eq(crc32c_combine(0, 0xE3069283u, 9), 0xE3069283u);
+	ck_assert_uint_eq(crc32c_combine(0xE3069283u, 0, 0), 0xE3069283u);
+}
+END_TEST
+
 /* ------------------------------------------------------------- header */
 
 START_TEST(test_header_roundtrip)
@@ -533,6 +562,7 @@ static Suite *format_suite(void)
 	tcase_set_timeout(tc, 10);
 	tcase_add_test(tc, test_crc_vectors);
 	tcase_add_test(tc, test_crc_paths_agree);
+	tcase_add_test(tc, test_crc_lanes_and_combine);
 	tcase_add_test(tc, test_header_roundtrip);
 	tcase_add_test(tc, test_header_refusals);
 	tcase_add_test(tc, test_lenient_set);
