@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # cli_roundtrip.sh - end-to-end round trips `vdi exec` x `vdi pipe`:
 # BACKUP then RESTORE gives a byte-identical database for sizes 0, 1, 511,
-# BLOCKSIZE-1, BLOCKSIZE+1 and a large one (256 MiB; 1 GiB with
-# VDI_TEST_BIG=1), over 1, 2 and 8 devices, with several BLOCKSIZE /
+# BLOCKSIZE-1, BLOCKSIZE+1 and a large one (1 GiB, as issue 3 asks;
+# VDI_TEST_SMALL=1 makes it 256 MiB for quick runs), over 1, 2 and 8 devices, with several BLOCKSIZE /
 # BUFFERCOUNT / MAXTRANSFERSIZE combinations, restores with other values
 # than the backup, stripes given in another order, stdin/stdout, statements
 # from argv, -f and stdin, VDC_Complete and the non-failing fault options,
@@ -106,8 +106,8 @@ PIPE_OPTS= r=$(pair "$s" 1 "BACKUP DATABASE MYDB TO VIRTUAL_DEVICE='$s' WITH BLO
 rm -f /dev/shm/vdi.*."$s"*
 
 # 4. Large database through stdout and stdin, one device; and 2 devices.
-big=$((256 * 1048576))
-[ "${VDI_TEST_BIG:-0}" = 1 ] && big=$((1024 * 1048576))
+big=$((1024 * 1048576))
+[ "${VDI_TEST_SMALL:-0}" = 1 ] && big=$((256 * 1048576))
 head -c "$big" /dev/urandom >"$DATA/big.mdf"
 t0=$(date +%s%N)
 timeout -k 5 120 "$VDI" pipe -q -s "$PFX-big" >"$TMP/big.bak" &
