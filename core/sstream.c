@@ -680,6 +680,15 @@ static int ss_head_check(struct vdi_sstream *r, struct ss_buf *b)
 	return ss_status(r);
 }
 
+/* The head read b was consumed: return its buffer; lock held. */
+static void ss_drop_head(struct vdi_sstream *r, struct ss_buf *b)
+{
+	r->head++;
+	r->head_ok = 0;
+	ss_put(r->p, b);
+	r->ended = r->eof;
+}
+
 /* Copies bytes of the done head read to dst; lock held (dropped to copy). */
 static ssize_t ss_consume(struct vdi_sstream *r, uint8_t *dst, size_t room)
 {
@@ -699,12 +708,8 @@ static ssize_t ss_consume(struct vdi_sstream *r, uint8_t *dst, size_t room)
 	pthread_mutex_lock(&p->lock);
 	r->off += (uint32_t)n;
 	r->bytes += n;
-	if (r->off == r->avail) {
-		r->head++;
-		r->head_ok = 0;
-		ss_put(p, b);
-		r->ended = r->eof;
-	}
+	if (r->off == r->avail)
+		ss_drop_head(r, b);
 	return (ssize_t)n;
 }
 
@@ -720,6 +725,82 @@ static void ss_reap(struct vdi_sstream *r)
 		r->head++;
 		ss_put(r->p, b);
 	}
+}
+
+/* Zero-copy: points *ptr at up to room bytes of the completed head read
+ * (waiting for it like a read); lock held.  Bytes stay until advance. */
+static ssize_t ss_peek_locked(struct vdi_sstream *r, const void **ptr, size_t room)
+{
+	uint64_t deadline = ss_deadline(r->p);
+	struct ss_buf *b;
+	int rc;
+
+	for (;;) {
+		rc = ss_status(r);
+		if (rc)
+			return rc;
+		if (r->ended) {
+			ss_reap(r);
+			return 0;
+		}
+		ss_refill(r);
+		b = r->head != r->tail ? r->ring[r->head % r->p->count] : NULL;
+		if (b && b->done) {
+			if (!r->head_ok && (rc = ss_head_check(r, b)))
+				return rc;
+			if (r->avail == r->off) { /* an empty (EOF) read */
+				ss_drop_head(r, b);
+				continue;
+			}
+			*ptr = b->data + r->off;
+			return (ssize_t)(r->avail - r->off < room ? r->avail - r->off : room);
+		}
+		rc = ss_wait(r->p, deadline);
+		if (rc)
+			return ss_wait_fail(r, rc, b ? "completed read" : "free buffer");
+	}
+}
+
+ssize_t vdi_sstream_peek(struct vdi_sstream *r, const void **ptr, size_t len)
+{
+	ssize_t n;
+	int rc;
+
+	if (!r || !ptr)
+		return vdi_fail(VD_E_INVALID, "cannot peek stream: null argument");
+	rc = ss_check_dir(r, 1, "peek");
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&r->p->lock);
+	n = ss_peek_locked(r, ptr, len);
+	pthread_mutex_unlock(&r->p->lock);
+	return n;
+}
+
+int vdi_sstream_advance(struct vdi_sstream *r, size_t n)
+{
+	struct ss_buf *b;
+	int rc = 0;
+
+	if (!r)
+		return vdi_fail(VD_E_INVALID, "cannot advance stream: null stream");
+	rc = ss_check_dir(r, 1, "advance");
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&r->p->lock);
+	b = r->head != r->tail ? r->ring[r->head % r->p->count] : NULL;
+	if (!b || !b->done || !r->head_ok || n > r->avail - r->off) {
+		rc = vdi_fail(VD_E_INVALID, "stream on device '%s': advance by %zu beyond the %u bytes peeked",
+			      ss_name(r), n, b && r->head_ok ? r->avail - r->off : 0);
+	} else {
+		r->off += (uint32_t)n;
+		r->bytes += n;
+		if (r->off == r->avail)
+			ss_drop_head(r, b);
+		ss_reap(r);
+	}
+	pthread_mutex_unlock(&r->p->lock);
+	return rc;
 }
 
 static ssize_t ss_read_locked(struct vdi_sstream *r, uint8_t *dst, size_t len)

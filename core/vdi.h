@@ -470,6 +470,12 @@ int vdi_sstream_open(struct vdi_sstream_pool *p, struct vdi_server_device *d,
 		     uint32_t transfer_size, struct vdi_sstream **out);
 ssize_t vdi_sstream_write(struct vdi_sstream *w, const void *buf, size_t len);
 ssize_t vdi_sstream_read(struct vdi_sstream *r, void *buf, size_t len);
+/* Zero-copy restore: points *ptr at up to len bytes of the oldest
+ * completed VDC_Read buffer (waiting for it as read does); returns the
+ * count, 0 at end of stream, or a negative VD_E_*.  The bytes stay valid
+ * until they are consumed with vdi_sstream_advance (n <= the count). */
+ssize_t vdi_sstream_peek(struct vdi_sstream *r, const void **ptr, size_t len);
+int vdi_sstream_advance(struct vdi_sstream *r, size_t n);
 /* Send one non-data command (VDC_Flush, VDC_Complete, ...) after all
  * data sent so far, wait for it; returns its completion code (>= 0) or a
  * negative VD_E_*.  A partly filled buffer is not sent: call

@@ -309,6 +309,12 @@ void bk_reader_init(struct bk_reader *r, bk_read_fn fn, void *ctx,
 	r->device = device;
 }
 
+void bk_reader_set_peek(struct bk_reader *r, bk_peek_fn peek, bk_advance_fn advance)
+{
+	r->peek = peek;
+	r->advance = advance;
+}
+
 static void rerr(struct bk_reader *r, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
@@ -421,6 +427,62 @@ static int check_chunk_hdr(struct bk_reader *r, const uint8_t *hdr, uint64_t at)
 	return 0;
 }
 
+static int pwrite_all(struct bk_reader *r, int fd, const uint8_t *buf, size_t len, off_t off)
+{
+	for (size_t put = 0; put < len;) {
+		ssize_t n = pwrite(fd, buf + put, len - put, off + (off_t)put);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r->source_error = 1;
+			rerr(r, "cannot write the restored database at byte offset %llu: %s",
+			     (unsigned long long)(off + (off_t)put), strerror(errno));
+			return -1;
+		}
+		put += (size_t)n;
+	}
+	return 0;
+}
+
+/* Chunk data through peek/advance: checksummed and written to fd (if >=
+ * 0) at off straight from the source's memory, piece by piece. */
+static int take_data_in_place(struct bk_reader *r, int fd, off_t off, uint32_t len,
+			      uint32_t *crc_out)
+{
+	uint32_t crc = 0;
+	size_t got = 0;
+
+	while (got < len) {
+		const void *p;
+		ssize_t n = r->peek(r->ctx, &p, len - got);
+
+		if (n < 0) {
+			r->source_error = 1;
+			rerr(r, "read failed at byte offset %llu", (unsigned long long)(r->offset + got));
+			return -1;
+		}
+		if (n == 0) {
+			rerr(r, "stripe truncated at byte offset %llu: stream ended inside chunk data",
+			     (unsigned long long)(r->offset + got));
+			return -1;
+		}
+		crc = crc32c(crc, p, (size_t)n);
+		if (fd >= 0 && pwrite_all(r, fd, p, (size_t)n, off + (off_t)got) < 0)
+			return -1;
+		if (r->advance(r->ctx, (size_t)n) < 0) {
+			r->source_error = 1;
+			rerr(r, "read failed at byte offset %llu", (unsigned long long)(r->offset + got));
+			return -1;
+		}
+		got += (size_t)n;
+	}
+	r->stream_crc = crc32c_combine(r->stream_crc, crc, len);
+	r->offset += len;
+	*crc_out = crc;
+	return 0;
+}
+
 static int read_chunk(struct bk_reader *r, const uint8_t *hdr, int fd,
 		      uint8_t *buf, uint64_t *done)
 {
@@ -428,32 +490,24 @@ static int read_chunk(struct bk_reader *r, const uint8_t *hdr, int fd,
 	uint64_t index = r->next_index;
 	uint32_t len = get32(hdr + 4);
 
+	off_t off = (off_t)(index * r->h.chunk_size);
 	uint32_t crc;
 
-	if (check_chunk_hdr(r, hdr, at) < 0 || take_crc(r, buf, len, "chunk data", &crc) < 0)
+	if (check_chunk_hdr(r, hdr, at) < 0)
 		return -1;
+	if (r->peek) {
+		if (take_data_in_place(r, fd, off, len, &crc) < 0)
+			return -1;
+	} else if (take_crc(r, buf, len, "chunk data", &crc) < 0) {
+		return -1;
+	}
 	if (crc != get32(hdr + 24)) {
 		rerr(r, "corrupt chunk %llu at byte offset %llu: data checksum mismatch",
 		     (unsigned long long)index, (unsigned long long)at);
 		return -1;
 	}
-	if (fd >= 0) {
-		off_t off = (off_t)(index * r->h.chunk_size);
-
-		for (uint32_t put = 0; put < len;) {
-			ssize_t n = pwrite(fd, buf + put, len - put, off + put);
-
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n < 0) {
-				r->source_error = 1;
-				rerr(r, "cannot write the restored database at byte offset %llu: %s",
-				     (unsigned long long)(off + put), strerror(errno));
-				return -1;
-			}
-			put += (uint32_t)n;
-		}
-	}
+	if (!r->peek && fd >= 0 && pwrite_all(r, fd, buf, len, off) < 0)
+		return -1;
 	r->next_index += r->h.stripes;
 	r->chunks++;
 	r->data_bytes += len;

@@ -129,8 +129,17 @@ int bk_backup_stripe(struct bk_writer *w, int fd, uint8_t *buf,
 /* Returns bytes read (> 0), 0 at end of stream, or a negative value. */
 typedef ssize_t (*bk_read_fn)(void *ctx, void *buf, size_t len);
 
+/* Optional zero-copy source: peek points *ptr at up to len bytes in
+ * place (returns the count, 0 at the end, < 0 on error); advance consumes
+ * n of them (0 or < 0).  Chunk data is then checksummed and written to
+ * the database straight from the source's memory. */
+typedef ssize_t (*bk_peek_fn)(void *ctx, const void **ptr, size_t len);
+typedef int (*bk_advance_fn)(void *ctx, size_t n);
+
 struct bk_reader {
 	bk_read_fn read;
+	bk_peek_fn peek;       /* NULL: chunk data goes through read */
+	bk_advance_fn advance;
 	void *ctx;
 	const char *device;    /* for messages; borrowed */
 	struct bk_header h;
@@ -146,6 +155,10 @@ struct bk_reader {
 
 void bk_reader_init(struct bk_reader *r, bk_read_fn fn, void *ctx,
 		    const char *device);
+/* Chunk data through peek/advance (same ctx as read).  Data is written
+ * before its checksum is known, so the file must be a temporary one that
+ * is discarded unless bk_read_body succeeds. */
+void bk_reader_set_peek(struct bk_reader *r, bk_peek_fn peek, bk_advance_fn advance);
 int bk_read_header(struct bk_reader *r);
 /* Reads every chunk and the trailer; writes chunk data to fd at its
  * offset (pwrite) unless fd < 0; then checks that only zero padding

@@ -55,6 +55,35 @@ static ssize_t mem_read(void *ctx, void *buf, size_t len)
 	return (ssize_t)n;
 }
 
+/* Zero-copy source over the same memory: peek hands out up to `step`
+ * bytes in place, advance consumes them. */
+static ssize_t mem_peek(void *ctx, const void **ptr, size_t len)
+{
+	struct mem *m = ctx;
+	size_t n = m->len - m->pos;
+
+	if (m->fail_at && ++m->calls == m->fail_at)
+		return -1;
+	if (n > len)
+		n = len;
+	if (m->step && n > m->step)
+		n = m->step;
+	*ptr = m->p + m->pos;
+	return (ssize_t)n;
+}
+
+static int mem_advance(void *ctx, size_t n)
+{
+	struct mem *m = ctx;
+
+	ck_assert_uint_le(n, m->len - m->pos);
+	m->pos += n;
+	return 0;
+}
+
+/* 1: restore() reads chunk data through mem_peek/mem_advance. */
+static int use_peek;
+
 static int make_db(uint64_t size, unsigned seed)
 {
 	int fd = memfd_create("db", 0);
@@ -122,6 +151,8 @@ static int restore(struct mem *stripes, const unsigned *order, unsigned n,
 
 		m->pos = 0;
 		bk_reader_init(&r, mem_read, m, names[i]);
+		if (use_peek)
+			bk_reader_set_peek(&r, mem_peek, mem_advance);
 		rc = bk_read_header(&r);
 		if (rc == 0)
 			rc = bk_set_add(&set, &r.h, names[i], r.err, sizeof(r.err));
@@ -311,12 +342,13 @@ static const unsigned counts[] = { 1, 2, 3, 8 };
 START_TEST(test_roundtrip)
 {
 	uint64_t size = sizes[_i % 9];
-	unsigned n = counts[_i / 9];
+	unsigned n = counts[(_i / 9) % 4];
 	struct mem s[8];
 	unsigned order[8] = { 0 };
 	char err[BK_ERR_LEN];
 	int db = make_db(size, (unsigned)_i), out = -1;
 
+	use_peek = _i >= 36; /* second half: chunk data read in place */
 	backup(db, size, n, id_a, s, 512);
 	for (unsigned k = 0; k < n; k++) {
 		order[k] = n - 1 - k; /* reversed: order is recovered */
@@ -386,8 +418,13 @@ static void expect_refusal(struct mem *s, const unsigned *order, unsigned n,
 	char err[BK_ERR_LEN];
 	int out = -1;
 
-	ck_assert_int_eq(restore(s, order, n, 0, &out, err, sizeof(err)), -1);
-	ck_assert_msg(strcmp(err, msg) == 0, "\n got: %s\nwant: %s", err, msg);
+	/* Both ways of reading chunk data refuse with the same words. */
+	for (use_peek = 0; use_peek < 2; use_peek++) {
+		ck_assert_int_eq(restore(s, order, n, 0, &out, err, sizeof(err)), -1);
+		ck_assert_msg(strcmp(err, msg) == 0, "\n got: %s\nwant: %s (peek %d)", err, msg,
+			      use_peek);
+	}
+	use_peek = 0;
 }
 
 START_TEST(test_swapped_accepted)
@@ -569,7 +606,7 @@ static Suite *format_suite(void)
 	suite_add_tcase(s, tc);
 
 	tcase_set_timeout(rt, 60);
-	tcase_add_loop_test(rt, test_roundtrip, 0, 9 * 4);
+	tcase_add_loop_test(rt, test_roundtrip, 0, 9 * 4 * 2); /* copy, then in place */
 	tcase_add_test(rt, test_padding);
 	suite_add_tcase(s, rt);
 

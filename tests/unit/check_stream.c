@@ -254,14 +254,31 @@ static void *srv_reader(void *a)
 		free(buf);
 		return NULL;
 	}
-	for (;;) {
-		k = vdi_sstream_read(r, buf, chunk(&rng, j->maxchunk, j->maxchunk));
+	for (uint64_t step = 0;; step++) {
+		size_t want = chunk(&rng, j->maxchunk, j->maxchunk);
+		const void *p = NULL;
+
+		/* mode 1: zero-copy peek/advance; 2: alternate with read. */
+		if (j->mode == 1 || (j->mode == 2 && step % 2)) {
+			k = vdi_sstream_peek(r, &p, want);
+			if (k > 0) {
+				job_cmp(j, j->got, p, (size_t)k);
+				rc = vdi_sstream_advance(r, (size_t)k);
+				if (rc) {
+					job_fail(j, rc);
+					break;
+				}
+			}
+		} else {
+			k = vdi_sstream_read(r, buf, want);
+			if (k > 0)
+				job_cmp(j, j->got, buf, (size_t)k);
+		}
 		if (k <= 0) {
 			if (k < 0)
 				job_fail(j, (int)k);
 			break;
 		}
-		job_cmp(j, j->got, buf, (size_t)k);
 		j->got += (uint64_t)k;
 	}
 	if (!j->rc && j->final_cmd) {
@@ -435,6 +452,7 @@ static void run_flow(const struct flow_case *fc, uint32_t dir)
 		s[d].tsize = fc->tsize;
 		s[d].final_cmd = dir == VDF_WriteMedia ? VDC_Flush : VDC_ClearError;
 		c[d].mode = fc->mode;
+		s[d].mode = fc->mode; /* the server reader uses peek/advance too */
 		c[d].block = fc->block;
 		job_start(&s[d], dir == VDF_WriteMedia ? srv_writer : srv_reader);
 		job_start(&c[d], dir == VDF_WriteMedia ? cli_reader : cli_writer);
@@ -802,6 +820,12 @@ START_TEST(test_wrong_direction)
 	TL_RC(vdi_sstream_open(r.pool, r.p.sd[0], 128 * KIB, &w), VD_E_INVALID);
 	TL_OK(vdi_sstream_open(r.pool, r.p.sd[0], 8192, &w));
 	TL_RC((int)vdi_sstream_read(w, buf, sizeof(buf)), VD_E_PROTOCOL);
+	{
+		const void *pk;
+
+		TL_RC((int)vdi_sstream_peek(w, &pk, 1), VD_E_PROTOCOL);
+		TL_RC(vdi_sstream_advance(w, 1), VD_E_PROTOCOL);
+	}
 	TL_RC(vdi_sstream_command(w, VDC_Write), VD_E_INVALID);
 	TL_OK(vdi_sstream_close(w));
 	TL_RC((int)vdi_cstream_read(cs, buf, sizeof(buf)), VD_E_TIMEOUT);
