@@ -70,6 +70,7 @@ struct vdi_client {
 	VDConfig cfg;           /* final, validated */
 	struct vdi_area_map areas[VDI_MAX_AREAS];
 	struct vdi_client_device *devs[VDI_MAX_DEVICES];
+	uint64_t last_watch_ms;  /* server_gone's rate limit */
 };
 
 /* ------------------------------------------------------------------ */
@@ -130,6 +131,14 @@ static int wrong_state(struct vdi_client *c, enum cstate s, const char *call)
 static int server_gone(struct vdi_client *c)
 {
 	struct vdi_shm_header *h = c->r.hdr;
+	uint64_t now = vdi_now_ms();
+
+	/* At most one /proc read per 100 ms per set object: polls with
+	 * timeout 0 come in bursts while streaming.  Relaxed: any thread's
+	 * recent check is as good as ours. */
+	if (now - __atomic_load_n(&c->last_watch_ms, __ATOMIC_RELAXED) < 100)
+		return 0;
+	__atomic_store_n(&c->last_watch_ms, now, __ATOMIC_RELAXED);
 
 	if (vdi_load_acquire(&h->phase) == VDI_PHASE_CREATED || vdi_load_acquire(&h->server_closed))
 		return 0;
@@ -326,9 +335,13 @@ static int wait_configured(struct vdi_client *c, uint32_t timeout_ms)
 		if (config_ready(c))
 			return 0;
 		slice = vdi_deadline_slice(&dl);
-		if (!slice)
+		if (!slice) {
+			/* Even a poll (timeout 0) must tell a dead server. */
+			if (server_gone(c))
+				continue;
 			return vdi_fail(VD_E_TIMEOUT, "client GetConfiguration: no server configured set '%s' within %u ms",
 					c->r.name, timeout_ms);
+		}
 		if (!vdi_wait_slice(&h->config_seq, &h->config_waiters, config_ready, c, slice))
 			server_gone(c);
 	}
@@ -702,9 +715,12 @@ static int wait_command(struct vdi_client_device *d, uint32_t timeout_ms, VDC_Co
 			return see_close(d);
 		}
 		slice = vdi_deadline_slice(&dl);
-		if (!slice)
+		if (!slice) {
+			if (server_gone(c))
+				continue; /* aborted now: reported at the top */
 			return vdi_fail(VD_E_TIMEOUT, "client GetCommand: device '%s': no command within %u ms",
 					d->name, timeout_ms);
+		}
 		if (!vdi_wait_slice(&d->sd->cmd_seq, &d->sd->cmd_waiters, command_ready, d, slice))
 			server_gone(c);
 	}

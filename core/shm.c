@@ -227,11 +227,14 @@ static uint64_t proc_start_time(int32_t pid, char *state)
 
 void vdi_proc_self(struct vdi_shm_proc *p)
 {
+	int32_t pid = (int32_t)getpid();
 	char state;
 
-	p->pid = (int32_t)getpid();
-	p->pad = 0;
-	p->start_time = proc_start_time(p->pid, &state);
+	/* Start time first, pid last with release: a reader that sees the
+	 * pid (acquire in vdi_shm_proc_alive) sees its start time, so a
+	 * live process never looks dead while being recorded. */
+	vdi_store_relaxed(&p->start_time, proc_start_time(pid, &state));
+	vdi_store_release(&p->pid, pid);
 }
 
 int vdi_proc_alive(int32_t pid, uint64_t start_time)
@@ -249,9 +252,12 @@ int vdi_proc_alive(int32_t pid, uint64_t start_time)
 
 int vdi_shm_proc_alive(const struct vdi_shm_proc *p)
 {
-	/* Two separate loads of an untrusted pair: a torn read can only make
-	 * a live process look dead, which aborts the set: loud, not unsafe. */
-	return vdi_proc_alive(vdi_load_acquire(&p->pid), vdi_load_acquire(&p->start_time));
+	/* pid first (acquire, pairs with vdi_proc_self), then its start
+	 * time.  A peer that scribbles the pair can only make a process look
+	 * dead, which aborts the set: loud, not unsafe. */
+	int32_t pid = vdi_load_acquire(&p->pid);
+
+	return vdi_proc_alive(pid, vdi_load_relaxed(&p->start_time));
 }
 
 /* ------------------------------------------------------------------ */

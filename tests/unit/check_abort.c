@@ -1309,6 +1309,49 @@ START_TEST(test_abort_before_agent)
 }
 END_TEST
 
+/* A client that only polls (timeout 0) still learns that the server
+ * died: found by the fault matrix, where vdifs polls GetConfiguration. */
+START_TEST(test_poll_sees_dead_server)
+{
+	struct tl_pair_opts o;
+	struct tl_pair p;
+	VDConfig cfg;
+	uint64_t t0;
+	pid_t kid;
+	int rc, st;
+
+	tl_pair_opts_default(&o);
+	TL_OK(tl_pair_init(&p, &o));
+	TL_OK(tl_pair_advance(&p, TL_CREATED));
+	kid = fork();
+	ck_assert_int_ge(kid, 0);
+	if (kid == 0) {
+		struct vdi_server *s;
+
+		if (vdi_server_new(&s) || vdi_server_open(s, NULL, p.name))
+			_exit(1);
+		pause(); /* killed below, before configuring anything */
+		_exit(0);
+	}
+	/* Wait until the server has claimed the set, then kill it. */
+	for (t0 = tl_now_ms(); tl_now_ms() - t0 < 5000; tl_sleep_ms(5)) {
+		struct vdi_set_info info;
+
+		if (!vdi_set_info_get(NULL, p.name, &info) && info.server_pid == kid)
+			break;
+	}
+	kill(kid, SIGKILL);
+	waitpid(kid, &st, 0);
+	t0 = tl_now_ms();
+	do {
+		rc = vdi_client_get_configuration(p.c, 0, &cfg);
+	} while (rc == VD_E_TIMEOUT && tl_now_ms() - t0 < 3000);
+	ck_assert_int_eq(rc, VD_E_ABORT);
+	ck_assert_uint_lt(tl_now_ms() - t0, 1000);
+	tl_pair_destroy(&p);
+}
+END_TEST
+
 static Suite *abort_suite(void)
 {
 	Suite *s = suite_create("abort");
@@ -1324,6 +1367,7 @@ static Suite *abort_suite(void)
 	tcase_set_timeout(tc, 30);
 	tcase_add_loop_test(tc, test_sigkill, 0, (int)ARRAY_LEN(kill_cases));
 	tcase_add_test(tc, test_both_killed);
+	tcase_add_test(tc, test_poll_sees_dead_server);
 	tcase_add_test(tc, test_server_killed_before_open);
 	suite_add_tcase(s, tc);
 
