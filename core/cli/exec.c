@@ -29,6 +29,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +64,64 @@ void job_fail(struct job *j, const char *fmt, ...)
 int job_failed(struct job *j)
 {
 	return __atomic_load_n(&j->failed, __ATOMIC_ACQUIRE);
+}
+
+/* ------------------------------------------------------ test pauses */
+
+/*
+ * VDI_TEST_PAUSE=<point> stops `vdi exec` at one protocol point so that
+ * a test (tests/integration/fault_matrix.sh) can kill a party exactly
+ * there: opened (Open done, before GetConfiguration), configuring
+ * (between RequestBuffers and EndConfiguration), configured (after
+ * EndConfiguration), bytes=N (once N database bytes moved), flush
+ * (before the first VDC_Flush), complete (before the first
+ * VDC_Complete), close (streams ended, before CloseDevice), commit
+ * (RESTORE: set closed, before the rename).  Unset: no effect.
+ */
+static void test_pause_init(struct job *j)
+{
+	const char *p = getenv("VDI_TEST_PAUSE");
+	uint64_t n;
+
+	if (!p || !*p)
+		return;
+	if (strncmp(p, "bytes=", 6) == 0) {
+		if (cli_parse_uint("VDI_TEST_PAUSE", p + 6, 0, UINT64_MAX, &n) < 0)
+			return;
+		j->pause_bytes = n;
+	}
+	snprintf(j->pause_point, sizeof(j->pause_point), "%s",
+		 strncmp(p, "bytes=", 6) ? p : "bytes");
+}
+
+/* The first thread at the point stops the process; another thread that
+ * gets there before the stop took effect waits for it, so no device
+ * passes the point before the test saw the process stopped. */
+static void test_pause_now(struct job *j, const char *what)
+{
+	int idle = 0;
+
+	if (!__atomic_compare_exchange_n(&j->paused, &idle, 1, 0, __ATOMIC_ACQ_REL,
+					 __ATOMIC_ACQUIRE)) {
+		while (__atomic_load_n(&j->paused, __ATOMIC_ACQUIRE) == 1)
+			usleep(1000);
+		return;
+	}
+	cli_err("test pause at %s (pid %d)", what, (int)getpid());
+	raise(SIGSTOP);
+	__atomic_store_n(&j->paused, 2, __ATOMIC_RELEASE);
+}
+
+void exec_test_pause(struct job *j, const char *point)
+{
+	if (j->pause_point[0] && strcmp(j->pause_point, point) == 0)
+		test_pause_now(j, point);
+}
+
+void exec_test_pause_bytes(struct job *j, uint64_t moved)
+{
+	if (j->pause_point[0] && strcmp(j->pause_point, "bytes") == 0 && moved >= j->pause_bytes)
+		test_pause_now(j, "bytes");
 }
 
 /* ------------------------------------------------------------ options */
@@ -230,6 +289,13 @@ static int open_target(struct job *j)
 		j->replacing = 1;
 		j->mode = sb.st_mode & 07777;
 	}
+	/* Unnamed until the commit, so a restore killed with SIGKILL leaves
+	 * no temporary file behind; mkostemp where O_TMPFILE is refused. */
+	j->db_fd = open(j->data_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (j->db_fd >= 0) {
+		j->tmp_anon = 1;
+		return 0;
+	}
 	j->db_fd = mkostemp(j->tmp_path, O_CLOEXEC);
 	if (j->db_fd < 0) {
 		cli_err("cannot restore database '%s': cannot create a file in '%s': %s",
@@ -250,6 +316,31 @@ static int prepare_files(struct job *j)
 	return j->st.kind == STMT_BACKUP ? open_source(j) : open_target(j);
 }
 
+/* An O_TMPFILE target gets its temporary name (tmp_path, XXXXXX
+ * replaced) only now, right before the rename. */
+static int name_tmpfile(struct job *j)
+{
+	size_t len = strlen(j->tmp_path);
+	char proc[64];
+
+	if (!j->tmp_anon)
+		return 0;
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", j->db_fd);
+	for (unsigned i = 0; i < 100; i++) {
+		uint32_t r = (uint32_t)getpid() * 2654435761u ^ (uint32_t)(cli_now() * 1e6) ^ i * 40503u;
+
+		snprintf(j->tmp_path + len - 6, 7, "%06x", (unsigned)(r & 0xffffff));
+		if (linkat(AT_FDCWD, proc, AT_FDCWD, j->tmp_path, AT_SYMLINK_FOLLOW) == 0 ||
+		    (errno == ENOENT && linkat(j->db_fd, "", AT_FDCWD, j->tmp_path, AT_EMPTY_PATH) == 0)) {
+			j->tmp_anon = 0;
+			return 0;
+		}
+		if (errno != EEXIST)
+			return -1;
+	}
+	return -1;
+}
+
 /* Restore succeeded: size, mode, durability, then the atomic rename. */
 static int commit_target(struct job *j)
 {
@@ -258,7 +349,7 @@ static int commit_target(struct job *j)
 
 	if (ftruncate(j->db_fd, (off_t)j->set.ref.total_size) != 0 ||
 	    fchmod(j->db_fd, j->mode) != 0 || fsync(j->db_fd) != 0 ||
-	    rename(j->tmp_path, j->db_path) != 0) {
+	    name_tmpfile(j) != 0 || rename(j->tmp_path, j->db_path) != 0) {
 		job_fail(j, "cannot install the restored file as '%s': %s",
 			 j->db_path, strerror(errno));
 		return -1;
@@ -282,7 +373,7 @@ static void close_files(struct job *j)
 	if (j->db_fd >= 0)
 		close(j->db_fd);
 	j->db_fd = -1;
-	if (j->tmp_path[0] && j->st.kind == STMT_RESTORE)
+	if (j->tmp_path[0] && !j->tmp_anon && j->st.kind == STMT_RESTORE)
 		unlink(j->tmp_path);
 }
 
@@ -345,6 +436,7 @@ static int configure(struct job *j)
 {
 	uint32_t features;
 
+	exec_test_pause(j, "opened");
 	if (srv_call(j, vdi_server_get_configuration(j->srv, &j->cfg), "GetConfiguration"))
 		return -1;
 	if (j->cfg.deviceCount != j->st.ndev) {
@@ -360,9 +452,12 @@ static int configure(struct job *j)
 						       j->st.maxtransfersize, j->timeout_ms),
 		     "BeginConfiguration") ||
 	    srv_call(j, vdi_server_request_buffers(j->srv, j->st.maxtransfersize, 0,
-						   j->st.buffercount), "RequestBuffers") ||
-	    srv_call(j, vdi_server_end_configuration(j->srv), "EndConfiguration"))
+						   j->st.buffercount), "RequestBuffers"))
 		return -1;
+	exec_test_pause(j, "configuring");
+	if (srv_call(j, vdi_server_end_configuration(j->srv), "EndConfiguration"))
+		return -1;
+	exec_test_pause(j, "configured");
 	return 0;
 }
 
@@ -447,6 +542,8 @@ static void finish_devices(struct job *j)
 	if (!job_failed(j) && j->st.kind != STMT_BACKUP &&
 	    bk_set_complete(&j->set, err, sizeof(err)) < 0)
 		job_fail(j, "%s", err);
+	if (!job_failed(j))
+		exec_test_pause(j, "close");
 	for (unsigned k = 0; k < j->st.ndev && !job_failed(j); k++) {
 		int rc = vdi_server_close_device(j->d[k].dev);
 
@@ -558,6 +655,7 @@ int cmd_exec(int argc, char **argv)
 	j->db_fd = -1;
 	if (parse_args(j, argc, argv, &text) < 0)
 		goto out;
+	test_pause_init(j);
 	status = CLI_EXIT_FAIL;
 	if (prepare_files(j) < 0)
 		goto out;
@@ -566,8 +664,10 @@ int cmd_exec(int argc, char **argv)
 	t0 = cli_now();
 	run_set(j);
 	cli_signal_stop();
-	if (!job_failed(j) && j->st.kind == STMT_RESTORE)
+	if (!job_failed(j) && j->st.kind == STMT_RESTORE) {
+		exec_test_pause(j, "commit");
 		commit_target(j);
+	}
 	report(j, cli_now() - t0);
 	if (!job_failed(j))
 		status = CLI_EXIT_OK;

@@ -48,6 +48,7 @@ struct job {
 	char db_path[PATH_MAX];
 	char tmp_path[PATH_MAX];
 	int db_fd;                     /* backup: source; restore: temp file */
+	int tmp_anon;                  /* restore: the temp file has no name yet (O_TMPFILE) */
 	int replacing;                 /* restore: the target exists */
 	mode_t mode;                   /* restore: mode of the new file */
 	/* the set */
@@ -65,6 +66,10 @@ struct job {
 	uint64_t total;                /* database bytes (atomic) */
 	uint64_t done;                 /* database bytes moved (atomic) */
 	uint64_t wire;                 /* stripe bytes moved (atomic) */
+	/* VDI_TEST_PAUSE (exec.c, docs/vdi.1 TESTING) */
+	char pause_point[32];          /* "" = none */
+	uint64_t pause_bytes;          /* point "bytes=N" */
+	int paused;                    /* atomic: 1 stopping, 2 resumed */
 	/* outcome */
 	pthread_mutex_t lock;
 	int failed;                    /* atomic */
@@ -74,6 +79,13 @@ struct job {
 /* Records the first failure and aborts the set.  Thread-safe. */
 void job_fail(struct job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int job_failed(struct job *j);
+
+/* Test hook: when $VDI_TEST_PAUSE names `point`, prints
+ * "vdi: test pause at <point> (pid N)" on stderr and stops the whole
+ * process with SIGSTOP, once per run; SIGCONT resumes it. */
+void exec_test_pause(struct job *j, const char *point);
+/* The same for the point "bytes=N", once `moved` database bytes >= N. */
+void exec_test_pause_bytes(struct job *j, uint64_t moved);
 
 /* Starts one thread per device for the statement's kind; joins them.
  * Returns 0 if every stream succeeded. */

@@ -130,6 +130,7 @@ static int sink_write(void *ctx, const void *buf, size_t len)
 	}
 	if (d->w.offset == 0) /* the stripe header just went out */
 		fault_stall(d);
+	exec_test_pause_bytes(d->j, __atomic_load_n(&d->j->done, __ATOMIC_RELAXED));
 	return 0;
 }
 
@@ -158,6 +159,7 @@ static int backup_finish(struct devjob *d)
 		stream_fail(d, "VDC_Write", rc);
 		return -1;
 	}
+	exec_test_pause(j, "flush");
 	for (uint32_t i = 0; i < j->st.fault_extra_flushes; i++)
 		if (send_command(d, VDC_Flush) < 0)
 			return -1;
@@ -165,6 +167,8 @@ static int backup_finish(struct devjob *d)
 		return -1;
 	if (j->st.given & OPT_FAULT_LATE_COMPLETE)
 		sleep_ms(j, j->st.fault_late_complete_ms);
+	if (j->features & VDF_CompleteEnabled)
+		exec_test_pause(j, "complete");
 	if ((j->features & VDF_CompleteEnabled) && send_command(d, VDC_Complete) < 0)
 		return -1;
 	return 0;
@@ -198,6 +202,7 @@ static ssize_t source_read(void *ctx, void *buf, size_t len)
 
 	if (job_failed(d->j))
 		return -1;
+	exec_test_pause_bytes(d->j, __atomic_load_n(&d->j->done, __ATOMIC_RELAXED));
 	if (allowed == 0) {
 		fault_abort(d);
 		return -1;
