@@ -217,6 +217,37 @@ static ssize_t source_read(void *ctx, void *buf, size_t len)
 	return n;
 }
 
+/* Zero-copy source (bkfmt.h): chunk data is checksummed and written to
+ * the database straight from the shared buffers.  Not used with
+ * FAULT_ABORT_AFTER, whose byte budget lives in source_read. */
+static ssize_t source_peek(void *ctx, const void **ptr, size_t len)
+{
+	struct devjob *d = ctx;
+	ssize_t n;
+
+	if (job_failed(d->j))
+		return -1;
+	exec_test_pause_bytes(d->j, __atomic_load_n(&d->j->done, __ATOMIC_RELAXED));
+	n = vdi_sstream_peek(d->s, ptr, len);
+	if (n < 0) {
+		stream_fail(d, "VDC_Read", n);
+		return -1;
+	}
+	return n;
+}
+
+static int source_advance(void *ctx, size_t n)
+{
+	struct devjob *d = ctx;
+	int rc = vdi_sstream_advance(d->s, n);
+
+	if (rc < 0) {
+		stream_fail(d, "VDC_Read", rc);
+		return -1;
+	}
+	return 0;
+}
+
 static void reader_fail(struct devjob *d)
 {
 	if (!d->r.source_error || !job_failed(d->j))
@@ -231,6 +262,8 @@ static void *restore_main(void *arg)
 	int out = j->st.kind == STMT_RESTORE ? j->db_fd : -1;
 
 	bk_reader_init(r, source_read, d, dev_name(d));
+	if (!(j->st.given & OPT_FAULT_ABORT_AFTER))
+		bk_reader_set_peek(r, source_peek, source_advance);
 	if (bk_read_header(r) < 0) {
 		reader_fail(d);
 		return NULL;
