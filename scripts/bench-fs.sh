@@ -9,8 +9,9 @@
 #   BENCH_MIB=8192 scripts/bench-fs.sh         # the 8 GiB RSS check
 #   BENCH_REPS=5 TMPDIR=/dev/shm scripts/bench-fs.sh
 #
-# Each figure is the best of BENCH_REPS runs (default 3): on a shared
-# 2-core machine single runs vary by 2x.
+# Each figure is the best of BENCH_REPS rounds (default 3), every round
+# measuring every path once: on a shared 2-core machine single runs vary
+# by 2x.
 # The database is a sparse file (reading it costs no disk), the restored
 # database lands in the page cache.  MAXTRANSFERSIZE 1 MiB everywhere.
 set -u
@@ -132,15 +133,8 @@ pipe_restore() {
 	echo $((t1 - t0))
 }
 
-# best CMD...: the smallest of REPS timings
-best() {
-	local b= x i
-	for i in $(seq "$REPS"); do
-		x=$("$@") || exit 1
-		if [ -z "$b" ] || [ "$x" -lt "$b" ]; then b=$x; fi
-	done
-	echo "$b"
-}
+# min A B: the smaller timing (A may be empty)
+min() { if [ -z "$1" ] || [ "$2" -lt "$1" ]; then echo "$2"; else echo "$1"; fi; }
 
 plain_pipe() { # FILE: dd | dd of the same bytes
 	local t0 t1
@@ -160,12 +154,18 @@ BAKBYTES=$(stat -c %s "$T/bak")
 cat "$T/bak" >/dev/null
 
 echo "vdifs benchmark: database ${MIB} MiB, backup ${BAKBYTES} bytes, best of $REPS, $WITH"
-plain=$(best plain_pipe "$T/bak")
-fs1=$(best fs_backup 1)
-fs4=$(best fs_backup 4)
-vp=$(best pipe_backup)
-fsr=$(best fs_restore)
-vpr=$(best pipe_restore)
+# Rounds: each round measures every path once, and each figure is the
+# best of its rounds, so a burst of load from elsewhere on a shared
+# machine hits baselines and candidates alike instead of one of them.
+plain= fs1= fs4= vp= fsr= vpr=
+for round in $(seq "$REPS"); do
+	plain=$(min "$plain" "$(plain_pipe "$T/bak")") || exit 1
+	fs1=$(min "$fs1" "$(fs_backup 1)") || exit 1
+	fs4=$(min "$fs4" "$(fs_backup 4)") || exit 1
+	vp=$(min "$vp" "$(pipe_backup)") || exit 1
+	fsr=$(min "$fsr" "$(fs_restore)") || exit 1
+	vpr=$(min "$vpr" "$(pipe_restore)") || exit 1
+done
 kill "$SAMPLER" 2>/dev/null
 SAMPLER=
 hwm=$(awk '/VmHWM/ { print $2 }' "/proc/$FS_PID/status")
