@@ -596,10 +596,21 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct fs_rq r;
 
 	fs_rq_begin(&r, req, "release", ino, 0);
+	/*
+	 * Reply first, then end the stream on this worker.  The kernel sends
+	 * RELEASE as a background request and keeps at most max_background
+	 * (12) of them outstanding on the whole mount.  Ending a restore
+	 * device waits until the server closes it, which vdi exec (like SQL
+	 * Server) does only once every stripe arrived: twelve such waits held
+	 * back the RELEASE of the very devices they waited for, and every
+	 * restore on the mount hung (16 sets x 4 devices at once, load.sh).
+	 * The closer's close(2) never waits for RELEASE, so nothing changes
+	 * for it.
+	 */
+	fs_reply_err(&r, 0);
 	if (h->kind == H_DEV)
 		fs_devfile_release(h);
 	handle_free(h);
-	fs_reply_err(&r, 0);
 }
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
