@@ -85,15 +85,40 @@ void vdi_clear_error(void)
 	last_error[0] = '\0';
 }
 
+char *vdi_escape_text(char *out, size_t len, const char *in)
+{
+	size_t o = 0;
+
+	if (!len)
+		return out;
+	for (; in && *in && o + 1 < len; in++) {
+		unsigned char ch = (unsigned char)*in;
+
+		if (ch >= 0x20 && ch != 0x7f) {
+			out[o++] = (char)ch;
+		} else if (o + 4 < len) {
+			snprintf(out + o, 5, "\\x%02x", ch);
+			o += 4;
+		} else {
+			break;
+		}
+	}
+	out[o] = '\0';
+	return out;
+}
+
 int vdi_fail(int rc, const char *fmt, ...)
 {
 	va_list ap;
-	char msg[400];
+	char msg[400], safe[400];
 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	snprintf(last_error, sizeof(last_error), "%s (%s)", msg, vdi_strerror(rc));
+	/* Messages quote names the caller or the peer chose: escaped here,
+	 * once, so no reader of vdi_last_error() prints raw control bytes. */
+	vdi_escape_text(safe, sizeof(safe), msg);
+	snprintf(last_error, sizeof(last_error), "%s (%s)", safe, vdi_strerror(rc));
 	vdi_log(VDI_LOG_DEBUG, "%s", last_error);
 	return rc;
 }

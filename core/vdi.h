@@ -129,6 +129,12 @@ const char *vdi_strerror(int rc);
 /* Name of a Win32 completion code, or "ERROR_<n>" for others. */
 const char *vdi_strcompletion(uint32_t code);
 
+/* Copies text for display: control characters (bytes < 0x20 and 0x7f)
+ * become \xNN, so a hostile name cannot move the cursor or clear the
+ * terminal it is printed on.  Always NUL-terminates (len > 0); returns
+ * out.  Every message of vdi_last_error() has been through it. */
+char *vdi_escape_text(char *out, size_t len, const char *in);
+
 #define VDI_INFINITE 0xFFFFFFFFu
 
 /* ---------------------------------------------------------------------

@@ -59,10 +59,14 @@ static void log_line(enum vdi_log_level level, const char *msg)
 	static const char *const names[] = { "error", "warning", "info", "debug" };
 	static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
 
+	char safe[1024];
+
+	/* Set names come from mkdir: never log raw control bytes. */
+	vdi_escape_text(safe, sizeof(safe), msg);
 	if (log_syslog)
-		syslog(prio[level], "%s", msg);
+		syslog(prio[level], "%s", safe);
 	else
-		fprintf(stderr, "vdifs: %s: %s\n", names[level], msg);
+		fprintf(stderr, "vdifs: %s: %s\n", names[level], safe);
 }
 
 void fs_log(enum vdi_log_level level, const char *fmt, ...)

@@ -50,13 +50,15 @@ static const char usage_text[] =
 
 void cli_err(const char *fmt, ...)
 {
-	char buf[2048];
+	char buf[2048], safe[2048];
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "vdi: %s\n", buf);
+	/* Names in messages come from the user or a peer: no raw control
+	 * bytes reach the terminal. */
+	fprintf(stderr, "vdi: %s\n", vdi_escape_text(safe, sizeof(safe), buf));
 }
 
 void cli_vdi_err(int rc, const char *fmt, ...)

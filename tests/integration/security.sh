@@ -345,6 +345,13 @@ for i in "${!names[@]}"; do
 	else
 		fail "vdi pipe -s $shown: exit $rc: $out"
 	fi
+	# The message quotes the name escaped: no raw control byte (an ESC
+	# would drive the user's terminal).  One trailing newline only.
+	if printf '%s' "$out" | LC_ALL=C grep -q '[[:cntrl:]]'; then
+		fail "vdi pipe -s $shown: message carries raw control bytes: $(printf '%q' "$out")"
+	else
+		pass "vdi pipe -s $shown: message has no raw control bytes"
+	fi
 	out=$(cd "$T/cwd" && timeout -k 5 20 "$VDI" exec -q -D "$DATA" -t 2000 \
 		"BACKUP DATABASE db TO VIRTUAL_DEVICE='$n'" 2>&1)
 	rc=$?

@@ -1048,6 +1048,33 @@ static TCase *tc_new(Suite *s, const char *name, int timeout)
 
 #define N(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
+/* Messages quote names escaped: control bytes become \xNN, and the
+ * engine's own messages never carry a raw one. */
+START_TEST(test_escape_text)
+{
+	char out[32];
+	struct vdi_client *c;
+	VDConfig cfg = { .deviceCount = 1 };
+	const char *p;
+
+	ck_assert_str_eq(vdi_escape_text(out, sizeof(out), "a\tb\x1b[2J\x7f"), "a\\x09b\\x1b[2J\\x7f");
+	ck_assert_str_eq(vdi_escape_text(out, 4, "abcdef"), "abc");
+	ck_assert_str_eq(vdi_escape_text(out, 5, "a\nb"), "a"); /* no half escape */
+	ck_assert_int_eq(vdi_client_new(&c), 0);
+	char long_name[200];
+
+	/* A too-long name is quoted in the message: with an ESC inside. */
+	memset(long_name, 'L', sizeof(long_name) - 1);
+	long_name[sizeof(long_name) - 1] = '\0';
+	memcpy(long_name, "x\x1b[2J", 5); /* without the NUL */
+	ck_assert_int_eq(vdi_client_create(c, long_name, &cfg), VD_E_INVALID);
+	ck_assert_ptr_nonnull(strstr(vdi_last_error(), "x\\x1b[2J"));
+	for (p = vdi_last_error(); *p; p++)
+		ck_assert_msg((unsigned char)*p >= 0x20 && *p != 0x7f, "raw control byte in: %s", vdi_last_error());
+	vdi_client_free(c);
+}
+END_TEST
+
 static Suite *config_suite(void)
 {
 	Suite *s = suite_create("config");
@@ -1057,6 +1084,7 @@ static Suite *config_suite(void)
 	tcase_add_loop_test(tc, client_config_row, 0, N(cfg_rows));
 	tcase_add_loop_test(tc, feature_bit_matrix, 0, 96);
 	tcase_add_test(tc, client_create_plain);
+	tcase_add_test(tc, test_escape_text);
 	tc = tc_new(s, "names", 10);
 	tcase_add_loop_test(tc, client_name_row, 0, N(name_rows));
 	tcase_add_test(tc, guid_name_end_to_end);
