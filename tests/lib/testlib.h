@@ -260,6 +260,23 @@ void tl_pair_destroy(struct tl_pair *p);
 			      #expr, vdi_strerror(tl_rc_),                   \
 			      vdi_strerror(tl_want_), vdi_last_error());     \
 	} while (0)
+
+/* The body of every engine suite's main(): run s, then remove every
+ * /dev/shm object of this run even if a test was killed by its timeout.
+ * Returns the exit status. */
+static inline int tl_run_suite(Suite *s)
+{
+	SRunner *sr;
+	int failed;
+
+	tl_init();
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	tl_shm_cleanup_run();
+	return failed ? 1 : 0;
+}
 #endif
 
 #endif /* VDI_TESTLIB_H */

@@ -664,14 +664,5 @@ static Suite *hostile_suite(void)
 
 int main(void)
 {
-	SRunner *sr;
-	int failed;
-
-	tl_init();
-	sr = srunner_create(hostile_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	tl_shm_cleanup_run();
-	return failed ? 1 : 0;
+	return tl_run_suite(hostile_suite());
 }
