@@ -1044,6 +1044,8 @@ int vdi_server_execute_completion_agent(struct vdi_server *s)
 
 int vdi_server_signal_abort(struct vdi_server *s)
 {
+	int running;
+
 	vdi_clear_error();
 	if (!s)
 		return vdi_fail(VD_E_INVALID, "server object is NULL");
@@ -1054,7 +1056,14 @@ int vdi_server_signal_abort(struct vdi_server *s)
 		return vdi_fail(VD_E_PROTOCOL, "server SignalAbort: no set is open on this object");
 	}
 	vdi_region_abort(&s->r, "server (pid %d) signalled abort", (int)getpid());
+	running = s->agent_running;
 	pthread_mutex_unlock(&s->lock);
+	/* No agent to end the outstanding commands: end them here, or a
+	 * sender waiting for them would wait until Close, which it never
+	 * reaches.  (A late agent finds nothing left: each command is
+	 * retired once, under the lock.) */
+	if (!running)
+		abort_outstanding(s);
 	return 0;
 }
 

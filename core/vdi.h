@@ -364,6 +364,9 @@ int vdi_server_allocate_buffer(struct vdi_server *s, uint8_t **buffer,
 int vdi_server_free_buffer(struct vdi_server *s, uint8_t *buffer, uint32_t size);
 /* 1 if buffer is the data start of one of this set's buffers, else 0. */
 int vdi_server_is_shared_buffer(struct vdi_server *s, const uint8_t *buffer);
+/* Outstanding commands end with ERROR_OPERATION_ABORTED on the agent's
+ * thread, or, when no agent is running, on the calling thread before
+ * this returns: do not hold a lock their routines take. */
 int vdi_server_signal_abort(struct vdi_server *s);
 int vdi_server_close(struct vdi_server *s);
 
