@@ -1062,6 +1062,48 @@ START_TEST(multi_device_termination)
 }
 END_TEST
 
+/* Devices the server closed before the client opened them (D17): the
+ * client still opens one while it is not Normally Terminated (Active
+ * with no device done yet counts as not done) and is told VD_E_CLOSE;
+ * from then on every device it opened returned VD_E_CLOSE and the
+ * server closed them all, so the client is Normally Terminated and the
+ * table's OpenDevice cell holds for the devices never opened:
+ * VD_E_PROTOCOL, *ppVirtualDevice NULL.  (Found by fuzz_shm, whose
+ * contract had expected success.) */
+START_TEST(open_device_after_server_closed_it)
+{
+	struct vdi_client_device *d;
+	VDC_Command *cmd = NULL;
+	int rc;
+
+	setup_multi(3);
+	TL_OK(tl_pair_advance(&P, TL_SERVER_OPEN));
+	for (uint32_t i = 0; i < 3; i++)
+		TL_OK(vdi_server_close_device(P.sd[i]));
+	TL_OK(tl_agent_join(&P.agent, WAIT_MS));
+	ck_assert_int_eq(P.agent.rc, 0);
+	/* Not NT yet: the first device opens, and is closed. */
+	TL_OK(vdi_client_open_device(P.c, P.dev[1], &P.cd[1]));
+	ck_assert_ptr_nonnull(P.cd[1]);
+	TL_RC(vdi_client_get_command(P.cd[1], WAIT_MS, &cmd), VD_E_CLOSE);
+	ck_assert_ptr_null(cmd);
+	/* Every opened device saw VD_E_CLOSE and the server closed all. */
+	for (uint32_t i = 0; i < 3; i += 2) {
+		d = (struct vdi_client_device *)&rc;
+		TL_RC(vdi_client_open_device(P.c, P.dev[i], &d), PROT);
+		ck_assert_ptr_null(d);
+		ck_assert_msg(strstr(vdi_last_error(), "normally terminated") != NULL, "%s",
+			      vdi_last_error());
+	}
+	TL_RC(vdi_client_get_command(P.cd[1], 0, &cmd), PROT);
+	P.client_closed = 1;
+	TL_OK(vdi_client_close(P.c));
+	P.server_closed = 1;
+	TL_OK(vdi_server_close(P.s));
+	ck_assert_int_eq(tl_shm_count_set(P.name), 0);
+}
+END_TEST
+
 /* Normal end through the helper; nothing left in /dev/shm. */
 START_TEST(normal_end_releases_everything)
 {
@@ -1673,6 +1715,7 @@ static Suite *states_suite(void)
 	tcase_add_test(tc, client_open_device_per_device);
 	tcase_add_test(tc, client_names_device_first);
 	tcase_add_test(tc, multi_device_termination);
+	tcase_add_test(tc, open_device_after_server_closed_it);
 	tcase_add_test(tc, normal_end_releases_everything);
 	add_fixture_tcase(s, tc, 10);
 
