@@ -33,6 +33,7 @@ struct devjob {
 	int started;
 	uint8_t *buf;
 	int stalled;                   /* FAULT_STALL done */
+	uint32_t flushes;              /* FAULT_EXTRA_FLUSHES sent so far */
 	struct bk_reader r;            /* restore side */
 	struct bk_writer w;            /* backup side */
 };

@@ -102,6 +102,23 @@ static void fault_stall(struct devjob *d)
 	sleep_ms(d->j, d->j->st.fault_stall_ms);
 }
 
+/* FAULT_EXTRA_FLUSHES: one extra VDC_Flush after each piece of the
+ * stripe handed to the stream (the stripe header, then each chunk's
+ * header and its data) until n were sent; backup_finish sends the rest
+ * just before the final one.  Mid-stream
+ * is where a client breaks that takes a VDC_Flush for the end of the
+ * stream, or completes it before it took every byte sent before it.
+ * Only whole buffers were sent: the partly filled one follows the flush. */
+static int send_command(struct devjob *d, uint32_t code);
+
+static int fault_flush(struct devjob *d)
+{
+	if (d->flushes >= d->j->st.fault_extra_flushes)
+		return 0;
+	d->flushes++;
+	return send_command(d, VDC_Flush);
+}
+
 /* ---------------------------------------------------------------- backup */
 
 static int sink_write(void *ctx, const void *buf, size_t len)
@@ -131,7 +148,7 @@ static int sink_write(void *ctx, const void *buf, size_t len)
 	if (d->w.offset == 0) /* the stripe header just went out */
 		fault_stall(d);
 	exec_test_pause_bytes(d->j, __atomic_load_n(&d->j->done, __ATOMIC_RELAXED));
-	return 0;
+	return fault_flush(d);
 }
 
 static int send_command(struct devjob *d, uint32_t code)
@@ -160,8 +177,8 @@ static int backup_finish(struct devjob *d)
 		return -1;
 	}
 	exec_test_pause(j, "flush");
-	for (uint32_t i = 0; i < j->st.fault_extra_flushes; i++)
-		if (send_command(d, VDC_Flush) < 0)
+	while (d->flushes < j->st.fault_extra_flushes)
+		if (fault_flush(d) < 0)
 			return -1;
 	if (send_command(d, VDC_Flush) < 0)
 		return -1;

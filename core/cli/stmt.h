@@ -32,7 +32,8 @@
  *   FAULT_STALL = ms        each device pauses ms (0..600000) after its
  *                           first chunk
  *   FAULT_EXTRA_FLUSHES = n BACKUP only: n (0..1000) extra VDC_Flush
- *                           commands on every device before the final one
+ *                           commands on every device, mid-stream from the
+ *                           stripe header on (docs/vdi.1)
  *   FAULT_LATE_COMPLETE = ms BACKUP only: wait ms (0..600000) before
  *                           sending VDC_Complete
  * Numbers are plain decimal digits: no sign, no K/KB/MB suffix.
