@@ -464,51 +464,38 @@ static void run_restore(struct ex *e, const struct ex *from, const uint8_t *db, 
 
 /* ---------------------------------------------------------------- tests */
 
-/* One device, VDC_Complete negotiated, three extra flushes; restore with
- * other geometry from the same stripe. */
-START_TEST(backup_restore_one_device)
+struct geo {
+	uint32_t ndev, block, mts, bufcount;
+	int ask_complete; /* the client requests VDF_RequestComplete */
+};
+
+/* Each row: a backup with one geometry, then a restore of its stripes
+ * with another (same device count). */
+static const struct row {
+	const char *what;
+	size_t size;
+	unsigned extra_flushes;
+	struct geo b, r;
+} rows[] = {
+	{ "one device, VDC_Complete, three extra flushes", 3 * 1048576 + 777, 3,
+	  { 1, 4096, 131072, 5, 1 }, { 1, 512, 65536, 3, 0 } },
+	{ "three devices share BUFFERCOUNT, no VDC_Complete", 7 * 1048576 + 4095, 0,
+	  { 3, 65536, 262144, 7, 0 }, { 3, 65536, 1048576, 4, 1 } },
+	{ "empty database: every device still opens, flushes, closes", 0, 1,
+	  { 2, 512, 65536, 2, 1 }, { 2, 512, 65536, 2, 0 } },
+};
+
+START_TEST(backup_then_restore)
 {
-	struct ex b, r;
-	uint8_t *db;
-	size_t size = 3 * 1048576 + 777;
-
-	ex_init(&b, 1, 4096, 131072, 5, 1);
-	run_backup(&b, size, 3, &db);
-	ex_init(&r, 1, 512, 65536, 3, 0);
-	run_restore(&r, &b, db, size);
-	ex_free(&r);
-	ex_free(&b);
-	free(db);
-}
-END_TEST
-
-/* Three devices share BUFFERCOUNT; no VDC_Complete; no extra flush. */
-START_TEST(backup_restore_three_devices)
-{
-	struct ex b, r;
-	uint8_t *db;
-	size_t size = 7 * 1048576 + 4095;
-
-	ex_init(&b, 3, 65536, 262144, 7, 0);
-	run_backup(&b, size, 0, &db);
-	ex_init(&r, 3, 65536, 1048576, 4, 1);
-	run_restore(&r, &b, db, size);
-	ex_free(&r);
-	ex_free(&b);
-	free(db);
-}
-END_TEST
-
-/* An empty database still opens, flushes and closes every device. */
-START_TEST(backup_empty_database)
-{
+	const struct row *w = &rows[_i];
 	struct ex b, r;
 	uint8_t *db;
 
-	ex_init(&b, 2, 512, 65536, 2, 1);
-	run_backup(&b, 0, 1, &db);
-	ex_init(&r, 2, 512, 65536, 2, 0);
-	run_restore(&r, &b, db, 0);
+	fprintf(stderr, "check_cli_exec: %s\n", w->what);
+	ex_init(&b, w->b.ndev, w->b.block, w->b.mts, w->b.bufcount, w->b.ask_complete);
+	run_backup(&b, w->size, w->extra_flushes, &db);
+	ex_init(&r, w->r.ndev, w->r.block, w->r.mts, w->r.bufcount, w->r.ask_complete);
+	run_restore(&r, &b, db, w->size);
 	ex_free(&r);
 	ex_free(&b);
 	free(db);
@@ -522,9 +509,7 @@ int main(void)
 
 	tcase_set_timeout(tc, 120);
 	tcase_add_unchecked_fixture(tc, dir_make, dir_remove);
-	tcase_add_test(tc, backup_restore_one_device);
-	tcase_add_test(tc, backup_restore_three_devices);
-	tcase_add_test(tc, backup_empty_database);
+	tcase_add_loop_test(tc, backup_then_restore, 0, (int)(sizeof(rows) / sizeof(rows[0])));
 	suite_add_tcase(s, tc);
 	return tl_run_suite(s);
 }
