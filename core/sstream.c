@@ -552,6 +552,12 @@ static int ss_check_dir(const struct vdi_sstream *w, int restore, const char *wh
 
 /* --------------------------------------------------------------- backup */
 
+/* Data commands one stream may have in flight: the device queue holds
+ * VDI_QUEUE_DEPTH (D7), one of which stays free for a control command
+ * (vdi_sstream_command), whatever the size of the pool (BUFFERCOUNT may
+ * be larger, and one device may have all of it). */
+#define SS_MAX_DATA_INFLIGHT (VDI_QUEUE_DEPTH - 1)
+
 /* Gets a buffer to fill into w->cur; lock held. */
 static int ss_get_cur(struct vdi_sstream *w)
 {
@@ -562,7 +568,7 @@ static int ss_get_cur(struct vdi_sstream *w)
 		rc = ss_status(w);
 		if (rc)
 			return rc;
-		w->cur = ss_take_free(w->p);
+		w->cur = w->inflight < SS_MAX_DATA_INFLIGHT ? ss_take_free(w->p) : NULL;
 		if (w->cur) {
 			w->fill = 0;
 			return 0;
@@ -656,6 +662,8 @@ static void ss_refill(struct vdi_sstream *r)
 
 	if (!share)
 		share = 1;
+	if (share > SS_MAX_DATA_INFLIGHT)
+		share = SS_MAX_DATA_INFLIGHT;
 	while (!r->eof && r->tail - r->head < share && !p->aborted &&
 	       (b = ss_take_free(p)) != NULL) {
 		r->ring[r->tail++ % p->count] = b;

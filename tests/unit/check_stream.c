@@ -131,6 +131,7 @@ struct job {
 	int close_device;   /* server: CloseDevice at the end */
 	int mode;	    /* client: 0 copy, 1 zero-copy, 2 mixed */
 	uint32_t block;	    /* client reader: padding unit */
+	uint32_t delay_ms;  /* client: sleeps this long before it starts */
 	/* results */
 	int rc; /* first failure */
 	char err[600];
@@ -329,6 +330,7 @@ static void *cli_reader(void *a)
 	uint8_t *buf = malloc(j->maxchunk);
 	int rc, n = 0;
 
+	tl_sleep_ms(j->delay_ms);
 	rc = vdi_cstream_new(j->r->p.cd[j->dev], j->timeout, &cs);
 	if (rc || !buf) {
 		job_fail(j, rc ? rc : VD_E_MEMORY);
@@ -385,6 +387,7 @@ static void *cli_writer(void *a)
 	size_t n;
 	int rc, i = 0;
 
+	tl_sleep_ms(j->delay_ms);
 	rc = vdi_cstream_new(j->r->p.cd[j->dev], j->timeout, &cs);
 	if (rc) {
 		job_fail(j, rc);
@@ -418,18 +421,22 @@ struct flow_case {
 	uint64_t total;
 	int mode;
 	uint32_t client_features;
+	uint32_t client_delay_ms;
 };
 
 static const struct flow_case flow_cases[] = {
-    {1, 512, 64 * KIB, 4, 4, 0, MIB + 1000, 0, 0},
-    {1, 4096, 256 * KIB, 4, 4, 128 * KIB, 3 * MIB + 5, 1, 0},
-    {1, 65536, MIB, 3, 3, 0, 5 * MIB + 12345, 2, 0},
-    {4, 4096, 256 * KIB, 8, 8, 0, 2 * MIB + 777, 2, 0},
-    {4, 512, 64 * KIB, 4, 4, 0, MIB + 3, 0, 0},	     /* one buffer each */
-    {1, 512, 64 * KIB, 4, 4, 0, 4 * 64 * KIB, 0, 0}, /* exact multiple */
-    {1, 512, 64 * KIB, 4, 4, 0, 0, 0, 0},	     /* empty stream */
+    {1, 512, 64 * KIB, 4, 4, 0, MIB + 1000, 0, 0, 0},
+    {1, 4096, 256 * KIB, 4, 4, 128 * KIB, 3 * MIB + 5, 1, 0, 0},
+    {1, 65536, MIB, 3, 3, 0, 5 * MIB + 12345, 2, 0, 0},
+    {4, 4096, 256 * KIB, 8, 8, 0, 2 * MIB + 777, 2, 0, 0},
+    {4, 512, 64 * KIB, 4, 4, 0, MIB + 3, 0, 0, 0},	     /* one buffer each */
+    {1, 512, 64 * KIB, 4, 4, 0, 4 * 64 * KIB, 0, 0, 0}, /* exact multiple */
+    {1, 512, 64 * KIB, 4, 4, 0, 0, 0, 0, 0},	     /* empty stream */
     /* disk-like: every data command carries its byte position */
-    {1, 4096, 64 * KIB, 4, 4, 32 * KIB, MIB + 99, 2, VDF_RandomAccess},
+    {1, 4096, 64 * KIB, 4, 4, 32 * KIB, MIB + 99, 2, VDF_RandomAccess, 0},
+    /* a pool deeper than the device queue (BUFFERCOUNT up to 1024, F2),
+     * the client late: at most VDI_QUEUE_DEPTH commands go out (D7) */
+    {1, 512, 64 * KIB, 300, 300, 0, 400 * 64 * KIB + 7, 0, 0, 300},
 };
 
 static void run_flow(const struct flow_case *fc, uint32_t dir)
@@ -454,6 +461,7 @@ static void run_flow(const struct flow_case *fc, uint32_t dir)
 		c[d].mode = fc->mode;
 		s[d].mode = fc->mode; /* the server reader uses peek/advance too */
 		c[d].block = fc->block;
+		c[d].delay_ms = fc->client_delay_ms;
 		job_start(&s[d], dir == VDF_WriteMedia ? srv_writer : srv_reader);
 		job_start(&c[d], dir == VDF_WriteMedia ? cli_reader : cli_writer);
 	}
