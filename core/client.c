@@ -47,12 +47,13 @@ struct vdi_client_device {
 	uint32_t head;          /* cmd ring: our consumer index */
 	uint32_t done_tail;     /* done ring: our producer index */
 	int saw_close;
-	pthread_mutex_t lock;   /* done ring production, slots[].held */
+	uint32_t nheld;         /* slots held (written under lock, read atomically) */
+	pthread_mutex_t lock;   /* done ring production, slots[].held, nheld */
 	struct cslot slots[VDI_QUEUE_DEPTH];
 };
 
 /* c->state is written under c->lock but read by device threads without
- * it; c->devs[i] and d->saw_close likewise: relaxed atomics, since each
+ * it; c->devs[i], d->saw_close and d->nheld likewise: relaxed atomics, since each
  * is a single word whose readers only need some recent value and the
  * shared-memory facts they guard are read with acquire separately. */
 #define get_state(c) __atomic_load_n(&(c)->state, __ATOMIC_RELAXED)
@@ -88,7 +89,8 @@ static int all_devices_done(struct vdi_client *c)
 		if (vdi_load_acquire(&sd->server_state) != VDI_DEV_S_CLOSED)
 			return 0;
 		d = get_dev(c, i);
-		if (d && !__atomic_load_n(&d->saw_close, __ATOMIC_RELAXED))
+		if (d && (!__atomic_load_n(&d->saw_close, __ATOMIC_RELAXED) ||
+			  __atomic_load_n(&d->nheld, __ATOMIC_RELAXED)))
 			return 0;
 	}
 	return 1;
@@ -635,6 +637,7 @@ static int take_slot(struct vdi_client_device *d, uint32_t idx, VDC_Command **cm
 		vdi_tsan_acquire(buf); /* hand-off: barrier.h */
 	pthread_mutex_lock(&d->lock);
 	__atomic_store_n(&cs->held, 1, __ATOMIC_RELAXED);
+	__atomic_store_n(&d->nheld, d->nheld + 1, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&d->lock);
 	*cmd = &cs->vc;
 	return 1;
@@ -683,12 +686,23 @@ static int command_ready(void *ctx)
 	       vdi_region_aborted(&d->set->r);
 }
 
+/* The device's client is done once the server closed it, VD_E_CLOSE was
+ * returned and no command is held (D17): a held command may still be
+ * completed, and its process must still be watched (D26).  Release: the
+ * server's agent and the primary read client_state to know this device's
+ * client finished normally (D4, D26).  Lock held. */
+static void mark_done_locked(struct vdi_client_device *d)
+{
+	if (d->saw_close && !d->nheld)
+		vdi_store_release(&d->sd->client_state, (uint32_t)VDI_DEV_C_DONE);
+}
+
 static int see_close(struct vdi_client_device *d)
 {
+	pthread_mutex_lock(&d->lock);
 	__atomic_store_n(&d->saw_close, 1, __ATOMIC_RELAXED);
-	/* Release: the server's agent and the primary read it to know this
-	 * device's client finished normally (D4, D26). */
-	vdi_store_release(&d->sd->client_state, (uint32_t)VDI_DEV_C_DONE);
+	mark_done_locked(d);
+	pthread_mutex_unlock(&d->lock);
 	return VD_E_CLOSE;
 }
 
@@ -738,7 +752,7 @@ int vdi_client_get_command(struct vdi_client_device *d, uint32_t timeout_ms, VDC
 	s = client_state(d->set);
 	if (s != C_ACTIVE)
 		return wrong_state(d->set, s, "GetCommand");
-	if (d->saw_close)
+	if (__atomic_load_n(&d->saw_close, __ATOMIC_RELAXED))
 		return VD_E_CLOSE;
 	return wait_command(d, timeout_ms, cmd);
 }
@@ -780,6 +794,8 @@ int vdi_client_complete_command(struct vdi_client_device *d, VDC_Command *cmd, u
 	/* The state decides first (spec 3.1): in Abort every completion is
 	 * ignored, in Normally Terminated none can be outstanding. */
 	if (s != C_ACTIVE) {
+		if (cs->held)
+			__atomic_store_n(&d->nheld, d->nheld - 1, __ATOMIC_RELAXED);
 		__atomic_store_n(&cs->held, 0, __ATOMIC_RELAXED);
 		rc = wrong_state(c, s, "CompleteCommand");
 		goto out;
@@ -804,11 +820,18 @@ int vdi_client_complete_command(struct vdi_client_device *d, VDC_Command *cmd, u
 	ss->out_position = position;
 	vdi_store_relaxed(&d->sd->done.entries[d->done_tail & VDI_RING_MASK], idx);
 	d->done_tail++;
+	/* No longer held before the completion is published: once the agent
+	 * sees it the server may send the slot again at once, and a fetch on
+	 * another thread must not find it still held.  The release below
+	 * orders this store before the tail; the server's resend and our
+	 * fetcher's acquire of the command tail carry it on. */
+	__atomic_store_n(&cs->held, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&d->nheld, d->nheld - 1, __ATOMIC_RELAXED);
+	count_completion(d, cs, bytes);
 	/* Release pairs with the agent's acquire of tail: the completion
 	 * fields and the entry are visible first. */
 	vdi_store_release(&d->sd->done.tail, d->done_tail);
-	__atomic_store_n(&cs->held, 0, __ATOMIC_RELAXED);
-	count_completion(d, cs, bytes);
+	mark_done_locked(d);
 out:
 	pthread_mutex_unlock(&d->lock);
 	if (!rc)
@@ -846,7 +869,8 @@ static int close_check(struct vdi_client *c, char *name, size_t len, int *unfini
 		int dev_open;
 
 		if (d)
-			dev_open = !d->saw_close;
+			dev_open = !__atomic_load_n(&d->saw_close, __ATOMIC_RELAXED) ||
+				   __atomic_load_n(&d->nheld, __ATOMIC_RELAXED);
 		else if (c->secondary)
 			continue; /* a secondary answers for its own devices */
 		else

@@ -924,13 +924,19 @@ static void abort_outstanding(struct vdi_server *s)
 	} while (n);
 }
 
+static int agent_finished(struct vdi_server *s);
+
+/* Something for the agent to do: abort, stop, a completion, or the end
+ * (Normally Terminated with nothing outstanding).  Normally Terminated
+ * alone is not: commands the client still holds are waited for, in
+ * slices, so agent_watch still runs (a dead client, serverTimeOut). */
 static int agent_should_wake(void *ctx)
 {
 	struct vdi_server *s = ctx;
 	uint32_t i;
 
 	if (vdi_region_aborted(&s->r) || __atomic_load_n(&s->agent_stop, __ATOMIC_RELAXED) ||
-	    get_state(s) == S_NT)
+	    agent_finished(s))
 		return 1;
 	for (i = 0; i < s->r.device_count; i++) {
 		struct vdi_server_device *d = __atomic_load_n(&s->devs[i], __ATOMIC_ACQUIRE);

@@ -616,13 +616,13 @@ static int server_terminated(const struct run *r);
 
 /* The client object is Normally Terminated (D17): it opened a device,
  * the server closed every device, and each device the client opened
- * returned VD_E_CLOSE. */
+ * returned VD_E_CLOSE and holds no command. */
 static int client_terminated(const struct run *r)
 {
 	int any = 0;
 
 	for (uint32_t d = 0; d < r->ndev; d++) {
-		if (r->cd[d] && !r->csaw_close[d])
+		if (r->cd[d] && (!r->csaw_close[d] || r->nheld[d]))
 			return 0;
 		any |= r->cd[d] != NULL;
 	}

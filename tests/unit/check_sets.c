@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "testlib.h"
 
@@ -274,6 +275,77 @@ START_TEST(open_device_after_server_closed_it)
 	}
 	TL_RC(vdi_client_get_command(P.cd[1], 0, &cmd), PROT);
 	close_both_released();
+}
+END_TEST
+
+/* CPU time of this process in ms. */
+static uint64_t cpu_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* The server closes a device while the client holds a command of it
+ * (D17): the client is told VD_E_CLOSE once it fetched everything, but
+ * it is not Normally Terminated while it holds the command.  Meanwhile
+ * the agent sleeps (it used to spin on Normally Terminated, at 100% CPU,
+ * and so never ran its watch of dead clients and serverTimeOut); the
+ * held command still completes, with the client's code, and only then
+ * does the agent return and the client terminate. */
+START_TEST(held_command_after_server_close)
+{
+	VDC_Command *cmd = NULL, *again = NULL;
+	uint64_t cpu0;
+
+	setup_multi(1);
+	TL_OK(tl_pair_advance(&P, TL_ACTIVE));
+	tl_cmd_init(&CMDS[0], VDC_Flush, 0, 0, NULL);
+	TL_OK(vdi_server_send_command(P.sd[0], &CMDS[0].cmd));
+	TL_OK(vdi_client_get_command(P.cd[0], WAIT_MS, &cmd));
+	TL_OK(vdi_server_close_device(P.sd[0]));
+	TL_RC(vdi_client_get_command(P.cd[0], WAIT_MS, &again), VD_E_CLOSE);
+	cpu0 = cpu_ms();
+	tl_sleep_ms(300);
+	ck_assert_msg(cpu_ms() - cpu0 < 100, "%llu ms of CPU in 300 ms while one command is held",
+		      (unsigned long long)(cpu_ms() - cpu0));
+	ck_assert(!tl_agent_returned(&P.agent));
+	ck_assert_int_eq(tl_cmd_calls(&CMDS[0]), 0);
+	TL_OK(vdi_client_complete_command(P.cd[0], cmd, ERROR_DISK_FULL, 0, 0));
+	TL_OK(tl_cmd_wait(&CMDS[0], WAIT_MS));
+	ck_assert_uint_eq(CMDS[0].code, ERROR_DISK_FULL);
+	TL_OK(tl_agent_join(&P.agent, WAIT_MS));
+	ck_assert_int_eq(P.agent.rc, 0);
+	/* Now Normally Terminated. */
+	TL_RC(vdi_client_get_command(P.cd[0], 0, &again), PROT);
+	close_both_released();
+}
+END_TEST
+
+/* A client that Closes while it holds a command of a closed device left
+ * a device open (D4): VD_E_OPEN, the set aborts, and the server's
+ * routine runs once with ERROR_OPERATION_ABORTED instead of never. */
+START_TEST(close_holding_command_after_server_close)
+{
+	VDC_Command *cmd = NULL, *again = NULL;
+
+	setup_multi(1);
+	TL_OK(tl_pair_advance(&P, TL_ACTIVE));
+	tl_cmd_init(&CMDS[0], VDC_Flush, 0, 0, NULL);
+	TL_OK(vdi_server_send_command(P.sd[0], &CMDS[0].cmd));
+	TL_OK(vdi_client_get_command(P.cd[0], WAIT_MS, &cmd));
+	TL_OK(vdi_server_close_device(P.sd[0]));
+	TL_RC(vdi_client_get_command(P.cd[0], WAIT_MS, &again), VD_E_CLOSE);
+	P.client_closed = 1;
+	TL_RC(vdi_client_close(P.c), VD_E_OPEN);
+	memset(P.cd, 0, sizeof(P.cd));
+	TL_OK(tl_cmd_wait(&CMDS[0], WAIT_MS));
+	ck_assert_uint_eq(CMDS[0].code, ERROR_OPERATION_ABORTED);
+	/* The agent returns NOERROR on abort too (spec: its only code). */
+	TL_OK(tl_agent_join(&P.agent, WAIT_MS));
+	ck_assert_int_eq(P.agent.rc, 0);
+	ck_assert_int_eq(tl_cmd_calls(&CMDS[0]), 1);
 }
 END_TEST
 
@@ -881,6 +953,8 @@ static Suite *sets_suite(void)
 	tcase_add_test(tc, client_names_device_first);
 	tcase_add_test(tc, multi_device_termination);
 	tcase_add_test(tc, open_device_after_server_closed_it);
+	tcase_add_test(tc, held_command_after_server_close);
+	tcase_add_test(tc, close_holding_command_after_server_close);
 	tcase_add_test(tc, normal_end_releases_everything);
 	add_fixture_tcase(s, tc, 10);
 
