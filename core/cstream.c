@@ -490,6 +490,29 @@ static int cs_close_restore(struct vdi_cstream *s)
 		      : rc;
 }
 
+int vdi_cstream_end(struct vdi_cstream *s)
+{
+	int rc;
+
+	if (!s)
+		return vdi_fail(VD_E_INVALID, "cannot end stream: null stream");
+	if (s->direction != VDF_WriteMedia)
+		return vdi_fail(VD_E_PROTOCOL, "cannot end stream on device '%s' early: a restore stream ends at close",
+				cs_name(s));
+	if (s->error)
+		return cs_replay(s);
+	if (s->complete_acked || (s->closed && !s->cur))
+		return 0;
+	if (!s->cur || s->cur->commandCode != VDC_Complete)
+		return vdi_fail(VD_E_PROTOCOL, "cannot end stream on device '%s': not at its end (byte offset %llu)",
+				cs_name(s), (unsigned long long)s->bytes);
+	rc = cs_finish(s, ERROR_SUCCESS, 0);
+	if (rc)
+		return rc;
+	s->complete_acked = 1;
+	return 0;
+}
+
 int vdi_cstream_close(struct vdi_cstream *s, int ok)
 {
 	int rc;

@@ -447,6 +447,14 @@ ssize_t vdi_cstream_write(struct vdi_cstream *s, const void *buf, size_t len);
 /* Zero-copy write: room in the current VDC_Read buffer; _commit n bytes. */
 ssize_t vdi_cstream_reserve(struct vdi_cstream *s, void **ptr, size_t len);
 int vdi_cstream_commit(struct vdi_cstream *s, size_t n);
+/* Backup: the reader read to end of stream and is done: acknowledges a
+ * pending VDC_Complete now, without waiting for the server's CloseDevice
+ * (vdi_cstream_close(ok=1) still waits for it later).  0, also when there
+ * is nothing to acknowledge (VD_E_CLOSE already seen, or called twice);
+ * VD_E_PROTOCOL if the stream is not at its end or is a restore stream;
+ * or the stream's failure (VD_E_ABORT: the set was aborted, the backup
+ * did not complete). */
+int vdi_cstream_end(struct vdi_cstream *s);
 /* ok=1: orderly end (see above).  ok=0: abort.  Frees s in all cases.
  * Writing a restore stream after the server closed the device returns
  * VD_E_CLOSE. */

@@ -668,6 +668,85 @@ START_TEST(test_complete_pending_until_close)
 }
 END_TEST
 
+/* vdi_cstream_end: not before the end; at the end it acknowledges the
+ * pending VDC_Complete at once (the server's command returns before any
+ * close), twice is harmless, and close(ok=1) then only waits for
+ * VD_E_CLOSE.  vdifs answers a reader's close(2) with it. */
+START_TEST(test_end_acknowledges_complete)
+{
+	struct tl_pair_opts o;
+	struct vdi_cstream *cs;
+	uint8_t *ref = ref_new(11, 90000), *buf = malloc(200000);
+	struct job s;
+	struct rig r;
+	size_t got = 0;
+	ssize_t k;
+
+	rig_opts(&o, 1, VDF_WriteMedia | VDF_CompleteEnabled, 512, 64 * KIB, 4);
+	o.client_features = VDF_RequestComplete;
+	rig_up(&r, &o, 4, WAIT_MS);
+	job_init(&s, &r, 0, ref, 90000, 3);
+	s.final_cmd = VDC_Complete;
+	job_start(&s, srv_writer);
+	TL_OK(vdi_cstream_new(r.p.cd[0], WAIT_MS, &cs));
+	k = vdi_cstream_read(cs, buf, 1000);
+	ck_assert_int_gt(k, 0);
+	got = (size_t)k;
+	TL_RC(vdi_cstream_end(cs), VD_E_PROTOCOL); /* not at the end */
+	ck_assert_msg(strstr(vdi_last_error(), "not at its end"), "%s", vdi_last_error());
+	while ((k = vdi_cstream_read(cs, buf + got, 200000 - got)) > 0)
+		got += (size_t)k;
+	ck_assert_int_eq(k, 0);
+	ck_assert_int_eq(memcmp(buf, ref, 90000), 0);
+	ck_assert_int_eq(__atomic_load_n(&s.cmd_done, __ATOMIC_SEQ_CST), 0);
+	TL_OK(vdi_cstream_end(cs));
+	for (int i = 0; i < 200 && !__atomic_load_n(&s.cmd_done, __ATOMIC_SEQ_CST); i++)
+		tl_sleep_ms(10);
+	ck_assert_int_eq(__atomic_load_n(&s.cmd_done, __ATOMIC_SEQ_CST), 1);
+	TL_OK(vdi_cstream_end(cs)); /* again: nothing to do */
+	TL_OK(vdi_cstream_close(cs, 1));
+	job_join(&s);
+	JOB_OK(&s);
+	ck_assert_int_eq(s.cmd_rc, 0);
+	free(ref);
+	free(buf);
+	rig_finish_ok(&r);
+}
+END_TEST
+
+/* vdi_cstream_end after the set was aborted: the backup did not
+ * complete, and the reader must hear it (vdifs: close(2) gets EIO). */
+START_TEST(test_end_after_abort_fails)
+{
+	struct tl_pair_opts o;
+	struct vdi_cstream *cs;
+	uint8_t *ref = ref_new(12, 70000), *buf = malloc(100000);
+	struct job s;
+	struct rig r;
+	size_t got = 0;
+	ssize_t k;
+
+	rig_opts(&o, 1, VDF_WriteMedia | VDF_CompleteEnabled, 512, 64 * KIB, 4);
+	o.client_features = VDF_RequestComplete;
+	rig_up(&r, &o, 4, WAIT_MS);
+	job_init(&s, &r, 0, ref, 70000, 3);
+	s.final_cmd = VDC_Complete;
+	job_start(&s, srv_writer);
+	TL_OK(vdi_cstream_new(r.p.cd[0], WAIT_MS, &cs));
+	while ((k = vdi_cstream_read(cs, buf + got, 100000 - got)) > 0)
+		got += (size_t)k;
+	ck_assert_int_eq(k, 0);
+	TL_OK(vdi_server_signal_abort(r.p.s));
+	TL_RC(vdi_cstream_end(cs), VD_E_ABORT);
+	ck_assert_int_ne(vdi_cstream_close(cs, 1), 0);
+	job_join(&s);
+	ck_assert_int_eq(s.cmd_rc, VD_E_ABORT);
+	free(ref);
+	free(buf);
+	rig_down(&r);
+}
+END_TEST
+
 /* The reader fails after the end (close(ok=0)): the pending VDC_Complete
  * comes back aborted and the server's command call says VD_E_ABORT. */
 START_TEST(test_complete_aborted_by_reader)
@@ -1484,6 +1563,8 @@ static Suite *stream_suite(void)
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_flush_waits_for_data);
 	tcase_add_test(tc, test_complete_pending_until_close);
+	tcase_add_test(tc, test_end_acknowledges_complete);
+	tcase_add_test(tc, test_end_after_abort_fails);
 	tcase_add_test(tc, test_close_at_exact_end);
 	tcase_add_test(tc, test_complete_aborted_by_reader);
 	tcase_add_test(tc, test_unsupported_commands);
