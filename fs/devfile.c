@@ -67,8 +67,13 @@ void fs_devfile_read(struct fs_rq *r, struct fs_handle *h, size_t size)
 		return;
 	}
 	pthread_mutex_lock(&dev->io);
-	if (!dev->at_eof && dev->s)
+	if (!dev->at_eof && !dev->s) {
+		/* never end of file for a stream that is gone before its end */
+		snprintf(msg, sizeof(msg), "the device's stream is gone");
+		n = -EPIPE;
+	} else if (!dev->at_eof) {
 		n = fs_pump_get(&dev->pump, r->req, size, &p, msg, sizeof(msg));
+	}
 	if (n == -EINTR) {
 		pthread_mutex_unlock(&dev->io);
 		fs_reply_err(r, EINTR); /* nothing consumed: the reader may retry */
@@ -232,17 +237,21 @@ static int closer_killed_by(pid_t pid)
 /*
  * FLUSH comes with every close(2), synchronously, before the RELEASE of
  * the last one.  A reader that reached end of file ends its stream here
- * (orderly: the server's VDC_Complete completes): after a lazy unmount
- * the kernel drops the final RELEASE, and the backup must not fail
- * because of that.  A writer cannot end here (a shell closes its copy of
- * the descriptor before the writer wrote anything): it ends at RELEASE.
+ * (orderly: the server's VDC_Complete completes, and close(2) returns
+ * EIO if that failed): after a lazy unmount the kernel drops the final
+ * RELEASE, and the backup must not fail because of that.  The wait for
+ * the server to close the device follows the reply (*end), so close(2)
+ * never waits for other stripes and stays interruptible.  A writer
+ * cannot end here (a shell closes its copy of the descriptor before the
+ * writer wrote anything): it ends at RELEASE.
  */
-void fs_devfile_flush(struct fs_handle *h, pid_t pid)
+int fs_devfile_flush(struct fs_handle *h, pid_t pid, int *end)
 {
 	int sig;
 
+	*end = 0;
 	if (h->ended)
-		return;
+		return 0;
 	sig = closer_killed_by(pid);
 	if (sig && !h->killed) {
 		h->killed = sig;
@@ -251,8 +260,10 @@ void fs_devfile_flush(struct fs_handle *h, pid_t pid)
 	}
 	if (!h->writer && !h->killed && !h->failed && h->set->dev[h->dev].at_eof) {
 		h->ended = 1;
-		fs_dev_release(h->set, h->dev, 1, "");
+		*end = 1;
+		return fs_dev_end(h->set, h->dev);
 	}
+	return 0;
 }
 
 void fs_devfile_release(struct fs_handle *h)

@@ -569,16 +569,30 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	}
 }
 
-/* FLUSH comes with every close(2); see fs_devfile_flush. */
+/* FLUSH comes with every close(2); see fs_devfile_flush.  A reader that
+ * ended is answered first; then this worker waits for the server to
+ * close the device.  The RELEASE may free h meanwhile: the set is held
+ * by its own reference. */
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
+	struct fs_set *set = NULL;
 	struct fs_rq r;
+	int rc = 0, end = 0, k = 0;
 
 	fs_rq_begin(&r, req, "flush", ino, 0);
 	if (h->kind == H_DEV)
-		fs_devfile_flush(h, fuse_req_ctx(req)->pid);
-	fs_reply_err(&r, 0);
+		rc = fs_devfile_flush(h, fuse_req_ctx(req)->pid, &end);
+	if (end) {
+		set = h->set;
+		k = h->dev;
+		fs_set_ref(set);
+	}
+	fs_reply_err(&r, -rc);
+	if (end) {
+		fs_dev_release(set, k, rc == 0, "end of stream failed");
+		fs_set_put(set);
+	}
 }
 
 static void handle_drop(struct fs_handle *h)

@@ -534,15 +534,17 @@ static int dev_attach_locked(struct fs_set *set, int k)
 int fs_dev_open(fuse_req_t req, struct fs_set *set, int k, int writer)
 {
 	struct fs_dev *dev = &set->dev[k];
-	int rc;
+	int rc, attached = 0;
 
 	pthread_mutex_lock(&set->lock);
 	set->open_handles++; /* rmdir must not pull the set from under us */
 	rc = wait_configured_locked(req, set);
 	if (!rc)
 		rc = dev_check_locked(set, k, &writer);
-	if (!rc)
+	if (!rc) {
+		attached = 1;
 		rc = dev_attach_locked(set, k);
+	}
 	if (!rc) {
 		rc = fs_pump_start(&dev->pump, dev->s, writer);
 		if (rc)
@@ -550,7 +552,10 @@ int fs_dev_open(fuse_req_t req, struct fs_set *set, int k, int writer)
 					    dev->name, strerror(-rc));
 	}
 	if (rc) {
-		if (dev->vd) {
+		/* Only what this call attached is undone: a refused open
+		 * (EBUSY: another handle streams this device) must not touch
+		 * the other handle's stream. */
+		if (attached && dev->vd) {
 			/* an opened VDI device cannot be given back: fail */
 			dev->state = DEV_FAILED;
 			set_fail_locked(set);
@@ -595,6 +600,26 @@ static int dev_stream_end(struct fs_set *set, struct fs_dev *dev, int *ok,
 	fs_pump_stop(&dev->pump);
 	dev->s = NULL;
 	return s ? vdi_cstream_close(s, *ok) : 0;
+}
+
+int fs_dev_end(struct fs_set *set, int k)
+{
+	struct fs_dev *dev = &set->dev[k];
+	uint64_t pos;
+	int rc;
+
+	pthread_mutex_lock(&dev->io);
+	pos = dev->pos;
+	rc = dev->s ? vdi_cstream_end(dev->s) : VD_E_ABORT;
+	pthread_mutex_unlock(&dev->io);
+	if (!rc)
+		return 0;
+	pthread_mutex_lock(&set->lock);
+	fs_set_error_locked(set, "device '%s': end of stream failed at byte %llu: %s", dev->name,
+			    (unsigned long long)pos, dev->s ? vdi_last_error() : "no stream");
+	set_fail_locked(set);
+	pthread_mutex_unlock(&set->lock);
+	return -EIO;
 }
 
 void fs_dev_release(struct fs_set *set, int k, int ok, const char *why)

@@ -256,6 +256,10 @@ uint32_t fs_set_blksize(struct fs_set *set);
 /* Device streams (called from ops.c).  Each returns 0 or -errno. */
 int fs_dev_open(fuse_req_t req, struct fs_set *set, int k, int writer);
 void fs_dev_release(struct fs_set *set, int k, int ok, const char *why);
+/* A backup reader at end of file closes: acknowledges VDC_Complete
+ * without waiting for the server (fs_dev_release follows).  0 or -EIO
+ * (the set failed: the backup did not complete; the status says why). */
+int fs_dev_end(struct fs_set *set, int k);
 /* End the set when every device ended, or it failed and nothing is open
  * (set->lock held). */
 void fs_set_maybe_finish_locked(struct fs_set *set);
@@ -342,8 +346,11 @@ void fs_reply_write(struct fs_rq *r, size_t n);
 void fs_devfile_read(struct fs_rq *r, struct fs_handle *h, size_t size);
 void fs_devfile_write(struct fs_rq *r, struct fs_handle *h,
 		      struct fuse_bufvec *bufv, off_t off);
-/* FLUSH by process pid: notes a killed closer, ends a reader at EOF. */
-void fs_devfile_flush(struct fs_handle *h, pid_t pid);
+/* FLUSH by process pid: notes a killed closer; ends a reader at EOF
+ * (fs_dev_end), then sets *end: after replying (0 or -EIO, the result),
+ * the caller must fs_dev_release(set, dev, ok = result == 0, ...), which
+ * waits for the server's CloseDevice, with a reference on the set. */
+int fs_devfile_flush(struct fs_handle *h, pid_t pid, int *end);
 /* RELEASE: ends the stream (orderly or abort) unless flush did. */
 void fs_devfile_release(struct fs_handle *h);
 

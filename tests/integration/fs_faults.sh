@@ -80,6 +80,62 @@ check "reader closed: server completes" server_wait
 check "reader closed: set done" test "$(status_field "$S" state)" = done
 rmdir "$S"
 
+# --- a second opener of a busy device is refused; the first goes on ----
+# (the refusal used to tear down the first reader's stream: a truncated
+# backup with dd exiting 0, or a use-after-free in the daemon)
+new_set
+S=$MNT/$SET
+mkdir "$S"
+make_db mid $((12 * 1024 * 1024 + 3))
+server_start "BACKUP DATABASE mid TO VIRTUAL_DEVICE='$SET' WITH BUFFERCOUNT=2, MAXTRANSFERSIZE=1048576"
+(dd if="$S/$SET" bs=1M status=none | (sleep 1.5; cat) >"$T/first.bak") &
+R=$!
+bg_track "$R"
+check "busy device: first reader streaming" wait_status "$S" "^device: .* reading" 10
+check "busy device: a second open is refused with EBUSY" \
+	eval '! cat "$S/$SET" >/dev/null 2>"$T/err" && grep -q "busy" "$T/err"'
+check "busy device: the first reader completes" wait "$R"
+check "busy device: the server succeeds" server_wait
+check "busy device: set done" test "$(status_field "$S" state)" = done
+rmdir "$S"
+rm -f "$DATA/mid2.mdf"
+new_set
+mkdir "$MNT/$SET"
+server_start "RESTORE DATABASE mid2 FROM VIRTUAL_DEVICE='$SET'"
+timeout 30 cp "$T/first.bak" "$MNT/$SET/$SET"
+check "busy device: the first reader's backup restores" server_wait
+check "busy device: restored database identical" same "$DATA/mid2.mdf" "$DATA/mid.mdf"
+rmdir "$MNT/$SET"
+rm -f "$DATA/mid.mdf" "$DATA/mid2.mdf"
+
+# --- stripes read one after another ------------------------------------
+# close(2) of a reader at end of file does not wait for the other stripes
+# (it used to wait, unkillable, for the server's CloseDevice, which comes
+# after every stripe: a for loop over the devices deadlocked)
+new_set
+S=$MNT/$SET
+printf 'devices=2\n' >"$MNT/.config/$SET"
+mkdir "$S"
+server_start "BACKUP DATABASE small TO VIRTUAL_DEVICE='$SET', VIRTUAL_DEVICE='${SET}1'"
+t0=$(now)
+check "one after another: cat of each stripe in turn completes" \
+	timeout 20 sh -c 'cat "$1/$2" >"$3.0" && cat "$1/${2}1" >"$3.1"' sh "$S" "$SET" "$T/seq"
+check "one after another: within 10 s ($(ms_since "$t0") ms)" test "$(ms_since "$t0")" -lt 10000
+check "one after another: the server succeeds" server_wait
+rmdir "$S"
+rm -f "$MNT/.config/$SET"
+rm -f "$DATA/small2.mdf"
+new_set
+printf 'devices=2\n' >"$MNT/.config/$SET"
+mkdir "$MNT/$SET"
+server_start "RESTORE DATABASE small2 FROM VIRTUAL_DEVICE='$SET', VIRTUAL_DEVICE='${SET}1'"
+check "one after another: restore, stripes written in turn" \
+	timeout 20 sh -c 'cat "$3.1" >"$1/${2}1" && cat "$3.0" >"$1/$2"' sh "$MNT/$SET" "$SET" "$T/seq"
+check "one after another: the restore succeeds" server_wait
+check "one after another: restored database identical" same "$DATA/small2.mdf" "$DATA/small.mdf"
+rmdir "$MNT/$SET"
+rm -f "$MNT/.config/$SET" "$DATA/small2.mdf"
+
 # --- Ctrl-C while waiting for the server -----------------------------
 new_set
 S=$MNT/$SET
