@@ -633,28 +633,46 @@ START_TEST(test_flush_waits_for_data)
 }
 END_TEST
 
-START_TEST(test_complete_pending_until_close)
+/* A backup of total bytes (seed) on one device with VDC_Complete
+ * negotiated: the server writer runs in s, the client stream is *cs. */
+static void complete_rig(struct rig *r, struct job *s, struct vdi_cstream **cs, const uint8_t *ref,
+			 uint64_t total)
 {
 	struct tl_pair_opts o;
+
+	rig_opts(&o, 1, VDF_WriteMedia | VDF_CompleteEnabled, 512, 64 * KIB, 4);
+	o.client_features = VDF_RequestComplete;
+	rig_up(r, &o, 4, WAIT_MS);
+	job_init(s, r, 0, ref, total, 3);
+	s->final_cmd = VDC_Complete;
+	job_start(s, srv_writer);
+	TL_OK(vdi_cstream_new(r->p.cd[0], WAIT_MS, cs));
+}
+
+/* Reads cs to its end into buf (cap bytes), after `got` already there;
+ * returns the total, checked against ref. */
+static size_t read_to_end(struct vdi_cstream *cs, uint8_t *buf, size_t cap, size_t got,
+			  const uint8_t *ref, size_t total)
+{
+	ssize_t k;
+
+	while ((k = vdi_cstream_read(cs, buf + got, cap - got)) > 0)
+		got += (size_t)k;
+	ck_assert_int_eq(k, 0);
+	ck_assert_uint_eq(got, round_up(total, 512));
+	ck_assert_int_eq(memcmp(buf, ref, total), 0);
+	return got;
+}
+
+START_TEST(test_complete_pending_until_close)
+{
 	struct vdi_cstream *cs;
 	uint8_t *ref = ref_new(10, 100000), *buf = malloc(200000);
 	struct job s;
 	struct rig r;
-	size_t got = 0;
-	ssize_t k;
 
-	rig_opts(&o, 1, VDF_WriteMedia | VDF_CompleteEnabled, 512, 64 * KIB, 4);
-	o.client_features = VDF_RequestComplete;
-	rig_up(&r, &o, 4, WAIT_MS);
-	job_init(&s, &r, 0, ref, 100000, 3);
-	s.final_cmd = VDC_Complete;
-	job_start(&s, srv_writer);
-	TL_OK(vdi_cstream_new(r.p.cd[0], WAIT_MS, &cs));
-	while ((k = vdi_cstream_read(cs, buf + got, 200000 - got)) > 0)
-		got += (size_t)k;
-	ck_assert_int_eq(k, 0);
-	ck_assert_uint_eq(got, round_up(100000, 512));
-	ck_assert_int_eq(memcmp(buf, ref, 100000), 0);
+	complete_rig(&r, &s, &cs, ref, 100000);
+	read_to_end(cs, buf, 200000, 0, ref, 100000);
 	tl_sleep_ms(200);
 	ck_assert_int_eq(__atomic_load_n(&s.cmd_done, __ATOMIC_SEQ_CST), 0);
 	ck_assert_int_eq(vdi_cstream_read(cs, buf, 100), 0); /* still the end */
@@ -674,30 +692,18 @@ END_TEST
  * VD_E_CLOSE.  vdifs answers a reader's close(2) with it. */
 START_TEST(test_end_acknowledges_complete)
 {
-	struct tl_pair_opts o;
 	struct vdi_cstream *cs;
 	uint8_t *ref = ref_new(11, 90000), *buf = malloc(200000);
 	struct job s;
 	struct rig r;
-	size_t got = 0;
 	ssize_t k;
 
-	rig_opts(&o, 1, VDF_WriteMedia | VDF_CompleteEnabled, 512, 64 * KIB, 4);
-	o.client_features = VDF_RequestComplete;
-	rig_up(&r, &o, 4, WAIT_MS);
-	job_init(&s, &r, 0, ref, 90000, 3);
-	s.final_cmd = VDC_Complete;
-	job_start(&s, srv_writer);
-	TL_OK(vdi_cstream_new(r.p.cd[0], WAIT_MS, &cs));
+	complete_rig(&r, &s, &cs, ref, 90000);
 	k = vdi_cstream_read(cs, buf, 1000);
 	ck_assert_int_gt(k, 0);
-	got = (size_t)k;
 	TL_RC(vdi_cstream_end(cs), VD_E_PROTOCOL); /* not at the end */
 	ck_assert_msg(strstr(vdi_last_error(), "not at its end"), "%s", vdi_last_error());
-	while ((k = vdi_cstream_read(cs, buf + got, 200000 - got)) > 0)
-		got += (size_t)k;
-	ck_assert_int_eq(k, 0);
-	ck_assert_int_eq(memcmp(buf, ref, 90000), 0);
+	read_to_end(cs, buf, 200000, (size_t)k, ref, 90000);
 	ck_assert_int_eq(__atomic_load_n(&s.cmd_done, __ATOMIC_SEQ_CST), 0);
 	TL_OK(vdi_cstream_end(cs));
 	for (int i = 0; i < 200 && !__atomic_load_n(&s.cmd_done, __ATOMIC_SEQ_CST); i++)
@@ -718,24 +724,13 @@ END_TEST
  * complete, and the reader must hear it (vdifs: close(2) gets EIO). */
 START_TEST(test_end_after_abort_fails)
 {
-	struct tl_pair_opts o;
 	struct vdi_cstream *cs;
 	uint8_t *ref = ref_new(12, 70000), *buf = malloc(100000);
 	struct job s;
 	struct rig r;
-	size_t got = 0;
-	ssize_t k;
 
-	rig_opts(&o, 1, VDF_WriteMedia | VDF_CompleteEnabled, 512, 64 * KIB, 4);
-	o.client_features = VDF_RequestComplete;
-	rig_up(&r, &o, 4, WAIT_MS);
-	job_init(&s, &r, 0, ref, 70000, 3);
-	s.final_cmd = VDC_Complete;
-	job_start(&s, srv_writer);
-	TL_OK(vdi_cstream_new(r.p.cd[0], WAIT_MS, &cs));
-	while ((k = vdi_cstream_read(cs, buf + got, 100000 - got)) > 0)
-		got += (size_t)k;
-	ck_assert_int_eq(k, 0);
+	complete_rig(&r, &s, &cs, ref, 70000);
+	read_to_end(cs, buf, 100000, 0, ref, 70000);
 	TL_OK(vdi_server_signal_abort(r.p.s));
 	TL_RC(vdi_cstream_end(cs), VD_E_ABORT);
 	ck_assert_int_ne(vdi_cstream_close(cs, 1), 0);
@@ -751,24 +746,13 @@ END_TEST
  * comes back aborted and the server's command call says VD_E_ABORT. */
 START_TEST(test_complete_aborted_by_reader)
 {
-	struct tl_pair_opts o;
 	struct vdi_cstream *cs;
 	uint8_t *ref = ref_new(20, 70000), *buf = malloc(100000);
 	struct job s;
 	struct rig r;
-	size_t got = 0;
-	ssize_t k;
 
-	rig_opts(&o, 1, VDF_WriteMedia | VDF_CompleteEnabled, 512, 64 * KIB, 4);
-	o.client_features = VDF_RequestComplete;
-	rig_up(&r, &o, 4, WAIT_MS);
-	job_init(&s, &r, 0, ref, 70000, 3);
-	s.final_cmd = VDC_Complete;
-	job_start(&s, srv_writer);
-	TL_OK(vdi_cstream_new(r.p.cd[0], WAIT_MS, &cs));
-	while ((k = vdi_cstream_read(cs, buf + got, 100000 - got)) > 0)
-		got += (size_t)k;
-	ck_assert_int_eq(k, 0);
+	complete_rig(&r, &s, &cs, ref, 70000);
+	read_to_end(cs, buf, 100000, 0, ref, 70000);
 	TL_OK(vdi_cstream_close(cs, 0));
 	job_join(&s);
 	ck_assert_int_eq(s.cmd_rc, VD_E_ABORT);
