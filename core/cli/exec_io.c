@@ -323,6 +323,10 @@ int exec_run_devices(struct job *j)
 	int backup = j->st.kind == STMT_BACKUP;
 	unsigned n = j->st.ndev;
 
+	/* Every stream opens before any moves data: a restore stream sends
+	 * reads up to its share of the pool, buffers / open streams, and a
+	 * stream started alone would take the whole pool for a device whose
+	 * writer may come last (stripes written one after another). */
 	for (unsigned k = 0; k < n && !job_failed(j); k++) {
 		struct devjob *d = &j->d[k];
 
@@ -332,6 +336,10 @@ int exec_run_devices(struct job *j)
 			job_fail(j, "out of memory for the chunk buffers");
 			break;
 		}
+	}
+	for (unsigned k = 0; k < n && !job_failed(j); k++) {
+		struct devjob *d = &j->d[k];
+
 		if (pthread_create(&d->thread, NULL, backup ? backup_main : restore_main, d) != 0) {
 			job_fail(j, "cannot start the thread of device '%s'", dev_name(d));
 			break;
