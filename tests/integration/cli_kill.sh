@@ -7,25 +7,8 @@
 #  - SIGTERM to vdi exec aborts both sides;
 #  - vdi ls shows a waiting set; vdi abort makes its client fail within a
 #    second.
-set -u
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-VDI=$ROOT/${BUILD:-build}/vdi
-TMP=$(mktemp -d /tmp/vdi-cli-kill.XXXXXX)
-PFX=clikill-$$
-DATA=$TMP/data
-mkdir -p "$DATA"
-fail=0
+. "$(dirname "$0")/cli_lib.bash" kill
 
-cleanup() {
-	jobs -p | xargs -r kill -9 2>/dev/null
-	wait 2>/dev/null
-	rm -f /dev/shm/vdi.*."$PFX"-* /dev/shm/vdi-*."$PFX"-*
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-die() { echo "FAIL: $*"; fail=1; }
 now_ms() { date +%s%3N; }
 
 # wait_exit PID LIMIT_MS WHAT: waits for PID (a child), fails unless it

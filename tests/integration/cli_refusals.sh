@@ -8,48 +8,16 @@
 # exists, RESTORE without REPLACE over an existing database, a missing
 # database, a device-count mismatch, FAULT_ABORT_AFTER on either
 # direction, a consumer that closes the pipe early.
-set -u
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-VDI=$ROOT/${BUILD:-build}/vdi
-TMP=$(mktemp -d /tmp/vdi-cli-rf.XXXXXX)
-PFX=clirf-$$
-DATA=$TMP/data
-mkdir -p "$DATA"
-fail=0
-n=0
+. "$(dirname "$0")/cli_lib.bash" rf
 
-cleanup() {
-	jobs -p | xargs -r kill -9 2>/dev/null
-	wait 2>/dev/null
-	rm -f /dev/shm/vdi.*."$PFX"-* /dev/shm/vdi-*."$PFX"-*
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-die() { echo "FAIL: $*"; fail=1; }
-
-devs() {
-	local s="VIRTUAL_DEVICE='$1'" i
-	for ((i = 1; i < $2; i++)); do s="$s, VIRTUAL_DEVICE='$1$i'"; done
-	echo "$s"
-}
-
-# pair NDEV STATEMENT-WITH-@ FILE...: '@' in the statement is replaced by
-# the device clauses of a fresh set.  Echoes "exec pipe" exit codes.
-pair() {
-	local nd=$1 stmt p e c s
+# fresh NDEV STATEMENT-WITH-@ FILE...: pair on a fresh set, '@' in the
+# statement replaced by its device clauses.
+fresh() {
+	local nd=$1 stmt
 	n=$((n + 1))
-	s=$PFX-$n
-	stmt=${2//@/$(devs "$s" "$nd")}
+	stmt=${2//@/$(devs "$PFX-$n" "$nd")}
 	shift 2
-	timeout -k 5 60 "$VDI" pipe -q -s "$s" -n "$nd" -t 20000 "$@" 2>"$TMP/perr" &
-	p=$!
-	timeout -k 5 60 "$VDI" exec -q -D "$DATA" -t 20000 "$stmt" >"$TMP/out" 2>"$TMP/err"
-	e=$?
-	wait $p
-	c=$?
-	echo "$e $c"
+	pair "$PFX-$n" "$nd" "$stmt" "$@"
 }
 
 # refuse WHAT EXPECTED-MESSAGE FILE...: RESTORE ... WITH REPLACE over
@@ -57,7 +25,7 @@ pair() {
 refuse() {
 	local what=$1 msg=$2 r
 	shift 2
-	r=$(pair $# "RESTORE DATABASE orig FROM @ WITH REPLACE" "$@")
+	r=$(fresh $# "RESTORE DATABASE orig FROM @ WITH REPLACE" "$@")
 	case "$r" in
 	"1 "[1-9]*) ;;
 	*) die "$what: expected exec 1 and pipe non-zero, got '$r'"; return ;;
@@ -65,16 +33,16 @@ refuse() {
 	grep -qF -- "$msg" "$TMP/err" || die "$what: message '$msg' not in: $(cat "$TMP/err")"
 	cmp -s "$DATA/orig.mdf" "$TMP/orig.copy" || die "$what: original database changed"
 	ls -a "$DATA" | grep -q 'vdi-' && die "$what: temporary file left"
-	r=$(pair $# "RESTORE VERIFYONLY FROM @" "$@")
+	r=$(fresh $# "RESTORE VERIFYONLY FROM @" "$@")
 	[ "${r%% *}" = 1 ] || die "$what: VERIFYONLY accepted it ($r)"
 }
 
 # A backup of 3 MiB + 100 bytes on 2 devices (chunks 0,2 | 1,3), and a
 # second backup of the same database (another backup id).
 head -c $((3 * 1048576 + 100)) /dev/urandom >"$DATA/src.mdf"
-r=$(pair 2 "BACKUP DATABASE src TO @ WITH BLOCKSIZE=4096" "$TMP/a0" "$TMP/a1")
+r=$(fresh 2 "BACKUP DATABASE src TO @ WITH BLOCKSIZE=4096" "$TMP/a0" "$TMP/a1")
 [ "$r" = "0 0" ] || die "backup a: $r $(cat "$TMP/err")"
-r=$(pair 2 "BACKUP DATABASE src TO @" "$TMP/b0" "$TMP/b1")
+r=$(fresh 2 "BACKUP DATABASE src TO @" "$TMP/b0" "$TMP/b1")
 [ "$r" = "0 0" ] || die "backup b: $r $(cat "$TMP/err")"
 head -c 777777 /dev/urandom >"$DATA/orig.mdf"
 cp "$DATA/orig.mdf" "$TMP/orig.copy"
@@ -114,7 +82,7 @@ refuse "foreign data" "not a vdi backup" "$TMP/foreign" "$TMP/a1"
 refuse "empty stripe" "stripe is empty" "$TMP/a0" "$TMP/empty"
 
 # Swapped stripes are accepted, and give the database back.
-r=$(pair 2 "RESTORE DATABASE orig FROM @ WITH REPLACE" "$TMP/a1" "$TMP/a0")
+r=$(fresh 2 "RESTORE DATABASE orig FROM @ WITH REPLACE" "$TMP/a1" "$TMP/a0")
 [ "$r" = "0 0" ] || die "swapped stripes refused: $r $(cat "$TMP/err")"
 cmp -s "$DATA/src.mdf" "$DATA/orig.mdf" || die "swapped stripes: database differs"
 cp "$TMP/orig.copy" "$DATA/orig.mdf"
@@ -158,12 +126,12 @@ grep -qF "has 2 devices but the statement names 1" "$TMP/err" || die "mismatch m
 wait $p && die "device count mismatch: pipe succeeded"
 
 # FAULT_ABORT_AFTER, backup and restore: both sides fail.
-r=$(pair 2 "BACKUP DATABASE src TO @ WITH FAULT_ABORT_AFTER=1000000" "$TMP/x0" "$TMP/x1")
+r=$(fresh 2 "BACKUP DATABASE src TO @ WITH FAULT_ABORT_AFTER=1000000" "$TMP/x0" "$TMP/x1")
 [ "${r%% *}" = 1 ] && [ "${r##* }" != 0 ] || die "FAULT_ABORT_AFTER backup: $r"
 grep -qF "aborted by FAULT_ABORT_AFTER=1000000" "$TMP/err" || die "FAULT_ABORT_AFTER message: $(cat "$TMP/err")"
 touch "$TMP/x0" "$TMP/x1" # a device may have been aborted before its file was opened
 refuse "restore of an aborted backup" "RESTORE DATABASE 'orig' failed: " "$TMP/x0" "$TMP/x1"
-r=$(pair 2 "RESTORE DATABASE orig FROM @ WITH REPLACE, FAULT_ABORT_AFTER=5000" "$TMP/a0" "$TMP/a1")
+r=$(fresh 2 "RESTORE DATABASE orig FROM @ WITH REPLACE, FAULT_ABORT_AFTER=5000" "$TMP/a0" "$TMP/a1")
 [ "${r%% *}" = 1 ] && [ "${r##* }" != 0 ] || die "FAULT_ABORT_AFTER restore: $r"
 cmp -s "$DATA/orig.mdf" "$TMP/orig.copy" || die "FAULT_ABORT_AFTER restore changed the database"
 

@@ -7,52 +7,12 @@
 # than the backup, stripes given in another order, stdin/stdout, statements
 # from argv, -f and stdin, VDC_Complete and the non-failing fault options,
 # HEADERONLY and VERIFYONLY.
-set -u
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-VDI=$ROOT/${BUILD:-build}/vdi
-TMP=$(mktemp -d /tmp/vdi-cli-rt.XXXXXX)
-PFX=clirt-$$
-DATA=$TMP/data
-mkdir -p "$DATA"
-fail=0
-n=0
-
-cleanup() {
-	jobs -p | xargs -r kill -9 2>/dev/null
-	wait 2>/dev/null
-	rm -f /dev/shm/vdi.*."$PFX"-* /dev/shm/vdi-*."$PFX"-* /dev/shm/vdi*."{${guid:-none}}"*
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-die() { echo "FAIL: $*"; fail=1; }
-
-# devs SET N -> "VIRTUAL_DEVICE='SET', VIRTUAL_DEVICE='SET1', ..."
-devs() {
-	local s="VIRTUAL_DEVICE='$1'" i
-	for ((i = 1; i < $2; i++)); do s="$s, VIRTUAL_DEVICE='$1$i'"; done
-	echo "$s"
-}
+. "$(dirname "$0")/cli_lib.bash" rt
 
 # stripes PREFIX N -> "PREFIX0 PREFIX1 ..."
 stripes() {
 	local i
 	for ((i = 0; i < $2; i++)); do echo -n "$1$i "; done
-}
-
-# pair SET NDEV STATEMENT FILE... : runs pipe and exec, echoes "exec pipe"
-# exit codes.  PIPE_OPTS adds pipe options.
-pair() {
-	local set=$1 nd=$2 stmt=$3 p e c
-	shift 3
-	timeout -k 5 120 "$VDI" pipe -q -s "$set" -n "$nd" ${PIPE_OPTS:-} "$@" &
-	p=$!
-	timeout -k 5 120 "$VDI" exec -q -D "$DATA" -t 20000 "$stmt" >"$TMP/out" 2>"$TMP/err"
-	e=$?
-	wait $p
-	c=$?
-	echo "$e $c"
 }
 
 # roundtrip SIZE NDEV BACKUP_OPTS RESTORE_OPTS [ORDER]
@@ -64,11 +24,11 @@ roundtrip() {
 	head -c "$size" /dev/urandom >"$DATA/db$n.mdf"
 	files=$(stripes "$TMP/st$n." "$nd")
 	r=$(pair "$s" "$nd" "BACKUP DATABASE db$n TO $(devs "$s" "$nd") $bopt" $files)
-	[ "$r" = "0 0" ] || { die "backup size=$size dev=$nd '$bopt': exit $r: $(cat "$TMP/err")"; return; }
+	[ "$r" = "0 0" ] || { die "backup size=$size dev=$nd '$bopt': exit $r: $(cat "$TMP/err" "$TMP/perr")"; return; }
 	rfiles=$files
 	[ "$order" = rev ] && rfiles=$(echo $files | tr ' ' '\n' | tac | tr '\n' ' ')
 	r=$(pair "$s-r" "$nd" "RESTORE DATABASE out$n FROM $(devs "$s-r" "$nd") $ropt" $rfiles)
-	[ "$r" = "0 0" ] || { die "restore size=$size dev=$nd '$ropt': exit $r: $(cat "$TMP/err")"; return; }
+	[ "$r" = "0 0" ] || { die "restore size=$size dev=$nd '$ropt': exit $r: $(cat "$TMP/err" "$TMP/perr")"; return; }
 	cmp -s "$DATA/db$n.mdf" "$DATA/out$n.mdf" || die "restore size=$size dev=$nd: database differs"
 	rm -f "$DATA/db$n.mdf" "$DATA/out$n.mdf" $files
 }
@@ -100,6 +60,7 @@ echo "buffer combinations: done"
 # 3. The statement of the issue, exactly as written (a fresh GUID).
 guid=$(tr a-f A-F </proc/sys/kernel/random/uuid)
 s="{$guid}"
+EXTRA_SETS=$s
 head -c 3000000 /dev/urandom >"$DATA/MYDB.mdf"
 PIPE_OPTS= r=$(pair "$s" 1 "BACKUP DATABASE MYDB TO VIRTUAL_DEVICE='$s' WITH BLOCKSIZE=4096, BUFFERCOUNT=20, MAXTRANSFERSIZE=524288" "$TMP/guid.bak")
 [ "$r" = "0 0" ] || die "issue statement: exit $r: $(cat "$TMP/err")"
