@@ -28,15 +28,7 @@ FAILED=0
 NSET=0
 SET=
 
-say() { printf '%s: %s\n' "$NAME" "$*"; }
-pass() { say "ok: $*"; }
-fail() { say "FAIL: $*"; FAILED=$((FAILED + 1)); }
-# check "what" command...: passes when the command succeeds
-check() {
-	local what=$1
-	shift
-	if "$@"; then pass "$what"; else fail "$what"; fi
-}
+. "$(dirname "${BASH_SOURCE[0]}")/report.bash"
 
 fs_mount() { # extra vdifs arguments
 	"$VDIFS" "$MNT" -f "$@" 2>>"$T/vdifs.log" &
@@ -85,7 +77,7 @@ fs_umount() {
 bg_track() { BG_PIDS+=("$1"); }
 
 fs_cleanup() {
-	local p left
+	local p
 	# TERM first: `timeout` passes it on to the command it runs
 	for p in "${BG_PIDS[@]+"${BG_PIDS[@]}"}"; do
 		kill -TERM "$p" 2>/dev/null
@@ -94,19 +86,7 @@ fs_cleanup() {
 		wait_gone "$p" 2 || kill -9 "$p" 2>/dev/null
 	done
 	fs_umount
-	left=$(ls /dev/shm 2>/dev/null | grep -E "^vdi.*\.$TAG-[0-9]+" || true)
-	if [ -n "$left" ]; then
-		say "FAIL: shared memory left behind: $left"
-		FAILED=$((FAILED + 1))
-		(cd /dev/shm && rm -f $left)
-	fi
-	if [ "$FAILED" -gt 0 ] && [ -s "$T/vdifs.log" ]; then
-		say "vdifs log:"
-		tail -n 40 "$T/vdifs.log" >&2
-	fi
-	rm -rf "$T"
-	say "$FAILED failure(s)"
-	exit $((FAILED > 0 ? 1 : 0))
+	report_end "$(ls /dev/shm 2>/dev/null | grep -E "^vdi.*\.$TAG-[0-9]+" || true)"
 }
 trap fs_cleanup EXIT
 trap 'fail "interrupted"; exit 1' INT TERM

@@ -73,20 +73,11 @@ SAMPLER=
 WPIDS=()
 FAILED=0
 
-say() { printf 'load: %s\n' "$*"; }
-fail() { say "FAIL: $*"; FAILED=$((FAILED + 1)); }
-
-# kill_tree PID: the process and every descendant (`timeout` puts its
-# command in a process group of its own, so groups are not enough)
-kill_tree() {
-	local c
-	kill -STOP "$1" 2>/dev/null
-	for c in $(pgrep -P "$1" 2>/dev/null); do kill_tree "$c"; done
-	kill -9 "$1" 2>/dev/null
-}
+NAME=load
+. "$(dirname "$0")/report.bash"
 
 cleanup() {
-	local p i left
+	local p i
 	trap - EXIT INT TERM
 	for p in "${WPIDS[@]+"${WPIDS[@]}"}"; do
 		kill -0 "$p" 2>/dev/null && kill_tree "$p"
@@ -109,18 +100,7 @@ cleanup() {
 		fail "sanitizer report in the vdifs log"
 		grep -E -A30 'Sanitizer|runtime error' "$T/vdifs.log" | head -n 60 >&2
 	fi
-	left=$(ls /dev/shm 2>/dev/null | grep -F ".$TAG-" || true)
-	if [ -n "$left" ]; then
-		fail "shared memory left behind: $(echo $left)"
-		(cd /dev/shm && rm -f $left)
-	fi
-	if [ "$FAILED" -gt 0 ] && [ -s "$T/vdifs.log" ]; then
-		say "vdifs log (last lines):"
-		tail -n 20 "$T/vdifs.log" >&2
-	fi
-	rm -rf "$T"
-	say "$FAILED failure(s)"
-	exit $((FAILED > 0 ? 1 : 0))
+	report_end "$(ls /dev/shm 2>/dev/null | grep -F ".$TAG-" || true)"
 }
 trap cleanup EXIT
 trap 'fail "interrupted"; exit 1' INT TERM

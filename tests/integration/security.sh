@@ -37,7 +37,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${BUILD:-build}
 case $BUILD in /*) BDIR=$BUILD ;; *) BDIR=$ROOT/$BUILD ;; esac
 NAME=security.sh
-say() { printf '%s: %s\n' "$NAME" "$*"; }
+. "$(dirname "$0")/report.bash"
 
 if [ "$(id -u)" -ne 0 ] || ! command -v setpriv >/dev/null; then
 	say "SKIP: needs root and setpriv(1) to act as a second uid"
@@ -73,13 +73,6 @@ BG=()
 FAILED=0
 N=0
 
-pass() { say "ok: $*"; }
-fail() { say "FAIL: $*"; FAILED=$((FAILED + 1)); }
-check() {
-	local what=$1
-	shift
-	if "$@"; then pass "$what"; else fail "$what"; fi
-}
 as_other() { setpriv --reuid=$OUID --regid=$OGID --clear-groups -- "$@"; }
 # the member is a uid of its own: objects it creates are its own
 as_member() { setpriv --reuid=$MUID --regid=$MUID --groups=$GID -- "$@"; }
@@ -88,12 +81,6 @@ shm() { echo "/dev/shm/vdi.MSSQLSERVER.$1"; }
 area() { echo "/dev/shm/vdi-b0.MSSQLSERVER.$1"; }
 ours() { ls /dev/shm 2>/dev/null | grep -F "$TAG" || true; }
 
-kill_tree() {
-	local c
-	kill -STOP "$1" 2>/dev/null
-	for c in $(pgrep -P "$1" 2>/dev/null); do kill_tree "$c"; done
-	kill -9 "$1" 2>/dev/null
-}
 
 umount_all() {
 	local m p i
@@ -110,23 +97,12 @@ umount_all() {
 }
 
 cleanup() {
-	local p left
+	local p
 	trap - EXIT INT TERM
 	for p in "${BG[@]+"${BG[@]}"}"; do kill -0 "$p" 2>/dev/null && kill_tree "$p"; done
 	for p in "${BG[@]+"${BG[@]}"}"; do wait "$p" 2>/dev/null; done
 	umount_all
-	left=$(ours)
-	if [ -n "$left" ]; then
-		fail "shared memory left behind: $(echo $left)"
-		(cd /dev/shm && rm -f $left)
-	fi
-	if [ "$FAILED" -gt 0 ] && [ -s "$T/vdifs.log" ]; then
-		say "vdifs log:"
-		tail -n 20 "$T/vdifs.log" >&2
-	fi
-	rm -rf "$T"
-	say "$FAILED failure(s)"
-	exit $((FAILED > 0 ? 1 : 0))
+	report_end "$(ours)"
 }
 trap cleanup EXIT
 trap 'fail "interrupted"; exit 1' INT TERM
