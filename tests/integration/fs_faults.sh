@@ -41,6 +41,21 @@ server_wait_within() {
 	wait "$SPID"
 }
 last_error() { status_field "$1" last-error; }
+# restores_identical BACKUP NEW ORIG: BACKUP restored through a fresh set
+# into database NEW (removed afterwards) is identical to database ORIG
+restores_identical() {
+	local rc
+	new_set
+	mkdir "$MNT/$SET"
+	rm -f "$DATA/$2.mdf"
+	server_start "RESTORE DATABASE $2 FROM VIRTUAL_DEVICE='$SET'"
+	timeout 30 cp "$1" "$MNT/$SET/$SET"
+	server_wait && same "$DATA/$2.mdf" "$DATA/$3.mdf"
+	rc=$?
+	rmdir "$MNT/$SET"
+	rm -f "$DATA/$2.mdf"
+	return $rc
+}
 
 fs_mount -o open_timeout=30000 || exit 1
 make_db big $((48 * 1024 * 1024 + 777))
@@ -98,15 +113,9 @@ check "busy device: the first reader completes" wait "$R"
 check "busy device: the server succeeds" server_wait
 check "busy device: set done" test "$(status_field "$S" state)" = done
 rmdir "$S"
-rm -f "$DATA/mid2.mdf"
-new_set
-mkdir "$MNT/$SET"
-server_start "RESTORE DATABASE mid2 FROM VIRTUAL_DEVICE='$SET'"
-timeout 30 cp "$T/first.bak" "$MNT/$SET/$SET"
-check "busy device: the first reader's backup restores" server_wait
-check "busy device: restored database identical" same "$DATA/mid2.mdf" "$DATA/mid.mdf"
-rmdir "$MNT/$SET"
-rm -f "$DATA/mid.mdf" "$DATA/mid2.mdf"
+check "busy device: the first reader's backup restores identical" \
+	restores_identical "$T/first.bak" mid2 mid
+rm -f "$DATA/mid.mdf"
 
 # --- stripes read one after another ------------------------------------
 # close(2) of a reader at end of file does not wait for the other stripes
@@ -314,14 +323,8 @@ check "SIGUSR1 mid-stream: dd completes" wait "$DD"
 check "SIGUSR1 mid-stream: dd was signalled" grep -q "records in" "$T/err"
 check "SIGUSR1 mid-stream: server succeeds" server_wait
 rmdir "$S"
-new_set
-mkdir "$MNT/$SET"
-rm -f "$DATA/usr1.mdf"
-server_start "RESTORE DATABASE usr1 FROM VIRTUAL_DEVICE='$SET'"
-timeout 30 cp "$T/usr1.bak" "$MNT/$SET/$SET"
 check "SIGUSR1 mid-stream: the backup restores identical" \
-	eval 'server_wait && same "$DATA/usr1.mdf" "$DATA/small.mdf"'
-rmdir "$MNT/$SET"
+	restores_identical "$T/usr1.bak" usr1 small
 
 # --- abort from the shell ---------------------------------------------
 new_set
@@ -398,13 +401,6 @@ check "lazy unmount: the server succeeds" server_wait
 check "lazy unmount: the daemon exits after the last close" wait_gone "$FS_PID" 5
 wait "$FS_PID" 2>/dev/null
 FS_PID=
-rm -f "$DATA/lazy2.mdf"
 fs_mount || exit 1
-new_set
-mkdir "$MNT/$SET"
-server_start "RESTORE DATABASE lazy2 FROM VIRTUAL_DEVICE='$SET'"
-timeout 30 cp "$T/lazy.bak" "$MNT/$SET/$SET"
-check "lazy unmount: its backup restores" server_wait
-check "lazy unmount: restored database identical" same "$DATA/lazy2.mdf" "$DATA/lazy.mdf"
-rmdir "$MNT/$SET"
+check "lazy unmount: its backup restores identical" restores_identical "$T/lazy.bak" lazy2 lazy
 check_nothing_left
