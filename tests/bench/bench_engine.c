@@ -366,8 +366,7 @@ static void server_run(struct run *r)
 			if (__atomic_fetch_add(&r->dev[i].claimed, 1, __ATOMIC_RELAXED) <
 			    r->dev[i].target)
 				vdi_server_send_command(r->dev[i].d, &r->dev[i].cmds[k].cmd);
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += WAIT_MS / 1000;
+	ts = tl_deadline_ms(WAIT_MS);
 	pthread_mutex_lock(&r->lock);
 	while (!r->finished && rc != ETIMEDOUT)
 		rc = pthread_cond_timedwait(&r->cond, &r->lock, &ts);

@@ -367,18 +367,25 @@ int tl_cmd_calls(struct tl_cmd *t)
 	return n;
 }
 
-int tl_cmd_wait(struct tl_cmd *t, uint32_t timeout_ms)
+struct timespec tl_deadline_ms(uint32_t ms)
 {
 	struct timespec ts;
-	int rc = 0;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += timeout_ms / 1000;
-	ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
 	if (ts.tv_nsec >= 1000000000L) {
 		ts.tv_sec++;
 		ts.tv_nsec -= 1000000000L;
 	}
+	return ts;
+}
+
+int tl_cmd_wait(struct tl_cmd *t, uint32_t timeout_ms)
+{
+	struct timespec ts = tl_deadline_ms(timeout_ms);
+	int rc = 0;
+
 	pthread_mutex_lock(&cmd_lock);
 	while (t->calls == 0 && rc == 0)
 		rc = pthread_cond_timedwait(&cmd_cond, &cmd_lock, &ts);

@@ -101,6 +101,8 @@ int tl_shm_cleanup_run(void);
  * Time.
  */
 uint64_t tl_now_ms(void);
+/* Deadline ms from now for pthread_cond_timedwait (CLOCK_REALTIME). */
+struct timespec tl_deadline_ms(uint32_t ms);
 void tl_sleep_ms(unsigned ms);
 
 /* ---------------------------------------------------------------------

@@ -71,21 +71,6 @@ static FLOW_UNUSED uint64_t now_us(void)
 	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-/* Deadline for pthread_cond_timedwait (CLOCK_REALTIME). */
-static FLOW_UNUSED struct timespec abs_after_ms(uint32_t ms)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
-	return ts;
-}
-
 /* ---------------------------------------------------------------------
  * Pattern and random numbers.
  */
@@ -480,7 +465,7 @@ static void flow_sdev_check(struct flow_sdev *d, struct flow_scmd *sc)
  * Returns -1 on timeout. */
 static int flow_sdev_reap(struct flow_sdev *d, uint32_t ndata)
 {
-	struct timespec ts = abs_after_ms(d->f->timeout_ms);
+	struct timespec ts = tl_deadline_ms(d->f->timeout_ms);
 	int got = 0;
 
 	pthread_mutex_lock(&d->mu);
@@ -595,7 +580,7 @@ out:
  * abort completes them); returns 1 if they all were. */
 static int flow_sdev_quiesce(struct flow_sdev *d, uint32_t ms)
 {
-	struct timespec ts = abs_after_ms(ms);
+	struct timespec ts = tl_deadline_ms(ms);
 	int all = 0;
 
 	pthread_mutex_lock(&d->mu);
