@@ -38,6 +38,11 @@ static inline int vdi_timeout_infinite(uint32_t timeout_ms)
 	return (timeout_ms & 0x80000000u) != 0;
 }
 
+struct vdi_server;
+/* Devices the server has opened so far (server.c; takes its lock, so
+ * never call it with that lock held). */
+uint32_t vdi_server_devices_opened(struct vdi_server *s);
+
 #define VDI_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 #endif /* VDI_INTERNAL_H */

@@ -1007,6 +1007,16 @@ static void agent_loop(struct vdi_server *s)
 	}
 }
 
+uint32_t vdi_server_devices_opened(struct vdi_server *s)
+{
+	uint32_t n;
+
+	pthread_mutex_lock(&s->lock);
+	n = s->opened;
+	pthread_mutex_unlock(&s->lock);
+	return n;
+}
+
 int vdi_server_execute_completion_agent(struct vdi_server *s)
 {
 	enum sstate st;

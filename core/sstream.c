@@ -653,13 +653,20 @@ int vdi_sstream_drain(struct vdi_sstream *w)
 
 /* -------------------------------------------------------------- restore */
 
-/* Sends reads up to w's share of the pool; lock held (dropped to send). */
+/* Sends reads up to w's share of the pool; lock held (dropped to send).
+ * The share divides the pool among the streams open, or the devices the
+ * server opened if more: a stream that starts before the others open
+ * must not take the whole pool for a device whose writer may come last
+ * (stripes written one after another).  Lock order: pool, then server. */
 static void ss_refill(struct vdi_sstream *r)
 {
 	struct vdi_sstream_pool *p = r->p;
-	uint32_t share = p->count / (p->streams ? p->streams : 1);
+	uint32_t n = vdi_server_devices_opened(p->srv), share;
 	struct ss_buf *b;
 
+	if (n < p->streams)
+		n = p->streams;
+	share = p->count / (n ? n : 1);
 	if (!share)
 		share = 1;
 	if (share > SS_MAX_DATA_INFLIGHT)

@@ -483,9 +483,9 @@ void vdi_sstream_pool_free(struct vdi_sstream_pool *p);
  * are served from VDC_Read commands of transfer_size bytes, several in
  * flight; returns 0 once the client answered ERROR_HANDLE_EOF (or
  * ERROR_NO_DATA_DETECTED) and every byte before it was returned.  A
- * restore stream keeps up to its share of the pool in flight (buffer
- * count / streams open at the time): open every stream of a pool before
- * reading any, or the first one may take the whole pool. */
+ * restore stream keeps up to its share of the pool in flight: buffer
+ * count / the devices the server opened (or the streams open, if more),
+ * so one that starts first leaves room for the others. */
 int vdi_sstream_open(struct vdi_sstream_pool *p, struct vdi_server_device *d,
 		     uint32_t transfer_size, struct vdi_sstream **out);
 ssize_t vdi_sstream_write(struct vdi_sstream *w, const void *buf, size_t len);

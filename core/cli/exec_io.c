@@ -323,10 +323,8 @@ int exec_run_devices(struct job *j)
 	int backup = j->st.kind == STMT_BACKUP;
 	unsigned n = j->st.ndev;
 
-	/* Every stream opens before any moves data: a restore stream sends
-	 * reads up to its share of the pool, buffers / open streams, and a
-	 * stream started alone would take the whole pool for a device whose
-	 * writer may come last (stripes written one after another). */
+	/* Every stream opens before any moves data, so a device whose
+	 * stream cannot open fails the job before a byte moved. */
 	for (unsigned k = 0; k < n && !job_failed(j); k++) {
 		struct devjob *d = &j->d[k];
 

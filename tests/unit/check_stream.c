@@ -686,6 +686,43 @@ START_TEST(test_complete_pending_until_close)
 }
 END_TEST
 
+/* A restore stream that starts before the other devices' streams open
+ * keeps only its share of the pool in flight (buffers / devices the
+ * server opened), so a writer of another stripe that comes first still
+ * gets reads: the ordering that hung `vdi exec` once in CI. */
+static void *lone_reader(void *a)
+{
+	struct vdi_sstream *w = a;
+	uint8_t b[512];
+
+	(void)vdi_sstream_read(w, b, sizeof(b)); /* until the abort */
+	return NULL;
+}
+
+START_TEST(test_restore_share_counts_devices)
+{
+	struct tl_pair_opts o;
+	struct vdi_sstream *w;
+	VDC_Command *cmd;
+	struct rig r;
+	pthread_t th;
+	int held = 0, rc;
+
+	rig_opts(&o, 2, VDF_ReadMedia, 512, 64 * KIB, 4);
+	rig_up(&r, &o, 4, WAIT_MS);
+	TL_OK(vdi_sstream_open(r.pool, r.p.sd[0], 0, &w));
+	ck_assert_int_eq(pthread_create(&th, NULL, lone_reader, w), 0);
+	while ((rc = vdi_client_get_command(r.p.cd[0], 300, &cmd)) == 0)
+		held++;
+	ck_assert_int_eq(rc, VD_E_TIMEOUT);
+	ck_assert_msg(held == 2, "%d reads in flight on device 0 of 2, pool of 4", held);
+	TL_OK(vdi_server_signal_abort(r.p.s));
+	pthread_join(th, NULL);
+	vdi_sstream_close(w);
+	rig_down(&r);
+}
+END_TEST
+
 /* vdi_cstream_end: not before the end; at the end it acknowledges the
  * pending VDC_Complete at once (the server's command returns before any
  * close), twice is harmless, and close(ok=1) then only waits for
@@ -1548,6 +1585,7 @@ static Suite *stream_suite(void)
 	tcase_add_test(tc, test_flush_waits_for_data);
 	tcase_add_test(tc, test_complete_pending_until_close);
 	tcase_add_test(tc, test_end_acknowledges_complete);
+	tcase_add_test(tc, test_restore_share_counts_devices);
 	tcase_add_test(tc, test_end_after_abort_fails);
 	tcase_add_test(tc, test_close_at_exact_end);
 	tcase_add_test(tc, test_complete_aborted_by_reader);
