@@ -2,7 +2,11 @@
 /*
  * cstream.c - stream adapter, client side: one device of a client set seen
  * as a byte stream (backup: read it; restore: write it).  Built only on the
- * public client API of vdi.h.
+ * client backend seam of vdi.h (vdi_bset / vdi_bdev), so the same adapter
+ * runs over libvdi's client half and over a library with Microsoft's ABI;
+ * it asks the seam for nothing Microsoft's API does not offer (a blocking
+ * GetCommand with a timeout, CompleteCommand, SignalAbort, and the
+ * configuration).
  *
  * Ordering.  Commands are handled strictly in the order GetCommand returns
  * them, one at a time: the command at the head (`cur`) is completed before
@@ -55,6 +59,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h"
 #include "internal.h"
 
 /*
@@ -74,8 +79,9 @@ void __tsan_release(void *addr);
 #endif
 
 struct vdi_cstream {
-	struct vdi_client_device *dev;
-	struct vdi_client *set;
+	struct vdi_bdev *dev;
+	struct vdi_bset *set;
+	int wrapped;	    /* dev wraps a libvdi device (vdi_cstream_new) */
 	uint32_t timeout;   /* bounds each wait for a command */
 	uint32_t features;  /* negotiated (VDConfig.features) */
 	uint32_t direction; /* VDF_WriteMedia, VDF_ReadMedia, 0 unknown */
@@ -98,7 +104,7 @@ enum cs_kind {
 
 static const char *cs_name(const struct vdi_cstream *s)
 {
-	return vdi_client_device_name(s->dev);
+	return vdi_bdev_name(s->dev);
 }
 
 /* Records rc as the sticky error with the message the failing call left. */
@@ -174,7 +180,7 @@ static int cs_fetch(struct vdi_cstream *s, uint32_t timeout)
 		return cs_replay(s);
 	if (s->closed)
 		return 0;
-	rc = vdi_client_get_command(s->dev, timeout, &s->cur);
+	rc = vdi_bdev_get_command(s->dev, timeout, &s->cur);
 	if (rc == NOERROR) {
 		s->off = 0;
 		CS_TSAN_ACQUIRE(s->cur->buffer);
@@ -199,7 +205,7 @@ static int cs_finish(struct vdi_cstream *s, uint32_t code, uint32_t bytes)
 	s->cur = NULL;
 	s->off = 0;
 	CS_TSAN_RELEASE(cmd->buffer);
-	rc = vdi_client_complete_command(s->dev, cmd, code, bytes, 0);
+	rc = vdi_bdev_complete_command(s->dev, cmd, code, bytes, 0);
 	return rc ? cs_failed(s, rc) : 0;
 }
 
@@ -237,7 +243,7 @@ static int cs_ready(struct vdi_cstream *s, uint32_t timeout)
 	}
 }
 
-int vdi_cstream_new(struct vdi_client_device *d, uint32_t timeout_ms, struct vdi_cstream **out)
+int vdi_cstream_open(struct vdi_bdev *d, uint32_t timeout_ms, struct vdi_cstream **out)
 {
 	struct vdi_cstream *s;
 	VDConfig cfg;
@@ -249,20 +255,40 @@ int vdi_cstream_new(struct vdi_client_device *d, uint32_t timeout_ms, struct vdi
 	if (!d)
 		return vdi_fail(VD_E_INVALID, "cannot open stream: no device");
 	memset(&cfg, 0, sizeof(cfg));
-	rc = vdi_client_get_configuration(vdi_client_device_set(d), 0, &cfg);
+	rc = vdi_bset_get_configuration(vdi_bdev_set(d), 0, &cfg);
 	if (rc)
 		return rc;
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return vdi_fail(VD_E_MEMORY, "cannot open stream on device '%s': out of memory",
-				vdi_client_device_name(d));
+				vdi_bdev_name(d));
 	s->dev = d;
-	s->set = vdi_client_device_set(d);
+	s->set = vdi_bdev_set(d);
 	s->timeout = timeout_ms;
 	s->features = cfg.features;
 	if ((cfg.features & (VDF_WriteMedia | VDF_ReadMedia)) != (VDF_WriteMedia | VDF_ReadMedia))
 		s->direction = cfg.features & (VDF_WriteMedia | VDF_ReadMedia);
 	*out = s;
+	return 0;
+}
+
+int vdi_cstream_new(struct vdi_client_device *d, uint32_t timeout_ms, struct vdi_cstream **out)
+{
+	struct vdi_bdev *bd;
+	int rc;
+
+	if (!out)
+		return vdi_fail(VD_E_INVALID, "cannot open stream: no result pointer");
+	*out = NULL;
+	rc = vdi_bdev_wrap(d, &bd);
+	if (rc)
+		return rc;
+	rc = vdi_cstream_open(bd, timeout_ms, out);
+	if (rc) {
+		vdi_bdev_unwrap(bd);
+		return rc;
+	}
+	(*out)->wrapped = 1;
 	return 0;
 }
 
@@ -422,7 +448,7 @@ ssize_t vdi_cstream_write(struct vdi_cstream *s, const void *buf, size_t len)
 /* Aborts the set so that the server fails too; returns rc. */
 static int cs_abort(struct vdi_cstream *s, int rc)
 {
-	int arc = vdi_client_signal_abort(s->set);
+	int arc = vdi_bset_signal_abort(s->set);
 
 	vdi_log(VDI_LOG_INFO, "device '%s': stream aborted the set", cs_name(s));
 	return rc ? rc : arc;
@@ -529,6 +555,8 @@ int vdi_cstream_close(struct vdi_cstream *s, int ok)
 	} else {
 		rc = cs_close_backup(s);
 	}
+	if (s->wrapped)
+		vdi_bdev_unwrap(s->dev);
 	free(s);
 	return rc;
 }

@@ -152,9 +152,11 @@ char *vdi_escape_text(char *out, size_t len, const char *in);
 #define VDI_MAX_PREFIX      65536
 
 /* ---------------------------------------------------------------------
- * Feature bits (enum VDFeatures).
+ * Feature bits.  The three enums carry the names of Microsoft's headers
+ * (VDFeatures, VDCommands, VDWhence) so that core/sqlvdi/vdi.h, the
+ * Microsoft-API header, takes them from here instead of a second copy.
  */
-enum {
+enum VDFeatures {
 	VDF_Removable        = 0x00000001,
 	VDF_Rewind           = 0x00000002,
 	VDF_Position         = 0x00000010,
@@ -176,8 +178,8 @@ enum {
 	VDF_LikeDisk         = 0x00000200,
 };
 
-/* Command codes (enum VDCommands). */
-enum {
+/* Command codes. */
+enum VDCommands {
 	VDC_Read = 1,
 	VDC_Write = 2,
 	VDC_ClearError = 3,
@@ -201,8 +203,7 @@ enum {
 #define VDC_MIN_CODE VDC_Read
 #define VDC_MAX_CODE VDC_Complete
 
-/* enum VDWhence */
-enum { VDC_Beginning = 0, VDC_Current = 1, VDC_End = 2 };
+enum VDWhence { VDC_Beginning = 0, VDC_Current = 1, VDC_End = 2 };
 
 /* Name of a command code ("VDC_Write"), or "VDC_<n>" for others. */
 const char *vdi_strcommand(uint32_t code);
@@ -406,6 +407,93 @@ int vdi_set_abort(const char *instance, const char *name);
 int vdi_client_info(struct vdi_client *c, struct vdi_set_info *info);
 
 /* ---------------------------------------------------------------------
+ * Client backends: the seam between a front end and a client library.
+ *
+ * A VDI client (vdifs, `vdi pipe`, the client stream adapter below) can
+ * run over either of two client libraries, chosen at run time:
+ *
+ *   libvdi  the client half above (vdi_client_*): its peer is a server
+ *           built on libvdi, such as `vdi exec`;
+ *   sqlvdi  any library with Microsoft's Linux ABI (the two C++ classes
+ *           ClientVirtualDeviceSet and ClientVirtualDevice of
+ *           libsqlvdi.so), loaded with dlopen: Microsoft's own
+ *           /opt/mssql/lib/libsqlvdi.so, whose peer is SQL Server on
+ *           Linux, or libvdi's build/libsqlvdi.so, whose peer is again
+ *           a libvdi server.
+ *
+ * The two protocols do not meet: a set created through one backend can
+ * only be opened by a server of the same protocol.  The seam offers
+ * exactly the calls of Microsoft's API (no pollable handle, no inspection
+ * of the peer: GetCommand and GetConfiguration block with a timeout), so
+ * whatever works over it works over both.  What libvdi knows beyond that
+ * (peer pids, the abort reason, statistics kept in shared memory) comes
+ * through vdi_bset_info, which fills what the backend can tell.
+ *
+ * Objects: a backend (immutable, shared by any number of sets and
+ * threads), a set created through it (struct vdi_bset: the set calls of
+ * the client API, from any thread, as the API allows), and the devices of a
+ * set (struct vdi_bdev: one thread at a time each, like the API's
+ * devices).  The return codes are the VD_E_* codes of the library that
+ * answered; every failure leaves a sentence in vdi_last_error() naming
+ * the backend, the call, the set or device and the code.
+ */
+struct vdi_backend;
+struct vdi_bset;
+struct vdi_bdev;
+
+/* Default path of Microsoft's library (mssql-server package). */
+#define VDI_SQLVDI_DEFAULT_PATH "/opt/mssql/lib/libsqlvdi.so"
+
+/* The built-in backend: libvdi's own client half.  Never freed. */
+const struct vdi_backend *vdi_backend_libvdi(void);
+/* Loads a library with Microsoft's ABI from path (NULL or "" =
+ * VDI_SQLVDI_DEFAULT_PATH) and checks that it defines every member the
+ * seam calls.  VD_E_INVALID if it cannot be loaded or a symbol is missing
+ * (the message names the path and the first missing member).  The
+ * library stays mapped for the life of the process (a thread may still
+ * return through it); vdi_backend_free frees the handle only. */
+int vdi_backend_load(const char *path, struct vdi_backend **out);
+void vdi_backend_free(struct vdi_backend *b);
+/* "libvdi", or "sqlvdi:<path>" (borrowed, valid while b is). */
+const char *vdi_backend_name(const struct vdi_backend *b);
+/* 1 for a backend loaded with vdi_backend_load. */
+int vdi_backend_is_sqlvdi(const struct vdi_backend *b);
+
+/* A set through backend b; freed with vdi_bset_free (which closes it
+ * first if it is open). */
+int vdi_bset_new(const struct vdi_backend *b, struct vdi_bset **out);
+void vdi_bset_free(struct vdi_bset *s);
+/* libvdi only (vdi_client_set_group); VD_E_NOTSUPPORTED on sqlvdi, whose
+ * library chooses the modes of its objects from the process umask. */
+int vdi_bset_set_group(struct vdi_bset *s, gid_t group);
+/* Create: instance NULL or "" is the default; a named instance is
+ * VD_E_INSTANCE_NAME on sqlvdi (SQL Server on Linux has none). */
+int vdi_bset_create(struct vdi_bset *s, const char *instance, const char *name,
+		    const VDConfig *cfg);
+int vdi_bset_get_configuration(struct vdi_bset *s, uint32_t timeout_ms, VDConfig *cfg);
+/* *out is freed by vdi_bset_close. */
+int vdi_bset_open_device(struct vdi_bset *s, const char *name, struct vdi_bdev **out);
+int vdi_bset_signal_abort(struct vdi_bset *s);
+/* Close: the set's Close (VD_E_OPEN and an abort when a device is still
+ * open); the object may create a set again afterwards. */
+int vdi_bset_close(struct vdi_bset *s);
+/* What the backend can tell about the set.  libvdi: everything of
+ * vdi_client_info.  sqlvdi: what the calls of this object returned
+ * (state, configuration, bytes and commands completed through it, the
+ * first abort seen as the reason); pids are 0, *_alive 0. */
+int vdi_bset_info(struct vdi_bset *s, struct vdi_set_info *info);
+const struct vdi_backend *vdi_bset_backend(const struct vdi_bset *s);
+
+/* GetCommand / CompleteCommand of the API, with libvdi's timeout
+ * convention (VDI_INFINITE waits forever; it becomes a negative time_t
+ * on sqlvdi). */
+int vdi_bdev_get_command(struct vdi_bdev *d, uint32_t timeout_ms, VDC_Command **cmd);
+int vdi_bdev_complete_command(struct vdi_bdev *d, VDC_Command *cmd, uint32_t completion_code,
+			      uint32_t bytes_transferred, uint64_t position);
+const char *vdi_bdev_name(const struct vdi_bdev *d);
+struct vdi_bset *vdi_bdev_set(const struct vdi_bdev *d);
+
+/* ---------------------------------------------------------------------
  * Stream adapter, client side: a device as a byte stream.
  *
  * Backup (the server sends VDC_Write): vdi_cstream_read hands out the
@@ -432,6 +520,10 @@ int vdi_client_info(struct vdi_client *c, struct vdi_set_info *info);
  */
 struct vdi_cstream;
 
+/* A stream over a device of any backend (vdi_bset_open_device), or over
+ * a device of libvdi's client half opened with vdi_client_open_device.
+ * The device and its set are borrowed: they must outlive the stream. */
+int vdi_cstream_open(struct vdi_bdev *d, uint32_t timeout_ms, struct vdi_cstream **out);
 int vdi_cstream_new(struct vdi_client_device *d, uint32_t timeout_ms,
 		    struct vdi_cstream **out);
 /* Direction negotiated by the server (known from creation, since the
