@@ -50,6 +50,18 @@ CHECK_CFLAGS = $(shell $(PKG_CONFIG) --cflags check)
 CHECK_LIBS = $(shell $(PKG_CONFIG) --libs check)
 UUID_LIBS = $(shell $(PKG_CONFIG) --libs uuid)
 
+# The Microsoft-API layer (libsqlvdi) is C++; it is built whenever a C++
+# compiler exists, and nothing else needs one.
+CXX ?= c++
+HAVE_CXX := $(shell command -v $(CXX) >/dev/null 2>&1 && echo 1)
+CXXWARN := -Wall -Wextra -Wshadow -Wformat=2 -Wvla -Wmissing-declarations -Wno-format-nonliteral
+ifneq ($(filter -Werror,$(WARN)),)
+CXXWARN += -Werror
+endif
+ALL_CXXFLAGS := -std=c++11 -D_GNU_SOURCE -pthread -fno-exceptions -fno-rtti $(CXXWARN) \
+	$(filter-out -fsanitize=% -fno-omit-frame-pointer,$(CFLAGS)) \
+	$(filter -fsanitize=% -fno-omit-frame-pointer -O1,$(ALL_CFLAGS)) -MMD -MP -Icore
+
 ifeq ($(V),1)
 Q :=
 say :=
@@ -76,6 +88,10 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 CLITEST_BIN := $(CLITEST_SRC:tests/cli/%.c=$(BUILD)/tests/%)
 BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
+SQLVDI_SO := $(BUILD)/libsqlvdi.so
+SQLVDI_A := $(BUILD)/libsqlvdi.a
+SQLVDI_TARGETS := $(if $(HAVE_CXX),$(SQLVDI_SO) $(SQLVDI_A) $(BUILD)/sqlvdi.pc)
+
 LIBA := $(BUILD)/libvdi.a
 LIBSO := $(BUILD)/libvdi.so.0
 VDI := $(BUILD)/vdi
@@ -83,7 +99,7 @@ VDIFS := $(BUILD)/vdifs
 
 .SECONDARY:
 .PHONY: all check unit-check integration-check bench fuzz install uninstall clean format format-check
-all: $(LIBA) $(LIBSO) $(BUILD)/libvdi.pc $(VDI) $(if $(FS_SRC),$(VDIFS)) $(UNIT_BIN) $(CLITEST_BIN) $(BENCH_BIN)
+all: $(LIBA) $(LIBSO) $(BUILD)/libvdi.pc $(SQLVDI_TARGETS) $(VDI) $(if $(FS_SRC),$(VDIFS)) $(UNIT_BIN) $(CLITEST_BIN) $(BENCH_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -106,6 +122,24 @@ $(LIBA): $(CORE_OBJ)
 
 $(LIBSO): $(CORE_PIC)
 	$(call say,LD,$@)$(CC) -shared -Wl,-soname,libvdi.so.0 $(LDFLAGS) -o $@ $^ $(LDLIBS_CORE)
+
+# libsqlvdi: Microsoft's two classes over libvdi, self-contained (a client
+# links -lsqlvdi alone, as with Microsoft's library); only the classes'
+# members are exported, so its libvdi never meets the caller's.
+$(BUILD)/pic/core/sqlvdi/%.o: core/sqlvdi/%.cpp
+	@mkdir -p $(dir $@)
+	$(call say,CXX,$<)$(CXX) $(ALL_CXXFLAGS) $(CPPFLAGS) -fPIC -c -o $@ $<
+
+$(SQLVDI_SO): $(BUILD)/pic/core/sqlvdi/sqlvdi.o $(CORE_PIC) scripts/libsqlvdi.map
+	$(call say,LD,$@)$(CXX) -shared -Wl,-soname,libsqlvdi.so -Wl,--version-script=scripts/libsqlvdi.map \
+	  $(LDFLAGS) -o $@ $(filter %.o,$^) $(LDLIBS_CORE)
+
+$(SQLVDI_A): $(BUILD)/pic/core/sqlvdi/sqlvdi.o $(CORE_PIC)
+	$(call say,AR,$@)rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/sqlvdi.pc: scripts/sqlvdi.pc.in
+	@mkdir -p $(dir $@)
+	$(call say,GEN,$@)sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' $< > $@
 
 $(BUILD)/libvdi.pc: scripts/libvdi.pc.in
 	@mkdir -p $(dir $@)
@@ -151,6 +185,11 @@ install: all
 	ln -sf libvdi.so.0 $(DESTDIR)$(PREFIX)/lib/libvdi.so
 	install -m 644 core/vdi.h $(DESTDIR)$(PREFIX)/include/
 	install -m 644 $(BUILD)/libvdi.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	$(if $(HAVE_CXX),install -d $(DESTDIR)$(PREFIX)/include/sqlvdi)
+	$(if $(HAVE_CXX),install -m 644 core/sqlvdi/vdi.h core/sqlvdi/vdierror.h $(DESTDIR)$(PREFIX)/include/sqlvdi/)
+	$(if $(HAVE_CXX),install -m 644 $(SQLVDI_A) $(DESTDIR)$(PREFIX)/lib/)
+	$(if $(HAVE_CXX),install -m 755 $(SQLVDI_SO) $(DESTDIR)$(PREFIX)/lib/)
+	$(if $(HAVE_CXX),install -m 644 $(BUILD)/sqlvdi.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/)
 	install -m 755 $(VDI) $(DESTDIR)$(PREFIX)/bin/
 	$(if $(FS_SRC),install -m 755 $(VDIFS) $(DESTDIR)$(PREFIX)/bin/)
 	$(if $(wildcard docs/*.1),install -m 644 $(wildcard docs/*.1) $(DESTDIR)$(PREFIX)/share/man/man1/)
@@ -158,6 +197,8 @@ install: all
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/lib/libvdi.a $(DESTDIR)$(PREFIX)/lib/libvdi.so $(DESTDIR)$(PREFIX)/lib/libvdi.so.0 \
 	  $(DESTDIR)$(PREFIX)/include/vdi.h $(DESTDIR)$(PREFIX)/lib/pkgconfig/libvdi.pc \
+	  $(DESTDIR)$(PREFIX)/include/sqlvdi/vdi.h $(DESTDIR)$(PREFIX)/include/sqlvdi/vdierror.h \
+	  $(DESTDIR)$(PREFIX)/lib/libsqlvdi.so $(DESTDIR)$(PREFIX)/lib/libsqlvdi.a $(DESTDIR)$(PREFIX)/lib/pkgconfig/sqlvdi.pc \
 	  $(DESTDIR)$(PREFIX)/bin/vdi $(DESTDIR)$(PREFIX)/bin/vdifs
 
 format:
