@@ -15,6 +15,13 @@
  *   blksize=BYTES        st_blksize before configuration       (1048576)
  *   group=NAME|GID       share the set with a group (0660/0770)
  *   instance=NAME        the instance of CreateEx              (default)
+ *   sqlvdi[=PATH]        client backend: a library with Microsoft's ABI
+ *                        (PATH: /opt/mssql/lib/libsqlvdi.so)
+ *   backend=libvdi|sqlvdi the client backend                   (libvdi)
+ *
+ * group= and instance= need the libvdi backend (fs_cfg_check): a sqlvdi
+ * library decides the modes of its objects from the umask, and SQL
+ * Server on Linux has no named instances.
  *
  * VDF_RequestComplete is requested unless "nocomplete" is given, so the
  * server sends VDC_Complete and the backup completes only after the
@@ -173,6 +180,15 @@ static int apply_value(struct fs_setcfg *c, const char *key, const char *val)
 		c->has_group = 1;
 	} else if (!strcmp(key, "instance")) {
 		return parse_instance(val, c->instance);
+	} else if (!strcmp(key, "sqlvdi")) {
+		if (strlen(val) >= sizeof(c->sqlvdi_path) || (*val && *val != '/'))
+			return -EINVAL; /* absolute: the daemon's cwd is / */
+		memcpy(c->sqlvdi_path, val, strlen(val) + 1);
+		c->sqlvdi = 1;
+	} else if (!strcmp(key, "backend")) {
+		if (strcmp(val, "libvdi") && strcmp(val, "sqlvdi"))
+			return -EINVAL;
+		c->sqlvdi = !strcmp(val, "sqlvdi");
 	} else {
 		return -ENOENT;
 	}
@@ -186,6 +202,8 @@ int fs_cfg_apply(struct fs_setcfg *c, const char *kv, char *err, size_t errlen)
 	size_t n;
 	int rc;
 
+	if (!strcmp(kv, "sqlvdi"))
+		return apply_value(c, "sqlvdi", "");
 	if (!eq || eq == kv || (n = (size_t)(eq - kv)) >= sizeof(key)) {
 		snprintf(err, errlen, "'%s': not a key=value option", kv);
 		return -ENOENT;
@@ -193,7 +211,11 @@ int fs_cfg_apply(struct fs_setcfg *c, const char *kv, char *err, size_t errlen)
 	memcpy(key, kv, n);
 	key[n] = '\0';
 	rc = apply_value(c, key, eq + 1);
-	if (rc == -EINVAL)
+	if (rc == -EINVAL && !strcmp(key, "sqlvdi"))
+		snprintf(err, errlen, "option 'sqlvdi': '%s' is not an absolute path of a library", eq + 1);
+	else if (rc == -EINVAL && !strcmp(key, "backend"))
+		snprintf(err, errlen, "option 'backend': '%s' is neither libvdi nor sqlvdi", eq + 1);
+	else if (rc == -EINVAL)
 		snprintf(err, errlen, "option '%s': bad value '%s'", key, eq + 1);
 	else if (rc == -ENOENT)
 		snprintf(err, errlen, "option '%s': unknown", key);
@@ -230,7 +252,25 @@ int fs_cfg_parse(struct fs_setcfg *c, const char *text, char *err, size_t errlen
 			return -EINVAL;
 		p += n;
 	}
+	if (fs_cfg_check(&tmp, err, errlen))
+		return -EINVAL;
 	*c = tmp;
+	return 0;
+}
+
+int fs_cfg_check(const struct fs_setcfg *c, char *err, size_t errlen)
+{
+	if (c->sqlvdi && c->has_group) {
+		snprintf(err, errlen, "option 'group' needs backend=libvdi: a sqlvdi library sets the "
+			 "modes of its shared objects from the umask (start vdifs with umask 007 by a "
+			 "member of the group, see vdifs(1))");
+		return -EINVAL;
+	}
+	if (c->sqlvdi && c->instance[0]) {
+		snprintf(err, errlen, "option 'instance' needs backend=libvdi: SQL Server on Linux has "
+			 "no named instances");
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -265,9 +305,12 @@ void fs_cfg_format(const struct fs_setcfg *c, char *buf, size_t len)
 	if (c->has_group)
 		snprintf(grp, sizeof(grp), " group=%u", (unsigned)c->group);
 	snprintf(buf, len,
-		 "devices=%u features=%s open_timeout=%s server_timeout=%u blksize=%u%s%s%s",
+		 "devices=%u features=%s open_timeout=%s server_timeout=%u blksize=%u%s%s%s%s%s",
 		 c->devices, feat, tmo, c->server_timeout_ms, c->blksize, grp,
-		 c->instance[0] ? " instance=" : "", c->instance);
+		 c->instance[0] ? " instance=" : "", c->instance,
+		 c->sqlvdi ? " sqlvdi=" : "",
+		 c->sqlvdi ? (c->sqlvdi_path[0] ? c->sqlvdi_path : VDI_SQLVDI_DEFAULT_PATH) : "");
+
 }
 
 /* ---------------------------------------------------------------------

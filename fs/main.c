@@ -164,6 +164,9 @@ static void usage(FILE *f)
 		"  -o blksize=N       st_blksize before configuration (1048576)\n"
 		"  -o group=G         share sets with group G (modes 0660/0770)\n"
 		"  -o instance=NAME   SQL Server instance name of the sets\n"
+		"  -o sqlvdi[=PATH]   client backend: a library with Microsoft's ABI, for\n"
+		"                     SQL Server on Linux (" VDI_SQLVDI_DEFAULT_PATH ")\n"
+		"  -o backend=libvdi  libvdi's own client half (default; vdi exec)\n"
 		"  -o allow_other     let other users in (modes and group apply)\n"
 		"\n"
 		"See vdifs(1).\n");
@@ -205,12 +208,19 @@ static int cmd_proc(void *data, const char *arg, int key, struct fuse_args *out)
 
 static int parse_cmdline(struct fuse_args *args, struct cmdline *c)
 {
-	char opt[VDI_MAX_NAME + 32];
+	char opt[VDI_MAX_NAME + 32], err[PATH_MAX + 256];
+	const struct vdi_backend *b;
 
 	if (fuse_opt_parse(args, c, cmd_opts, cmd_proc) || c->bad)
 		return -1;
 	if (c->help || c->version)
 		return 0;
+	/* A library that cannot serve refuses the mount: nothing half-works. */
+	if (fs_cfg_check(&fs_g->defaults, err, sizeof(err)) ||
+	    fs_backend_get(&fs_g->defaults, &b, err, sizeof(err))) {
+		fprintf(stderr, "vdifs: %s\n", err);
+		return -1;
+	}
 	if (c->npos == 0) {
 		fprintf(stderr, "vdifs: no mount point given\n");
 		usage(stderr);
@@ -334,6 +344,7 @@ int main(int argc, char *argv[])
 	}
 	rc = mount_and_run(&args, c.pos[c.npos - 1], c.foreground);
 out:
+	fs_backends_free();
 	fuse_opt_free_args(&args);
 	free(c.pos[0]);
 	free(c.pos[1]);

@@ -4,9 +4,10 @@
  * the watcher thread, status text, and config files.
  *
  * Life of a set
- *   mkdir    fs_set_create: vdi_client_create_ex with the mount's
- *            defaults overridden by /.config/<set>; state SET_WAITING.
- *   watcher  polls vdi_client_get_configuration(0) for waiting sets and
+ *   mkdir    fs_set_create: vdi_bset_create through the set's client
+ *            backend, with the mount's defaults overridden by
+ *            /.config/<set>; state SET_WAITING.
+ *   watcher  polls vdi_bset_get_configuration(0) for waiting sets and
  *            moves them to SET_CONFIGURED (or SET_FAILED), so that a
  *            device open() that waits for the server only sleeps on
  *            set->cond; it also notices a set aborted (server died or
@@ -229,25 +230,29 @@ static int set_cfg_for(const char *name, struct fs_setcfg *cfg)
 
 static int client_create(struct fs_set *set)
 {
+	char err[PATH_MAX + 256];
 	VDConfig vc;
 	int rc;
 
+	if (fs_backend_get(&set->cfg, &set->backend, err, sizeof(err))) {
+		fs_root_error_locked("mkdir '%s': %s", set->name, err);
+		return VD_E_INVALID;
+	}
 	memset(&vc, 0, sizeof(vc));
 	vc.deviceCount = set->cfg.devices;
 	vc.features = set->cfg.features;
 	vc.serverTimeOut = set->cfg.server_timeout_ms;
-	rc = vdi_client_new(&set->client);
+	rc = vdi_bset_new(set->backend, &set->client);
 	if (!rc && set->cfg.has_group)
-		rc = vdi_client_set_group(set->client, set->cfg.group);
+		rc = vdi_bset_set_group(set->client, set->cfg.group);
 	if (!rc)
-		rc = vdi_client_create_ex(set->client,
-					  set->cfg.instance[0] ? set->cfg.instance : NULL,
-					  set->name, &vc);
+		rc = vdi_bset_create(set->client,
+				     set->cfg.instance[0] ? set->cfg.instance : NULL,
+				     set->name, &vc);
 	if (rc) {
 		fs_root_error_locked("mkdir '%s': create of the set failed: %s",
 			   set->name, vdi_last_error());
-		if (set->client)
-			vdi_client_free(set->client);
+		vdi_bset_free(set->client);
 		set->client = NULL;
 	}
 	return rc;
@@ -323,7 +328,7 @@ static void note_abort_reason_locked(struct fs_set *set)
 {
 	struct vdi_set_info info;
 
-	if (!set->client || vdi_client_info(set->client, &info))
+	if (!set->client || vdi_bset_info(set->client, &info))
 		return;
 	set->last_info = info;
 	set->have_info = 1;
@@ -338,7 +343,7 @@ static void set_fail_locked(struct fs_set *set)
 	note_abort_reason_locked(set);
 	set->state = SET_FAILED;
 	if (set->client)
-		vdi_client_signal_abort(set->client);
+		vdi_bset_signal_abort(set->client);
 	pthread_cond_broadcast(&set->cond);
 }
 
@@ -369,17 +374,17 @@ static void client_close_locked(struct fs_set *set)
 
 	if (!set->client)
 		return;
-	if (!vdi_client_info(set->client, &set->last_info))
+	if (!vdi_bset_info(set->client, &set->last_info))
 		set->have_info = 1;
 	if (set->state != SET_DONE)
-		vdi_client_signal_abort(set->client);
-	rc = vdi_client_close(set->client);
+		vdi_bset_signal_abort(set->client);
+	rc = vdi_bset_close(set->client);
 	if (rc && set->state == SET_DONE) {
 		fs_set_error_locked(set, "close of the set failed: %s",
 				    vdi_last_error());
 		set->state = SET_FAILED;
 	}
-	vdi_client_free(set->client);
+	vdi_bset_free(set->client);
 	set->client = NULL;
 	set->t_ended = fs_now_ms();
 	pthread_cond_broadcast(&set->cond);
@@ -428,9 +433,9 @@ int fs_set_remove(const char *name)
 	rc = -EBUSY;
 	if (set->open_handles > 0 ||
 	    (set->client && set->state == SET_CONFIGURED &&
-	     !vdi_client_info(set->client, &info) && !info_ended(&info)) ||
+	     !vdi_bset_info(set->client, &info) && !info_ended(&info)) ||
 	    (set->client && set->state == SET_WAITING &&
-	     !vdi_client_info(set->client, &info) && info.server_pid &&
+	     !vdi_bset_info(set->client, &info) && info.server_pid &&
 	     !info_ended(&info))) {
 		pthread_mutex_unlock(&set->lock);
 		fs_root_error_locked("rmdir '%s': set is busy (a device is open or a server is attached)",
@@ -513,7 +518,7 @@ static int dev_attach_locked(struct fs_set *set, int k)
 
 	if (!set->client)
 		return -EIO;
-	rc = vdi_client_open_device(set->client, dev->name, &dev->vd);
+	rc = vdi_bset_open_device(set->client, dev->name, &dev->vd);
 	if (rc) {
 		fs_set_error_locked(set, "device '%s': open failed: %s",
 				    dev->name, vdi_last_error());
@@ -522,7 +527,7 @@ static int dev_attach_locked(struct fs_set *set, int k)
 	/* no timeout: a blocked stream call is woken by the abort that a
 	 * dying reader or writer, .control, unmount or the engine's peer
 	 * watch raises, and an orderly close must wait for VD_E_CLOSE */
-	rc = vdi_cstream_new(dev->vd, VDI_INFINITE, &dev->s);
+	rc = vdi_cstream_open(dev->vd, VDI_INFINITE, &dev->s);
 	if (rc) {
 		fs_set_error_locked(set, "device '%s': stream failed: %s",
 				    dev->name, vdi_last_error());
@@ -641,7 +646,7 @@ void fs_dev_release(struct fs_set *set, int k, int ok, const char *why)
 		ok = 0;
 	}
 	dev->state = ok ? DEV_DONE : DEV_FAILED;
-	dev->vd = NULL; /* freed by vdi_client_close */
+	dev->vd = NULL; /* freed by vdi_bset_close */
 	if (!ok)
 		set_fail_locked(set);
 	fs_log(VDI_LOG_INFO, "set '%s': device '%s' closed after %llu bytes (%s)",
@@ -666,7 +671,7 @@ static void watch_one(struct fs_set *set)
 		return;
 	}
 	if (set->state == SET_WAITING) {
-		rc = vdi_client_get_configuration(set->client, 0, &set->vcfg);
+		rc = vdi_bset_get_configuration(set->client, 0, &set->vcfg);
 		if (!rc) {
 			set->state = SET_CONFIGURED;
 			set->t_configured = fs_now_ms();
@@ -680,7 +685,7 @@ static void watch_one(struct fs_set *set)
 			set_fail_locked(set);
 		}
 	} else if (set->state == SET_CONFIGURED && set->open_handles == 0 &&
-		   !vdi_client_info(set->client, &info) &&
+		   !vdi_bset_info(set->client, &info) &&
 		   (!strcmp(info.state, "aborted") ||
 		    (info.server_pid && !info.server_alive))) {
 		fs_set_error_locked(set, "the set ended while no device was open: %s",

@@ -92,18 +92,19 @@ static void status_devices_locked(struct sbuf *b, struct fs_set *set,
 static void status_set_locked(struct sbuf *b, struct fs_set *set)
 {
 	struct vdi_set_info info;
-	char cfg[256], feat[64];
+	char cfg[PATH_MAX + 256], feat[64];
 	uint64_t bytes = 0, t0 = 0, t1 = 0, now = fs_now_ms();
 	double secs, rate = 0;
 	int have = 0, live = 0;
 
-	if (set->client && !vdi_client_info(set->client, &info))
+	if (set->client && !vdi_bset_info(set->client, &info))
 		have = live = 1;
 	else if (set->have_info)
 		info = set->last_info, have = 1;
 	fs_cfg_format(&set->cfg, cfg, sizeof(cfg));
 	sb_printf(b, "set: %s\nstate: %s\n", set->name, set_state_name(set->state));
 	sb_printf(b, "engine: %s\n", have ? info.state : "closed");
+	sb_printf(b, "backend: %s\n", vdi_backend_name(set->backend));
 	sb_printf(b, "config: %s\n", cfg);
 	if (set->state != SET_WAITING && set->vcfg.maxTransferSize) {
 		fs_features_format(set->vcfg.features & ~(uint32_t)(VDF_WriteMedia |
@@ -117,8 +118,11 @@ static void status_set_locked(struct sbuf *b, struct fs_set *set)
 			  set->vcfg.features & VDF_CompleteEnabled ? " complete-enabled" : "");
 	}
 	/* alive/gone only while the set is open: a snapshot would lie */
-	sb_printf(b, "server: %d%s\n", have ? (int)info.server_pid : 0,
-		  live && info.server_pid ? (info.server_alive ? " alive" : " gone") : "");
+	if (vdi_backend_is_sqlvdi(set->backend))
+		sb_printf(b, "server: unknown (the sqlvdi backend cannot see it)\n");
+	else
+		sb_printf(b, "server: %d%s\n", have ? (int)info.server_pid : 0,
+			  live && info.server_pid ? (info.server_alive ? " alive" : " gone") : "");
 	sb_printf(b, "devices: %u\n", set->cfg.devices);
 	status_devices_locked(b, set, &bytes, &t0, &t1);
 	if (set->state == SET_CONFIGURED)
@@ -146,7 +150,7 @@ char *fs_root_status(size_t *len)
 {
 	struct sbuf b = { 0 };
 	struct fs_set **v;
-	char cfg[256];
+	char cfg[PATH_MAX + 256];
 	int i, n;
 
 	fs_cfg_format(&fs_g->defaults, cfg, sizeof(cfg));

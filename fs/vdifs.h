@@ -4,14 +4,17 @@
  * VDI sets: shared declarations of the fs/ modules.  Never installed.
  *
  * fs/ is a thin adapter from FUSE requests to libvdi calls (STYLE.md rule
- * 1): it holds no protocol logic.  It creates sets with the client half of
- * core/vdi.h and moves bytes with the client stream adapter
- * (vdi_cstream_*), which owns every protocol decision (which command
- * completes when, VDC_Flush, VDC_Complete, end of stream, abort).
+ * 1): it holds no protocol logic.  It creates sets through a client
+ * backend of core/vdi.h (vdi_bset_*: libvdi's own client half, or a
+ * library with Microsoft's ABI, per set) and moves bytes with the client
+ * stream adapter (vdi_cstream_*), which owns every protocol decision
+ * (which command completes when, VDC_Flush, VDC_Complete, end of stream,
+ * abort).
  *
  * Modules
  *   config.c  mount options and per-set configuration text (one parser),
  *             the files of /.config
+ *   backends.c the client library of each configuration (libvdi, sqlvdi)
  *   sets.c    the set registry, device state, the watcher thread, and
  *             the one VD_E_* -> errno mapping (fs_errno)
  *   pump.c    the thread per open device that waits on its stream
@@ -59,6 +62,7 @@
 #define FUSE_USE_VERSION 314
 
 #include <fuse_lowlevel.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -87,6 +91,8 @@ struct fs_setcfg {
 	int has_group;
 	gid_t group;
 	char instance[VDI_MAX_INSTANCE + 1];
+	int sqlvdi;                 /* client backend: 0 libvdi, 1 sqlvdi */
+	char sqlvdi_path[PATH_MAX]; /* its library ("" = the default path) */
 };
 
 void fs_cfg_defaults(struct fs_setcfg *c);
@@ -97,6 +103,9 @@ int fs_cfg_apply(struct fs_setcfg *c, const char *kv, char *err, size_t errlen);
  * new lines, '#' starts a comment.  Unknown keys are errors here.
  * c is unchanged on error. */
 int fs_cfg_parse(struct fs_setcfg *c, const char *text, char *err, size_t errlen);
+/* Options that exclude each other (group= or instance= with sqlvdi):
+ * 0, or -EINVAL with the reason in err. */
+int fs_cfg_check(const struct fs_setcfg *c, char *err, size_t errlen);
 /* "devices=2 features=pipe+complete ..." (for status files). */
 void fs_cfg_format(const struct fs_setcfg *c, char *buf, size_t len);
 /* Text of a features word list ("pipe+complete"). */
@@ -149,7 +158,7 @@ struct fs_dev {
 	enum fs_dev_state state;
 	int hidden;                  /* unlinked (tar -x replaces files) */
 	int writer;                  /* open for restore */
-	struct vdi_client_device *vd;
+	struct vdi_bdev *vd;
 	struct vdi_cstream *s;
 	struct fs_pump pump;         /* waits on s for the requests */
 	uint64_t pos;                /* bytes moved through the stream */
@@ -174,7 +183,8 @@ struct fs_set {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;         /* state changes (set->lock) */
 	enum fs_set_state state;
-	struct vdi_client *client;   /* NULL once closed */
+	const struct vdi_backend *backend; /* the client library of the set */
+	struct vdi_bset *client;     /* NULL once closed */
 	VDConfig vcfg;               /* valid from SET_CONFIGURED */
 	int open_handles;            /* device handles open */
 	uint64_t t_created, t_configured, t_ended; /* ms, monotonic */
@@ -281,6 +291,13 @@ int fs_watcher_start(void);
 void fs_watcher_stop(void);
 /* Unmount: abort and close every set. */
 void fs_sets_shutdown(void);
+
+/* Client backends (backends.c): the library of a configuration, loaded
+ * once per path and kept until unmount.  0, or -EINVAL with the reason
+ * (path, missing symbol) in err. */
+int fs_backend_get(const struct fs_setcfg *c, const struct vdi_backend **out,
+		   char *err, size_t errlen);
+void fs_backends_free(void);
 
 /* Config files (config.c). */
 int fs_cfgfile_lookup(const char *name, struct fs_cfgfile *copy);

@@ -2,7 +2,9 @@
 /*
  * pipe.c - `vdi pipe`: a VDI client without FUSE.
  *
- * Creates the set, waits for the server's configuration, then runs one
+ * Creates the set through a client backend (libvdi's client half, or
+ * with --sqlvdi[=PATH] a library with Microsoft's ABI: vdi.h "Client
+ * backends"), waits for the server's configuration, then runs one
  * thread per device moving bytes between the device (client stream
  * adapter, vdi_cstream_*) and a file descriptor:
  *
@@ -41,7 +43,7 @@ struct pdev {
 	char name[VDI_MAX_NAME + 1];
 	const char *path;            /* NULL or "-" = stdio */
 	int fd;
-	struct vdi_client_device *dev;
+	struct vdi_bdev *dev;
 	struct vdi_cstream *s;
 	pthread_t thread;
 	int started;
@@ -57,7 +59,11 @@ struct pipe_job {
 	const char *group;
 	int quiet;
 	int backup;                  /* direction from the server */
-	struct vdi_client *c;
+	int sqlvdi;                  /* --sqlvdi given */
+	const char *sqlvdi_path;     /* its library (NULL: the default) */
+	struct vdi_backend *loaded;  /* the sqlvdi backend, if loaded */
+	const struct vdi_backend *backend; /* libvdi or loaded */
+	struct vdi_bset *c;
 	struct pdev d[VDI_MAX_DEVICES];
 	pthread_mutex_t lock;
 	int failed;
@@ -68,7 +74,7 @@ static void pipe_fail(struct pipe_job *pj)
 {
 	pthread_mutex_lock(&pj->lock);
 	if (!pj->failed && pj->c)
-		vdi_client_signal_abort(pj->c);
+		vdi_bset_signal_abort(pj->c);
 	pj->failed = 1;
 	pthread_mutex_unlock(&pj->lock);
 }
@@ -110,6 +116,7 @@ static int parse_pipe_opts(struct pipe_job *pj, int argc, char **argv)
 		{ "group", required_argument, NULL, 'g' },
 		{ "instance", required_argument, NULL, 'I' },
 		{ "quiet", no_argument, NULL, 'q' },
+		{ "sqlvdi", optional_argument, NULL, 'L' },
 		{ NULL, 0, NULL, 0 },
 	};
 	uint64_t v;
@@ -132,6 +139,10 @@ static int parse_pipe_opts(struct pipe_job *pj, int argc, char **argv)
 		case 'g': pj->group = optarg; break;
 		case 'I': pj->instance = optarg; break;
 		case 'q': pj->quiet = 1; break;
+		case 'L':
+			pj->sqlvdi = 1;
+			pj->sqlvdi_path = optarg && *optarg ? optarg : NULL;
+			break;
 		default: cli_err("pipe: bad option (vdi --help)"); return -1;
 		}
 	}
@@ -184,11 +195,37 @@ static int setup_devices(struct pipe_job *pj, int nfiles, char **files)
 
 /* ---------------------------------------------------------- the set */
 
+/* The client backend: libvdi, or the library --sqlvdi names, which must
+ * load and have every member before anything is created. */
+static int pick_backend(struct pipe_job *pj)
+{
+	int rc;
+
+	pj->backend = vdi_backend_libvdi();
+	if (!pj->sqlvdi)
+		return 0;
+	if (pj->group || pj->instance) {
+		cli_err("pipe: --%s needs the libvdi backend: %s", pj->group ? "group" : "instance",
+			pj->group ? "a sqlvdi library sets the modes of its shared objects from the umask "
+				    "(run with umask 007 as a member of the group)"
+				  : "SQL Server on Linux has no named instances");
+		return -1;
+	}
+	rc = vdi_backend_load(pj->sqlvdi_path, &pj->loaded);
+	if (rc < 0) {
+		cli_vdi_err(rc, "--sqlvdi: cannot use the library");
+		return -1;
+	}
+	pj->backend = pj->loaded;
+	return 0;
+}
+
 static int create_set(struct pipe_job *pj)
 {
 	VDConfig cfg;
-	int rc = vdi_client_new(&pj->c);
+	int rc;
 
+	rc = vdi_bset_new(pj->backend, &pj->c);
 	if (rc < 0) {
 		pj->c = NULL;
 		cli_vdi_err(rc, "cannot create a client object");
@@ -201,7 +238,7 @@ static int create_set(struct pipe_job *pj)
 			cli_err("invalid --group '%s': no such group", pj->group);
 			return -1;
 		}
-		if ((rc = vdi_client_set_group(pj->c, g->gr_gid)) < 0) {
+		if ((rc = vdi_bset_set_group(pj->c, g->gr_gid)) < 0) {
 			cli_vdi_err(rc, "cannot share set '%s' with group '%s'", pj->set, pj->group);
 			return -1;
 		}
@@ -210,7 +247,7 @@ static int create_set(struct pipe_job *pj)
 	cfg.deviceCount = pj->ndev;
 	cfg.features = pj->features;
 	cfg.serverTimeOut = pj->server_timeout_ms;
-	rc = vdi_client_create_ex(pj->c, pj->instance, pj->set, &cfg);
+	rc = vdi_bset_create(pj->c, pj->instance, pj->set, &cfg);
 	if (rc < 0) {
 		cli_vdi_err(rc, "cannot create virtual device set '%s'", pj->set);
 		return -1;
@@ -221,7 +258,7 @@ static int create_set(struct pipe_job *pj)
 static int wait_server(struct pipe_job *pj)
 {
 	VDConfig cfg;
-	int rc = vdi_client_get_configuration(pj->c, pj->timeout_ms, &cfg);
+	int rc = vdi_bset_get_configuration(pj->c, pj->timeout_ms, &cfg);
 
 	if (rc == VD_E_TIMEOUT) {
 		cli_err("virtual device set '%s': no server configured it within %u ms",
@@ -262,12 +299,12 @@ static int open_devices(struct pipe_job *pj)
 
 		if (open_file(d) < 0)
 			return -1;
-		rc = vdi_client_open_device(pj->c, d->name, &d->dev);
+		rc = vdi_bset_open_device(pj->c, d->name, &d->dev);
 		if (rc < 0) {
 			cli_vdi_err(rc, "device '%s': OpenDevice failed", d->name);
 			return -1;
 		}
-		rc = vdi_cstream_new(d->dev, pj->io_timeout_ms, &d->s);
+		rc = vdi_cstream_open(d->dev, pj->io_timeout_ms, &d->s);
 		if (rc < 0) {
 			d->s = NULL;
 			cli_vdi_err(rc, "device '%s': cannot start the stream", d->name);
@@ -420,13 +457,13 @@ static void teardown(struct pipe_job *pj)
 		int rc;
 
 		if (pj->failed)
-			vdi_client_signal_abort(pj->c);
-		rc = vdi_client_close(pj->c);
+			vdi_bset_signal_abort(pj->c);
+		rc = vdi_bset_close(pj->c);
 		if (rc < 0 && !pj->failed) {
 			cli_vdi_err(rc, "closing virtual device set '%s' failed", pj->set);
 			pj->failed = 1;
 		}
-		vdi_client_free(pj->c);
+		vdi_bset_free(pj->c);
 	}
 }
 
@@ -456,7 +493,7 @@ int cmd_pipe(int argc, char **argv)
 	pj->timeout_ms = 60000;
 	pj->io_timeout_ms = VDI_INFINITE;
 	if (parse_pipe_opts(pj, argc, argv) < 0 ||
-	    setup_devices(pj, argc - optind, argv + optind) < 0)
+	    setup_devices(pj, argc - optind, argv + optind) < 0 || pick_backend(pj) < 0)
 		goto out;
 	cli_signals_block();
 	cli_signal_start(on_signal, pj);
@@ -468,6 +505,7 @@ int cmd_pipe(int argc, char **argv)
 	teardown(pj);
 	status = pj->failed ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 out:
+	vdi_backend_free(pj->loaded);
 	pthread_mutex_destroy(&pj->lock);
 	free(pj);
 	return status;

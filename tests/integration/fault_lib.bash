@@ -17,6 +17,7 @@ case $BUILD in /*) BDIR=$BUILD ;; *) BDIR=$ROOT/$BUILD ;; esac
 VDI=$BDIR/vdi
 VDIFS=$BDIR/vdifs
 NAME=${0##*/}
+[ "${VDIFS_BACKEND:-libvdi}" = sqlvdi ] && NAME="$NAME [sqlvdi]"
 TAG=fm-$$
 T=$(mktemp -d "${TMPDIR:-/tmp}/vdi-faults.XXXXXX")
 DATA=$T/data
@@ -92,6 +93,8 @@ mount_vdifs() {
 	local mnt=$1 log=$2 opts=$3
 	mkdir -p "$mnt"
 	FM_MNTS+=("$mnt")
+	# VDIFS_BACKEND=sqlvdi: the Microsoft-ABI client backend (fs_sqlvdi.sh)
+	[ "${VDIFS_BACKEND:-libvdi}" = sqlvdi ] && opts="$opts,sqlvdi=$BDIR/libsqlvdi.so"
 	"$VDIFS" "$mnt" -f -o "auto_unmount,$opts" 2>>"$log" &
 	FS_PID=$!
 	track "$FS_PID"

@@ -30,8 +30,16 @@ SET=
 
 . "$(dirname "${BASH_SOURCE[0]}")/report.bash"
 
+# VDIFS_BACKEND=sqlvdi runs a script's cases over the Microsoft-ABI client
+# backend, with libvdi's own libsqlvdi.so (fs_sqlvdi.sh does this).
+BACKEND_OPTS=()
+if [ "${VDIFS_BACKEND:-libvdi}" = sqlvdi ]; then
+	BACKEND_OPTS=(-o "sqlvdi=$BDIR/libsqlvdi.so")
+	NAME="$NAME [sqlvdi]"
+fi
+
 fs_mount() { # extra vdifs arguments
-	"$VDIFS" "$MNT" -f "$@" 2>>"$T/vdifs.log" &
+	"$VDIFS" "$MNT" -f "${BACKEND_OPTS[@]+"${BACKEND_OPTS[@]}"}" "$@" 2>>"$T/vdifs.log" &
 	FS_PID=$!
 	local i
 	for i in $(seq 100); do
