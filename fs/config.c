@@ -13,7 +13,7 @@
  *                        the server; "inf" waits forever       (60000)
  *   server_timeout=MS    VDConfig.serverTimeOut, 0 = infinite   (0)
  *   blksize=BYTES        st_blksize before configuration       (1048576)
- *   group=NAME|GID       share the set with a group (0660/0770)
+ *   group=NAME|GID|none  share the set with a group (0660/0770)
  *   instance=NAME        the instance of CreateEx              (default)
  *   sqlvdi[=PATH]        client backend: a library with Microsoft's ABI
  *                        (PATH: /opt/mssql/lib/libsqlvdi.so)
@@ -174,6 +174,8 @@ static int apply_value(struct fs_setcfg *c, const char *key, const char *val)
 		    (v & (v - 1)))
 			return -EINVAL;
 		c->blksize = v;
+	} else if (!strcmp(key, "group") && !strcmp(val, "none")) {
+		c->has_group = 0; /* a set's .config undoes the mount's */
 	} else if (!strcmp(key, "group")) {
 		if (parse_group(val, &c->group))
 			return -EINVAL;

@@ -134,6 +134,37 @@ expect_err "allow_other: other user stopped by the set's mode 0700" "Permission 
 check "-d: one line per request with id, op, size, result, latency" \
 	grep -Eq "req [0-9]+ mkdir ino 1 size 0 -> [0-9]+ [0-9]+us" "$T/vdifs.log"
 rmdir "$MNT/$SET"
+
+# --- the client backend per set (issue 9) -------------------------------
+if [ -e "$BDIR/libsqlvdi.so" ]; then
+	new_set
+	check "per-set sqlvdi: .config accepted" \
+		bash -c 'printf "sqlvdi=%s\n" "$2" > "$1"' _ "$MNT/.config/$SET" "$BDIR/libsqlvdi.so"
+	mkdir "$MNT/$SET"
+	check "per-set sqlvdi: .status names the backend" \
+		grep -qx "backend: sqlvdi:$BDIR/libsqlvdi.so" "$MNT/$SET/.status"
+	make_db sq 300000
+	server_start "BACKUP DATABASE sq TO VIRTUAL_DEVICE='$SET'"
+	timeout 30 cat "$MNT/$SET/$SET" >"$T/sq.bak"
+	check "per-set sqlvdi: a backup through it" server_wait
+	check "per-set sqlvdi: the set is done" grep -q "^state: done" "$MNT/$SET/.status"
+	rmdir "$MNT/$SET"
+	new_set
+	check "a libvdi set beside it: backend libvdi" \
+		eval 'mkdir "$MNT/$SET" && grep -qx "backend: libvdi" "$MNT/$SET/.status" && rmdir "$MNT/$SET"'
+	new_set
+	printf "sqlvdi=%s\n" "$T/missing.so" >"$MNT/.config/$SET"
+	expect_err "per-set sqlvdi with a missing library: mkdir refused" "Invalid argument" mkdir "$MNT/$SET"
+	check "... and /.status says which library: $(sed -n 's/^last-error: //p' "$MNT/.status")" \
+		eval 'grep -q "^last-error: mkdir .*$T/missing.so.*cannot be loaded" "$MNT/.status"'
+	expect_err "sqlvdi with group= in a .config" "Invalid argument" \
+		bash -c 'printf "sqlvdi group=daemon\n" > "$1"' _ "$MNT/.config/$SET"
+	expect_err "sqlvdi with a relative path" "Invalid argument" \
+		bash -c 'printf "sqlvdi=lib.so\n" > "$1"' _ "$MNT/.config/$SET"
+	rm -f "$MNT/.config/$SET"
+else
+	say "no libsqlvdi.so (no C++ compiler): the per-set backend cases are skipped"
+fi
 fs_umount
 
 # --- fstab: mount.fuse3 runs "vdifs SOURCE MOUNTPOINT -o OPTIONS" ------
