@@ -80,7 +80,7 @@ void fs_devfile_read(struct fs_rq *r, struct fs_handle *h, size_t size)
 		return;
 	}
 	if (n < 0) {
-		rc = dev_fail(h, n == -EIO ? "unmounted" : msg, "read");
+		rc = dev_fail(h, n == -ESHUTDOWN ? "unmounted" : msg, "read");
 		pthread_mutex_unlock(&dev->io);
 		fs_reply_err(r, rc);
 		return;
@@ -91,8 +91,7 @@ void fs_devfile_read(struct fs_rq *r, struct fs_handle *h, size_t size)
 	/* consume the bytes only once the kernel took them */
 	rc = fuse_reply_buf(r->req, n ? p : NULL, (size_t)n);
 	if (!rc && n > 0) {
-		rc = vdi_cstream_advance(dev->s, (size_t)n);
-		if (rc) {
+		if (vdi_cstream_advance(dev->s, (size_t)n)) {
 			dev_fail(h, vdi_last_error(), "read");
 		} else {
 			dev_note_data(dev, (size_t)n);
@@ -130,8 +129,8 @@ static int dev_wait_turn(struct fs_rq *r, struct fs_handle *h, off_t off)
 }
 
 /* Restore: copy a write into the buffers of the server's VDC_Reads.
- * 0, -errno, or a VD_E_* code (msg has its text); *done counts the
- * bytes delivered. */
+ * 0 or -errno (msg has the reason of a failure of the stream: -ENOSPC is
+ * a server that reads no more); *done counts the bytes delivered. */
 static int dev_write_some(struct fs_rq *r, struct fs_handle *h,
 			  struct fuse_bufvec *bufv, size_t total, size_t *done,
 			  char *msg, size_t msglen)
@@ -145,19 +144,20 @@ static int dev_write_some(struct fs_rq *r, struct fs_handle *h,
 		int rc;
 
 		n = fs_pump_get(&dev->pump, r->req, total - *done, &p, msg, msglen);
-		if (n == VD_E_CLOSE)
-			return -ENOSPC; /* the server reads no more */
 		if (n <= 0)
-			return n ? (int)n : -EIO;
+			return n ? (int)n : -EIO; /* reserve never gives 0 bytes */
 		dst.buf[0].size = (size_t)n;
 		dst.buf[0].mem = p;
 		c = fuse_buf_copy(&dst, bufv, 0);
-		if (c <= 0)
+		if (c <= 0) {
+			snprintf(msg, msglen, "copy from the write request failed: %s",
+				 strerror(c < 0 ? (int)-c : EIO));
 			return c < 0 ? (int)c : -EIO;
+		}
 		rc = vdi_cstream_commit(dev->s, (size_t)c);
 		if (rc) {
 			snprintf(msg, msglen, "%s", vdi_last_error());
-			return rc;
+			return -fs_errno(rc);
 		}
 		*done += (size_t)c;
 		dev_note_data(dev, (size_t)c);
@@ -178,6 +178,8 @@ void fs_devfile_write(struct fs_rq *r, struct fs_handle *h,
 		return;
 	}
 	pthread_mutex_lock(&dev->io);
+	if (!dev->s)
+		snprintf(msg, sizeof(msg), "the device's stream is gone");
 	rc = dev->s ? dev_wait_turn(r, h, off) : -EIO;
 	if (!rc)
 		rc = dev_write_some(r, h, bufv, total, &done, msg, sizeof(msg));
@@ -192,8 +194,8 @@ void fs_devfile_write(struct fs_rq *r, struct fs_handle *h,
 		return;
 	}
 	if (rc)
-		rc = dev_fail(h, rc == -EIO ? "unmounted" :
-			      rc > -4096 ? strerror(-rc) : msg, "write");
+		rc = dev_fail(h, rc == -ESHUTDOWN ? "unmounted" :
+			      msg[0] ? msg : strerror(-rc), "write");
 	pthread_mutex_unlock(&dev->io);
 	if (rc)
 		fs_reply_err(r, rc);

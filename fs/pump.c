@@ -68,8 +68,10 @@ static void *pump_main(void *arg)
 		else
 			n = vdi_cstream_peek(pm->s, (const void **)&p, len);
 		pthread_mutex_lock(&pm->m);
-		if (n < 0)
+		if (n < 0) {
 			snprintf(pm->msg, sizeof(pm->msg), "%s", vdi_last_error());
+			n = -fs_errno((int)n); /* where the engine's answer enters */
+		}
 		pm->n = n;
 		pm->p = p;
 		pm->have = 1;

@@ -35,7 +35,11 @@
 
 #include "vdifs.h"
 
-/* The one place where a libvdi code becomes an errno (STYLE.md rule 4). */
+/* The one place where a libvdi code becomes an errno (STYLE.md rule 4);
+ * vdifs(1) "ERRORS" prints this table.  Every engine answer is converted
+ * here, where it enters fs/ (the set and device calls below, the pump's
+ * stream calls, devfile's advance and commit); nothing in fs/ carries a
+ * VD_E_* code further. */
 int fs_errno(int rc)
 {
 	switch (rc) {
@@ -49,8 +53,8 @@ int fs_errno(int rc)
 	case VD_E_BUSY: return EEXIST;
 	case VD_E_OPEN: return EBUSY;
 	case VD_E_QUEUE_FULL: return EAGAIN;
+	case VD_E_CLOSE: return ENOSPC; /* the server takes no more bytes */
 	case VD_E_ABORT: /* fall through: the set failed */
-	case VD_E_CLOSE:
 	case VD_E_PROTOCOL:
 	case VD_E_IO_ERROR:
 	case VD_E_UNEXPECTED:
@@ -64,7 +68,7 @@ int fs_req_check(fuse_req_t req)
 {
 	if (__atomic_load_n(&fs_g->stopping, __ATOMIC_ACQUIRE) ||
 	    fuse_session_exited(fs_g->se))
-		return -EIO;
+		return -ESHUTDOWN;
 	if (req && fuse_req_interrupted(req))
 		return -EINTR;
 	return 0;

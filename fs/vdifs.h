@@ -135,8 +135,9 @@ int fs_pump_start(struct fs_pump *pm, struct vdi_cstream *s, int writer);
 int fs_pump_busy(struct fs_pump *pm);
 void fs_pump_stop(struct fs_pump *pm);
 /* Bytes available (peek) or room (reserve), at most len: >= 0 with *p
- * set, a VD_E_* code (msg gets its text), or -EINTR / -EIO when the
- * request was interrupted or the session ends (nothing was consumed). */
+ * set, or -errno: the stream's failure through fs_errno (msg gets its
+ * text), -EINTR when the request was interrupted, -ESHUTDOWN when the
+ * session ends (nothing was consumed in either case). */
 ssize_t fs_pump_get(struct fs_pump *pm, fuse_req_t req, size_t len, void **p,
 		    char *msg, size_t msglen);
 /* Backup: start the next peek now (the stream is the pump's until the
@@ -275,7 +276,7 @@ int fs_dev_end(struct fs_set *set, int k);
 void fs_set_maybe_finish_locked(struct fs_set *set);
 
 /* Waits for the condition of a request: returns 0 to go on, -EINTR on a
- * FUSE interrupt, -EIO when unmounting. */
+ * FUSE interrupt, -ESHUTDOWN when unmounting. */
 int fs_req_check(fuse_req_t req);
 
 /* Status texts (status.c; malloc'ed, caller frees). */
