@@ -27,9 +27,8 @@
  * server sends VDC_Complete and the backup completes only after the
  * reader took the last byte and closed (issue 4 item 8).
  *
- * The files of /.config live in memory (fs->cfgfiles, fs->lock); a write
- * is checked by parsing the whole text, so a typo fails at once with
- * EINVAL instead of at the later mkdir.
+ * Pure: no registry, no lock, no I/O (the files of /.config are the
+ * registry's, sets.c); errors come back as -EINVAL with the reason.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -313,117 +312,4 @@ void fs_cfg_format(const struct fs_setcfg *c, char *buf, size_t len)
 		 c->sqlvdi ? " sqlvdi=" : "",
 		 c->sqlvdi ? (c->sqlvdi_path[0] ? c->sqlvdi_path : VDI_SQLVDI_DEFAULT_PATH) : "");
 
-}
-
-/* ---------------------------------------------------------------------
- * Config files: /.config/<set>.
- */
-static struct fs_cfgfile *cfgfile_find_locked(const char *name, uint32_t id)
-{
-	struct fs_cfgfile *f;
-
-	for (f = fs_g->cfgfiles; f; f = f->next)
-		if (name ? !strcmp(f->name, name) : f->id == id)
-			return f;
-	return NULL;
-}
-
-static int cfgfile_copy(const char *name, uint32_t id, struct fs_cfgfile *copy)
-{
-	struct fs_cfgfile *f;
-
-	pthread_mutex_lock(&fs_g->lock);
-	f = cfgfile_find_locked(name, id);
-	if (f)
-		*copy = *f;
-	pthread_mutex_unlock(&fs_g->lock);
-	return f ? 0 : -ENOENT;
-}
-
-int fs_cfgfile_lookup(const char *name, struct fs_cfgfile *copy)
-{
-	return cfgfile_copy(name, 0, copy);
-}
-
-int fs_cfgfile_get_id(uint32_t id, struct fs_cfgfile *copy)
-{
-	return cfgfile_copy(NULL, id, copy);
-}
-
-int fs_cfgfile_create(const char *name, struct fs_cfgfile *copy)
-{
-	struct fs_cfgfile *f;
-	int rc = 0;
-
-	if (strlen(name) > VDI_MAX_NAME)
-		return -ENAMETOOLONG;
-	pthread_mutex_lock(&fs_g->lock);
-	f = cfgfile_find_locked(name, 0);
-	if (!f) {
-		f = calloc(1, sizeof(*f));
-		if (f) {
-			snprintf(f->name, sizeof(f->name), "%s", name);
-			f->id = ++fs_g->next_id;
-			f->mtime = time(NULL);
-			f->next = fs_g->cfgfiles;
-			fs_g->cfgfiles = f;
-		}
-	}
-	if (f)
-		*copy = *f;
-	else
-		rc = -ENOMEM;
-	pthread_mutex_unlock(&fs_g->lock);
-	return rc;
-}
-
-/* Replaces the text after checking it parses (so a typo fails the
- * write with EINVAL at once rather than the later mkdir). */
-int fs_cfgfile_store(uint32_t id, const char *text, size_t len)
-{
-	struct fs_setcfg probe = fs_g->defaults;
-	struct fs_cfgfile *f;
-	char err[160], buf[FS_MAX_CONFIG_TEXT];
-	int rc = 0;
-
-	if (len >= sizeof(buf))
-		return -EFBIG;
-	memcpy(buf, text, len);
-	buf[len] = '\0';
-	if (strlen(buf) != len || fs_cfg_parse(&probe, buf, err, sizeof(err))) {
-		pthread_mutex_lock(&fs_g->lock);
-		fs_root_error_locked(".config: %s", strlen(buf) != len ? "NUL byte" : err);
-		pthread_mutex_unlock(&fs_g->lock);
-		return -EINVAL;
-	}
-	pthread_mutex_lock(&fs_g->lock);
-	f = cfgfile_find_locked(NULL, id);
-	if (f) {
-		memcpy(f->text, buf, len + 1);
-		f->len = len;
-		f->mtime = time(NULL);
-	} else {
-		rc = -ENOENT;
-	}
-	pthread_mutex_unlock(&fs_g->lock);
-	return rc;
-}
-
-int fs_cfgfile_remove(const char *name)
-{
-	struct fs_cfgfile **pf, *f;
-	int rc = -ENOENT;
-
-	pthread_mutex_lock(&fs_g->lock);
-	for (pf = &fs_g->cfgfiles; *pf; pf = &(*pf)->next) {
-		if (strcmp((*pf)->name, name))
-			continue;
-		f = *pf;
-		*pf = f->next;
-		free(f);
-		rc = 0;
-		break;
-	}
-	pthread_mutex_unlock(&fs_g->lock);
-	return rc;
 }

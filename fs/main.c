@@ -29,103 +29,13 @@
 
 #define VDIFS_VERSION "0.1.0"
 
-struct vdifs *fs_g;
-
-/* ---------------------------------------------------------------------
- * Logging.
- */
-static int log_level = VDI_LOG_WARN;
-static int log_syslog;
-static uint64_t rq_next_id;
-
-uint64_t fs_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static uint64_t now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-static void log_line(enum vdi_log_level level, const char *msg)
-{
-	static const char *const names[] = { "error", "warning", "info", "debug" };
-	static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
-
-	char safe[1024];
-
-	/* Set names come from mkdir: never log raw control bytes. */
-	vdi_escape_text(safe, sizeof(safe), msg);
-	if (log_syslog)
-		syslog(prio[level], "%s", safe);
-	else
-		fprintf(stderr, "vdifs: %s: %s\n", names[level], safe);
-}
-
-void fs_log(enum vdi_log_level level, const char *fmt, ...)
-{
-	char msg[768];
-	va_list ap;
-
-	if ((int)level > log_level)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	log_line(level, msg);
-}
-
-/* libvdi's messages go to the same place as ours. */
-static void engine_sink(void *ctx, enum vdi_log_level level, const char *msg)
-{
-	char line[600];
-
-	(void)ctx;
-	snprintf(line, sizeof(line), "libvdi: %s", msg);
-	log_line(level, line);
-}
-
-void fs_rq_begin(struct fs_rq *r, fuse_req_t req, const char *op,
-		 fuse_ino_t ino, size_t size)
-{
-	r->req = req;
-	r->op = op;
-	r->ino = ino;
-	r->size = size;
-	if (!fs_g->debug)
-		return;
-	r->id = __atomic_add_fetch(&rq_next_id, 1, __ATOMIC_RELAXED);
-	r->t0_us = now_us();
-}
-
-void fs_rq_end(struct fs_rq *r, long result)
-{
-	char res[48];
-
-	if (!fs_g->debug)
-		return;
-	if (result < 0)
-		snprintf(res, sizeof(res), "%s", strerror((int)-result));
-	else
-		snprintf(res, sizeof(res), "%ld", result);
-	fs_log(VDI_LOG_DEBUG, "req %llu %s ino %llu size %zu -> %s %lluus",
-	       (unsigned long long)r->id, r->op, (unsigned long long)r->ino,
-	       r->size, res, (unsigned long long)(now_us() - r->t0_us));
-}
-
 /* ---------------------------------------------------------------------
  * Command line.
  */
 enum { K_HELP, K_VERSION, K_FG, K_DEBUG };
 
 struct cmdline {
+	struct vdifs *fs;
 	int help, version, foreground, debug, bad;
 	char *pos[2];
 	int npos;
@@ -193,7 +103,7 @@ static int cmd_proc(void *data, const char *arg, int key, struct fuse_args *out)
 		c->pos[c->npos++] = strdup(arg);
 		return 0;
 	case FUSE_OPT_KEY_OPT:
-		rc = fs_cfg_apply(&fs_g->defaults, arg, err, sizeof(err));
+		rc = fs_cfg_apply(&c->fs->defaults, arg, err, sizeof(err));
 		if (rc == -ENOENT)
 			return 1; /* libfuse's option */
 		if (rc) {
@@ -216,8 +126,8 @@ static int parse_cmdline(struct fuse_args *args, struct cmdline *c)
 	if (c->help || c->version)
 		return 0;
 	/* A library that cannot serve refuses the mount: nothing half-works. */
-	if (fs_cfg_check(&fs_g->defaults, err, sizeof(err)) ||
-	    fs_backend_get(&fs_g->defaults, &b, err, sizeof(err))) {
+	if (fs_cfg_check(&c->fs->defaults, err, sizeof(err)) ||
+	    fs_backend_get(&c->fs->defaults, &b, err, sizeof(err))) {
 		fprintf(stderr, "vdifs: %s\n", err);
 		return -1;
 	}
@@ -240,7 +150,7 @@ static int parse_cmdline(struct fuse_args *args, struct cmdline *c)
 /* ---------------------------------------------------------------------
  * Session.
  */
-static int start_watcher(void)
+static int start_watcher(struct vdifs *fs)
 {
 	sigset_t all, old;
 	int rc;
@@ -248,7 +158,7 @@ static int start_watcher(void)
 	/* signals go to libfuse's threads, which end the loop */
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
-	rc = fs_watcher_start();
+	rc = fs_watcher_start(fs);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	return rc;
 }
@@ -269,43 +179,44 @@ static int run_loop(struct fuse_session *se)
 	return rc;
 }
 
-static int mount_and_run(struct fuse_args *args, const char *mountpoint,
-			 int foreground)
+static int mount_and_run(struct vdifs *fs, struct fuse_args *args,
+			 const char *mountpoint, int foreground, int debug)
 {
 	struct fuse_session *se;
 	int rc = 1;
 
-	se = fuse_session_new(args, &fs_ops, sizeof(fs_ops), NULL);
+	/* every request finds the mount's context: fuse_req_userdata */
+	se = fuse_session_new(args, &fs_ops, sizeof(fs_ops), fs);
 	if (!se)
 		goto out;
-	fs_g->se = se;
+	fs->se = se;
 	if (fuse_set_signal_handlers(se))
 		goto out_session;
 	if (fuse_session_mount(se, mountpoint))
 		goto out_signals;
-	if (!foreground) {
+	if (!foreground)
 		openlog("vdifs", LOG_PID, LOG_DAEMON);
-		log_syslog = 1;
-	}
+	fs_log_setup(debug, !foreground);
 	if (fuse_daemonize(foreground))
 		goto out_unmount;
-	if (start_watcher()) {
+	if (start_watcher(fs)) {
 		fs_log(VDI_LOG_ERROR, "start of the watcher thread failed");
 		goto out_unmount;
 	}
 	fs_log(VDI_LOG_INFO, "serving %s", mountpoint);
 	rc = run_loop(se) ? 1 : 0;
 	fs_handles_free_all();
-	fs_sets_shutdown();
+	fs_watcher_stop(fs);
+	fs_sets_shutdown(fs);
 	fs_log(VDI_LOG_INFO, "unmounted %s", mountpoint);
 out_unmount:
-	fs_watcher_stop();
+	fs_watcher_stop(fs);
 	fuse_session_unmount(se);
 out_signals:
 	fuse_remove_signal_handlers(se);
 out_session:
 	fuse_session_destroy(se);
-	fs_g->se = NULL;
+	fs->se = NULL;
 out:
 	return rc;
 }
@@ -318,13 +229,13 @@ int main(int argc, char *argv[])
 	int rc = 1;
 
 	memset(&c, 0, sizeof(c));
-	fs_g = &g;
+	c.fs = &g;
 	pthread_mutex_init(&g.lock, NULL);
 	fs_cfg_defaults(&g.defaults);
 	g.uid = getuid();
 	g.gid = getgid();
 	g.mounted_wall = time(NULL);
-	vdi_log_set_sink(engine_sink, NULL);
+	vdi_log_set_sink(fs_engine_sink, NULL);
 	if (parse_cmdline(&args, &c))
 		goto out;
 	if (c.help) {
@@ -337,12 +248,8 @@ int main(int argc, char *argv[])
 		rc = 0;
 		goto out;
 	}
-	g.debug = c.debug;
-	if (c.debug) {
-		log_level = VDI_LOG_DEBUG;
-		vdi_log_set_level(VDI_LOG_INFO);
-	}
-	rc = mount_and_run(&args, c.pos[c.npos - 1], c.foreground);
+	fs_log_setup(c.debug, 0);
+	rc = mount_and_run(&g, &args, c.pos[c.npos - 1], c.foreground, c.debug);
 out:
 	fs_backends_free();
 	fuse_opt_free_args(&args);

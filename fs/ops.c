@@ -40,12 +40,6 @@
 /* ---------------------------------------------------------------------
  * Replies, each logged with -d.
  */
-void fs_reply_err(struct fs_rq *r, int err)
-{
-	fs_rq_end(r, -(long)err);
-	fuse_reply_err(r->req, err);
-}
-
 static void r_entry(struct fs_rq *r, const struct fuse_entry_param *e)
 {
 	fs_rq_end(r, (long)e->ino);
@@ -73,29 +67,23 @@ static void r_open(struct fs_rq *r, struct fs_handle *h,
 	}
 }
 
-void fs_reply_write(struct fs_rq *r, size_t n)
-{
-	fs_rq_end(r, (long)n);
-	fuse_reply_write(r->req, n);
-}
-
 /* ---------------------------------------------------------------------
  * Attributes.
  */
-static gid_t file_gid(const struct fs_setcfg *cfg)
+static gid_t file_gid(struct vdifs *fs, const struct fs_setcfg *cfg)
 {
-	return cfg->has_group ? cfg->group : fs_g->gid;
+	return cfg->has_group ? cfg->group : fs->gid;
 }
 
-static void st_init(struct stat *st, fuse_ino_t ino, mode_t type,
+static void st_init(struct vdifs *fs, struct stat *st, fuse_ino_t ino, mode_t type,
 		    mode_t perm, const struct fs_setcfg *cfg, time_t t)
 {
 	memset(st, 0, sizeof(*st));
 	st->st_ino = ino;
 	st->st_mode = type | perm;
 	st->st_nlink = type == S_IFDIR ? 2 : 1;
-	st->st_uid = fs_g->uid;
-	st->st_gid = file_gid(cfg);
+	st->st_uid = fs->uid;
+	st->st_gid = file_gid(fs, cfg);
 	st->st_blksize = FS_IO_SIZE;
 	st->st_atime = st->st_mtime = st->st_ctime = t;
 }
@@ -105,52 +93,52 @@ static mode_t perm_of(const struct fs_setcfg *cfg, mode_t owner)
 	return cfg->has_group ? owner | (owner >> 3) : owner;
 }
 
-static int attr_root(fuse_ino_t ino, struct stat *st)
+static int attr_root(struct vdifs *fs, fuse_ino_t ino, struct stat *st)
 {
-	const struct fs_setcfg *d = &fs_g->defaults;
+	const struct fs_setcfg *d = &fs->defaults;
 
 	switch (FS_INO_SLOT(ino)) {
 	case SLOT_ROOT:
-		st_init(st, ino, S_IFDIR, perm_of(d, 0755) | (d->has_group ? 0020 : 0),
-			d, fs_g->mounted_wall);
+		st_init(fs, st, ino, S_IFDIR, perm_of(d, 0755) | (d->has_group ? 0020 : 0),
+			d, fs->mounted_wall);
 		return 0;
 	case SLOT_ROOT_STATUS:
-		st_init(st, ino, S_IFREG, 0444, d, time(NULL));
+		st_init(fs, st, ino, S_IFREG, 0444, d, time(NULL));
 		return 0;
 	case SLOT_CONFIG_DIR:
-		st_init(st, ino, S_IFDIR, perm_of(d, 0700), d, fs_g->mounted_wall);
+		st_init(fs, st, ino, S_IFDIR, perm_of(d, 0700), d, fs->mounted_wall);
 		return 0;
 	}
 	return -ENOENT;
 }
 
-static int attr_cfgfile(fuse_ino_t ino, struct stat *st)
+static int attr_cfgfile(struct vdifs *fs, fuse_ino_t ino, struct stat *st)
 {
 	struct fs_cfgfile f;
 
-	if (fs_cfgfile_get_id(FS_INO_ID(ino), &f))
+	if (fs_cfgfile_get_id(fs, FS_INO_ID(ino), &f))
 		return -ENOENT;
-	st_init(st, ino, S_IFREG, perm_of(&fs_g->defaults, 0600),
-		&fs_g->defaults, f.mtime);
+	st_init(fs, st, ino, S_IFREG, perm_of(&fs->defaults, 0600),
+		&fs->defaults, f.mtime);
 	st->st_size = (off_t)f.len;
 	st->st_blocks = (blkcnt_t)((f.len + 511) / 512);
 	return 0;
 }
 
-static int attr_set(struct fs_set *set, fuse_ino_t ino, struct stat *st)
+static int attr_set(struct vdifs *fs, struct fs_set *set, fuse_ino_t ino, struct stat *st)
 {
 	unsigned slot = FS_INO_SLOT(ino);
 	const struct fs_setcfg *c = &set->cfg;
 
 	if (slot == SLOT_SET_DIR) {
-		st_init(st, ino, S_IFDIR, perm_of(c, 0700), c, set->created_wall);
+		st_init(fs, st, ino, S_IFDIR, perm_of(c, 0700), c, set->created_wall);
 	} else if (slot == SLOT_SET_STATUS) {
-		st_init(st, ino, S_IFREG, 0444, c, time(NULL));
+		st_init(fs, st, ino, S_IFREG, 0444, c, time(NULL));
 	} else if (slot == SLOT_SET_CONTROL) {
-		st_init(st, ino, S_IFREG, perm_of(c, 0200), c, set->created_wall);
+		st_init(fs, st, ino, S_IFREG, perm_of(c, 0200), c, set->created_wall);
 	} else if (slot >= SLOT_DEV0 && slot - SLOT_DEV0 < c->devices) {
 		/* size 0 and 0 blocks: not sparse, read to end of file */
-		st_init(st, ino, S_IFREG, perm_of(c, 0600), c, set->created_wall);
+		st_init(fs, st, ino, S_IFREG, perm_of(c, 0600), c, set->created_wall);
 		st->st_blksize = fs_set_blksize(set);
 	} else {
 		return -ENOENT;
@@ -158,30 +146,30 @@ static int attr_set(struct fs_set *set, fuse_ino_t ino, struct stat *st)
 	return 0;
 }
 
-static int fill_attr(fuse_ino_t ino, struct stat *st)
+static int fill_attr(struct vdifs *fs, fuse_ino_t ino, struct stat *st)
 {
 	struct fs_set *set;
 	int rc;
 
 	if (FS_INO_ID(ino) == 0)
-		return attr_root(ino, st);
+		return attr_root(fs, ino, st);
 	if (FS_INO_SLOT(ino) == SLOT_CFGFILE)
-		return attr_cfgfile(ino, st);
-	set = fs_set_get_id(FS_INO_ID(ino));
+		return attr_cfgfile(fs, ino, st);
+	set = fs_set_get_id(fs, FS_INO_ID(ino));
 	if (!set)
 		return -ENOENT;
-	rc = attr_set(set, ino, st);
+	rc = attr_set(fs, set, ino, st);
 	fs_set_put(set);
 	return rc;
 }
 
-static void reply_entry_of(struct fs_rq *r, fuse_ino_t ino)
+static void reply_entry_of(struct vdifs *fs, struct fs_rq *r, fuse_ino_t ino)
 {
 	struct fuse_entry_param e;
 	int rc;
 
 	memset(&e, 0, sizeof(e));
-	rc = fill_attr(ino, &e.attr);
+	rc = fill_attr(fs, ino, &e.attr);
 	if (rc) {
 		fs_reply_err(r, -rc);
 		return;
@@ -195,9 +183,9 @@ static void reply_entry_of(struct fs_rq *r, fuse_ino_t ino)
 /* ---------------------------------------------------------------------
  * Name space.
  */
-static fuse_ino_t lookup_in_set(fuse_ino_t parent, const char *name)
+static fuse_ino_t lookup_in_set(struct vdifs *fs, fuse_ino_t parent, const char *name)
 {
-	struct fs_set *set = fs_set_get_id(FS_INO_ID(parent));
+	struct fs_set *set = fs_set_get_id(fs, FS_INO_ID(parent));
 	fuse_ino_t ino = 0;
 	int k;
 
@@ -217,7 +205,7 @@ static fuse_ino_t lookup_in_set(fuse_ino_t parent, const char *name)
 	return ino;
 }
 
-static fuse_ino_t lookup_ino(fuse_ino_t parent, const char *name)
+static fuse_ino_t lookup_ino(struct vdifs *fs, fuse_ino_t parent, const char *name)
 {
 	struct fs_cfgfile f;
 	struct fs_set *set;
@@ -228,7 +216,7 @@ static fuse_ino_t lookup_ino(fuse_ino_t parent, const char *name)
 			return FS_INO(0, SLOT_ROOT_STATUS);
 		if (!strcmp(name, ".config"))
 			return FS_INO(0, SLOT_CONFIG_DIR);
-		set = fs_set_get_name(name);
+		set = fs_set_get_name(fs, name);
 		if (set) {
 			ino = FS_INO(set->id, SLOT_SET_DIR);
 			fs_set_put(set);
@@ -236,34 +224,36 @@ static fuse_ino_t lookup_ino(fuse_ino_t parent, const char *name)
 		return ino;
 	}
 	if (parent == FS_INO(0, SLOT_CONFIG_DIR))
-		return fs_cfgfile_lookup(name, &f) ? 0 : FS_INO(f.id, SLOT_CFGFILE);
+		return fs_cfgfile_lookup(fs, name, &f) ? 0 : FS_INO(f.id, SLOT_CFGFILE);
 	if (FS_INO_ID(parent) && FS_INO_SLOT(parent) == SLOT_SET_DIR)
-		return lookup_in_set(parent, name);
+		return lookup_in_set(fs, parent, name);
 	return 0;
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	struct vdifs *fs = fuse_req_userdata(req);
 	struct fs_rq r;
 	fuse_ino_t ino;
 
 	fs_rq_begin(&r, req, "lookup", parent, 0);
-	ino = lookup_ino(parent, name);
+	ino = lookup_ino(fs, parent, name);
 	if (!ino)
 		fs_reply_err(&r, ENOENT);
 	else
-		reply_entry_of(&r, ino);
+		reply_entry_of(fs, &r, ino);
 }
 
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	struct vdifs *fs = fuse_req_userdata(req);
 	struct fs_rq r;
 	struct stat st;
 	int rc;
 
 	(void)fi;
 	fs_rq_begin(&r, req, "getattr", ino, 0);
-	rc = fill_attr(ino, &st);
+	rc = fill_attr(fs, ino, &st);
 	if (rc)
 		fs_reply_err(&r, -rc);
 	else
@@ -275,6 +265,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		       int to_set, struct fuse_file_info *fi)
 {
+	struct vdifs *fs = fuse_req_userdata(req);
 	struct fs_handle *h = fi ? (struct fs_handle *)(uintptr_t)fi->fh : NULL;
 	struct fs_rq r;
 	struct stat st;
@@ -286,7 +277,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		return;
 	}
 	if ((to_set & FUSE_SET_ATTR_SIZE) && FS_INO_SLOT(ino) == SLOT_CFGFILE) {
-		rc = fs_cfgfile_store(FS_INO_ID(ino), "", 0);
+		rc = fs_cfgfile_store(fs, FS_INO_ID(ino), "", 0);
 		if (!rc && h && h->kind == H_CFG)
 			h->len = 0;
 		if (rc) {
@@ -294,7 +285,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 			return;
 		}
 	}
-	rc = fill_attr(ino, &st);
+	rc = fill_attr(fs, ino, &st);
 	if (rc)
 		fs_reply_err(&r, -rc);
 	else
@@ -304,6 +295,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 		     mode_t mode)
 {
+	struct vdifs *fs = fuse_req_userdata(req);
 	struct fs_rq r;
 	struct fs_set *set;
 	int rc;
@@ -314,17 +306,18 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 		fs_reply_err(&r, EPERM);
 		return;
 	}
-	rc = fs_set_create(name, &set);
+	rc = fs_set_create(fs, name, &set);
 	if (rc) {
 		fs_reply_err(&r, -rc);
 		return;
 	}
-	reply_entry_of(&r, FS_INO(set->id, SLOT_SET_DIR));
+	reply_entry_of(fs, &r, FS_INO(set->id, SLOT_SET_DIR));
 	fs_set_put(set);
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	struct vdifs *fs = fuse_req_userdata(req);
 	struct fs_rq r;
 	int rc;
 
@@ -337,21 +330,22 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fs_reply_err(&r, EPERM);
 		return;
 	}
-	rc = fs_set_remove(name);
+	rc = fs_set_remove(fs, name);
 	fs_reply_err(&r, -rc);
 }
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	struct vdifs *fs = fuse_req_userdata(req);
 	struct fs_rq r;
 	struct fs_set *set;
 	int k, rc = EPERM;
 
 	fs_rq_begin(&r, req, "unlink", parent, 0);
 	if (parent == FS_INO(0, SLOT_CONFIG_DIR)) {
-		rc = -fs_cfgfile_remove(name);
+		rc = -fs_cfgfile_remove(fs, name);
 	} else if (FS_INO_ID(parent) && FS_INO_SLOT(parent) == SLOT_SET_DIR &&
-		   (set = fs_set_get_id(FS_INO_ID(parent)))) {
+		   (set = fs_set_get_id(fs, FS_INO_ID(parent)))) {
 		k = fs_set_dev_index(set, name);
 		if (k >= 0) {
 			pthread_mutex_lock(&set->lock);
@@ -421,26 +415,26 @@ static int open_dev(fuse_req_t req, struct fs_set *set, int k,
 	return 0;
 }
 
-static int open_text(struct fs_handle *h, struct fs_set *set,
+static int open_text(struct vdifs *fs, struct fs_handle *h, struct fs_set *set,
 		     struct fuse_file_info *fi)
 {
 	h->kind = H_TEXT;
-	h->text = set ? fs_set_status(set, &h->len) : fs_root_status(&h->len);
+	h->text = set ? fs_set_status(set, &h->len) : fs_root_status(fs, &h->len);
 	if (!h->text)
 		return -ENOMEM;
 	fi->direct_io = 1;
 	return 0;
 }
 
-static int open_cfg(struct fs_handle *h, uint32_t id, struct fuse_file_info *fi)
+static int open_cfg(struct vdifs *fs, struct fs_handle *h, uint32_t id, struct fuse_file_info *fi)
 {
 	struct fs_cfgfile f;
 	int rc;
 
-	if (fs_cfgfile_get_id(id, &f))
+	if (fs_cfgfile_get_id(fs, id, &f))
 		return -ENOENT;
 	if (fi->flags & O_TRUNC) {
-		rc = fs_cfgfile_store(id, "", 0);
+		rc = fs_cfgfile_store(fs, id, "", 0);
 		if (rc)
 			return rc;
 		f.len = 0;
@@ -459,19 +453,20 @@ static int open_cfg(struct fs_handle *h, uint32_t id, struct fuse_file_info *fi)
 static int open_ino(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		    struct fs_handle *h)
 {
+	struct vdifs *fs = fuse_req_userdata(req);
 	unsigned slot = FS_INO_SLOT(ino);
 	struct fs_set *set;
 
 	if (FS_INO_ID(ino) == 0)
-		return slot == SLOT_ROOT_STATUS ? open_text(h, NULL, fi) : -EISDIR;
+		return slot == SLOT_ROOT_STATUS ? open_text(fs, h, NULL, fi) : -EISDIR;
 	if (slot == SLOT_CFGFILE)
-		return open_cfg(h, FS_INO_ID(ino), fi);
-	set = fs_set_get_id(FS_INO_ID(ino));
+		return open_cfg(fs, h, FS_INO_ID(ino), fi);
+	set = fs_set_get_id(fs, FS_INO_ID(ino));
 	if (!set)
 		return -ENOENT;
 	h->set = set; /* the handle owns the reference from here */
 	if (slot == SLOT_SET_STATUS)
-		return open_text(h, set, fi);
+		return open_text(fs, h, set, fi);
 	if (slot == SLOT_SET_CONTROL) {
 		h->kind = H_CONTROL;
 		fi->direct_io = 1;
@@ -506,7 +501,8 @@ static int create_dev(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      struct fuse_file_info *fi, struct fs_handle *h,
 		      fuse_ino_t *ino)
 {
-	struct fs_set *set = fs_set_get_id(FS_INO_ID(parent));
+	struct vdifs *fs = fuse_req_userdata(req);
+	struct fs_set *set = fs_set_get_id(fs, FS_INO_ID(parent));
 	int k;
 
 	if (!set)
@@ -525,6 +521,7 @@ static int create_dev(fuse_req_t req, fuse_ino_t parent, const char *name,
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      mode_t mode, struct fuse_file_info *fi)
 {
+	struct vdifs *fs = fuse_req_userdata(req);
 	struct fs_handle *h = handle_new(H_TEXT);
 	struct fuse_entry_param e;
 	struct fs_cfgfile f;
@@ -539,17 +536,17 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		return;
 	}
 	if (parent == FS_INO(0, SLOT_CONFIG_DIR)) {
-		rc = fs_cfgfile_create(name, &f);
+		rc = fs_cfgfile_create(fs, name, &f);
 		if (!rc) {
 			ino = FS_INO(f.id, SLOT_CFGFILE);
-			rc = open_cfg(h, f.id, fi);
+			rc = open_cfg(fs, h, f.id, fi);
 		}
 	} else if (FS_INO_ID(parent) && FS_INO_SLOT(parent) == SLOT_SET_DIR) {
 		rc = create_dev(req, parent, name, fi, h, &ino);
 	}
 	memset(&e, 0, sizeof(e));
 	if (!rc)
-		rc = fill_attr(ino, &e.attr);
+		rc = fill_attr(fs, ino, &e.attr);
 	if (rc) {
 		if (h->kind == H_DEV) {
 			h->failed = 1;
@@ -686,7 +683,7 @@ static int control_command(struct fs_handle *h, const char *text)
 	return -EINVAL;
 }
 
-static int text_write(struct fs_handle *h, struct fuse_bufvec *bufv,
+static int text_write(struct vdifs *fs, struct fs_handle *h, struct fuse_bufvec *bufv,
 		      off_t off, size_t total)
 {
 	struct fuse_bufvec dst = FUSE_BUFVEC_INIT(total);
@@ -707,12 +704,13 @@ static int text_write(struct fs_handle *h, struct fuse_bufvec *bufv,
 	memcpy(h->text + off, buf, total);
 	if ((size_t)off + total > h->len)
 		h->len = (size_t)off + total;
-	return fs_cfgfile_store(h->cfg_id, h->text, h->len);
+	return fs_cfgfile_store(fs, h->cfg_id, h->text, h->len);
 }
 
 static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bufv,
 			 off_t off, struct fuse_file_info *fi)
 {
+	struct vdifs *fs = fuse_req_userdata(req);
 	struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
 	size_t total = fuse_buf_size(bufv);
 	struct fs_rq r;
@@ -727,7 +725,7 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *buf
 		fs_reply_err(&r, EBADF);
 		return;
 	}
-	rc = text_write(h, bufv, off, total);
+	rc = text_write(fs, h, bufv, off, total);
 	if (rc)
 		fs_reply_err(&r, -rc);
 	else
@@ -756,36 +754,36 @@ static int dir_add(struct fs_handle *h, size_t *cap, const char *name,
 	return 0;
 }
 
-static int dir_fill_root(struct fs_handle *h, size_t *cap)
+static int dir_fill_root(struct vdifs *fs, struct fs_handle *h, size_t *cap)
 {
 	struct fs_set_link *l;
 	int rc = 0;
 
 	rc |= dir_add(h, cap, ".status", FS_INO(0, SLOT_ROOT_STATUS), S_IFREG);
 	rc |= dir_add(h, cap, ".config", FS_INO(0, SLOT_CONFIG_DIR), S_IFDIR);
-	pthread_mutex_lock(&fs_g->lock);
-	for (l = fs_g->sets; l && !rc; l = l->next)
+	pthread_mutex_lock(&fs->lock);
+	for (l = fs->sets; l && !rc; l = l->next)
 		rc = dir_add(h, cap, l->set->name, FS_INO(l->set->id, SLOT_SET_DIR),
 			     S_IFDIR);
-	pthread_mutex_unlock(&fs_g->lock);
+	pthread_mutex_unlock(&fs->lock);
 	return rc;
 }
 
-static int dir_fill_config(struct fs_handle *h, size_t *cap)
+static int dir_fill_config(struct vdifs *fs, struct fs_handle *h, size_t *cap)
 {
 	struct fs_cfgfile *f;
 	int rc = 0;
 
-	pthread_mutex_lock(&fs_g->lock);
-	for (f = fs_g->cfgfiles; f && !rc; f = f->next)
+	pthread_mutex_lock(&fs->lock);
+	for (f = fs->cfgfiles; f && !rc; f = f->next)
 		rc = dir_add(h, cap, f->name, FS_INO(f->id, SLOT_CFGFILE), S_IFREG);
-	pthread_mutex_unlock(&fs_g->lock);
+	pthread_mutex_unlock(&fs->lock);
 	return rc;
 }
 
-static int dir_fill_set(struct fs_handle *h, size_t *cap, uint32_t id)
+static int dir_fill_set(struct vdifs *fs, struct fs_handle *h, size_t *cap, uint32_t id)
 {
-	struct fs_set *set = fs_set_get_id(id);
+	struct fs_set *set = fs_set_get_id(fs, id);
 	uint32_t k;
 	int rc = 0;
 
@@ -805,6 +803,7 @@ static int dir_fill_set(struct fs_handle *h, size_t *cap, uint32_t id)
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	struct vdifs *fs = fuse_req_userdata(req);
 	struct fs_handle *h = handle_new(H_DIR);
 	struct fs_rq r;
 	size_t cap = 0;
@@ -820,11 +819,11 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	if (rc)
 		rc = -ENOMEM;
 	else if (ino == FUSE_ROOT_ID)
-		rc = dir_fill_root(h, &cap);
+		rc = dir_fill_root(fs, h, &cap);
 	else if (ino == FS_INO(0, SLOT_CONFIG_DIR))
-		rc = dir_fill_config(h, &cap);
+		rc = dir_fill_config(fs, h, &cap);
 	else if (FS_INO_ID(ino) && FS_INO_SLOT(ino) == SLOT_SET_DIR)
-		rc = dir_fill_set(h, &cap, FS_INO_ID(ino));
+		rc = dir_fill_set(fs, h, &cap, FS_INO_ID(ino));
 	else
 		rc = -ENOTDIR;
 	if (rc) {

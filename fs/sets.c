@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * sets.c - the sets of a mount: registry, device streams' life cycle,
- * the watcher thread, status text, and config files.
+ * sets.c - the registry of a mount (struct vdifs: its sets and the files
+ * of /.config, under fs->lock) and the life of a set.
  *
- * Life of a set
+ * Life of a set (the device streams are devices.c's, the watcher is
+ * watcher.c's)
  *   mkdir    fs_set_create: vdi_bset_create through the set's client
  *            backend, with the mount's defaults overridden by
  *            /.config/<set>; state SET_WAITING.
@@ -35,85 +36,46 @@
 
 #include "vdifs.h"
 
-/* The one place where a libvdi code becomes an errno (STYLE.md rule 4);
- * vdifs(1) "ERRORS" prints this table.  Every engine answer is converted
- * here, where it enters fs/ (the set and device calls below, the pump's
- * stream calls, devfile's advance and commit); nothing in fs/ carries a
- * VD_E_* code further. */
-int fs_errno(int rc)
-{
-	switch (rc) {
-	case NOERROR: return 0;
-	case VD_E_TIMEOUT: return ETIMEDOUT;
-	case VD_E_SECURITY: return EACCES;
-	case VD_E_INVALID: return EINVAL;
-	case VD_E_INSTANCE_NAME: return EINVAL;
-	case VD_E_NOTSUPPORTED: return EINVAL;
-	case VD_E_MEMORY: return ENOMEM;
-	case VD_E_BUSY: return EEXIST;
-	case VD_E_OPEN: return EBUSY;
-	case VD_E_QUEUE_FULL: return EAGAIN;
-	case VD_E_CLOSE: return ENOSPC; /* the server takes no more bytes */
-	case VD_E_ABORT: /* fall through: the set failed */
-	case VD_E_PROTOCOL:
-	case VD_E_IO_ERROR:
-	case VD_E_UNEXPECTED:
-	case VD_E_NOTOPEN:
-	default:
-		return EIO;
-	}
-}
-
-int fs_req_check(fuse_req_t req)
-{
-	if (__atomic_load_n(&fs_g->stopping, __ATOMIC_ACQUIRE) ||
-	    fuse_session_exited(fs_g->se))
-		return -ESHUTDOWN;
-	if (req && fuse_req_interrupted(req))
-		return -EINTR;
-	return 0;
-}
-
 /* ---------------------------------------------------------------------
  * Registry.
  */
-static struct fs_set *find_locked(const char *name, uint32_t id)
+static struct fs_set *find_locked(struct vdifs *fs, const char *name, uint32_t id)
 {
 	struct fs_set_link *l;
 
-	for (l = fs_g->sets; l; l = l->next)
+	for (l = fs->sets; l; l = l->next)
 		if (name ? !strcmp(l->set->name, name) : l->set->id == id)
 			return l->set;
 	return NULL;
 }
 
-static struct fs_set *get(const char *name, uint32_t id)
+static struct fs_set *get(struct vdifs *fs, const char *name, uint32_t id)
 {
 	struct fs_set *set;
 
-	pthread_mutex_lock(&fs_g->lock);
-	set = find_locked(name, id);
+	pthread_mutex_lock(&fs->lock);
+	set = find_locked(fs, name, id);
 	if (set)
 		set->refs++;
-	pthread_mutex_unlock(&fs_g->lock);
+	pthread_mutex_unlock(&fs->lock);
 	return set;
 }
 
-struct fs_set *fs_set_get_id(uint32_t id)
+struct fs_set *fs_set_get_id(struct vdifs *fs, uint32_t id)
 {
-	return get(NULL, id);
+	return get(fs, NULL, id);
 }
 
-struct fs_set *fs_set_get_name(const char *name)
+struct fs_set *fs_set_get_name(struct vdifs *fs, const char *name)
 {
-	return get(name, 0);
+	return get(fs, name, 0);
 }
 
 void fs_set_ref(struct fs_set *set)
 {
-	pthread_mutex_lock(&fs_g->lock);
+	pthread_mutex_lock(&set->fs->lock);
 	set->refs++;
-	pthread_mutex_unlock(&fs_g->lock);
+	pthread_mutex_unlock(&set->fs->lock);
 }
 
 static void set_free(struct fs_set *set)
@@ -131,9 +93,9 @@ void fs_set_put(struct fs_set *set)
 {
 	int last;
 
-	pthread_mutex_lock(&fs_g->lock);
+	pthread_mutex_lock(&set->fs->lock);
 	last = --set->refs == 0;
-	pthread_mutex_unlock(&fs_g->lock);
+	pthread_mutex_unlock(&set->fs->lock);
 	if (last)
 		set_free(set);
 }
@@ -159,14 +121,14 @@ uint32_t fs_set_blksize(struct fs_set *set)
 	return b ? b : set->cfg.blksize;
 }
 
-void fs_root_error_locked(const char *fmt, ...)
+void fs_root_error_locked(struct vdifs *fs, const char *fmt, ...)
 {
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(fs_g->last_error, sizeof(fs_g->last_error), fmt, ap);
+	vsnprintf(fs->last_error, sizeof(fs->last_error), fmt, ap);
 	va_end(ap);
-	fs_log(VDI_LOG_WARN, "%s", fs_g->last_error);
+	fs_log(VDI_LOG_WARN, "%s", fs->last_error);
 }
 
 /* A set name is a VDI name: 1..127 bytes, no '\\' or control character.
@@ -189,7 +151,7 @@ static int check_name(const char *name, uint32_t devices)
 	return 0;
 }
 
-static struct fs_set *set_alloc(const char *name, const struct fs_setcfg *cfg)
+static struct fs_set *set_alloc(struct vdifs *fs, const char *name, const struct fs_setcfg *cfg)
 {
 	struct fs_set *set;
 	uint32_t k;
@@ -197,6 +159,7 @@ static struct fs_set *set_alloc(const char *name, const struct fs_setcfg *cfg)
 	set = calloc(1, sizeof(*set) + cfg->devices * sizeof(set->dev[0]));
 	if (!set)
 		return NULL;
+	set->fs = fs;
 	snprintf(set->name, sizeof(set->name), "%s", name);
 	set->cfg = *cfg;
 	pthread_mutex_init(&set->lock, NULL);
@@ -215,17 +178,17 @@ static struct fs_set *set_alloc(const char *name, const struct fs_setcfg *cfg)
 	return set;
 }
 
-static int set_cfg_for(const char *name, struct fs_setcfg *cfg)
+static int set_cfg_for(struct vdifs *fs, const char *name, struct fs_setcfg *cfg)
 {
 	struct fs_cfgfile *f;
 	char err[160];
 
-	*cfg = fs_g->defaults;
-	for (f = fs_g->cfgfiles; f; f = f->next) {
+	*cfg = fs->defaults;
+	for (f = fs->cfgfiles; f; f = f->next) {
 		if (strcmp(f->name, name))
 			continue;
 		if (fs_cfg_parse(cfg, f->text, err, sizeof(err))) {
-			fs_root_error_locked("mkdir '%s': .config/%s: %s", name, name, err);
+			fs_root_error_locked(fs, "mkdir '%s': .config/%s: %s", name, name, err);
 			return -EINVAL;
 		}
 	}
@@ -239,7 +202,7 @@ static int client_create(struct fs_set *set)
 	int rc;
 
 	if (fs_backend_get(&set->cfg, &set->backend, err, sizeof(err))) {
-		fs_root_error_locked("mkdir '%s': %s", set->name, err);
+		fs_root_error_locked(set->fs, "mkdir '%s': %s", set->name, err);
 		return VD_E_INVALID;
 	}
 	memset(&vc, 0, sizeof(vc));
@@ -254,7 +217,7 @@ static int client_create(struct fs_set *set)
 				     set->cfg.instance[0] ? set->cfg.instance : NULL,
 				     set->name, &vc);
 	if (rc) {
-		fs_root_error_locked("mkdir '%s': create of the set failed: %s",
+		fs_root_error_locked(set->fs, "mkdir '%s': create of the set failed: %s",
 			   set->name, vdi_last_error());
 		vdi_bset_free(set->client);
 		set->client = NULL;
@@ -262,7 +225,7 @@ static int client_create(struct fs_set *set)
 	return rc;
 }
 
-int fs_set_create(const char *name, struct fs_set **out)
+int fs_set_create(struct vdifs *fs, const char *name, struct fs_set **out)
 {
 	struct fs_setcfg cfg;
 	struct fs_set_link *link = NULL;
@@ -270,22 +233,22 @@ int fs_set_create(const char *name, struct fs_set **out)
 	int rc;
 
 	*out = NULL;
-	pthread_mutex_lock(&fs_g->lock);
-	rc = set_cfg_for(name, &cfg);
+	pthread_mutex_lock(&fs->lock);
+	rc = set_cfg_for(fs, name, &cfg);
 	if (rc)
 		goto out;
 	rc = check_name(name, cfg.devices);
 	if (rc) {
-		fs_root_error_locked("mkdir '%s': not a valid set name for %u device(s)",
+		fs_root_error_locked(fs, "mkdir '%s': not a valid set name for %u device(s)",
 			   name, cfg.devices);
 		goto out;
 	}
 	rc = -EEXIST;
-	if (find_locked(name, 0))
+	if (find_locked(fs, name, 0))
 		goto out;
 	rc = -ENOMEM;
 	link = malloc(sizeof(*link));
-	set = set_alloc(name, &cfg);
+	set = set_alloc(fs, name, &cfg);
 	if (!link || !set)
 		goto out;
 	rc = client_create(set);
@@ -293,18 +256,18 @@ int fs_set_create(const char *name, struct fs_set **out)
 		rc = -fs_errno(rc);
 		goto out;
 	}
-	set->id = ++fs_g->next_id;
+	set->id = ++fs->next_id;
 	set->refs = 2; /* registry + caller */
 	link->set = set;
-	link->next = fs_g->sets;
-	fs_g->sets = link;
+	link->next = fs->sets;
+	fs->sets = link;
 	*out = set;
 	fs_log(VDI_LOG_INFO, "set '%s': created (%u device(s))", name, cfg.devices);
 	set = NULL;
 	link = NULL;
 	rc = 0;
 out:
-	pthread_mutex_unlock(&fs_g->lock);
+	pthread_mutex_unlock(&fs->lock);
 	free(link);
 	if (set)
 		set_free(set);
@@ -328,7 +291,7 @@ void fs_set_error_locked(struct fs_set *set, const char *fmt, ...)
 }
 
 /* The engine's words for why the set aborted (server died, ...). */
-static void note_abort_reason_locked(struct fs_set *set)
+void fs_set_note_abort_locked(struct fs_set *set)
 {
 	struct vdi_set_info info;
 
@@ -340,11 +303,11 @@ static void note_abort_reason_locked(struct fs_set *set)
 		fs_set_error_locked(set, "aborted: %s", info.abort_reason);
 }
 
-static void set_fail_locked(struct fs_set *set)
+void fs_set_fail_locked(struct fs_set *set)
 {
 	if (set->state == SET_FAILED || set->state == SET_DONE)
 		return;
-	note_abort_reason_locked(set);
+	fs_set_note_abort_locked(set);
 	set->state = SET_FAILED;
 	if (set->client)
 		vdi_bset_signal_abort(set->client);
@@ -365,7 +328,7 @@ int fs_set_abort(struct fs_set *set, const char *fmt, ...)
 		rc = -EINVAL; /* nothing left to abort */
 	} else {
 		fs_set_error_locked(set, "%s", msg);
-		set_fail_locked(set);
+		fs_set_fail_locked(set);
 		fs_set_maybe_finish_locked(set);
 	}
 	pthread_mutex_unlock(&set->lock);
@@ -420,15 +383,15 @@ static int info_ended(const struct vdi_set_info *info)
 	       (info->server_pid && !info->server_alive);
 }
 
-int fs_set_remove(const char *name)
+int fs_set_remove(struct vdifs *fs, const char *name)
 {
 	struct fs_set_link **pl, *l;
 	struct fs_set *set;
 	struct vdi_set_info info;
 	int rc = -ENOENT;
 
-	pthread_mutex_lock(&fs_g->lock);
-	for (pl = &fs_g->sets; *pl && strcmp((*pl)->set->name, name);)
+	pthread_mutex_lock(&fs->lock);
+	for (pl = &fs->sets; *pl && strcmp((*pl)->set->name, name);)
 		pl = &(*pl)->next;
 	if (!*pl)
 		goto out;
@@ -442,13 +405,13 @@ int fs_set_remove(const char *name)
 	     !vdi_bset_info(set->client, &info) && info.server_pid &&
 	     !info_ended(&info))) {
 		pthread_mutex_unlock(&set->lock);
-		fs_root_error_locked("rmdir '%s': set is busy (a device is open or a server is attached)",
+		fs_root_error_locked(fs, "rmdir '%s': set is busy (a device is open or a server is attached)",
 			   name);
 		goto out;
 	}
 	if (set->client && set->state != SET_DONE) {
 		fs_set_error_locked(set, "removed by rmdir");
-		set_fail_locked(set);
+		fs_set_fail_locked(set);
 	}
 	client_close_locked(set);
 	set->removed = 1;
@@ -460,339 +423,46 @@ int fs_set_remove(const char *name)
 	if (--set->refs == 0)
 		set_free(set);
 out:
-	pthread_mutex_unlock(&fs_g->lock);
+	pthread_mutex_unlock(&fs->lock);
 	return rc;
 }
 
-/* ---------------------------------------------------------------------
- * Device streams.
- */
-static int wait_configured_locked(fuse_req_t req, struct fs_set *set)
-{
-	uint64_t t0 = fs_now_ms(), limit = set->cfg.open_timeout_ms;
-	int inf = (set->cfg.open_timeout_ms & 0x80000000u) != 0;
-	int rc;
-
-	while (set->state == SET_WAITING) {
-		struct timespec ts;
-
-		rc = fs_req_check(req);
-		if (rc)
-			return rc;
-		if (!inf && fs_now_ms() - t0 >= limit)
-			return -ETIMEDOUT;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += (long)FS_POLL_MS * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&set->cond, &set->lock, &ts);
-	}
-	return 0;
-}
-
-/* May device k be opened now, in that direction?  0 or -errno. */
-static int dev_check_locked(struct fs_set *set, int k, int *writer)
-{
-	struct fs_dev *dev = &set->dev[k];
-	int backup = (set->vcfg.features & VDF_WriteMedia) != 0;
-
-	if (set->state == SET_FAILED || dev->state == DEV_FAILED)
-		return -EIO;
-	if (set->state == SET_DONE || dev->state == DEV_DONE)
-		return -ENODATA;
-	if (dev->state == DEV_OPEN)
-		return -EBUSY;
-	if (*writer == 2)
-		*writer = !backup;
-	if (*writer == backup) {
-		fs_log(VDI_LOG_WARN, "set '%s': device '%s': open for %s refused: the server is %s",
-		       set->name, dev->name, *writer ? "writing" : "reading",
-		       backup ? "backing up (read the device)" : "restoring (write the device)");
-		return -EPERM;
-	}
-	return 0;
-}
-
-static int dev_attach_locked(struct fs_set *set, int k)
-{
-	struct fs_dev *dev = &set->dev[k];
-	int rc;
-
-	if (!set->client)
-		return -EIO;
-	rc = vdi_bset_open_device(set->client, dev->name, &dev->vd);
-	if (rc) {
-		fs_set_error_locked(set, "device '%s': open failed: %s",
-				    dev->name, vdi_last_error());
-		return -fs_errno(rc);
-	}
-	/* no timeout: a blocked stream call is woken by the abort that a
-	 * dying reader or writer, .control, unmount or the engine's peer
-	 * watch raises, and an orderly close must wait for VD_E_CLOSE */
-	rc = vdi_cstream_open(dev->vd, VDI_INFINITE, &dev->s);
-	if (rc) {
-		fs_set_error_locked(set, "device '%s': stream failed: %s",
-				    dev->name, vdi_last_error());
-		return -fs_errno(rc);
-	}
-	return 0;
-}
-
-int fs_dev_open(fuse_req_t req, struct fs_set *set, int k, int writer)
-{
-	struct fs_dev *dev = &set->dev[k];
-	int rc, attached = 0;
-
-	pthread_mutex_lock(&set->lock);
-	set->open_handles++; /* rmdir must not pull the set from under us */
-	rc = wait_configured_locked(req, set);
-	if (!rc)
-		rc = dev_check_locked(set, k, &writer);
-	if (!rc) {
-		attached = 1;
-		rc = dev_attach_locked(set, k);
-	}
-	if (!rc) {
-		rc = fs_pump_start(&dev->pump, dev->s, writer);
-		if (rc)
-			fs_set_error_locked(set, "device '%s': no thread: %s",
-					    dev->name, strerror(-rc));
-	}
-	if (rc) {
-		/* Only what this call attached is undone: a refused open
-		 * (EBUSY: another handle streams this device) must not touch
-		 * the other handle's stream. */
-		if (attached && dev->vd) {
-			/* an opened VDI device cannot be given back: fail */
-			dev->state = DEV_FAILED;
-			set_fail_locked(set);
-			if (dev->s)
-				vdi_cstream_close(dev->s, 0);
-			dev->s = NULL;
-		}
-		set->open_handles--;
-		fs_set_maybe_finish_locked(set);
-		pthread_mutex_unlock(&set->lock);
-		return rc;
-	}
-	dev->state = DEV_OPEN;
-	dev->writer = writer;
-	dev->pos = 0;
-	dev->at_eof = 0;
-	fs_log(VDI_LOG_INFO, "set '%s': device '%s' opened for %s", set->name,
-	       dev->name, writer ? "restore (writing)" : "backup (reading)");
-	pthread_mutex_unlock(&set->lock);
-	return writer ? 1 : 0;
-}
-
-/* Stops the pump and closes the stream (dev->io held).  A pump still
- * waiting for the server means the stream did not end: abort first,
- * which is what wakes it. */
-static int dev_stream_end(struct fs_set *set, struct fs_dev *dev, int *ok,
-			  const char **why)
-{
-	struct vdi_cstream *s = dev->s;
-
-	if (*ok && fs_pump_busy(&dev->pump)) {
-		*ok = 0;
-		*why = "stream closed while a request waited for the server";
-	}
-	if (!*ok) {
-		pthread_mutex_lock(&set->lock);
-		fs_set_error_locked(set, "device '%s': %s at byte %llu", dev->name,
-				    *why, (unsigned long long)dev->pos);
-		set_fail_locked(set);
-		pthread_mutex_unlock(&set->lock);
-	}
-	fs_pump_stop(&dev->pump);
-	dev->s = NULL;
-	return s ? vdi_cstream_close(s, *ok) : 0;
-}
-
-int fs_dev_end(struct fs_set *set, int k)
-{
-	struct fs_dev *dev = &set->dev[k];
-	uint64_t pos;
-	int rc;
-
-	pthread_mutex_lock(&dev->io);
-	pos = dev->pos;
-	rc = dev->s ? vdi_cstream_end(dev->s) : VD_E_ABORT;
-	pthread_mutex_unlock(&dev->io);
-	if (!rc)
-		return 0;
-	pthread_mutex_lock(&set->lock);
-	fs_set_error_locked(set, "device '%s': end of stream failed at byte %llu: %s", dev->name,
-			    (unsigned long long)pos, dev->s ? vdi_last_error() : "no stream");
-	set_fail_locked(set);
-	pthread_mutex_unlock(&set->lock);
-	return -EIO;
-}
-
-void fs_dev_release(struct fs_set *set, int k, int ok, const char *why)
-{
-	struct fs_dev *dev = &set->dev[k];
-	uint64_t pos;
-	int rc;
-
-	pthread_mutex_lock(&dev->io);
-	pos = dev->pos;
-	rc = dev_stream_end(set, dev, &ok, &why);
-	pthread_mutex_unlock(&dev->io);
-
-	pthread_mutex_lock(&set->lock);
-	if (ok && rc) {
-		fs_set_error_locked(set, "device '%s': end of stream failed at byte %llu: %s",
-				    dev->name, (unsigned long long)pos,
-				    vdi_last_error());
-		ok = 0;
-	}
-	dev->state = ok ? DEV_DONE : DEV_FAILED;
-	dev->vd = NULL; /* freed by vdi_bset_close */
-	if (!ok)
-		set_fail_locked(set);
-	fs_log(VDI_LOG_INFO, "set '%s': device '%s' closed after %llu bytes (%s)",
-	       set->name, dev->name, (unsigned long long)pos, ok ? "ok" : why);
-	set->open_handles--;
-	fs_set_maybe_finish_locked(set);
-	pthread_cond_broadcast(&set->cond);
-	pthread_mutex_unlock(&set->lock);
-}
-
-/* ---------------------------------------------------------------------
- * Watcher thread.
- */
-static void watch_one(struct fs_set *set)
-{
-	struct vdi_set_info info;
-	int rc;
-
-	pthread_mutex_lock(&set->lock);
-	if (!set->client) {
-		pthread_mutex_unlock(&set->lock);
-		return;
-	}
-	if (set->state == SET_WAITING) {
-		rc = vdi_bset_get_configuration(set->client, 0, &set->vcfg);
-		if (!rc) {
-			set->state = SET_CONFIGURED;
-			set->t_configured = fs_now_ms();
-			fs_log(VDI_LOG_INFO, "set '%s': configured by the server: blocksize %u, maxtransfersize %u, features 0x%x",
-			       set->name, set->vcfg.blockSize,
-			       set->vcfg.maxTransferSize, set->vcfg.features);
-			pthread_cond_broadcast(&set->cond);
-		} else if (rc != VD_E_TIMEOUT) {
-			fs_set_error_locked(set, "waiting for the server failed: %s",
-					    vdi_last_error());
-			set_fail_locked(set);
-		}
-	} else if (set->state == SET_CONFIGURED && set->open_handles == 0 &&
-		   !vdi_bset_info(set->client, &info) &&
-		   (!strcmp(info.state, "aborted") ||
-		    (info.server_pid && !info.server_alive))) {
-		fs_set_error_locked(set, "the set ended while no device was open: %s",
-				    info.abort_reason[0] ? info.abort_reason
-							 : "server gone");
-		set_fail_locked(set);
-	}
-	fs_set_maybe_finish_locked(set);
-	pthread_mutex_unlock(&set->lock);
-}
-
-int fs_sets_snapshot(struct fs_set ***out)
+int fs_sets_snapshot(struct vdifs *fs, struct fs_set ***out)
 {
 	struct fs_set_link *l;
 	struct fs_set **v;
 	int n = 0, i = 0;
 
-	pthread_mutex_lock(&fs_g->lock);
-	for (l = fs_g->sets; l; l = l->next)
+	pthread_mutex_lock(&fs->lock);
+	for (l = fs->sets; l; l = l->next)
 		n++;
 	v = calloc((size_t)n + 1, sizeof(*v));
-	for (l = fs_g->sets; v && l; l = l->next) {
+	for (l = fs->sets; v && l; l = l->next) {
 		l->set->refs++;
 		v[i++] = l->set;
 	}
-	pthread_mutex_unlock(&fs_g->lock);
+	pthread_mutex_unlock(&fs->lock);
 	*out = v;
 	return v ? i : 0;
 }
 
-/* The session is ending (unmount, SIGTERM): wake every request blocked
- * in a stream call by aborting its set, so libfuse can join its workers
- * and no server waits for us. */
-static void abort_for_exit(struct fs_set *set)
-{
-	pthread_mutex_lock(&set->lock);
-	if (set->client && set->state != SET_DONE) {
-		fs_set_error_locked(set, "aborted: filesystem unmounted");
-		set_fail_locked(set);
-	}
-	pthread_mutex_unlock(&set->lock);
-}
-
-static void *watcher_main(void *arg)
-{
-	struct fs_set **v;
-	int i, n, exiting;
-
-	(void)arg;
-	while (!__atomic_load_n(&fs_g->stopping, __ATOMIC_ACQUIRE)) {
-		struct timespec ts = { 0, (long)FS_POLL_MS * 1000000L };
-
-		exiting = fuse_session_exited(fs_g->se);
-		n = fs_sets_snapshot(&v);
-		for (i = 0; i < n; i++) {
-			if (exiting)
-				abort_for_exit(v[i]);
-			else
-				watch_one(v[i]);
-			fs_set_put(v[i]);
-		}
-		free(v);
-		nanosleep(&ts, NULL);
-	}
-	return NULL;
-}
-
-int fs_watcher_start(void)
-{
-	int rc = pthread_create(&fs_g->watcher, NULL, watcher_main, NULL);
-
-	if (rc)
-		return -rc;
-	fs_g->watcher_started = 1;
-	return 0;
-}
-
-void fs_watcher_stop(void)
-{
-	__atomic_store_n(&fs_g->stopping, 1, __ATOMIC_RELEASE);
-	if (fs_g->watcher_started)
-		pthread_join(fs_g->watcher, NULL);
-	fs_g->watcher_started = 0;
-}
-
 /* No request runs any more (the session loop returned): close what the
  * kernel will never release, abort what is still active. */
-void fs_sets_shutdown(void)
+void fs_sets_shutdown(struct vdifs *fs)
 {
 	struct fs_set_link *l;
 
-	fs_watcher_stop();
-	pthread_mutex_lock(&fs_g->lock);
-	while ((l = fs_g->sets)) {
+	pthread_mutex_lock(&fs->lock);
+	while ((l = fs->sets)) {
 		struct fs_set *set = l->set;
 		uint32_t k;
 
-		fs_g->sets = l->next;
+		fs->sets = l->next;
 		free(l);
 		pthread_mutex_lock(&set->lock);
 		if (set->client && set->state != SET_DONE) {
 			fs_set_error_locked(set, "aborted: filesystem unmounted");
-			set_fail_locked(set); /* wakes the pumps */
+			fs_set_fail_locked(set); /* wakes the pumps */
 		}
 		for (k = 0; k < set->cfg.devices; k++) {
 			fs_pump_stop(&set->dev[k].pump);
@@ -806,11 +476,124 @@ void fs_sets_shutdown(void)
 		if (--set->refs == 0)
 			set_free(set);
 	}
-	while (fs_g->cfgfiles) {
-		struct fs_cfgfile *f = fs_g->cfgfiles;
+	while (fs->cfgfiles) {
+		struct fs_cfgfile *f = fs->cfgfiles;
 
-		fs_g->cfgfiles = f->next;
+		fs->cfgfiles = f->next;
 		free(f);
 	}
-	pthread_mutex_unlock(&fs_g->lock);
+	pthread_mutex_unlock(&fs->lock);
+}
+
+/* ---------------------------------------------------------------------
+ * Config files: /.config/<set>.
+ */
+static struct fs_cfgfile *cfgfile_find_locked(struct vdifs *fs, const char *name, uint32_t id)
+{
+	struct fs_cfgfile *f;
+
+	for (f = fs->cfgfiles; f; f = f->next)
+		if (name ? !strcmp(f->name, name) : f->id == id)
+			return f;
+	return NULL;
+}
+
+static int cfgfile_copy(struct vdifs *fs, const char *name, uint32_t id, struct fs_cfgfile *copy)
+{
+	struct fs_cfgfile *f;
+
+	pthread_mutex_lock(&fs->lock);
+	f = cfgfile_find_locked(fs, name, id);
+	if (f)
+		*copy = *f;
+	pthread_mutex_unlock(&fs->lock);
+	return f ? 0 : -ENOENT;
+}
+
+int fs_cfgfile_lookup(struct vdifs *fs, const char *name, struct fs_cfgfile *copy)
+{
+	return cfgfile_copy(fs, name, 0, copy);
+}
+
+int fs_cfgfile_get_id(struct vdifs *fs, uint32_t id, struct fs_cfgfile *copy)
+{
+	return cfgfile_copy(fs, NULL, id, copy);
+}
+
+int fs_cfgfile_create(struct vdifs *fs, const char *name, struct fs_cfgfile *copy)
+{
+	struct fs_cfgfile *f;
+	int rc = 0;
+
+	if (strlen(name) > VDI_MAX_NAME)
+		return -ENAMETOOLONG;
+	pthread_mutex_lock(&fs->lock);
+	f = cfgfile_find_locked(fs, name, 0);
+	if (!f) {
+		f = calloc(1, sizeof(*f));
+		if (f) {
+			snprintf(f->name, sizeof(f->name), "%s", name);
+			f->id = ++fs->next_id;
+			f->mtime = time(NULL);
+			f->next = fs->cfgfiles;
+			fs->cfgfiles = f;
+		}
+	}
+	if (f)
+		*copy = *f;
+	else
+		rc = -ENOMEM;
+	pthread_mutex_unlock(&fs->lock);
+	return rc;
+}
+
+/* Replaces the text after checking it parses (so a typo fails the
+ * write with EINVAL at once rather than the later mkdir). */
+int fs_cfgfile_store(struct vdifs *fs, uint32_t id, const char *text, size_t len)
+{
+	struct fs_setcfg probe = fs->defaults;
+	struct fs_cfgfile *f;
+	char err[160], buf[FS_MAX_CONFIG_TEXT];
+	int rc = 0;
+
+	if (len >= sizeof(buf))
+		return -EFBIG;
+	memcpy(buf, text, len);
+	buf[len] = '\0';
+	if (strlen(buf) != len || fs_cfg_parse(&probe, buf, err, sizeof(err))) {
+		pthread_mutex_lock(&fs->lock);
+		fs_root_error_locked(fs, ".config: %s", strlen(buf) != len ? "NUL byte" : err);
+		pthread_mutex_unlock(&fs->lock);
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&fs->lock);
+	f = cfgfile_find_locked(fs, NULL, id);
+	if (f) {
+		memcpy(f->text, buf, len + 1);
+		f->len = len;
+		f->mtime = time(NULL);
+	} else {
+		rc = -ENOENT;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return rc;
+}
+
+int fs_cfgfile_remove(struct vdifs *fs, const char *name)
+{
+	struct fs_cfgfile **pf, *f;
+	int rc = -ENOENT;
+
+	pthread_mutex_lock(&fs->lock);
+	for (pf = &fs->cfgfiles; *pf; pf = &(*pf)->next) {
+		if (strcmp((*pf)->name, name))
+			continue;
+		f = *pf;
+		*pf = f->next;
+		free(f);
+		rc = 0;
+		break;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return rc;
 }

@@ -146,19 +146,19 @@ char *fs_set_status(struct fs_set *set, size_t *len)
 	return b.p;
 }
 
-char *fs_root_status(size_t *len)
+char *fs_root_status(struct vdifs *fs, size_t *len)
 {
 	struct sbuf b = { 0 };
 	struct fs_set **v;
 	char cfg[PATH_MAX + 256];
 	int i, n;
 
-	fs_cfg_format(&fs_g->defaults, cfg, sizeof(cfg));
-	pthread_mutex_lock(&fs_g->lock);
+	fs_cfg_format(&fs->defaults, cfg, sizeof(cfg));
+	pthread_mutex_lock(&fs->lock);
 	sb_printf(&b, "mount-defaults: %s\nlast-error: %s\n", cfg,
-		  fs_g->last_error[0] ? fs_g->last_error : "none");
-	pthread_mutex_unlock(&fs_g->lock);
-	n = fs_sets_snapshot(&v);
+		  fs->last_error[0] ? fs->last_error : "none");
+	pthread_mutex_unlock(&fs->lock);
+	n = fs_sets_snapshot(fs, &v);
 	for (i = 0; i < n; i++) {
 		sb_printf(&b, "\n");
 		pthread_mutex_lock(&v[i]->lock);

@@ -11,18 +11,26 @@
  * (which command completes when, VDC_Flush, VDC_Complete, end of stream,
  * abort).
  *
- * Modules
- *   config.c  mount options and per-set configuration text (one parser),
- *             the files of /.config
+ * Modules, from the top down; each calls only the ones below it:
+ *   main.c     command line, the session
+ *   ops.c      the FUSE low-level operations: name space, attributes,
+ *              open/create/release, text files, directories
+ *   devfile.c  reading and writing device files (the data path)
+ *   status.c   the text of the .status files
+ *   watcher.c  the thread that sees sets end while no file is open
+ *   devices.c  the streams of a set's devices: open, end, release
+ *   sets.c     the registry of a mount (struct vdifs: sets and /.config
+ *              files) and the life of a set: create, fail, end, remove
+ *   pump.c     the thread per open device that waits on its stream
  *   backends.c the client library of each configuration (libvdi, sqlvdi)
- *   sets.c    the set registry, device state, the watcher thread, and
- *             the one VD_E_* -> errno mapping (fs_errno)
- *   pump.c    the thread per open device that waits on its stream
- *   status.c  the text of the .status files
- *   ops.c     the FUSE low-level operations: name space, attributes,
- *             open/create/release, text files, directories
- *   devfile.c reading and writing device files (the data path)
- *   main.c    command line, logging (-d: one line per request), session
+ *   config.c   the options of a set: one parser for mount options and
+ *              .config texts
+ *   base.c     the log, request tracing, the clock, the one VD_E_* ->
+ *              errno mapping (fs_errno), the check of a waiting request
+ *
+ * Context: one struct vdifs per mount, created by main.c and handed to
+ * the session as its userdata; requests find it with fuse_req_userdata,
+ * a set through set->fs.  No module reaches a global.
  *
  * Tree (inode numbers are never reused while mounted, see FS_INO):
  *   /                      root
@@ -77,6 +85,42 @@
 /* FUSE request size and default st_blksize before configuration. */
 #define FS_IO_SIZE (1u << 20)
 #define FS_MAX_CONFIG_TEXT 4096
+
+struct vdifs;
+
+/* ---------------------------------------------------------------------
+ * Logging, tracing, errors (base.c).
+ */
+void fs_log(enum vdi_log_level level, const char *fmt, ...) FS_PRINTF(2, 3);
+/* debug: log level debug and one line per request (-d); use_syslog:
+ * after daemonizing.  Call before threads start. */
+void fs_log_setup(int debug, int use_syslog);
+/* libvdi's log sink: its messages go where ours go. */
+void fs_engine_sink(void *ctx, enum vdi_log_level level, const char *msg);
+uint64_t fs_now_ms(void);
+/* The errno of an engine code: the one conversion (vdifs(1), ERRORS). */
+int fs_errno(int rc);
+/* The condition of a waiting request: 0 to go on, -EINTR on a FUSE
+ * interrupt, -ESHUTDOWN when the session ends. */
+int fs_req_check(fuse_req_t req);
+
+/* A request being served; with -d its reply is logged as one line:
+ * "req <id> <op> ino <n> size <n> -> <result> <latency>us". */
+struct fs_rq {
+	fuse_req_t req;
+	const char *op;
+	uint64_t id;
+	fuse_ino_t ino;
+	size_t size;
+	uint64_t t0_us;
+};
+void fs_rq_begin(struct fs_rq *r, fuse_req_t req, const char *op,
+		 fuse_ino_t ino, size_t size);
+/* Logs "<result>" for the request (no reply sent here). */
+void fs_rq_end(struct fs_rq *r, long result);
+/* Replies, each logged with -d. */
+void fs_reply_err(struct fs_rq *r, int err);
+void fs_reply_write(struct fs_rq *r, size_t n);
 
 /* ---------------------------------------------------------------------
  * Configuration of a set: mount options give the defaults, the file
@@ -175,6 +219,7 @@ enum fs_set_state {
 };
 
 struct fs_set {
+	struct vdifs *fs;            /* the mount it belongs to */
 	uint32_t id;                 /* FS_INO(id, ...) */
 	char name[VDI_MAX_NAME + 1];
 	struct fs_setcfg cfg;
@@ -211,12 +256,12 @@ struct fs_set_link {
 	struct fs_set *set;
 };
 
+/* The context of a mount. */
 struct vdifs {
 	struct fuse_session *se;
 	struct fs_setcfg defaults;
 	uid_t uid;
 	gid_t gid;
-	int debug;
 	time_t mounted_wall;
 
 	pthread_mutex_t lock;        /* registry */
@@ -229,8 +274,6 @@ struct vdifs {
 	int watcher_started;
 	int stopping;                /* atomic: unmount or signal */
 };
-
-extern struct vdifs *fs_g;
 
 /* Inode numbers: (id << 8) | slot.  id 0 is the root's objects; set and
  * config-file ids come from one counter and are never reused. */
@@ -248,50 +291,57 @@ enum {
 	SLOT_CFGFILE = 0xff,  /* id = config file */
 };
 
-int fs_errno(int rc);
-
-int fs_set_create(const char *name, struct fs_set **out);
+/* Sets (sets.c). */
+int fs_set_create(struct vdifs *fs, const char *name, struct fs_set **out);
 /* Looks a set up by id or name; takes a reference.  NULL if none. */
-struct fs_set *fs_set_get_id(uint32_t id);
-struct fs_set *fs_set_get_name(const char *name);
+struct fs_set *fs_set_get_id(struct vdifs *fs, uint32_t id);
+struct fs_set *fs_set_get_name(struct vdifs *fs, const char *name);
 void fs_set_ref(struct fs_set *set);
 void fs_set_put(struct fs_set *set);
 /* rmdir: 0, -EBUSY, -ENOENT. */
-int fs_set_remove(const char *name);
+int fs_set_remove(struct vdifs *fs, const char *name);
 int fs_set_abort(struct fs_set *set, const char *fmt, ...) FS_PRINTF(2, 3);
 /* Records the first error of a set (set->lock held). */
 void fs_set_error_locked(struct fs_set *set, const char *fmt, ...) FS_PRINTF(2, 3);
+/* Marks the set failed and aborts it (set->lock held). */
+void fs_set_fail_locked(struct fs_set *set);
+/* Keeps the engine's snapshot of the set, and its abort reason as the
+ * set's error (set->lock held). */
+void fs_set_note_abort_locked(struct fs_set *set);
+/* End the set when every device ended, or it failed and nothing is open
+ * (set->lock held). */
+void fs_set_maybe_finish_locked(struct fs_set *set);
 int fs_set_dev_index(const struct fs_set *set, const char *name);
 uint32_t fs_set_blksize(struct fs_set *set);
+/* References to every registered set (caller puts each, frees *out). */
+int fs_sets_snapshot(struct vdifs *fs, struct fs_set ***out);
+/* Records the mount's last error, shown by /.status (fs->lock held). */
+void fs_root_error_locked(struct vdifs *fs, const char *fmt, ...) FS_PRINTF(2, 3);
+/* Unmount: abort and close every set (no request runs any more). */
+void fs_sets_shutdown(struct vdifs *fs);
 
-/* Device streams (called from ops.c).  Each returns 0 or -errno. */
+/* Config files of /.config (sets.c: they belong to the registry). */
+int fs_cfgfile_lookup(struct vdifs *fs, const char *name, struct fs_cfgfile *copy);
+int fs_cfgfile_get_id(struct vdifs *fs, uint32_t id, struct fs_cfgfile *copy);
+int fs_cfgfile_create(struct vdifs *fs, const char *name, struct fs_cfgfile *copy);
+int fs_cfgfile_store(struct vdifs *fs, uint32_t id, const char *text, size_t len);
+int fs_cfgfile_remove(struct vdifs *fs, const char *name);
+
+/* Device streams (devices.c).  Each returns 0 or -errno. */
 int fs_dev_open(fuse_req_t req, struct fs_set *set, int k, int writer);
 void fs_dev_release(struct fs_set *set, int k, int ok, const char *why);
 /* A backup reader at end of file closes: acknowledges VDC_Complete
  * without waiting for the server (fs_dev_release follows).  0 or -EIO
  * (the set failed: the backup did not complete; the status says why). */
 int fs_dev_end(struct fs_set *set, int k);
-/* End the set when every device ended, or it failed and nothing is open
- * (set->lock held). */
-void fs_set_maybe_finish_locked(struct fs_set *set);
 
-/* Waits for the condition of a request: returns 0 to go on, -EINTR on a
- * FUSE interrupt, -ESHUTDOWN when unmounting. */
-int fs_req_check(fuse_req_t req);
+/* The watcher (watcher.c). */
+int fs_watcher_start(struct vdifs *fs);
+void fs_watcher_stop(struct vdifs *fs);
 
 /* Status texts (status.c; malloc'ed, caller frees). */
 char *fs_set_status(struct fs_set *set, size_t *len);
-char *fs_root_status(size_t *len);
-
-/* References to every registered set (caller puts each, frees *out). */
-int fs_sets_snapshot(struct fs_set ***out);
-/* Records the mount's last error, shown by /.status (fs->lock held). */
-void fs_root_error_locked(const char *fmt, ...) FS_PRINTF(1, 2);
-
-int fs_watcher_start(void);
-void fs_watcher_stop(void);
-/* Unmount: abort and close every set. */
-void fs_sets_shutdown(void);
+char *fs_root_status(struct vdifs *fs, size_t *len);
 
 /* Client backends (backends.c): the library of a configuration, loaded
  * once per path and kept until unmount.  0, or -EINVAL with the reason
@@ -299,34 +349,6 @@ void fs_sets_shutdown(void);
 int fs_backend_get(const struct fs_setcfg *c, const struct vdi_backend **out,
 		   char *err, size_t errlen);
 void fs_backends_free(void);
-
-/* Config files (config.c). */
-int fs_cfgfile_lookup(const char *name, struct fs_cfgfile *copy);
-int fs_cfgfile_get_id(uint32_t id, struct fs_cfgfile *copy);
-int fs_cfgfile_create(const char *name, struct fs_cfgfile *copy);
-int fs_cfgfile_store(uint32_t id, const char *text, size_t len);
-int fs_cfgfile_remove(const char *name);
-
-/* ---------------------------------------------------------------------
- * Logging and request tracing (main.c).
- */
-void fs_log(enum vdi_log_level level, const char *fmt, ...) FS_PRINTF(2, 3);
-uint64_t fs_now_ms(void);
-
-/* A request being served; with -d its reply is logged as one line:
- * "req <id> <op> ino <n> size <n> -> <result> <latency>us". */
-struct fs_rq {
-	fuse_req_t req;
-	const char *op;
-	uint64_t id;
-	fuse_ino_t ino;
-	size_t size;
-	uint64_t t0_us;
-};
-void fs_rq_begin(struct fs_rq *r, fuse_req_t req, const char *op,
-		 fuse_ino_t ino, size_t size);
-/* Logs "<result>" for the request (no reply sent here). */
-void fs_rq_end(struct fs_rq *r, long result);
 
 /* ---------------------------------------------------------------------
  * File handles (fi->fh) and the FUSE side (ops.c, devfile.c).
@@ -356,9 +378,6 @@ struct fs_handle {
 	size_t nents;
 };
 
-/* Replies of ops.c, logged with -d. */
-void fs_reply_err(struct fs_rq *r, int err);
-void fs_reply_write(struct fs_rq *r, size_t n);
 
 /* Device files (devfile.c). */
 void fs_devfile_read(struct fs_rq *r, struct fs_handle *h, size_t size);
