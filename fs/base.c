@@ -151,6 +151,42 @@ int fs_req_check(fuse_req_t req)
 	return 0;
 }
 
+/*
+ * Waking a waiting request.  A request that sleeps on a condition
+ * variable registers this callback with libfuse, which calls it when the
+ * kernel sends the request's INTERRUPT (the caller got a signal), so no
+ * wait needs a timeout to notice one.  libfuse calls it holding the
+ * request's own lock; fuse_req_interrupt_func takes that lock too, which
+ * is why both calls below must be made without w->m held, and why, once
+ * fs_wake_off returned, no callback runs any more with w (the stack
+ * frame that holds it may go).  The callback takes w->m around the
+ * broadcast, so a waiter that checked fuse_req_interrupted under w->m
+ * and then went to sleep cannot miss it.
+ */
+static void wake_on_interrupt(fuse_req_t req, void *data)
+{
+	struct fs_wake *w = data;
+
+	(void)req;
+	pthread_mutex_lock(w->m);
+	pthread_cond_broadcast(w->c);
+	pthread_mutex_unlock(w->m);
+}
+
+void fs_wake_on(fuse_req_t req, struct fs_wake *w, pthread_mutex_t *m, pthread_cond_t *c)
+{
+	w->m = m;
+	w->c = c;
+	if (req)
+		fuse_req_interrupt_func(req, wake_on_interrupt, w);
+}
+
+void fs_wake_off(fuse_req_t req)
+{
+	if (req)
+		fuse_req_interrupt_func(req, NULL, NULL);
+}
+
 /* Replies that devfile.c and ops.c share, each logged with -d. */
 void fs_reply_err(struct fs_rq *r, int err)
 {

@@ -12,7 +12,7 @@
  *   write = restore: fuse_buf_copy from the request straight into the
  *     buffer of the server's pending VDC_Read (vdi_cstream_reserve /
  *     _commit), in order: asynchronous direct I/O is off (ops.c op_init)
- *     and each write waits until the stream position equals its offset.
+ *     and a write at another offset than the stream's is refused.
  *   The waits for the server happen on the device's pump thread
  *     (pump.c); requests leave them with EINTR on a FUSE interrupt.
  *   flush and release decide how the stream ends: orderly for a reader
@@ -104,27 +104,17 @@ void fs_devfile_read(struct fs_rq *r, struct fs_handle *h, size_t size)
 	pthread_mutex_unlock(&dev->io);
 }
 
-/* Waits (dev->io held) until the stream is at `off`: should the kernel
- * ever split one write into requests that arrive out of order, they are
- * put back in order here. */
-static int dev_wait_turn(struct fs_rq *r, struct fs_handle *h, off_t off)
+/* A device file is a stream: a write must come at the stream's position
+ * (dev->io held).  The kernel sends one write(2) as consecutive requests
+ * and never two at once (asynchronous direct I/O is off, ops.c op_init),
+ * so another offset is a caller seeking or two writers racing on one
+ * file: refused (ESPIPE) rather than guessed at. */
+static int dev_check_turn(struct fs_handle *h, off_t off)
 {
 	struct fs_dev *dev = &h->set->dev[h->dev];
-	uint64_t t0 = fs_now_ms();
-	int rc;
 
 	if (h->append)
 		return 0;
-	while ((uint64_t)off > dev->pos) {
-		rc = fs_req_check(r->req);
-		if (rc)
-			return rc;
-		if (fs_now_ms() - t0 > 10000)
-			return -ESPIPE;
-		pthread_mutex_unlock(&dev->io);
-		usleep(1000);
-		pthread_mutex_lock(&dev->io);
-	}
 	return (uint64_t)off == dev->pos ? 0 : -ESPIPE;
 }
 
@@ -180,7 +170,7 @@ void fs_devfile_write(struct fs_rq *r, struct fs_handle *h,
 	pthread_mutex_lock(&dev->io);
 	if (!dev->s)
 		snprintf(msg, sizeof(msg), "the device's stream is gone");
-	rc = dev->s ? dev_wait_turn(r, h, off) : -EIO;
+	rc = dev->s ? dev_check_turn(h, off) : -EIO;
 	if (!rc)
 		rc = dev_write_some(r, h, bufv, total, &done, msg, sizeof(msg));
 	if ((rc == -ENOSPC || rc == -EINTR) && done > 0)

@@ -12,27 +12,32 @@
 
 #include "vdifs.h"
 
+/* An open waits for the server's configuration (set->lock held): woken
+ * by the configuration waiter (sets.c), an abort of the set, the
+ * request's interrupt (fs_wake_on, registered by the caller), bounded by
+ * open_timeout. */
 static int wait_configured_locked(fuse_req_t req, struct fs_set *set)
 {
-	uint64_t t0 = fs_now_ms(), limit = set->cfg.open_timeout_ms;
-	int inf = (set->cfg.open_timeout_ms & 0x80000000u) != 0;
+	uint32_t ms = set->cfg.open_timeout_ms;
+	struct timespec end;
 	int rc;
 
+	clock_gettime(CLOCK_REALTIME, &end);
+	end.tv_sec += ms / 1000;
+	end.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (end.tv_nsec >= 1000000000L) {
+		end.tv_sec++;
+		end.tv_nsec -= 1000000000L;
+	}
 	while (set->state == SET_WAITING) {
-		struct timespec ts;
-
 		rc = fs_req_check(req);
 		if (rc)
 			return rc;
-		if (!inf && fs_now_ms() - t0 >= limit)
+		if (ms & 0x80000000u) /* infinite */
+			pthread_cond_wait(&set->cond, &set->lock);
+		else if (pthread_cond_timedwait(&set->cond, &set->lock, &end) == ETIMEDOUT &&
+			 set->state == SET_WAITING)
 			return -ETIMEDOUT;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += (long)FS_POLL_MS * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&set->cond, &set->lock, &ts);
 	}
 	return 0;
 }
@@ -88,8 +93,10 @@ static int dev_attach_locked(struct fs_set *set, int k)
 int fs_dev_open(fuse_req_t req, struct fs_set *set, int k, int writer)
 {
 	struct fs_dev *dev = &set->dev[k];
+	struct fs_wake w;
 	int rc, attached = 0;
 
+	fs_wake_on(req, &w, &set->lock, &set->cond);
 	pthread_mutex_lock(&set->lock);
 	set->open_handles++; /* rmdir must not pull the set from under us */
 	rc = wait_configured_locked(req, set);
@@ -120,6 +127,7 @@ int fs_dev_open(fuse_req_t req, struct fs_set *set, int k, int writer)
 		set->open_handles--;
 		fs_set_maybe_finish_locked(set);
 		pthread_mutex_unlock(&set->lock);
+		fs_wake_off(req);
 		return rc;
 	}
 	dev->state = DEV_OPEN;
@@ -129,6 +137,7 @@ int fs_dev_open(fuse_req_t req, struct fs_set *set, int k, int writer)
 	fs_log(VDI_LOG_INFO, "set '%s': device '%s' opened for %s", set->name,
 	       dev->name, writer ? "restore (writing)" : "backup (reading)");
 	pthread_mutex_unlock(&set->lock);
+	fs_wake_off(req);
 	return writer ? 1 : 0;
 }
 

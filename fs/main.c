@@ -10,9 +10,10 @@
  * one line per request through fs_log, not libfuse's debug dump.
  *
  * Teardown: the session loop returns on unmount or SIGINT/SIGTERM/SIGHUP.
- * Requests blocked on the server poll fs_req_check every FS_POLL_MS and
- * give up once the session exits (so libfuse can join its workers), then
- * fs_sets_shutdown aborts and closes every set still active: no server
+ * The watcher sees the session end and aborts every set, which wakes the
+ * requests blocked on one (so libfuse can join its workers); then
+ * fs_sets_shutdown closes every set still active, and main waits for
+ * the configuration waiters before the client libraries go: no server
  * waits forever for a filesystem that is gone.
  */
 #include <errno.h>
@@ -208,6 +209,7 @@ static int mount_and_run(struct vdifs *fs, struct fuse_args *args,
 	fs_handles_free_all();
 	fs_watcher_stop(fs);
 	fs_sets_shutdown(fs);
+	fs_sets_wait_waiters(fs);
 	fs_log(VDI_LOG_INFO, "unmounted %s", mountpoint);
 out_unmount:
 	fs_watcher_stop(fs);
@@ -231,6 +233,7 @@ int main(int argc, char *argv[])
 	memset(&c, 0, sizeof(c));
 	c.fs = &g;
 	pthread_mutex_init(&g.lock, NULL);
+	pthread_cond_init(&g.waiters_cond, NULL);
 	fs_cfg_defaults(&g.defaults);
 	g.uid = getuid();
 	g.gid = getgid();

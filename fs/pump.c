@@ -13,9 +13,10 @@
  *   request                          pump
  *   -------                          ----
  *   want = len, signal          -->  n = peek/reserve(s, &p, want)
- *   wait (FS_POLL_MS slices,         have = 1, signal
- *     interrupt -> EINTR, the
- *     call stays pending)
+ *   wait (woken by the result        have = 1, signal
+ *     or the request's interrupt:
+ *     EINTR, the call stays
+ *     pending)
  *   take n, p; have = 0
  *   reply / copy, advance/commit
  *
@@ -42,7 +43,6 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "vdifs.h"
 
@@ -133,16 +133,6 @@ void fs_pump_stop(struct fs_pump *pm)
 	pm->started = 0;
 }
 
-static void deadline_in(struct timespec *ts, unsigned ms)
-{
-	clock_gettime(CLOCK_REALTIME, ts);
-	ts->tv_nsec += (long)ms * 1000000L;
-	while (ts->tv_nsec >= 1000000000L) {
-		ts->tv_sec++;
-		ts->tv_nsec -= 1000000000L;
-	}
-}
-
 void fs_pump_prefetch(struct fs_pump *pm, size_t len)
 {
 	pthread_mutex_lock(&pm->m);
@@ -156,23 +146,23 @@ void fs_pump_prefetch(struct fs_pump *pm, size_t len)
 ssize_t fs_pump_get(struct fs_pump *pm, fuse_req_t req, size_t len, void **p,
 		    char *msg, size_t msglen)
 {
-	struct timespec ts;
+	struct fs_wake w;
 	ssize_t n;
-	int rc;
+	int rc = 0;
 
+	/* woken by the pump's result or the request's interrupt */
+	fs_wake_on(req, &w, &pm->m, &pm->c);
 	pthread_mutex_lock(&pm->m);
 	if (!pm->have && !pm->want) {
 		pm->want = len;
 		pthread_cond_broadcast(&pm->c);
 	}
-	while (!pm->have) {
-		rc = fs_req_check(req);
-		if (rc) {
-			pthread_mutex_unlock(&pm->m);
-			return rc; /* the call stays pending for the next one */
-		}
-		deadline_in(&ts, FS_POLL_MS);
-		pthread_cond_timedwait(&pm->c, &pm->m, &ts);
+	while (!pm->have && !(rc = fs_req_check(req)))
+		pthread_cond_wait(&pm->c, &pm->m);
+	if (!pm->have) {
+		pthread_mutex_unlock(&pm->m);
+		fs_wake_off(req);
+		return rc; /* the call stays pending for the next one */
 	}
 	n = pm->n;
 	*p = pm->p;
@@ -182,5 +172,6 @@ ssize_t fs_pump_get(struct fs_pump *pm, fuse_req_t req, size_t len, void **p,
 		n = (ssize_t)len; /* the result of a bigger, interrupted request */
 	pm->have = 0;
 	pthread_mutex_unlock(&pm->m);
+	fs_wake_off(req);
 	return n;
 }

@@ -28,6 +28,7 @@
  * set->last_error and shown by .status; every abort goes to the log.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -225,6 +226,103 @@ static int client_create(struct fs_set *set)
 	return rc;
 }
 
+/*
+ * The configuration waiter: one thread per waiting set, blocked in the
+ * backend's GetConfiguration until the server ends its configuration,
+ * the set is aborted (rmdir, .control, unmount, the server's death seen
+ * by the engine) or the call fails; so nobody polls for it, and an open
+ * that waits for the server sleeps on set->cond until this thread says.
+ * It holds a reference on the set and counts in fs->waiters (unmount
+ * waits for it, since it runs in the backend's library).  While it is in
+ * its call the client must not be closed under it: a close asked for
+ * meanwhile (client_close_locked) is left to it (close_pending); rmdir
+ * and unmount instead wait for it to return (wait_waiter_locked).
+ */
+static void client_close_locked(struct fs_set *set);
+
+static void *config_waiter(void *arg)
+{
+	struct fs_set *set = arg;
+	struct vdifs *fs = set->fs;
+	char why[sizeof(set->last_error)];
+	VDConfig cfg;
+	int rc;
+
+	memset(&cfg, 0, sizeof(cfg));
+	/* set->client is not closed while waiter_active (see above). */
+	rc = vdi_bset_get_configuration(set->client, VDI_INFINITE, &cfg);
+	snprintf(why, sizeof(why), "%s", rc ? vdi_last_error() : "");
+	pthread_mutex_lock(&set->lock);
+	set->waiter_active = 0;
+	if (set->state == SET_WAITING && !rc) {
+		set->vcfg = cfg;
+		set->state = SET_CONFIGURED;
+		set->t_configured = fs_now_ms();
+		fs_log(VDI_LOG_INFO, "set '%s': configured by the server: blocksize %u, maxtransfersize %u, features 0x%x",
+		       set->name, cfg.blockSize, cfg.maxTransferSize, cfg.features);
+	} else if (set->state == SET_WAITING) {
+		fs_set_error_locked(set, "waiting for the server failed: %s", why);
+		fs_set_fail_locked(set);
+	}
+	if (set->close_pending)
+		client_close_locked(set);
+	pthread_cond_broadcast(&set->cond);
+	pthread_mutex_unlock(&set->lock);
+	fs_set_put(set);
+	pthread_mutex_lock(&fs->lock);
+	if (--fs->waiters == 0)
+		pthread_cond_broadcast(&fs->waiters_cond);
+	pthread_mutex_unlock(&fs->lock);
+	return NULL;
+}
+
+/* Starts the waiter of a new set (fs->lock held, the set not yet
+ * registered).  0 or -errno. */
+static int waiter_start_locked(struct vdifs *fs, struct fs_set *set)
+{
+	pthread_attr_t attr;
+	sigset_t all, old;
+	pthread_t th;
+	int rc;
+
+	set->refs++;
+	set->waiter_active = 1;
+	fs->waiters++;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	/* signals are for libfuse's threads, which end the session */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	rc = pthread_create(&th, &attr, config_waiter, set);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
+	if (rc) {
+		set->refs--;
+		set->waiter_active = 0;
+		fs->waiters--;
+		fs_root_error_locked(fs, "mkdir '%s': no thread to wait for the server: %s",
+				     set->name, strerror(rc));
+	}
+	return -rc;
+}
+
+/* Waits until the waiter returned (set->lock held; it is released while
+ * waiting): the caller aborted the set first, which is what ends the
+ * waiter's call. */
+static void wait_waiter_locked(struct fs_set *set)
+{
+	while (set->waiter_active)
+		pthread_cond_wait(&set->cond, &set->lock);
+}
+
+void fs_sets_wait_waiters(struct vdifs *fs)
+{
+	pthread_mutex_lock(&fs->lock);
+	while (fs->waiters)
+		pthread_cond_wait(&fs->waiters_cond, &fs->lock);
+	pthread_mutex_unlock(&fs->lock);
+}
+
 int fs_set_create(struct vdifs *fs, const char *name, struct fs_set **out)
 {
 	struct fs_setcfg cfg;
@@ -256,8 +354,13 @@ int fs_set_create(struct vdifs *fs, const char *name, struct fs_set **out)
 		rc = -fs_errno(rc);
 		goto out;
 	}
-	set->id = ++fs->next_id;
 	set->refs = 2; /* registry + caller */
+	rc = waiter_start_locked(fs, set);
+	if (rc) {
+		client_close_locked(set);
+		goto out;
+	}
+	set->id = ++fs->next_id;
 	link->set = set;
 	link->next = fs->sets;
 	fs->sets = link;
@@ -341,6 +444,13 @@ static void client_close_locked(struct fs_set *set)
 
 	if (!set->client)
 		return;
+	if (set->waiter_active) {
+		/* the waiter is inside a call on the client: it closes it
+		 * once the abort ends that call */
+		set->close_pending = 1;
+		vdi_bset_signal_abort(set->client);
+		return;
+	}
 	if (!vdi_bset_info(set->client, &set->last_info))
 		set->have_info = 1;
 	if (set->state != SET_DONE)
@@ -383,36 +493,92 @@ static int info_ended(const struct vdi_set_info *info)
 	       (info->server_pid && !info->server_alive);
 }
 
+/* Is a server still using the set (set->lock held)?  A set whose
+ * transfer is over (done, failed, or the engine says it ended) has no
+ * server left; one still waiting has one only once it attached. */
+static int server_attached_locked(struct fs_set *set)
+{
+	struct vdi_set_info info;
+
+	if (!set->client || set->state == SET_DONE || set->state == SET_FAILED)
+		return 0;
+	if (vdi_bset_info(set->client, &info))
+		return 0;
+	if (set->state == SET_WAITING && !info.server_pid)
+		return 0;
+	return !info_ended(&info);
+}
+
+/*
+ * rmdir waits, bounded, for the handles of a set whose transfer is over
+ * (fs->lock released meanwhile, the set held by a reference): the kernel
+ * sends RELEASE after close(2) returned, as a background request, so a
+ * script's rmdir right after its reader or writer exited would otherwise
+ * find the handle still open and fail with EBUSY.  A handle still open
+ * after FS_RMDIR_WAIT_MS is a process that really holds the file: EBUSY.
+ */
+static void wait_releases(struct vdifs *fs, struct fs_set *set)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += FS_RMDIR_WAIT_MS / 1000;
+	ts.tv_nsec += (long)(FS_RMDIR_WAIT_MS % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	set->refs++;
+	pthread_mutex_unlock(&fs->lock);
+	pthread_mutex_lock(&set->lock);
+	while (set->open_handles > 0 && !server_attached_locked(set) &&
+	       pthread_cond_timedwait(&set->cond, &set->lock, &ts) == 0)
+		;
+	pthread_mutex_unlock(&set->lock);
+	fs_set_put(set);
+	pthread_mutex_lock(&fs->lock);
+}
+
+static struct fs_set_link **link_of_locked(struct vdifs *fs, const char *name)
+{
+	struct fs_set_link **pl = &fs->sets;
+
+	while (*pl && strcmp((*pl)->set->name, name))
+		pl = &(*pl)->next;
+	return *pl ? pl : NULL;
+}
+
 int fs_set_remove(struct vdifs *fs, const char *name)
 {
 	struct fs_set_link **pl, *l;
 	struct fs_set *set;
-	struct vdi_set_info info;
-	int rc = -ENOENT;
+	int rc = -ENOENT, waited = 0;
 
 	pthread_mutex_lock(&fs->lock);
-	for (pl = &fs->sets; *pl && strcmp((*pl)->set->name, name);)
-		pl = &(*pl)->next;
-	if (!*pl)
+again:
+	pl = link_of_locked(fs, name);
+	if (!pl)
 		goto out;
 	set = (*pl)->set;
 	pthread_mutex_lock(&set->lock);
 	rc = -EBUSY;
-	if (set->open_handles > 0 ||
-	    (set->client && set->state == SET_CONFIGURED &&
-	     !vdi_bset_info(set->client, &info) && !info_ended(&info)) ||
-	    (set->client && set->state == SET_WAITING &&
-	     !vdi_bset_info(set->client, &info) && info.server_pid &&
-	     !info_ended(&info))) {
+	if (server_attached_locked(set) || set->open_handles > 0) {
+		int releasing = !server_attached_locked(set);
+
 		pthread_mutex_unlock(&set->lock);
+		if (releasing && !waited++) {
+			wait_releases(fs, set);
+			goto again;
+		}
 		fs_root_error_locked(fs, "rmdir '%s': set is busy (a device is open or a server is attached)",
-			   name);
+				     name);
 		goto out;
 	}
 	if (set->client && set->state != SET_DONE) {
 		fs_set_error_locked(set, "removed by rmdir");
 		fs_set_fail_locked(set);
 	}
+	wait_waiter_locked(set);
 	client_close_locked(set);
 	set->removed = 1;
 	pthread_mutex_unlock(&set->lock);
@@ -462,8 +628,9 @@ void fs_sets_shutdown(struct vdifs *fs)
 		pthread_mutex_lock(&set->lock);
 		if (set->client && set->state != SET_DONE) {
 			fs_set_error_locked(set, "aborted: filesystem unmounted");
-			fs_set_fail_locked(set); /* wakes the pumps */
+			fs_set_fail_locked(set); /* wakes the pumps, the waiter */
 		}
+		wait_waiter_locked(set);
 		for (k = 0; k < set->cfg.devices; k++) {
 			fs_pump_stop(&set->dev[k].pump);
 			if (set->dev[k].s)

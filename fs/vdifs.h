@@ -45,16 +45,20 @@
  * Threads and locks
  *   The FUSE session runs multi-threaded: any request may run on any
  *   worker thread.  fs->lock protects the registry (sets and config
- *   files lists, ids).  set->lock protects a set's state fields and every
- *   call on set->client (all of them are short: create, get_configuration
- *   with a 0 timeout, open_device, info, signal_abort, close).  dev->io
- *   serializes the requests of one device.  Stream calls that wait for
- *   the server run on the device's pump thread (pump.c), without a
- *   timeout: data, the server's end, or an abort of the set (server
- *   death seen by the engine, a reader closing early, a writer killed,
- *   .control, unmount) ends them.  Requests wait for the pump, and for
- *   the server's configuration at open, in FS_POLL_MS slices so that a
- *   FUSE interrupt or the unmount ends their wait.  Lock order:
+ *   files lists, ids).  set->lock protects a set's state fields and the
+ *   short calls on set->client (create, open_device, info, signal_abort,
+ *   close).  The one long call, GetConfiguration, runs on the set's
+ *   configuration waiter (sets.c) without the lock, and the client is
+ *   never closed under it.  dev->io serializes the requests of one
+ *   device.  Stream calls that wait for the server run on the device's
+ *   pump thread (pump.c), without a timeout: data, the server's end, or
+ *   an abort of the set (server death seen by the engine, a reader
+ *   closing early, a writer killed, .control, unmount) ends them.
+ *   Requests sleep on condition variables, for the pump or for the
+ *   server's configuration at open, and nothing wakes them but an event:
+ *   the result, the FUSE interrupt of the request (fs_wake_on), an abort
+ *   of the set (also the one the watcher raises when the session ends).
+ *   Lock order:
  *   fs->lock, then set->lock; dev->io, then set->lock.  dev->io is never
  *   taken while holding set->lock.  A pump's own mutex is innermost, and
  *   the pump thread holds nothing while it is inside a stream call.
@@ -79,9 +83,11 @@
 
 #define FS_PRINTF(a, b) __attribute__((format(printf, a, b)))
 
-/* Period of our own waits (open before the server came, the watcher):
- * they check for interrupts and unmount at that pace. */
+/* Period of the watcher (watcher.c): the one timed loop, for what no
+ * event tells. */
 #define FS_POLL_MS 100u
+/* How long rmdir waits for the RELEASE of files closed just before. */
+#define FS_RMDIR_WAIT_MS 5000u
 /* FUSE request size and default st_blksize before configuration. */
 #define FS_IO_SIZE (1u << 20)
 #define FS_MAX_CONFIG_TEXT 4096
@@ -103,6 +109,16 @@ int fs_errno(int rc);
 /* The condition of a waiting request: 0 to go on, -EINTR on a FUSE
  * interrupt, -ESHUTDOWN when the session ends. */
 int fs_req_check(fuse_req_t req);
+/* A request about to sleep on c (with m) is woken when it is
+ * interrupted: fs_wake_on before taking m, fs_wake_off after releasing
+ * it (w lives until then).  The end of the session wakes it through the
+ * abort of its set (watcher.c).  req NULL: nothing to register. */
+struct fs_wake {
+	pthread_mutex_t *m;
+	pthread_cond_t *c;
+};
+void fs_wake_on(fuse_req_t req, struct fs_wake *w, pthread_mutex_t *m, pthread_cond_t *c);
+void fs_wake_off(fuse_req_t req);
 
 /* A request being served; with -d its reply is logged as one line:
  * "req <id> <op> ino <n> size <n> -> <result> <latency>us". */
@@ -229,6 +245,8 @@ struct fs_set {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;         /* state changes (set->lock) */
 	enum fs_set_state state;
+	int waiter_active;           /* the configuration waiter is in its call */
+	int close_pending;           /* close the client when it returns */
 	const struct vdi_backend *backend; /* the client library of the set */
 	struct vdi_bset *client;     /* NULL once closed */
 	VDConfig vcfg;               /* valid from SET_CONFIGURED */
@@ -273,6 +291,8 @@ struct vdifs {
 	pthread_t watcher;
 	int watcher_started;
 	int stopping;                /* atomic: unmount or signal */
+	int waiters;                 /* configuration waiters running (lock) */
+	pthread_cond_t waiters_cond; /* waiters reached 0 (lock) */
 };
 
 /* Inode numbers: (id << 8) | slot.  id 0 is the root's objects; set and
@@ -319,6 +339,9 @@ int fs_sets_snapshot(struct vdifs *fs, struct fs_set ***out);
 void fs_root_error_locked(struct vdifs *fs, const char *fmt, ...) FS_PRINTF(2, 3);
 /* Unmount: abort and close every set (no request runs any more). */
 void fs_sets_shutdown(struct vdifs *fs);
+/* Returns once every configuration waiter left (after fs_sets_shutdown,
+ * before the backends are freed). */
+void fs_sets_wait_waiters(struct vdifs *fs);
 
 /* Config files of /.config (sets.c: they belong to the registry). */
 int fs_cfgfile_lookup(struct vdifs *fs, const char *name, struct fs_cfgfile *copy);

@@ -1,10 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * watcher.c - the thread that looks after sets nobody is reading or
- * writing: it moves a waiting set to configured when the server ends the
- * configuration, notices a set aborted (server died or aborted) while no
- * device file is open and ends it, and at the end of the session aborts
- * every set so that blocked requests return.
+ * watcher.c - the one timed loop of vdifs, for the two things no event
+ * tells: a set aborted (its server died or aborted) while no device file
+ * is open, so that nobody calls into it and only the engine's snapshot
+ * shows it (the watcher then ends the set: its shared memory goes, its
+ * status says why); and the end of the session (libfuse sets a flag on
+ * a signal or a lost connection and calls nothing), at which it aborts
+ * every set so that every request blocked on one returns and libfuse can
+ * join its workers.  Everything else wakes by events: the server's
+ * configuration (sets.c's waiter), FUSE interrupts (base.c), the
+ * engine's own waits (pump.c).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -15,28 +20,13 @@
 static void watch_one(struct fs_set *set)
 {
 	struct vdi_set_info info;
-	int rc;
 
 	pthread_mutex_lock(&set->lock);
 	if (!set->client) {
 		pthread_mutex_unlock(&set->lock);
 		return;
 	}
-	if (set->state == SET_WAITING) {
-		rc = vdi_bset_get_configuration(set->client, 0, &set->vcfg);
-		if (!rc) {
-			set->state = SET_CONFIGURED;
-			set->t_configured = fs_now_ms();
-			fs_log(VDI_LOG_INFO, "set '%s': configured by the server: blocksize %u, maxtransfersize %u, features 0x%x",
-			       set->name, set->vcfg.blockSize,
-			       set->vcfg.maxTransferSize, set->vcfg.features);
-			pthread_cond_broadcast(&set->cond);
-		} else if (rc != VD_E_TIMEOUT) {
-			fs_set_error_locked(set, "waiting for the server failed: %s",
-					    vdi_last_error());
-			fs_set_fail_locked(set);
-		}
-	} else if (set->state == SET_CONFIGURED && set->open_handles == 0 &&
+	if (set->state == SET_CONFIGURED && set->open_handles == 0 &&
 		   !vdi_bset_info(set->client, &info) &&
 		   (!strcmp(info.state, "aborted") ||
 		    (info.server_pid && !info.server_alive))) {

@@ -117,6 +117,35 @@ check "rmdir of the aborted set" rmdir "$MNT/$SET"
 check "its shared memory is gone" test ! -e "$(shm_of "$SET")"
 check "rmdir of a waiting set" rmdir "$S"
 
+# --- rmdir right after the transfer (RELEASE comes after close) -------
+# A restore writer's stream ends at its RELEASE, which the kernel sends
+# after close(2) returned; the server may exit while that RELEASE is
+# still finishing in the daemon, and rmdir then waits for it (load.sh
+# used to retry around this EBUSY).
+make_db tiny 300000
+new_set
+printf 'devices=2\n' >"$MNT/.config/$SET"
+mkdir "$MNT/$SET"
+server_start "BACKUP DATABASE tiny TO VIRTUAL_DEVICE='$SET', VIRTUAL_DEVICE='${SET}1'"
+timeout 30 cat "$MNT/$SET/$SET" >"$T/tiny0" & timeout 30 cat "$MNT/$SET/${SET}1" >"$T/tiny1"
+wait $!
+server_wait
+rmdir "$MNT/$SET"
+rm -f "$MNT/.config/$SET"
+ok=0
+for i in $(seq 20); do
+	new_set
+	printf 'devices=2\n' >"$MNT/.config/$SET"
+	mkdir "$MNT/$SET"
+	server_start "RESTORE DATABASE tiny$i FROM VIRTUAL_DEVICE='$SET', VIRTUAL_DEVICE='${SET}1'"
+	timeout 30 cp "$T/tiny0" "$MNT/$SET/$SET" & timeout 30 cp "$T/tiny1" "$MNT/$SET/${SET}1"
+	wait $!
+	server_wait && rmdir "$MNT/$SET" 2>/dev/null && ok=$((ok + 1))
+	[ -d "$MNT/$SET" ] && { echo abort >"$MNT/$SET/.control"; rmdir "$MNT/$SET"; }
+	rm -f "$MNT/.config/$SET" "$DATA/tiny$i.mdf"
+done
+check "rmdir at once after a restore's writers and server exited: $ok of 20" test "$ok" -eq 20
+
 # --- access ------------------------------------------------------------
 new_set
 mkdir "$MNT/$SET"

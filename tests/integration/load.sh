@@ -196,22 +196,16 @@ xfer_pipe() {
 	return 1
 }
 
-# set_done SET: remove a set of the mount.  Right after its server
-# exited, the end of its last device may still be finishing in the
-# daemon (RELEASE comes after close(2) returned): EBUSY for a moment.  A
-# set still busy after 5 s is aborted and counts as a failure.
+# set_done SET: remove a set of the mount, right after its server and
+# its readers or writers exited.  vdifs waits for the RELEASE that comes
+# after close(2) returned, so one rmdir must do; a set still busy is
+# aborted and counts as a failure.
 set_done() {
-	local s=$1 i
-	for i in $(seq 50); do
-		rmdir "$MNT/$s" 2>/dev/null && { rm -f "$MNT/.config/$s"; return 0; }
-		sleep 0.1
-	done
-	for i in 1 2 3 4 5; do
-		echo abort >"$MNT/$s/.control" 2>/dev/null
-		sleep 0.2
-		rmdir "$MNT/$s" 2>/dev/null && break
-	done
-	wlog "rmdir $s: still busy 5 s after its server and its readers/writers ended"
+	local s=$1
+	rmdir "$MNT/$s" 2>/dev/null && { rm -f "$MNT/.config/$s"; return 0; }
+	wlog "rmdir $s: busy after its server and its readers/writers ended: $(sed -n 's/^last-error: //p' "$MNT/.status")"
+	echo abort >"$MNT/$s/.control" 2>/dev/null
+	rmdir "$MNT/$s" 2>/dev/null
 	rm -f "$MNT/.config/$s"
 	return 1
 }
