@@ -68,9 +68,24 @@ static const char *dev_state_name(const struct fs_dev *d)
 	return "idle";
 }
 
+/* Seconds from the first to the last data of a stream (to now while it
+ * streams), and the rate over them in MB/s (10^6 bytes). */
+static double span_s(uint64_t first, uint64_t last)
+{
+	return first && last > first ? (double)(last - first) / 1000.0 : 0;
+}
+
+static double rate_mb(uint64_t bytes, double secs)
+{
+	return secs > 0 ? (double)bytes / secs / 1e6 : 0;
+}
+
+/* One line per device: name, state, bytes, rate, elapsed.  No total and
+ * no ETA: a device is a stream whose length only the server knows. */
 static void status_devices_locked(struct sbuf *b, struct fs_set *set,
 				  uint64_t *bytes, uint64_t *t0, uint64_t *t1)
 {
+	uint64_t now = fs_now_ms();
 	uint32_t k;
 
 	for (k = 0; k < set->cfg.devices; k++) {
@@ -78,9 +93,10 @@ static void status_devices_locked(struct sbuf *b, struct fs_set *set,
 		uint64_t pos = __atomic_load_n(&d->pos, __ATOMIC_RELAXED);
 		uint64_t tf = __atomic_load_n(&d->t_first, __ATOMIC_RELAXED);
 		uint64_t tl = __atomic_load_n(&d->t_last, __ATOMIC_RELAXED);
+		double secs = span_s(tf, d->state == DEV_OPEN && !d->at_eof ? now : tl);
 
-		sb_printf(b, "device: %s %s %llu\n", d->name, dev_state_name(d),
-			  (unsigned long long)pos);
+		sb_printf(b, "device: %s %s %llu bytes, %.1f MB/s, %.3f s\n", d->name,
+			  dev_state_name(d), (unsigned long long)pos, rate_mb(pos, secs), secs);
 		*bytes += pos;
 		if (tf && (!*t0 || tf < *t0))
 			*t0 = tf;
@@ -94,7 +110,7 @@ static void status_set_locked(struct sbuf *b, struct fs_set *set)
 	struct vdi_set_info info;
 	char cfg[PATH_MAX + 256], feat[64];
 	uint64_t bytes = 0, t0 = 0, t1 = 0, now = fs_now_ms();
-	double secs, rate = 0;
+	double secs, rate;
 	int have = 0, live = 0;
 
 	if (set->client && !vdi_bset_info(set->client, &info))
@@ -127,9 +143,8 @@ static void status_set_locked(struct sbuf *b, struct fs_set *set)
 	status_devices_locked(b, set, &bytes, &t0, &t1);
 	if (set->state == SET_CONFIGURED)
 		t1 = now;
-	secs = t0 && t1 > t0 ? (double)(t1 - t0) / 1000.0 : 0;
-	if (secs > 0)
-		rate = (double)bytes / secs / 1e6;
+	secs = span_s(t0, t1);
+	rate = rate_mb(bytes, secs);
 	sb_printf(b, "bytes: %llu\nelapsed: %.3f s\nrate: %.1f MB/s\n",
 		  (unsigned long long)bytes, secs, rate);
 	sb_printf(b, "last-error: %s\n", set->last_error[0] ? set->last_error : "none");

@@ -41,6 +41,16 @@ stripe() {
 	check "$ndev-device backup: set done" test "$(status_field "$MNT/$s" state)" = done
 	check "$ndev-device backup: every device got data" \
 		test "$(grep -c '^device: .* done [1-9]' "$MNT/$s/.status")" -eq "$ndev"
+	# each device: its bytes (the size of its stripe), rate and elapsed
+	local bad=0 sum=0 n rate secs
+	for k in "${!devs[@]}"; do
+		read -r n rate secs < <(sed -nE "s/^device: ${devs[$k]} done ([0-9]+) bytes, ([0-9.]+) MB\/s, ([0-9.]+) s$/\1 \2 \3/p" "$MNT/$s/.status")
+		[ "${n:-x}" = "$(stat -c %s "$T/stripe.$k")" ] && [ "${rate%.*}" -ge 0 ] && [ -n "$secs" ] || bad=$((bad + 1))
+		sum=$((sum + ${n:-0}))
+	done
+	check "$ndev-device backup: .status gives every device its bytes, rate and elapsed" test "$bad" -eq 0
+	check "$ndev-device backup: the devices' bytes add up to the set's ($sum)" \
+		test "$(status_field "$MNT/$s" bytes)" = "$sum"
 	rmdir "$MNT/$s" || fail "rmdir $s"
 
 	new_set

@@ -124,4 +124,31 @@ CFG="features=pipe+nocomplete" roundtrip "features=nocomplete (per-set .config)"
 	"$W1M" 'cp "$DEV" "$BAK"' "" 'cp "$BAK" "$DEV"'
 rm -f "$MNT"/.config/*
 
+# Tools that trust st_size (0 on a device file) copy nothing or stop
+# early: each exits 0 or not, but the server must fail loudly, the set
+# must say why, and no backup may look complete (README, vdifs(1)).
+trusts_size() { # "label" 'command using $DEV, $BAK'
+	local st
+	new_set
+	mkdir "$MNT/$SET"
+	export DEV=$MNT/$SET/$SET BAK=$T/size.bak
+	server_start "BACKUP DATABASE big TO VIRTUAL_DEVICE='$SET' WITH $W1M"
+	timeout -k 5 30 bash -c "$2" >/dev/null 2>&1
+	check "$1: the server fails loudly" eval '! server_wait'
+	st=$(status_field "$MNT/$SET" state)
+	check "$1: the set failed and says why: $(status_field "$MNT/$SET" last-error)" \
+		eval 'test "$st" = failed && status_field "$MNT/$SET" last-error | grep -q "before end of stream"'
+	rmdir "$MNT/$SET"
+	rm -f "$BAK" "$BAK.zst"
+}
+trusts_size "tar -c of a device file" 'tar -cf "$BAK" -C "$(dirname "$DEV")" "$(basename "$DEV")"'
+if command -v rsync >/dev/null; then
+	trusts_size "rsync of a device file" 'rsync "$DEV" "$BAK"'
+else
+	say "rsync not installed: its case is skipped"
+fi
+if command -v zstd >/dev/null; then
+	trusts_size "zstd FILE (not stdin)" 'zstd -q -f "$DEV" -o "$BAK.zst"'
+fi
+
 check_nothing_left
