@@ -292,6 +292,11 @@ int vdi_cstream_new(struct vdi_client_device *d, uint32_t timeout_ms, struct vdi
 	return 0;
 }
 
+struct vdi_bdev *vdi_cstream_device(const struct vdi_cstream *s)
+{
+	return s ? s->dev : NULL;
+}
+
 uint32_t vdi_cstream_direction(const struct vdi_cstream *s)
 {
 	return s ? s->direction : 0;

@@ -553,6 +553,63 @@ int vdi_cstream_end(struct vdi_cstream *s);
 int vdi_cstream_close(struct vdi_cstream *s, int ok);
 /* Bytes moved through the stream so far. */
 uint64_t vdi_cstream_bytes(const struct vdi_cstream *s);
+/* The device the stream runs over (borrowed; for a stream made with
+ * vdi_cstream_new, a wrapping of it that lives as long as the stream). */
+struct vdi_bdev *vdi_cstream_device(const struct vdi_cstream *s);
+
+/* ---------------------------------------------------------------------
+ * Set stream: every device of a set as one POSIX tar stream.
+ *
+ * Backup: the archive holds members named <device>.<sequence> (ten
+ * zero-padded digits: name order is stream order), one per chunk of a
+ * device (the rest of the VDC_Write buffer at its head, a multiple of
+ * 512 bytes), interleaved as the server produces them; an empty member
+ * <device>.<next sequence> marks the clean end of each device; the
+ * end-of-archive blocks follow once every device ended.  `tar -xOf a.tar
+ * --wildcards '<device>.*'` is that device's stream; `tar -xf a.tar`
+ * gives files whose concatenation in name order is.  Names over 100
+ * bytes travel in pax "path" records.  One reader drains every device;
+ * data is handed out straight from the shared buffers.
+ *
+ * Restore: writing such an archive feeds every device: members must be
+ * the next sequence of a device of this set (so the restore set has the
+ * backup set's name); ustar, pax and GNU headers are read, "./" prefixes
+ * and the "." directory are accepted.  Anything else (an unknown device,
+ * a sequence out of order, a missing end of a device, a truncated
+ * archive, garbage) fails the stream with the member's name and archive
+ * offset, and closing the failed stream aborts the set.
+ *
+ * The stream takes the device streams (vdi_cstream_open, one per device
+ * of the set, all of one direction) and closes them at its own close; it
+ * runs one worker thread per device (GetCommand waits on one device
+ * only).  One caller thread at a time.  Returns as the cstream calls.
+ */
+struct vdi_tarstream;
+
+int vdi_tarstream_open(struct vdi_cstream *const *streams, unsigned n,
+		       struct vdi_tarstream **out);
+uint32_t vdi_tarstream_direction(const struct vdi_tarstream *t);
+/* Backup: the next bytes of the archive (valid until the next call). */
+ssize_t vdi_tarstream_peek(struct vdi_tarstream *t, const void **ptr, size_t len);
+int vdi_tarstream_advance(struct vdi_tarstream *t, size_t n);
+ssize_t vdi_tarstream_read(struct vdi_tarstream *t, void *buf, size_t len);
+/* Restore: room for the next bytes of the archive (a header buffer, or
+ * the pending VDC_Read buffer of the member's device). */
+ssize_t vdi_tarstream_reserve(struct vdi_tarstream *t, void **ptr, size_t len);
+int vdi_tarstream_commit(struct vdi_tarstream *t, size_t n);
+ssize_t vdi_tarstream_write(struct vdi_tarstream *t, const void *buf, size_t len);
+/* ok=1: a backup read to the end of the archive acknowledges every
+ * device's end and waits for the server to close them; a restore must
+ * have received the whole archive.  Anything else, or ok=0, aborts the
+ * set.  Frees t and the device streams. */
+int vdi_tarstream_close(struct vdi_tarstream *t, int ok);
+/* Archive bytes moved so far. */
+uint64_t vdi_tarstream_bytes(const struct vdi_tarstream *t);
+
+/* "<device>.<10-digit seq>"; VD_E_INVALID if it does not fit. */
+int vdi_tar_member_name(char *buf, size_t len, const char *device, uint64_t seq);
+/* The device and sequence of such a name; -1 if it is not one. */
+int vdi_tar_member_parse(const char *name, char *device, size_t devlen, uint64_t *seq);
 
 /* ---------------------------------------------------------------------
  * Stream adapter, server side: byte streams in and out of a set whose

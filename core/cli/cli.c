@@ -39,6 +39,8 @@ static const char usage_text[] =
 	"      -g, --group GROUP     share the set with GROUP (mode 0660)\n"
 	"      -I, --instance NAME   VDI instance\n"
 	"      -q, --quiet           no messages except errors\n"
+	"      --tar                 every device through one tar stream: FILE (or\n"
+	"                            stdout / stdin) is the archive of the whole set\n"
 	"      --sqlvdi[=PATH]       client backend: a library with Microsoft's ABI\n"
 	"                            (PATH: /opt/mssql/lib/libsqlvdi.so), for SQL Server\n"
 	"                            on Linux; default: libvdi's own client (vdi exec)\n"

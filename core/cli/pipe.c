@@ -60,6 +60,9 @@ struct pipe_job {
 	int quiet;
 	int backup;                  /* direction from the server */
 	int sqlvdi;                  /* --sqlvdi given */
+	int tar;                     /* --tar: every device as one tar stream */
+	const char *tar_path;        /* its file (NULL or "-" = stdio) */
+	int tar_fd;
 	const char *sqlvdi_path;     /* its library (NULL: the default) */
 	struct vdi_backend *loaded;  /* the sqlvdi backend, if loaded */
 	const struct vdi_backend *backend; /* libvdi or loaded */
@@ -117,6 +120,7 @@ static int parse_pipe_opts(struct pipe_job *pj, int argc, char **argv)
 		{ "instance", required_argument, NULL, 'I' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "sqlvdi", optional_argument, NULL, 'L' },
+		{ "tar", no_argument, NULL, 'X' },
 		{ NULL, 0, NULL, 0 },
 	};
 	uint64_t v;
@@ -139,6 +143,7 @@ static int parse_pipe_opts(struct pipe_job *pj, int argc, char **argv)
 		case 'g': pj->group = optarg; break;
 		case 'I': pj->instance = optarg; break;
 		case 'q': pj->quiet = 1; break;
+		case 'X': pj->tar = 1; break;
 		case 'L':
 			pj->sqlvdi = 1;
 			pj->sqlvdi_path = optarg && *optarg ? optarg : NULL;
@@ -161,9 +166,21 @@ static int setup_devices(struct pipe_job *pj, int nfiles, char **files)
 		cli_err("invalid set name '%s': %s", pj->set, why);
 		return -1;
 	}
+	if (pj->tar && nfiles > 1) {
+		cli_err("pipe --tar: one archive FILE (or none: stdio) for all devices, got %d", nfiles);
+		return -1;
+	}
+	if (pj->tar) {
+		pj->tar_path = nfiles ? files[0] : NULL;
+		nfiles = 0;
+		if (!pj->ndev)
+			pj->ndev = 1;
+	}
 	if (!pj->ndev)
 		pj->ndev = nfiles ? (unsigned)nfiles : 1;
-	if (nfiles > VDI_MAX_DEVICES || (nfiles && (unsigned)nfiles != pj->ndev) ||
+	if (pj->tar) {
+		/* the devices carry no file of their own */
+	} else if (nfiles > VDI_MAX_DEVICES || (nfiles && (unsigned)nfiles != pj->ndev) ||
 	    (!nfiles && pj->ndev != 1)) {
 		cli_err("pipe: %u device%s need %u FILE argument%s, got %d", pj->ndev,
 			pj->ndev == 1 ? "" : "s", pj->ndev, pj->ndev == 1 ? " (or none)" : "s", nfiles);
@@ -273,22 +290,31 @@ static int wait_server(struct pipe_job *pj)
 	return 0;
 }
 
-static int open_file(struct pdev *d)
+/* path NULL or "-": stdout (backup) or stdin (restore). */
+static int open_path(const char *path, int backup, const char *whose, int *fd)
 {
-	int backup = d->pj->backup;
-
-	if (!d->path || strcmp(d->path, "-") == 0) {
-		d->fd = backup ? STDOUT_FILENO : STDIN_FILENO;
+	if (!path || strcmp(path, "-") == 0) {
+		*fd = backup ? STDOUT_FILENO : STDIN_FILENO;
 		return 0;
 	}
-	d->fd = backup ? open(d->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666)
-		       : open(d->path, O_RDONLY | O_CLOEXEC);
-	if (d->fd < 0) {
-		cli_err("device '%s': cannot open '%s' for %s: %s", d->name, d->path,
+	*fd = backup ? open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666)
+		     : open(path, O_RDONLY | O_CLOEXEC);
+	if (*fd < 0) {
+		cli_err("%s: cannot open '%s' for %s: %s", whose, path,
 			backup ? "the backup" : "the restore", strerror(errno));
 		return -1;
 	}
 	return 0;
+}
+
+static int open_file(struct pdev *d)
+{
+	char whose[VDI_MAX_NAME + 16];
+
+	if (d->pj->tar)
+		return 0; /* the archive is opened once, for all */
+	snprintf(whose, sizeof(whose), "device '%s'", d->name);
+	return open_path(d->path, d->pj->backup, whose, &d->fd);
 }
 
 static int open_devices(struct pipe_job *pj)
@@ -426,6 +452,96 @@ static void *dev_main(void *arg)
 	return NULL;
 }
 
+/* --tar: every device of the set through one tar stream (vdi.h, "Set
+ * stream") on stdout or stdin, or the FILE given. */
+static int tar_backup(struct pipe_job *pj, struct vdi_tarstream *t)
+{
+	for (;;) {
+		const void *p;
+		ssize_t n = vdi_tarstream_peek(t, &p, IO_CHUNK);
+
+		if (n == 0)
+			break;
+		if (n < 0) {
+			cli_vdi_err((int)n, "tar backup of set '%s' failed", pj->set);
+			return -1;
+		}
+		if (write_full(pj->tar_fd, p, (size_t)n) < 0) {
+			cli_err("tar backup of set '%s': cannot write the archive after %llu bytes: %s", pj->set,
+				(unsigned long long)vdi_tarstream_bytes(t), strerror(errno));
+			return -1;
+		}
+		vdi_tarstream_advance(t, (size_t)n);
+	}
+	if (fsync(pj->tar_fd) != 0 && errno != EINVAL && errno != EROFS) {
+		cli_err("tar backup of set '%s': cannot flush the archive: %s", pj->set, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static int tar_restore(struct pipe_job *pj, struct vdi_tarstream *t)
+{
+	for (;;) {
+		void *p;
+		ssize_t room = vdi_tarstream_reserve(t, &p, IO_CHUNK), n;
+
+		if (room <= 0) {
+			cli_vdi_err(room ? (int)room : VD_E_CLOSE, "tar restore of set '%s' failed", pj->set);
+			return -1;
+		}
+		n = read_some(pj->tar_fd, p, (size_t)room);
+		if (n < 0) {
+			cli_err("tar restore of set '%s': cannot read the archive after %llu bytes: %s", pj->set,
+				(unsigned long long)vdi_tarstream_bytes(t), strerror(errno));
+			return -1;
+		}
+		if (n == 0)
+			return 0; /* close checks that the archive was whole */
+		if (vdi_tarstream_commit(t, (size_t)n) < 0) {
+			cli_vdi_err(VD_E_INVALID, "tar restore of set '%s' failed", pj->set);
+			return -1;
+		}
+	}
+}
+
+static void run_tar(struct pipe_job *pj)
+{
+	struct vdi_cstream *s[VDI_MAX_DEVICES];
+	struct vdi_tarstream *t;
+	int rc;
+
+	for (unsigned k = 0; k < pj->ndev; k++) {
+		s[k] = pj->d[k].s;
+		pj->d[k].s = NULL; /* the tar stream owns them now */
+	}
+	if (open_path(pj->tar_path, pj->backup, "the archive", &pj->tar_fd) < 0) {
+		pipe_fail(pj);
+		for (unsigned k = 0; k < pj->ndev; k++)
+			vdi_cstream_close(s[k], 0);
+		return;
+	}
+	rc = vdi_tarstream_open(s, pj->ndev, &t);
+	if (rc < 0) {
+		cli_vdi_err(rc, "cannot start the tar stream of set '%s'", pj->set);
+		pipe_fail(pj);
+		return;
+	}
+	rc = pj->backup ? tar_backup(pj, t) : tar_restore(pj, t);
+	if (rc < 0)
+		pipe_fail(pj);
+	rc = vdi_tarstream_close(t, rc == 0);
+	if (rc < 0 && !pj->failed) {
+		cli_vdi_err(rc, "the tar %s of set '%s' did not end normally", pj->backup ? "backup" : "restore",
+			    pj->set);
+		pipe_fail(pj);
+	}
+	if (pj->tar_fd > STDERR_FILENO && close(pj->tar_fd) != 0 && pj->backup && !pj->failed) {
+		cli_err("cannot close the archive '%s': %s", pj->tar_path, strerror(errno));
+		pipe_fail(pj);
+	}
+}
+
 static void run_devices(struct pipe_job *pj)
 {
 	for (unsigned k = 0; k < pj->ndev; k++) {
@@ -499,6 +615,8 @@ int cmd_pipe(int argc, char **argv)
 	cli_signal_start(on_signal, pj);
 	if (create_set(pj) < 0 || wait_server(pj) < 0 || open_devices(pj) < 0)
 		pipe_fail(pj);
+	else if (pj->tar)
+		run_tar(pj);
 	else
 		run_devices(pj);
 	cli_signal_stop();
