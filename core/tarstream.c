@@ -887,6 +887,28 @@ static int finish(struct vdi_tarstream *t, int ok)
 	return rc;
 }
 
+int vdi_tarstream_end(struct vdi_tarstream *t)
+{
+	unsigned k;
+	int rc;
+
+	if (!t)
+		return vdi_fail(VD_E_INVALID, "tar stream end: NULL stream");
+	if (t->error)
+		return t_replay(t);
+	if (t->direction != VDF_WriteMedia || !t->eoa || t->hdr_off < t->hdr_len)
+		return vdi_fail(VD_E_PROTOCOL, "tar stream: not at the end of a backup archive (byte %llu)",
+				(unsigned long long)t->bytes);
+	/* every worker is idle: each device's end marker was its last job */
+	for (k = 0; k < t->n; k++) {
+		rc = vdi_cstream_end(t->d[k].s);
+		if (rc)
+			return t_fail(t, rc, "tar stream: the end of device '%s' failed: %s", t->d[k].name,
+				      vdi_last_error());
+	}
+	return 0;
+}
+
 int vdi_tarstream_close(struct vdi_tarstream *t, int ok)
 {
 	int rc = 0;

@@ -598,6 +598,11 @@ ssize_t vdi_tarstream_read(struct vdi_tarstream *t, void *buf, size_t len);
 ssize_t vdi_tarstream_reserve(struct vdi_tarstream *t, void **ptr, size_t len);
 int vdi_tarstream_commit(struct vdi_tarstream *t, size_t n);
 ssize_t vdi_tarstream_write(struct vdi_tarstream *t, const void *buf, size_t len);
+/* Backup read to the end of the archive: acknowledges every device's end
+ * (a pending VDC_Complete) now, without waiting for the server; close
+ * (ok=1) still waits.  0, VD_E_PROTOCOL before the end, or the failure
+ * (the backup did not complete). */
+int vdi_tarstream_end(struct vdi_tarstream *t);
 /* ok=1: a backup read to the end of the archive acknowledges every
  * device's end and waits for the server to close them; a restore must
  * have received the whole archive.  Anything else, or ok=0, aborts the
