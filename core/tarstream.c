@@ -538,8 +538,10 @@ ssize_t vdi_tarstream_read(struct vdi_tarstream *t, void *buf, size_t len)
 
 static int bad_member(struct vdi_tarstream *t, const char *why)
 {
-	return t_fail(t, VD_E_INVALID, "tar stream: %s%s%s at archive offset %llu", why,
-		      t->member[0] ? ": member '" : "", t->member[0] ? t->member : "",
+	if (t->member[0])
+		return t_fail(t, VD_E_INVALID, "tar stream: member '%s' at archive offset %llu: %s",
+			      t->member, (unsigned long long)t->member_off, why);
+	return t_fail(t, VD_E_INVALID, "tar stream: %s at archive offset %llu", why,
 		      (unsigned long long)t->member_off);
 }
 

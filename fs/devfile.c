@@ -67,7 +67,7 @@ void fs_devfile_read(struct fs_rq *r, struct fs_handle *h, size_t size)
 		return;
 	}
 	pthread_mutex_lock(&dev->io);
-	if (!dev->at_eof && !dev->s) {
+	if (!dev->at_eof && !dev->s && !dev->t) {
 		/* never end of file for a stream that is gone before its end */
 		snprintf(msg, sizeof(msg), "the device's stream is gone");
 		n = -EPIPE;
@@ -91,7 +91,8 @@ void fs_devfile_read(struct fs_rq *r, struct fs_handle *h, size_t size)
 	/* consume the bytes only once the kernel took them */
 	rc = fuse_reply_buf(r->req, n ? p : NULL, (size_t)n);
 	if (!rc && n > 0) {
-		if (vdi_cstream_advance(dev->s, (size_t)n)) {
+		if (dev->t ? vdi_tarstream_advance(dev->t, (size_t)n)
+			   : vdi_cstream_advance(dev->s, (size_t)n)) {
 			dev_fail(h, vdi_last_error(), "read");
 		} else {
 			dev_note_data(dev, (size_t)n);
@@ -115,7 +116,8 @@ static int dev_check_turn(struct fs_handle *h, off_t off)
 
 	if (h->append)
 		return 0;
-	return (uint64_t)off == dev->pos ? 0 : -ESPIPE;
+	/* a member file's offsets start at its own beginning */
+	return (uint64_t)off == dev->pos - h->base ? 0 : -ESPIPE;
 }
 
 /* Restore: copy a write into the buffers of the server's VDC_Reads.
@@ -144,7 +146,8 @@ static int dev_write_some(struct fs_rq *r, struct fs_handle *h,
 				 strerror(c < 0 ? (int)-c : EIO));
 			return c < 0 ? (int)c : -EIO;
 		}
-		rc = vdi_cstream_commit(dev->s, (size_t)c);
+		rc = dev->t ? vdi_tarstream_commit(dev->t, (size_t)c)
+			    : vdi_cstream_commit(dev->s, (size_t)c);
 		if (rc) {
 			snprintf(msg, msglen, "%s", vdi_last_error());
 			return -fs_errno(rc);
@@ -168,9 +171,9 @@ void fs_devfile_write(struct fs_rq *r, struct fs_handle *h,
 		return;
 	}
 	pthread_mutex_lock(&dev->io);
-	if (!dev->s)
+	if (!dev->s && !dev->t)
 		snprintf(msg, sizeof(msg), "the device's stream is gone");
-	rc = dev->s ? dev_check_turn(h, off) : -EIO;
+	rc = dev->s || dev->t ? dev_check_turn(h, off) : -EIO;
 	if (!rc)
 		rc = dev_write_some(r, h, bufv, total, &done, msg, sizeof(msg));
 	if ((rc == -ENOSPC || rc == -EINTR) && done > 0)
@@ -274,5 +277,8 @@ void fs_devfile_release(struct fs_handle *h)
 	else
 		snprintf(why, sizeof(why), "reader closed the device before end of stream");
 	ok = !h->killed && !h->failed && (h->writer || dev->at_eof);
-	fs_dev_release(h->set, h->dev, ok, why);
+	if (ok && h->member)
+		fs_member_close(h->set, h->dev, dev->pos == h->base);
+	else
+		fs_dev_release(h->set, h->dev, ok, why);
 }

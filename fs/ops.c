@@ -136,7 +136,8 @@ static int attr_set(struct vdifs *fs, struct fs_set *set, fuse_ino_t ino, struct
 		st_init(fs, st, ino, S_IFREG, 0444, c, time(NULL));
 	} else if (slot == SLOT_SET_CONTROL) {
 		st_init(fs, st, ino, S_IFREG, perm_of(c, 0200), c, set->created_wall);
-	} else if (slot >= SLOT_DEV0 && slot - SLOT_DEV0 < c->devices) {
+	} else if ((slot >= SLOT_DEV0 && slot - SLOT_DEV0 <= c->devices) ||
+		   (slot >= SLOT_MEMBER0 && slot - SLOT_MEMBER0 < c->devices)) {
 		/* size 0 and 0 blocks: not sparse, read to end of file */
 		st_init(fs, st, ino, S_IFREG, perm_of(c, 0600), c, set->created_wall);
 		st->st_blksize = fs_set_blksize(set);
@@ -472,7 +473,7 @@ static int open_ino(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		fi->direct_io = 1;
 		return 0;
 	}
-	if (slot >= SLOT_DEV0 && slot - SLOT_DEV0 < set->cfg.devices)
+	if (slot >= SLOT_DEV0 && slot - SLOT_DEV0 <= set->cfg.devices)
 		return open_dev(req, set, (int)(slot - SLOT_DEV0), fi, h);
 	return -EISDIR;
 }
@@ -497,6 +498,42 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	r_open(&r, h, fi);
 }
 
+/* tar -x of a set's archive into the set directory creates its members
+ * <dev>.<seq> (vdi.h, "Set stream"): each appends to its device. */
+static int create_member(fuse_req_t req, struct fs_set *set, const char *name,
+			 struct fuse_file_info *fi, struct fs_handle *h, fuse_ino_t *ino)
+{
+	char dev[VDI_MAX_NAME + 1];
+	uint64_t seq;
+	int k, rc;
+
+	if (vdi_tar_member_parse(name, dev, sizeof(dev), &seq))
+		return -EPERM; /* only the set's devices and their members */
+	k = fs_set_dev_index(set, dev);
+	if (k < 0 || fs_is_tar(set, k)) {
+		pthread_mutex_lock(&set->lock);
+		fs_set_error_locked(set, "member '%s': no device '%s' in this set (the restore set needs the "
+				    "backup set's name)", name, dev);
+		fs_set_fail_locked(set);
+		pthread_mutex_unlock(&set->lock);
+		return -EINVAL;
+	}
+	rc = fs_member_open(req, set, k, seq, name);
+	if (rc < 0)
+		return rc;
+	h->kind = H_DEV;
+	h->dev = k;
+	h->writer = 1;
+	h->member = 1;
+	pthread_mutex_lock(&set->lock);
+	h->base = set->dev[k].pos;
+	pthread_mutex_unlock(&set->lock);
+	fi->direct_io = 1;
+	fi->nonseekable = 1;
+	*ino = FS_INO(set->id, SLOT_MEMBER0 + (unsigned)k);
+	return 0;
+}
+
 static int create_dev(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      struct fuse_file_info *fi, struct fs_handle *h,
 		      fuse_ino_t *ino)
@@ -510,7 +547,7 @@ static int create_dev(fuse_req_t req, fuse_ino_t parent, const char *name,
 	h->set = set;
 	k = fs_set_dev_index(set, name);
 	if (k < 0)
-		return -EPERM; /* only the set's devices live here */
+		return create_member(req, set, name, fi, h, ino);
 	pthread_mutex_lock(&set->lock);
 	set->dev[k].hidden = 0;
 	pthread_mutex_unlock(&set->lock);
@@ -792,7 +829,7 @@ static int dir_fill_set(struct vdifs *fs, struct fs_handle *h, size_t *cap, uint
 	rc |= dir_add(h, cap, ".status", FS_INO(id, SLOT_SET_STATUS), S_IFREG);
 	rc |= dir_add(h, cap, ".control", FS_INO(id, SLOT_SET_CONTROL), S_IFREG);
 	pthread_mutex_lock(&set->lock);
-	for (k = 0; k < set->cfg.devices && !rc; k++)
+	for (k = 0; k <= set->cfg.devices && !rc; k++)
 		if (!set->dev[k].hidden)
 			rc = dir_add(h, cap, set->dev[k].name,
 				     FS_INO(id, SLOT_DEV0 + k), S_IFREG);

@@ -63,7 +63,10 @@ static void *pump_main(void *arg)
 		pm->busy = 1;
 		pthread_mutex_unlock(&pm->m);
 		p = NULL;
-		if (pm->writer)
+		if (pm->t)
+			n = pm->writer ? vdi_tarstream_reserve(pm->t, &p, len)
+				       : vdi_tarstream_peek(pm->t, (const void **)&p, len);
+		else if (pm->writer)
 			n = vdi_cstream_reserve(pm->s, &p, len);
 		else
 			n = vdi_cstream_peek(pm->s, (const void **)&p, len);
@@ -83,7 +86,7 @@ static void *pump_main(void *arg)
 	return NULL;
 }
 
-int fs_pump_start(struct fs_pump *pm, struct vdi_cstream *s, int writer)
+int fs_pump_start(struct fs_pump *pm, struct vdi_cstream *s, struct vdi_tarstream *t, int writer)
 {
 	sigset_t all, old;
 	int rc;
@@ -92,6 +95,7 @@ int fs_pump_start(struct fs_pump *pm, struct vdi_cstream *s, int writer)
 	pthread_mutex_init(&pm->m, NULL);
 	pthread_cond_init(&pm->c, NULL);
 	pm->s = s;
+	pm->t = t;
 	pm->writer = writer;
 	/* signals are for libfuse's threads, which end the session */
 	sigfillset(&all);

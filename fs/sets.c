@@ -83,7 +83,7 @@ static void set_free(struct fs_set *set)
 {
 	uint32_t k;
 
-	for (k = 0; k < set->cfg.devices; k++)
+	for (k = 0; k <= set->cfg.devices; k++)
 		pthread_mutex_destroy(&set->dev[k].io);
 	pthread_mutex_destroy(&set->lock);
 	pthread_cond_destroy(&set->cond);
@@ -105,7 +105,7 @@ int fs_set_dev_index(const struct fs_set *set, const char *name)
 {
 	uint32_t k;
 
-	for (k = 0; k < set->cfg.devices; k++)
+	for (k = 0; k <= set->cfg.devices; k++)
 		if (!strcmp(set->dev[k].name, name))
 			return (int)k;
 	return -1;
@@ -157,7 +157,7 @@ static struct fs_set *set_alloc(struct vdifs *fs, const char *name, const struct
 	struct fs_set *set;
 	uint32_t k;
 
-	set = calloc(1, sizeof(*set) + cfg->devices * sizeof(set->dev[0]));
+	set = calloc(1, sizeof(*set) + (cfg->devices + 1) * sizeof(set->dev[0]));
 	if (!set)
 		return NULL;
 	set->fs = fs;
@@ -165,9 +165,11 @@ static struct fs_set *set_alloc(struct vdifs *fs, const char *name, const struct
 	set->cfg = *cfg;
 	pthread_mutex_init(&set->lock, NULL);
 	pthread_cond_init(&set->cond, NULL);
-	for (k = 0; k < cfg->devices; k++) {
+	for (k = 0; k <= cfg->devices; k++) {
 		pthread_mutex_init(&set->dev[k].io, NULL);
-		if (k == 0)
+		if (k == cfg->devices)
+			snprintf(set->dev[k].name, sizeof(set->dev[k].name), "%s.tar", name);
+		else if (k == 0)
 			snprintf(set->dev[k].name, sizeof(set->dev[k].name),
 				 "%s", name);
 		else
@@ -631,11 +633,15 @@ void fs_sets_shutdown(struct vdifs *fs)
 			fs_set_fail_locked(set); /* wakes the pumps, the waiter */
 		}
 		wait_waiter_locked(set);
-		for (k = 0; k < set->cfg.devices; k++) {
+		/* the tar file first: it owns the streams of its devices */
+		for (k = set->cfg.devices + 1; k-- > 0;) {
 			fs_pump_stop(&set->dev[k].pump);
+			if (set->dev[k].t)
+				vdi_tarstream_close(set->dev[k].t, 0);
 			if (set->dev[k].s)
 				vdi_cstream_close(set->dev[k].s, 0);
 			set->dev[k].s = NULL;
+			set->dev[k].t = NULL;
 		}
 		client_close_locked(set);
 		set->removed = 1;

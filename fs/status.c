@@ -88,12 +88,15 @@ static void status_devices_locked(struct sbuf *b, struct fs_set *set,
 	uint64_t now = fs_now_ms();
 	uint32_t k;
 
-	for (k = 0; k < set->cfg.devices; k++) {
+	for (k = 0; k <= set->cfg.devices; k++) {
 		struct fs_dev *d = &set->dev[k];
 		uint64_t pos = __atomic_load_n(&d->pos, __ATOMIC_RELAXED);
 		uint64_t tf = __atomic_load_n(&d->t_first, __ATOMIC_RELAXED);
 		uint64_t tl = __atomic_load_n(&d->t_last, __ATOMIC_RELAXED);
 		double secs = span_s(tf, d->state == DEV_OPEN && !d->at_eof ? now : tl);
+
+		if (fs_is_tar(set, (int)k) && d->state == DEV_IDLE)
+			continue; /* the tar file: shown once used */
 
 		sb_printf(b, "device: %s %s %llu bytes, %.1f MB/s, %.3f s\n", d->name,
 			  dev_state_name(d), (unsigned long long)pos, rate_mb(pos, secs), secs);

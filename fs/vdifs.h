@@ -41,6 +41,9 @@
  *   /<set>/.control        `echo abort > .control` aborts the set
  *   /<set>/<set>           device 0 (named like the set, as VDI requires)
  *   /<set>/<set>1 ...      devices 1..N-1
+ *   /<set>/<set>.tar       every device as one tar stream (vdi_tarstream):
+ *                          set->dev[N], a device of its own in fs/, whose
+ *                          stream is the tar stream over the N others
  *
  * Threads and locks
  *   The FUSE session runs multi-threaded: any request may run on any
@@ -179,7 +182,8 @@ struct fs_pump {
 	pthread_t th;
 	pthread_mutex_t m;           /* protects the fields below */
 	pthread_cond_t c;
-	struct vdi_cstream *s;
+	struct vdi_cstream *s;       /* a device's stream, or */
+	struct vdi_tarstream *t;     /* the set's tar stream */
 	int writer;                  /* reserve (restore) or peek (backup) */
 	int started, quit;
 	int busy;                    /* inside a stream call */
@@ -190,7 +194,8 @@ struct fs_pump {
 	char msg[320];               /* vdi_last_error() of a failed call */
 };
 
-int fs_pump_start(struct fs_pump *pm, struct vdi_cstream *s, int writer);
+/* One of s and t (the other NULL). */
+int fs_pump_start(struct fs_pump *pm, struct vdi_cstream *s, struct vdi_tarstream *t, int writer);
 /* 1 while a stream call is pending: stopping needs an abort of the set. */
 int fs_pump_busy(struct fs_pump *pm);
 void fs_pump_stop(struct fs_pump *pm);
@@ -212,7 +217,7 @@ enum fs_dev_state {
 };
 
 struct fs_dev {
-	char name[VDI_MAX_NAME + 1];
+	char name[VDI_MAX_NAME + 8];  /* "<set>.tar" may pass 127 bytes */
 	pthread_mutex_t io;          /* serializes the stream calls */
 	/* fields below: set->lock, except s/pos which dev->io protects
 	 * while the device is DEV_OPEN */
@@ -221,7 +226,12 @@ struct fs_dev {
 	int writer;                  /* open for restore */
 	struct vdi_bdev *vd;
 	struct vdi_cstream *s;
-	struct fs_pump pump;         /* waits on s for the requests */
+	struct vdi_tarstream *t;     /* the tar device: its stream */
+	int by_tar;                  /* a device whose stream the tar owns */
+	int by_members;              /* fed by member files <dev>.<seq> */
+	int member_open;             /* a member file of it is open */
+	uint64_t next_seq;           /* the member it takes next */
+	struct fs_pump pump;         /* waits on s (or t) for the requests */
 	uint64_t pos;                /* bytes moved through the stream */
 	int at_eof;                  /* reader saw end of stream */
 	uint64_t t_first, t_last;    /* ms of first and last data */
@@ -256,7 +266,7 @@ struct fs_set {
 	struct vdi_set_info last_info; /* snapshot taken before close */
 	int have_info;
 	char last_error[384];
-	struct fs_dev dev[];         /* cfg.devices entries */
+	struct fs_dev dev[];         /* cfg.devices entries, then the tar */
 };
 
 /* A file written in /.config. */
@@ -307,7 +317,10 @@ enum {
 	SLOT_SET_DIR = 0,     /* id = set */
 	SLOT_SET_STATUS = 1,
 	SLOT_SET_CONTROL = 2,
-	SLOT_DEV0 = 3,        /* device k: SLOT_DEV0 + k */
+	SLOT_DEV0 = 3,        /* device k: SLOT_DEV0 + k; the tar file is
+			       * device cfg.devices */
+	SLOT_MEMBER0 = SLOT_DEV0 + VDI_MAX_DEVICES + 1, /* an open member
+			       * file <dev>.<seq> of device k: + k */
 	SLOT_CFGFILE = 0xff,  /* id = config file */
 };
 
@@ -331,7 +344,13 @@ void fs_set_note_abort_locked(struct fs_set *set);
 /* End the set when every device ended, or it failed and nothing is open
  * (set->lock held). */
 void fs_set_maybe_finish_locked(struct fs_set *set);
+/* Index of a device file by name (the tar file: cfg.devices), or -1. */
 int fs_set_dev_index(const struct fs_set *set, const char *name);
+/* Is device index k the set's tar file? */
+static inline int fs_is_tar(const struct fs_set *set, int k)
+{
+	return k == (int)set->cfg.devices;
+}
 uint32_t fs_set_blksize(struct fs_set *set);
 /* References to every registered set (caller puts each, frees *out). */
 int fs_sets_snapshot(struct vdifs *fs, struct fs_set ***out);
@@ -353,6 +372,15 @@ int fs_cfgfile_remove(struct vdifs *fs, const char *name);
 /* Device streams (devices.c).  Each returns 0 or -errno. */
 int fs_dev_open(fuse_req_t req, struct fs_set *set, int k, int writer);
 void fs_dev_release(struct fs_set *set, int k, int ok, const char *why);
+/* tar -x into a restore set: a member file <dev>.<seq> created in the
+ * set directory appends to device k when seq is its next member
+ * (vdi_tar_member_name); the first opens the device's stream, an empty
+ * one (the archive's end marker) ends it.  Returns 1 (a writer) or
+ * -errno; a member out of sequence fails the set, with its name. */
+int fs_member_open(fuse_req_t req, struct fs_set *set, int k, uint64_t seq, const char *name);
+/* The member file was closed normally: the device waits for the next
+ * (empty = 0), or its stream ends (empty = 1, fs_dev_release). */
+void fs_member_close(struct fs_set *set, int k, int empty);
 /* A backup reader at end of file closes: acknowledges VDC_Complete
  * without waiting for the server (fs_dev_release follows).  0 or -EIO
  * (the set failed: the backup did not complete; the status says why). */
@@ -394,6 +422,8 @@ struct fs_handle {
 	int killed;              /* H_DEV: signal that killed the closer */
 	int failed;              /* H_DEV: an I/O error happened */
 	int ended;               /* H_DEV: stream already ended (at flush) */
+	int member;              /* H_DEV: a member file <dev>.<seq> */
+	uint64_t base;           /* H_DEV: stream position at its open */
 	uint32_t cfg_id;         /* H_CFG */
 	char *text;              /* H_TEXT, H_CFG: contents */
 	size_t len;
