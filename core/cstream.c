@@ -45,6 +45,13 @@
  * direction, a data command out of sequence on a VDF_RandomAccess set, and
  * every other code complete with ERROR_NOT_SUPPORTED.
  *
+ * Snapshots (D47): VDC_PrepareToFreeze, VDC_Snapshot and VDC_MountSnapshot
+ * go to the front end's handler (vdi_cstream_on_snapshot) when they reach
+ * the head, so every command before them completed; its answer is their
+ * completion code.  With VDF_EnumFrozenFiles offered, the VDC_Write data
+ * between VDC_FileInfoBegin and VDC_FileInfoEnd is the list of frozen
+ * files, not stream data: collected here and handed to the handler.
+ *
  * Errors.  VD_E_TIMEOUT is returned and forgotten: the call may be
  * retried.  Every other failure is sticky and returned by every later call
  * (with the first message).  A call that moved bytes before a failure
@@ -91,15 +98,54 @@ struct vdi_cstream {
 	int closed;	    /* VD_E_CLOSE seen: no command will come */
 	int writer_done;    /* restore: close(ok=1) answers reads EOF */
 	int complete_acked; /* backup: VDC_Complete completed */
+	vdi_cstream_snapshot_fn snap_fn; /* snapshot commands go here */
+	void *snap_ctx;
+	int in_fileinfo;    /* between FileInfoBegin and FileInfoEnd */
+	char *files;        /* frozen files, '\n'-separated (malloc'ed) */
+	size_t files_len;
 	int error;	    /* sticky VD_E_* code, 0 if none */
 	char msg[320];	    /* message of the sticky error */
 };
+
+/* The frozen-file list of a VDC_Write between FileInfoBegin and End: one
+ * path per line, NUL padding ignored.  The completion code. */
+static uint32_t cs_fileinfo(struct vdi_cstream *s, const VDC_Command *cmd)
+{
+	int32_t i;
+
+	if (!s->files && !(s->files = malloc(VDI_CSTREAM_FILES_MAX + 1)))
+		return ERROR_NO_SYSTEM_RESOURCES;
+	for (i = 0; i < cmd->size; i++) {
+		char ch = (char)cmd->buffer[i];
+
+		if (!ch)
+			continue;
+		if (s->files_len == VDI_CSTREAM_FILES_MAX) {
+			vdi_log(VDI_LOG_WARN, "device '%s': frozen-file list over %u bytes refused",
+				vdi_bdev_name(s->dev), VDI_CSTREAM_FILES_MAX);
+			return ERROR_INVALID_PARAMETER;
+		}
+		s->files[s->files_len++] = ch;
+	}
+	s->files[s->files_len] = '\0';
+	return ERROR_SUCCESS;
+}
+
+/* The handler's answer to a snapshot command (ERROR_NOT_SUPPORTED if the
+ * front end has none: nothing is offered that nobody answers). */
+static uint32_t cs_snapshot(struct vdi_cstream *s, uint32_t code)
+{
+	if (!s->snap_fn)
+		return ERROR_NOT_SUPPORTED;
+	return s->snap_fn(s->snap_ctx, s, code, s->files ? s->files : "");
+}
 
 /* What the stream does with a command at the head. */
 enum cs_kind {
 	CS_DATA,   /* data of this stream: hand out bytes or room */
 	CS_END,	   /* VDC_Complete of a backup: end of stream, keep pending */
 	CS_ANSWER, /* complete at once with the code given */
+	CS_ANSWER_ALL, /* the same, reporting every byte transferred */
 };
 
 static const char *cs_name(const struct vdi_cstream *s)
@@ -147,6 +193,20 @@ static enum cs_kind cs_classify(struct vdi_cstream *s, const VDC_Command *cmd, u
 	case VDC_Flush:
 		*code = ERROR_SUCCESS;
 		return CS_ANSWER;
+	case VDC_PrepareToFreeze:
+	case VDC_Snapshot:
+	case VDC_MountSnapshot:
+		*code = cs_snapshot(s, (uint32_t)cmd->commandCode);
+		return CS_ANSWER;
+	case VDC_FileInfoBegin:
+	case VDC_FileInfoEnd:
+		if (!(s->features & VDF_EnumFrozenFiles))
+			return CS_ANSWER;
+		s->in_fileinfo = cmd->commandCode == VDC_FileInfoBegin;
+		if (s->in_fileinfo && s->files)
+			s->files_len = 0, s->files[0] = '\0';
+		*code = ERROR_SUCCESS;
+		return CS_ANSWER;
 	case VDC_Complete:
 		if (!(s->features & VDF_CompleteEnabled))
 			return CS_ANSWER;
@@ -155,6 +215,10 @@ static enum cs_kind cs_classify(struct vdi_cstream *s, const VDC_Command *cmd, u
 			return CS_ANSWER;
 		}
 		return CS_END;
+	}
+	if (cmd->commandCode == VDC_Write && s->in_fileinfo && cmd->size > 0 && cmd->buffer) {
+		*code = cs_fileinfo(s, cmd);
+		return CS_ANSWER_ALL;
 	}
 	if (cmd->commandCode != want)
 		return CS_ANSWER;
@@ -232,11 +296,13 @@ static int cs_ready(struct vdi_cstream *s, uint32_t timeout)
 		case CS_END:
 			return 0;
 		case CS_ANSWER:
+		case CS_ANSWER_ALL:
 			if (code != ERROR_SUCCESS)
 				vdi_log(VDI_LOG_INFO, "device '%s': %s completed with %s",
 					cs_name(s), vdi_strcommand((uint32_t)s->cur->commandCode),
 					vdi_strcompletion(code));
-			rc = cs_finish(s, code, 0);
+			rc = cs_finish(s, code, code == ERROR_SUCCESS && s->cur->commandCode == VDC_Write
+						    ? (uint32_t)s->cur->size : 0);
 			if (rc)
 				return rc;
 		}
@@ -295,6 +361,14 @@ int vdi_cstream_new(struct vdi_client_device *d, uint32_t timeout_ms, struct vdi
 struct vdi_bdev *vdi_cstream_device(const struct vdi_cstream *s)
 {
 	return s ? s->dev : NULL;
+}
+
+void vdi_cstream_on_snapshot(struct vdi_cstream *s, vdi_cstream_snapshot_fn fn, void *ctx)
+{
+	if (!s)
+		return;
+	s->snap_fn = fn;
+	s->snap_ctx = ctx;
 }
 
 uint32_t vdi_cstream_direction(const struct vdi_cstream *s)
@@ -562,6 +636,7 @@ int vdi_cstream_close(struct vdi_cstream *s, int ok)
 	}
 	if (s->wrapped)
 		vdi_bdev_unwrap(s->dev);
+	free(s->files);
 	free(s);
 	return rc;
 }

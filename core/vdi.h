@@ -553,6 +553,18 @@ int vdi_cstream_end(struct vdi_cstream *s);
 int vdi_cstream_close(struct vdi_cstream *s, int ok);
 /* Bytes moved through the stream so far. */
 uint64_t vdi_cstream_bytes(const struct vdi_cstream *s);
+/* Snapshot backups (D47).  VDC_PrepareToFreeze, VDC_Snapshot (backup) and
+ * VDC_MountSnapshot (restore) reach fn on the stream's thread once every
+ * command before them completed; fn's return is their completion code
+ * (ERROR_SUCCESS: the snapshot was taken / prepared / mounted; another
+ * code fails the operation).  files: the frozen files the server listed
+ * (VDF_EnumFrozenFiles: the VDC_Write data between VDC_FileInfoBegin and
+ * VDC_FileInfoEnd, one path per line), "" if none.  Without a handler
+ * these commands complete with ERROR_NOT_SUPPORTED. */
+#define VDI_CSTREAM_FILES_MAX 65536u
+typedef uint32_t (*vdi_cstream_snapshot_fn)(void *ctx, struct vdi_cstream *s, uint32_t command,
+					    const char *files);
+void vdi_cstream_on_snapshot(struct vdi_cstream *s, vdi_cstream_snapshot_fn fn, void *ctx);
 /* The device the stream runs over (borrowed; for a stream made with
  * vdi_cstream_new, a wrapping of it that lives as long as the stream). */
 struct vdi_bdev *vdi_cstream_device(const struct vdi_cstream *s);

@@ -130,6 +130,7 @@ struct job {
 	uint32_t final_cmd; /* server: command after drain, 0 none */
 	int close_device;   /* server: CloseDevice at the end */
 	int mode;	    /* client: 0 copy, 1 zero-copy, 2 mixed */
+	void *ctx;	    /* the case's own (snapshot cases) */
 	uint32_t block;	    /* client reader: padding unit */
 	uint32_t delay_ms;  /* client: sleeps this long before it starts */
 	/* results */
@@ -842,7 +843,8 @@ static void *srv_commands(void *a)
 	struct job *j = a;
 	struct vdi_sstream *w;
 	static const uint32_t codes[] = {VDC_ClearError, VDC_Rewind,	VDC_GetPosition,
-					 VDC_Complete,	 VDC_WriteMark, VDC_Flush};
+					 VDC_Complete,	 VDC_WriteMark, VDC_Flush,
+					 VDC_Snapshot};
 	struct tl_cmd t;
 	uint8_t *buf;
 	int rc;
@@ -895,6 +897,7 @@ START_TEST(test_unsupported_commands)
 	ck_assert_int_eq(s.codes[3], ERROR_NOT_SUPPORTED); /* Complete, not negotiated */
 	ck_assert_int_eq(s.codes[4], ERROR_NOT_SUPPORTED); /* WriteMark */
 	ck_assert_int_eq(s.codes[5], ERROR_SUCCESS);	   /* Flush */
+	ck_assert_int_eq(s.codes[6], ERROR_NOT_SUPPORTED); /* Snapshot, no handler */
 	ck_assert_int_eq(s.cmd_rc, ERROR_NOT_SUPPORTED);   /* Read on a backup */
 	JOB_OK(&s);
 	JOB_OK(&c);
@@ -905,6 +908,256 @@ START_TEST(test_unsupported_commands)
 	ck_assert_int_eq(c.bad, -1);
 	free(ref);
 	rig_finish_ok(&r);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------
+ * Snapshot commands (D47): the handler, in stream order.
+ */
+struct snaprec {
+	pthread_mutex_t m;
+	uint32_t cmds[8];
+	uint64_t at[8];	 /* stream bytes taken when each came */
+	char files[256]; /* the list the last one was given */
+	unsigned n;
+	uint32_t answer; /* what the handler answers */
+};
+
+static uint32_t snap_handler(void *ctx, struct vdi_cstream *cs, uint32_t cmd, const char *files)
+{
+	struct snaprec *r = ctx;
+
+	pthread_mutex_lock(&r->m);
+	if (r->n < 8) {
+		r->cmds[r->n] = cmd;
+		r->at[r->n] = vdi_cstream_bytes(cs);
+		r->n++;
+	}
+	snprintf(r->files, sizeof(r->files), "%s", files);
+	pthread_mutex_unlock(&r->m);
+	return r->answer;
+}
+
+/* The server of a snapshot backup: metadata, [frozen files], prepare,
+ * more metadata, snapshot (spec 6.5).  codes[0..2]: the answers. */
+static void *srv_snapshot(void *a)
+{
+	struct job *j = a;
+	struct vdi_sstream *w;
+	static const char list[] = "/data/db.mdf\n/data/db_log.ldf\n";
+	int rc = vdi_sstream_open(j->r->pool, j->r->p.sd[j->dev], 0, &w);
+
+	if (rc) {
+		job_fail(j, rc);
+		return NULL;
+	}
+	vdi_sstream_write(w, j->ref, 3072); /* whole blocks: no padding inside */
+	rc = vdi_sstream_drain(w);
+	if (!rc && j->mode == 1) { /* frozen files, as VDF_EnumFrozenFiles asks */
+		j->codes[3] = vdi_sstream_command(w, VDC_FileInfoBegin);
+		vdi_sstream_write(w, list, sizeof(list) - 1);
+		rc = vdi_sstream_drain(w);
+		j->codes[4] = vdi_sstream_command(w, VDC_FileInfoEnd);
+	}
+	if (!rc)
+		j->codes[0] = vdi_sstream_command(w, VDC_PrepareToFreeze);
+	if (!rc)
+		vdi_sstream_write(w, j->ref + 3072, (size_t)j->total - 3072);
+	if (!rc)
+		rc = vdi_sstream_drain(w);
+	if (!rc)
+		j->codes[1] = vdi_sstream_command(w, VDC_Snapshot);
+	j->close_rc = vdi_sstream_close(w);
+	if (rc)
+		job_fail(j, rc);
+	vdi_server_close_device(j->r->p.sd[j->dev]);
+	return NULL;
+}
+
+static void *cli_snap_reader(void *a)
+{
+	struct job *j = a;
+	struct vdi_cstream *cs;
+	uint8_t buf[4096];
+	ssize_t k;
+	int rc = vdi_cstream_new(j->r->p.cd[j->dev], j->timeout, &cs);
+
+	if (rc) {
+		job_fail(j, rc);
+		return NULL;
+	}
+	vdi_cstream_on_snapshot(cs, snap_handler, j->ctx);
+	while ((k = vdi_cstream_read(cs, buf, sizeof(buf))) > 0) {
+		job_cmp(j, j->got, buf, (size_t)k);
+		j->got += (uint64_t)k;
+	}
+	if (k < 0)
+		job_fail(j, (int)k);
+	j->close_rc = vdi_cstream_close(cs, 1);
+	return NULL;
+}
+
+static void snapshot_case(uint32_t client_features, int with_files, uint32_t answer,
+			  struct snaprec *rec, struct job *s, struct job *c, const uint8_t *ref)
+{
+	struct tl_pair_opts o;
+	struct rig r;
+
+	memset(rec, 0, sizeof(*rec));
+	pthread_mutex_init(&rec->m, NULL);
+	rec->answer = answer;
+	rig_opts(&o, 1, VDF_WriteMedia, 512, 64 * KIB, 4);
+	o.client_features = client_features;
+	rig_up(&r, &o, 4, WAIT_MS);
+	job_init(s, &r, 0, ref, 9216, 5);
+	job_init(c, &r, 0, ref, 9216, 6);
+	s->mode = with_files;
+	c->ctx = rec;
+	job_start(s, srv_snapshot);
+	job_start(c, cli_snap_reader);
+	job_join(s);
+	job_join(c);
+	rig_finish_ok(&r);
+	pthread_mutex_destroy(&rec->m);
+}
+
+START_TEST(test_snapshot_commands_reach_handler)
+{
+	uint8_t *ref = ref_new(31, 9216);
+	struct snaprec rec;
+	struct job s, c;
+
+	snapshot_case(VDF_SnapshotPrepare, 0, ERROR_SUCCESS, &rec, &s, &c, ref);
+	ck_assert_uint_eq(rec.n, 2);
+	ck_assert_uint_eq(rec.cmds[0], VDC_PrepareToFreeze);
+	/* every byte before it was taken */
+	ck_assert_uint_eq(rec.at[0], 3072);
+	ck_assert_uint_eq(rec.cmds[1], VDC_Snapshot);
+	ck_assert_uint_eq(rec.at[1], 9216);
+	ck_assert_int_eq(c.bad, -1);
+	ck_assert_int_eq(s.codes[0], ERROR_SUCCESS);
+	ck_assert_int_eq(s.codes[1], ERROR_SUCCESS);
+	ck_assert_str_eq(rec.files, "");
+	JOB_OK(&s);
+	JOB_OK(&c);
+	ck_assert_int_eq(c.close_rc, 0);
+	free(ref);
+}
+END_TEST
+
+START_TEST(test_snapshot_refused_by_handler)
+{
+	uint8_t *ref = ref_new(32, 9216);
+	struct snaprec rec;
+	struct job s, c;
+
+	snapshot_case(VDF_SnapshotPrepare, 0, ERROR_OPERATION_ABORTED, &rec, &s, &c, ref);
+	ck_assert_int_eq(s.codes[0], ERROR_OPERATION_ABORTED);
+	ck_assert_int_eq(s.codes[1], ERROR_OPERATION_ABORTED);
+	free(ref);
+}
+END_TEST
+
+START_TEST(test_frozen_files_listed)
+{
+	uint8_t *ref = ref_new(33, 9216);
+	struct snaprec rec;
+	struct job s, c;
+
+	snapshot_case(VDF_SnapshotPrepare | VDF_EnumFrozenFiles, 1, ERROR_SUCCESS, &rec, &s, &c, ref);
+	ck_assert_int_eq(s.codes[3], ERROR_SUCCESS); /* FileInfoBegin */
+	ck_assert_int_eq(s.codes[4], ERROR_SUCCESS); /* FileInfoEnd */
+	ck_assert_str_eq(rec.files, "/data/db.mdf\n/data/db_log.ldf\n");
+	/* the list is not stream data: the reader saw exactly the metadata */
+	ck_assert_uint_eq(c.got, 9216);
+	ck_assert_int_eq(c.bad, -1);
+	JOB_OK(&s);
+	JOB_OK(&c);
+	free(ref);
+}
+END_TEST
+
+START_TEST(test_frozen_files_not_offered)
+{
+	uint8_t *ref = ref_new(34, 9216);
+	struct snaprec rec;
+	struct job s, c;
+
+	snapshot_case(VDF_SnapshotPrepare, 1, ERROR_SUCCESS, &rec, &s, &c, ref);
+	ck_assert_int_eq(s.codes[3], ERROR_NOT_SUPPORTED);
+	ck_assert_int_eq(s.codes[4], ERROR_NOT_SUPPORTED);
+	free(ref);
+}
+END_TEST
+
+static void *srv_mount(void *a)
+{
+	struct job *j = a;
+	struct vdi_sstream *rd;
+	uint8_t buf[8192];
+	ssize_t k;
+	int rc = vdi_sstream_open(j->r->pool, j->r->p.sd[j->dev], 0, &rd);
+
+	if (rc) {
+		job_fail(j, rc);
+		return NULL;
+	}
+	while ((k = vdi_sstream_read(rd, buf, sizeof(buf))) > 0)
+		j->got += (uint64_t)k;
+	if (k < 0)
+		job_fail(j, (int)k);
+	j->codes[0] = vdi_sstream_command(rd, VDC_MountSnapshot);
+	j->close_rc = vdi_sstream_close(rd);
+	vdi_server_close_device(j->r->p.sd[j->dev]);
+	return NULL;
+}
+
+static void *cli_mount_writer(void *a)
+{
+	struct job *j = a;
+	struct vdi_cstream *cs;
+	int rc = vdi_cstream_new(j->r->p.cd[j->dev], j->timeout, &cs);
+
+	if (rc) {
+		job_fail(j, rc);
+		return NULL;
+	}
+	vdi_cstream_on_snapshot(cs, snap_handler, j->ctx);
+	if (vdi_cstream_write(cs, j->ref, (size_t)j->total) != (ssize_t)j->total)
+		job_fail(j, VD_E_UNEXPECTED);
+	j->close_rc = vdi_cstream_close(cs, 1); /* MountSnapshot comes meanwhile */
+	return NULL;
+}
+
+START_TEST(test_mount_snapshot_at_close)
+{
+	uint8_t *ref = ref_new(35, 3072);
+	struct tl_pair_opts o;
+	struct snaprec rec;
+	struct job s, c;
+	struct rig r;
+
+	memset(&rec, 0, sizeof(rec));
+	pthread_mutex_init(&rec.m, NULL);
+	rig_opts(&o, 1, VDF_ReadMedia, 512, 64 * KIB, 4);
+	rig_up(&r, &o, 4, WAIT_MS);
+	job_init(&s, &r, 0, ref, 3072, 7);
+	job_init(&c, &r, 0, ref, 3072, 8);
+	c.ctx = &rec;
+	job_start(&s, srv_mount);
+	job_start(&c, cli_mount_writer);
+	job_join(&s);
+	job_join(&c);
+	ck_assert_uint_eq(s.got, 3072);
+	ck_assert_uint_eq(rec.n, 1);
+	ck_assert_uint_eq(rec.cmds[0], VDC_MountSnapshot);
+	ck_assert_int_eq(s.codes[0], ERROR_SUCCESS);
+	JOB_OK(&s);
+	JOB_OK(&c);
+	ck_assert_int_eq(c.close_rc, 0);
+	rig_finish_ok(&r);
+	pthread_mutex_destroy(&rec.m);
+	free(ref);
 }
 END_TEST
 
@@ -1590,6 +1843,11 @@ static Suite *stream_suite(void)
 	tcase_add_test(tc, test_close_at_exact_end);
 	tcase_add_test(tc, test_complete_aborted_by_reader);
 	tcase_add_test(tc, test_unsupported_commands);
+	tcase_add_test(tc, test_snapshot_commands_reach_handler);
+	tcase_add_test(tc, test_snapshot_refused_by_handler);
+	tcase_add_test(tc, test_frozen_files_listed);
+	tcase_add_test(tc, test_frozen_files_not_offered);
+	tcase_add_test(tc, test_mount_snapshot_at_close);
 	tcase_add_test(tc, test_wrong_direction);
 	tcase_add_test(tc, test_close_without_drain);
 	tcase_add_test(tc, test_null_arguments);
