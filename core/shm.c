@@ -16,8 +16,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <limits.h>
-#include <linux/futex.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,32 +23,12 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "barrier.h"
 #include "internal.h"
 #include "shm.h"
-
-/* ------------------------------------------------------------------ */
-/* futex */
-
-void vdi_futex_wait(uint32_t *word, uint32_t expected, uint32_t timeout_ms)
-{
-	struct timespec ts = {
-		.tv_sec = timeout_ms / 1000,
-		.tv_nsec = (long)(timeout_ms % 1000) * 1000000L,
-	};
-
-	/* EAGAIN (value changed), EINTR and ETIMEDOUT all mean "re-check". */
-	syscall(SYS_futex, word, FUTEX_WAIT, expected, &ts, NULL, 0);
-}
-
-void vdi_futex_wake_all(uint32_t *word)
-{
-	syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
-}
 
 /* ------------------------------------------------------------------ */
 /* deadlines and sliced waits */
