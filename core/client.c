@@ -673,10 +673,6 @@ static int try_fetch(struct vdi_client_device *d, VDC_Command **cmd)
 	return 1;
 }
 
-struct fetch_ctx {
-	struct vdi_client_device *d;
-};
-
 static int command_ready(void *ctx)
 {
 	struct vdi_client_device *d = ctx;
@@ -942,8 +938,6 @@ int vdi_client_close(struct vdi_client *c)
 	return rc;
 }
 
-/* For info.c. */
-struct vdi_region *vdi_client_region(struct vdi_client *c);
 struct vdi_region *vdi_client_region(struct vdi_client *c)
 {
 	return c && get_state(c) != C_DNE ? &c->r : NULL;

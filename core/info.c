@@ -15,8 +15,6 @@
 #include "internal.h"
 #include "shm.h"
 
-struct vdi_region *vdi_client_region(struct vdi_client *c);
-
 static const char *phase_name(const struct vdi_region *r)
 {
 	static const char *const names[] = { "waiting for server", "connected", "configuring",

@@ -1148,10 +1148,3 @@ int vdi_server_close(struct vdi_server *s)
 	pthread_mutex_unlock(&s->lock);
 	return rc;
 }
-
-/* For info.c. */
-struct vdi_region *vdi_server_region(struct vdi_server *s);
-struct vdi_region *vdi_server_region(struct vdi_server *s)
-{
-	return s && get_state(s) != S_DNE ? &s->r : NULL;
-}

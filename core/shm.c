@@ -215,7 +215,7 @@ void vdi_proc_self(struct vdi_shm_proc *p)
 	vdi_store_release(&p->pid, pid);
 }
 
-int vdi_proc_alive(int32_t pid, uint64_t start_time)
+static int proc_alive(int32_t pid, uint64_t start_time)
 {
 	char state = '?';
 	uint64_t st;
@@ -235,7 +235,7 @@ int vdi_shm_proc_alive(const struct vdi_shm_proc *p)
 	 * dead, which aborts the set: loud, not unsafe. */
 	int32_t pid = vdi_load_acquire(&p->pid);
 
-	return vdi_proc_alive(pid, vdi_load_relaxed(&p->start_time));
+	return proc_alive(pid, vdi_load_relaxed(&p->start_time));
 }
 
 /* ------------------------------------------------------------------ */
@@ -381,7 +381,7 @@ static void region_names(struct vdi_region *r, const char *instance, const char 
 	snprintf(r->shm_name, sizeof(r->shm_name), "/vdi.%s.%s", instance, name);
 }
 
-void vdi_area_name(const struct vdi_region *r, uint32_t k, char *buf, size_t len)
+static void area_name(const struct vdi_region *r, uint32_t k, char *buf, size_t len)
 {
 	snprintf(buf, len, "/vdi-b%u.%s.%s", k, r->instance, r->name);
 }
@@ -437,7 +437,7 @@ static void unlink_names(const struct vdi_region *r)
 
 	shm_unlink(r->shm_name);
 	for (k = 0; k < VDI_MAX_AREAS; k++) {
-		vdi_area_name(r, k, area, sizeof(area));
+		area_name(r, k, area, sizeof(area));
 		shm_unlink(area);
 	}
 }
@@ -673,7 +673,7 @@ int vdi_area_create(struct vdi_region *r, uint32_t k, size_t size, struct vdi_ar
 	int fd, rc;
 	uint32_t mode = r->hdr->mode == 0660 ? 0660 : 0600;
 
-	vdi_area_name(r, k, name, sizeof(name));
+	area_name(r, k, name, sizeof(name));
 	shm_unlink(name); /* debris of a dead set of the same name */
 	fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
 	if (fd < 0)
@@ -695,7 +695,7 @@ int vdi_area_map(struct vdi_region *r, uint32_t k, struct vdi_area_map *m)
 	struct stat st;
 	int fd, rc;
 
-	vdi_area_name(r, k, name, sizeof(name));
+	area_name(r, k, name, sizeof(name));
 	fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
 	if (fd < 0)
 		return vdi_fail_errno(errno, "set '%s': cannot open buffer area %u", r->name, k);

@@ -221,7 +221,6 @@ void vdi_region_unmap(struct vdi_region *r);
 void vdi_region_unlink(struct vdi_region *r);
 
 /* Buffer areas. */
-void vdi_area_name(const struct vdi_region *r, uint32_t k, char *buf, size_t len);
 int vdi_area_create(struct vdi_region *r, uint32_t k, size_t size, struct vdi_area_map *m);
 int vdi_area_map(struct vdi_region *r, uint32_t k, struct vdi_area_map *m);
 void vdi_area_unmap(struct vdi_area_map *m);
@@ -240,7 +239,6 @@ int vdi_region_find_device(struct vdi_region *r, const char *name, const char *s
 /* Processes. */
 void vdi_proc_self(struct vdi_shm_proc *p);
 /* 1 alive, 0 dead (gone, zombie, or pid reused).  Reads untrusted input. */
-int vdi_proc_alive(int32_t pid, uint64_t start_time);
 int vdi_shm_proc_alive(const struct vdi_shm_proc *p);
 
 /* Abort: sets the sticky flag (first reason wins) and wakes every
