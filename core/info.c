@@ -15,17 +15,19 @@
 #include "internal.h"
 #include "shm.h"
 
-static const char *phase_name(const struct vdi_region *r)
+/* The set as an outsider sees it: the server's phase, overridden by an
+ * abort, or by the creator's Close before the end. */
+static enum vdi_set_state observed_state(const struct vdi_region *r)
 {
-	static const char *const names[] = { "waiting for server", "connected", "configuring",
-					     "initializing", "active", "finished" };
 	uint32_t ph = vdi_load_acquire(&r->hdr->phase);
 
 	if (vdi_region_aborted(r))
-		return "aborted";
-	if (vdi_load_acquire(&r->hdr->client_closed) && ph != VDI_PHASE_TERMINATED)
-		return "closed";
-	return ph < VDI_ARRAY_SIZE(names) ? names[ph] : "corrupt";
+		return VDI_SET_ABORTED;
+	if (vdi_load_acquire(&r->hdr->client_closed) && ph != VDI_SET_TERMINATED)
+		return VDI_SET_CLOSED;
+	if (ph < VDI_SET_CREATED || ph > VDI_SET_TERMINATED)
+		return VDI_SET_CORRUPT; /* no phase the server writes */
+	return (enum vdi_set_state)ph;
 }
 
 static void fill_info(const struct vdi_region *r, struct vdi_set_info *info)
@@ -36,7 +38,7 @@ static void fill_info(const struct vdi_region *r, struct vdi_set_info *info)
 	memset(info, 0, sizeof(*info));
 	snprintf(info->instance, sizeof(info->instance), "%s", r->instance);
 	snprintf(info->name, sizeof(info->name), "%s", r->name);
-	info->state = phase_name(r);
+	info->state = observed_state(r);
 	info->device_count = r->device_count;
 	info->features = vdi_load_relaxed(&h->final_cfg.features);
 	if (!info->features)

@@ -515,6 +515,7 @@ static void init_header(struct vdi_region *r, const VDConfig *cfg, uint32_t mode
 	h->client_cfg.maxIODepth = 0;
 	h->client_cfg.maxTransferSize = 0;
 	h->client_cfg.bufferAreaSize = 0;
+	h->phase = VDI_SET_CREATED;
 	vdi_proc_self(&h->creator);
 	for (i = 0; i < cfg->deviceCount; i++)
 		vdi_shm_dev(h, i)->server_state = VDI_DEV_S_UNOPENED;

@@ -34,6 +34,7 @@
  *
  * Changelog of the layout (bump VDI_SHM_VERSION on any change):
  *   1  first layout.
+ *   2  phase holds enum vdi_set_state (CREATED = 1, was 0, and so on).
  */
 #ifndef VDI_SHM_H
 #define VDI_SHM_H
@@ -45,7 +46,7 @@
 #include "vdi.h"
 
 #define VDI_SHM_MAGIC 0x53494456u /* "VDIS" little-endian */
-#define VDI_SHM_VERSION 1u
+#define VDI_SHM_VERSION 2u
 #define VDI_MAX_AREAS 64
 #define VDI_DEFAULT_INSTANCE "MSSQLSERVER"
 #define VDI_RING_MASK (VDI_QUEUE_DEPTH - 1)
@@ -53,15 +54,15 @@
 
 _Static_assert((VDI_QUEUE_DEPTH & VDI_RING_MASK) == 0, "ring size is a power of two");
 
-/* Server's view of the set (hdr->phase).  Written by the server only. */
-enum vdi_phase {
-	VDI_PHASE_CREATED = 0,      /* client created it; no server yet */
-	VDI_PHASE_CONNECTED = 1,    /* server Open */
-	VDI_PHASE_CONFIGURABLE = 2, /* server BeginConfiguration */
-	VDI_PHASE_INITIALIZING = 3, /* server EndConfiguration: config final */
-	VDI_PHASE_ACTIVE = 4,       /* server opened a device or ran the agent */
-	VDI_PHASE_TERMINATED = 5,   /* server closed every device */
-};
+/* The server's view of the set (hdr->phase), written by the server
+ * only: enum vdi_set_state, one of CREATED (the creator stores it
+ * before publishing the region), CONNECTED, CONFIGURABLE, INITIALIZING
+ * (configuration final), ACTIVE (a device opened or the agent running)
+ * and TERMINATED (every device closed).  Those values are the layout's:
+ * pinned here. */
+_Static_assert(VDI_SET_CREATED == 1 && VDI_SET_CONNECTED == 2 && VDI_SET_CONFIGURABLE == 3 &&
+		       VDI_SET_INITIALIZING == 4 && VDI_SET_ACTIVE == 5 && VDI_SET_TERMINATED == 6,
+	       "phase values are part of the layout");
 
 /* Per-device states. */
 enum vdi_dev_server_state {
@@ -148,7 +149,7 @@ struct vdi_shm_header {
 	uint32_t pad0;
 	VDConfig final_cfg;          /* server, before phase INITIALIZING */
 	uint32_t pad1;
-	uint32_t phase;              /* server; enum vdi_phase */
+	uint32_t phase;              /* server; enum vdi_set_state, above */
 	uint32_t abort;              /* anyone: 0 -> 1 once (CAS), sticky */
 	uint32_t reason_ready;       /* abort winner: reason is complete */
 	uint32_t lock;               /* set lock: owner pid or 0 (shm.c) */

@@ -377,13 +377,40 @@ int vdi_server_close_device(struct vdi_server_device *d);
 const char *vdi_server_device_name(const struct vdi_server_device *d);
 
 /* ---------------------------------------------------------------------
+ * Set states: the spec's state tables (3.1, 3.2) and what an outsider
+ * sees of a set.  A client or server object is in one of DNE,
+ * CONNECTED (server only: a client's Configurable lasts until its
+ * GetConfiguration returns), CONFIGURABLE, INITIALIZING, ACTIVE,
+ * TERMINATED or ABORTED, and every call of both halves is legal or not
+ * by one table over these (decisions D2-D5, D17).  CREATED, CLOSED and
+ * CORRUPT are only seen from outside, in struct vdi_set_info.
+ * The values are fixed (they are stored in shared memory).
+ */
+enum vdi_set_state {
+	VDI_SET_DNE = 0,          /* "not open": no set (on this object) */
+	VDI_SET_CREATED = 1,      /* "waiting for server": no server opened it yet */
+	VDI_SET_CONNECTED = 2,    /* "connected": server Open */
+	VDI_SET_CONFIGURABLE = 3, /* "configurable": server BeginConfiguration;
+				   * a client until GetConfiguration returns */
+	VDI_SET_INITIALIZING = 4, /* "initializing": configuration final */
+	VDI_SET_ACTIVE = 5,       /* "active": devices open, commands flow */
+	VDI_SET_TERMINATED = 6,   /* "finished": normally terminated (D17) */
+	VDI_SET_ABORTED = 7,      /* "aborted": sticky, the reason says why */
+	VDI_SET_CLOSED = 8,       /* "closed": the creator closed it before the end */
+	VDI_SET_CORRUPT = 9,      /* "corrupt": shared memory holds no state */
+};
+
+/* The name in quotes above; "unknown" for other values.  Static storage. */
+const char *vdi_set_state_name(enum vdi_set_state state);
+
+/* ---------------------------------------------------------------------
  * Inspection (for `vdi ls`, status files).  Reads shared memory only;
  * every field is a snapshot.
  */
 struct vdi_set_info {
 	char instance[VDI_MAX_INSTANCE + 1];
 	char name[VDI_MAX_NAME + 1];
-	const char *state;          /* "configurable", "active", "aborted", ... */
+	enum vdi_set_state state;   /* CREATED .. CORRUPT, never DNE */
 	uint32_t device_count;
 	uint32_t features;
 	uint32_t block_size;

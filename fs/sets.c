@@ -406,9 +406,8 @@ void fs_set_maybe_finish_locked(struct fs_set *set)
 /* Does the engine say this set can no longer make progress? */
 static int info_ended(const struct vdi_set_info *info)
 {
-	return !strcmp(info->state, "aborted") || !strcmp(info->state, "finished") ||
-	       !strcmp(info->state, "closed") ||
-	       (info->server_pid && !info->server_alive);
+	return info->state == VDI_SET_ABORTED || info->state == VDI_SET_TERMINATED ||
+	       info->state == VDI_SET_CLOSED || (info->server_pid && !info->server_alive);
 }
 
 int fs_set_remove(const char *name)
@@ -681,8 +680,7 @@ static void watch_one(struct fs_set *set)
 		}
 	} else if (set->state == SET_CONFIGURED && set->open_handles == 0 &&
 		   !vdi_client_info(set->client, &info) &&
-		   (!strcmp(info.state, "aborted") ||
-		    (info.server_pid && !info.server_alive))) {
+		   (info.state == VDI_SET_ABORTED || (info.server_pid && !info.server_alive))) {
 		fs_set_error_locked(set, "the set ended while no device was open: %s",
 				    info.abort_reason[0] ? info.abort_reason
 							 : "server gone");

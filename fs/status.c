@@ -103,7 +103,7 @@ static void status_set_locked(struct sbuf *b, struct fs_set *set)
 		info = set->last_info, have = 1;
 	fs_cfg_format(&set->cfg, cfg, sizeof(cfg));
 	sb_printf(b, "set: %s\nstate: %s\n", set->name, set_state_name(set->state));
-	sb_printf(b, "engine: %s\n", have ? info.state : "closed");
+	sb_printf(b, "engine: %s\n", have ? vdi_set_state_name(info.state) : "closed");
 	sb_printf(b, "config: %s\n", cfg);
 	if (set->state != SET_WAITING && set->vcfg.maxTransferSize) {
 		fs_features_format(set->vcfg.features & ~(uint32_t)(VDF_WriteMedia |

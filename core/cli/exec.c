@@ -492,8 +492,8 @@ static int start_agent(struct job *j)
 		if (__atomic_load_n(&j->agent_returned, __ATOMIC_ACQUIRE))
 			return srv_call(j, j->agent_rc ? j->agent_rc : VD_E_UNEXPECTED,
 					"ExecuteCompletionAgent");
-		if (vdi_set_info_get(j->instance, j->st.dev[0], &info) == 0 && info.state &&
-		    strcmp(info.state, "active") == 0)
+		if (vdi_set_info_get(j->instance, j->st.dev[0], &info) == 0 &&
+		    info.state == VDI_SET_ACTIVE)
 			return 0;
 		if (cli_now() - t0 > 10) {
 			job_fail(j, "the completion agent did not start within 10 s");

@@ -270,8 +270,8 @@ START_TEST(open_device_after_server_closed_it)
 		d = (struct vdi_client_device *)&rc;
 		TL_RC(vdi_client_open_device(P.c, P.dev[i], &d), PROT);
 		ck_assert_ptr_null(d);
-		ck_assert_msg(strstr(vdi_last_error(), "normally terminated") != NULL, "%s",
-			      vdi_last_error());
+		ck_assert_msg(strstr(vdi_last_error(), vdi_set_state_name(VDI_SET_TERMINATED)),
+			      "%s", vdi_last_error());
 	}
 	TL_RC(vdi_client_get_command(P.cd[1], 0, &cmd), PROT);
 	close_both_released();
