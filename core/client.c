@@ -551,6 +551,10 @@ int vdi_client_get_buffer_handle(struct vdi_client *c, const uint8_t *buffer, ui
 		for (j = 0; j < VDI_QUEUE_DEPTH; j++) {
 			if (d->slots[j].held && d->slots[j].handle && d->slots[j].vc.buffer == buffer) {
 				*handle = d->slots[j].handle;
+				/* D30: given out, so MapBufferHandle of any
+				 * process may map it until the completion.
+				 * Release pairs with the acquire there. */
+				vdi_store_release(&d->sd->slots[j].issued, *handle);
 				rc = 0;
 				break;
 			}
@@ -564,9 +568,31 @@ int vdi_client_get_buffer_handle(struct vdi_client *c, const uint8_t *buffer, ui
 	return 0;
 }
 
+/* D30: the size of the command some process of the set holds whose
+ * buffer handle GetBufferHandle gave out and is `handle`, or 0 if none:
+ * a slot whose issued word and the server's buffer_handle both say
+ * handle.  Both are untrusted (the caller bounds-checks the address). */
+static uint32_t issued_size(struct vdi_client *c, uint32_t handle)
+{
+	uint32_t i, k;
+
+	for (i = 0; handle && i < c->r.device_count; i++) {
+		struct vdi_shm_slot *slots = vdi_shm_dev(c->r.hdr, i)->slots;
+
+		for (k = 0; k < VDI_QUEUE_DEPTH; k++) {
+			/* Acquire pairs with the release in GetBufferHandle. */
+			if (vdi_load_acquire(&slots[k].issued) == handle &&
+			    vdi_load_relaxed(&slots[k].buffer_handle) == handle)
+				return vdi_load_relaxed(&slots[k].size);
+		}
+	}
+	return 0;
+}
+
 int vdi_client_map_buffer_handle(struct vdi_client *c, uint32_t handle, uint8_t **buffer)
 {
 	uint8_t *p = NULL;
+	uint32_t size;
 	int rc;
 
 	vdi_clear_error();
@@ -574,10 +600,12 @@ int vdi_client_map_buffer_handle(struct vdi_client *c, uint32_t handle, uint8_t 
 		return vdi_fail(VD_E_INVALID, "client MapBufferHandle: NULL argument");
 	pthread_mutex_lock(&c->lock);
 	rc = check_state(c, VDI_CALL_C_MAP_BUFFER_HANDLE);
-	if (!rc && get_state(c) == VDI_SET_CONFIGURABLE)
-		rc = vdi_fail(VD_E_INVALID, "client MapBufferHandle: set '%s' has no buffers yet", c->r.name);
-	if (!rc && !(p = handle_to_addr(c, handle, 1)))
-		rc = vdi_fail(VD_E_INVALID, "client MapBufferHandle: 0x%08x is not a buffer handle of set '%s'",
+	if (!rc && !(size = issued_size(c, handle)))
+		rc = vdi_fail(VD_E_INVALID,
+			      "client MapBufferHandle: 0x%08x is no handle GetBufferHandle gave out for a command held in set '%s'",
+			      handle, c->r.name);
+	else if (!rc && !(p = handle_to_addr(c, handle, size)))
+		rc = vdi_fail(VD_E_INVALID, "client MapBufferHandle: 0x%08x names no buffer of set '%s'",
 			      handle, c->r.name);
 	pthread_mutex_unlock(&c->lock);
 	if (!rc)
@@ -628,6 +656,9 @@ static int take_slot(struct vdi_client_device *d, uint32_t idx, VDC_Command **cm
 	cs->vc.position = (int64_t)pos;
 	cs->vc.buffer = buf;
 	cs->handle = handle;
+	/* Ours now, and no handle of it given out yet (D30).  Relaxed: a
+	 * zero can only make MapBufferHandle refuse. */
+	vdi_store_relaxed(&ss->issued, 0u);
 	if (buf)
 		vdi_tsan_acquire(buf); /* hand-off: barrier.h */
 	pthread_mutex_lock(&d->lock);
@@ -787,6 +818,7 @@ int vdi_client_complete_command(struct vdi_client_device *d, VDC_Command *cmd, u
 		if (cs->held)
 			__atomic_store_n(&d->nheld, d->nheld - 1, __ATOMIC_RELAXED);
 		__atomic_store_n(&cs->held, 0, __ATOMIC_RELAXED);
+		vdi_store_relaxed(&ss->issued, 0u); /* the hold ended (D30) */
 		goto out;
 	}
 	if (!cs->held) {
@@ -807,6 +839,9 @@ int vdi_client_complete_command(struct vdi_client_device *d, VDC_Command *cmd, u
 	ss->completion_code = code;
 	ss->bytes_transferred = bytes;
 	ss->out_position = position;
+	/* The buffer goes back to the server: its handle maps no more
+	 * (D30).  Ordered before the completion by the release below. */
+	vdi_store_relaxed(&ss->issued, 0u);
 	vdi_store_relaxed(&d->sd->done.entries[d->done_tail & VDI_RING_MASK], idx);
 	d->done_tail++;
 	/* No longer held before the completion is published: once the agent

@@ -35,6 +35,7 @@
  * Changelog of the layout (bump VDI_SHM_VERSION on any change):
  *   1  first layout.
  *   2  phase holds enum vdi_set_state (CREATED = 1, was 0, and so on).
+ *   3  slot.pad became slot.issued (D30).
  */
 #ifndef VDI_SHM_H
 #define VDI_SHM_H
@@ -46,7 +47,7 @@
 #include "vdi.h"
 
 #define VDI_SHM_MAGIC 0x53494456u /* "VDIS" little-endian */
-#define VDI_SHM_VERSION 2u
+#define VDI_SHM_VERSION 3u
 #define VDI_MAX_AREAS 64
 #define VDI_DEFAULT_INSTANCE "MSSQLSERVER"
 #define VDI_RING_MASK (VDI_QUEUE_DEPTH - 1)
@@ -95,15 +96,19 @@ struct vdi_shm_ring {
 };
 _Static_assert(sizeof(struct vdi_shm_ring) == 128 + 4 * VDI_QUEUE_DEPTH, "ring layout");
 
-/* One command.  First half written by the server before the index is
- * published in the cmd ring; second half written by the client before
- * the index is published in the done ring. */
+/* One command.  The server's fields are written before the index is
+ * published in the cmd ring; the completion fields by the client before
+ * the index is published in the done ring.  issued is the client's while
+ * it holds the command: the handle GetBufferHandle gave out for its
+ * buffer (equal to buffer_handle), 0 before that and again from the
+ * completion on; any process of the set reads it in MapBufferHandle,
+ * which maps only handles issued so (D30). */
 struct vdi_shm_slot {
 	uint32_t command_code;      /* server */
 	uint32_t size;              /* server */
 	uint64_t position;          /* server: inPosition */
 	uint32_t buffer_handle;     /* server: 0 = no buffer (D24) */
-	uint32_t pad;
+	uint32_t issued;            /* client: handle given out, 0 = none */
 	uint32_t completion_code;   /* client */
 	uint32_t bytes_transferred; /* client */
 	uint64_t out_position;      /* client */

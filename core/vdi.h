@@ -311,6 +311,12 @@ int vdi_client_signal_abort(struct vdi_client *c);
 int vdi_client_open_in_secondary(struct vdi_client *c, const char *name);
 int vdi_client_open_in_secondary_ex(struct vdi_client *c, const char *instance,
 				    const char *name);
+/* Buffer handles (D24, D30): GetBufferHandle turns the data address of
+ * a Read/Write command this process holds into a 32-bit handle; any
+ * process of the set maps it with MapBufferHandle until the command is
+ * completed.  Errors: VD_E_PROTOCOL (no set), VD_E_ABORT, VD_E_INVALID
+ * (not the buffer of a held command / not a handle given out, or its
+ * command completed). */
 int vdi_client_get_buffer_handle(struct vdi_client *c, const uint8_t *buffer,
 				 uint32_t *handle);
 int vdi_client_map_buffer_handle(struct vdi_client *c, uint32_t handle,

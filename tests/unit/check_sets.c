@@ -803,6 +803,8 @@ START_TEST(buffer_handles)
 	TL_RC(vdi_client_get_buffer_handle(P.c, NULL, &h2), VD_E_INVALID);
 	TL_RC(vdi_client_map_buffer_handle(P.c, 0, &addr), VD_E_INVALID);
 	TL_RC(vdi_client_map_buffer_handle(P.c, h + 0x10000000u, &addr), VD_E_INVALID);
+	/* D30: only the handle given out maps, not the buffer + 512. */
+	TL_RC(vdi_client_map_buffer_handle(P.c, h + 1, &addr), VD_E_INVALID);
 	/* Another client object of the set (secondary) maps the same bytes. */
 	TL_OK(vdi_client_new(&sec));
 	TL_OK(vdi_client_open_in_secondary(sec, P.name));
@@ -817,8 +819,10 @@ START_TEST(buffer_handles)
 	TL_OK(tl_cmd_wait(&CMDS[0], WAIT_MS));
 	/* The buffer written through the client is the server's buffer. */
 	ck_assert_int_eq(CMDS[0].cmd.buffer[7], 0x11);
-	/* Completed: no longer a buffer this process holds (D24). */
+	/* Completed: no longer a buffer this process holds (D24), and its
+	 * handle maps no more, in any process (D30). */
 	TL_RC(vdi_client_get_buffer_handle(P.c, data, &h2), VD_E_INVALID);
+	TL_RC(vdi_client_map_buffer_handle(P.c, h, &addr), VD_E_INVALID);
 }
 END_TEST
 

@@ -64,6 +64,7 @@ static struct tl_pair P;
 static struct tl_cmd CMDS[VDI_QUEUE_DEPTH + 8];
 static uint8_t *BUF;            /* a server buffer allocated by the fixture */
 static VDC_Command *HELD;       /* a client command kept by the fixture */
+static uint32_t ISSUED;         /* GetBufferHandle of HELD, by the fixture */
 static const char *FIXTURE_ERR; /* first failing step of the fixture */
 
 static void fixture_teardown(void)
@@ -115,6 +116,7 @@ static int start_pair(uint32_t devices)
 	o.timeout_ms = WAIT_MS;
 	BUF = NULL;
 	HELD = NULL;
+	ISSUED = 0;
 	FIXTURE_ERR = NULL;
 	FIX(tl_pair_init(&P, &o));
 	return 0;
@@ -170,12 +172,13 @@ static const enum vdi_set_state cst_engine[] = {
 enum cfn {
 	CF_CREATE, CF_GETCONFIG, CF_OPENDEVICE, CF_GETCOMMAND, CF_COMPLETE,
 	CF_SIGNALABORT, CF_CLOSE, CF_OPENSECONDARY, CF_GETBUFHANDLE,
-	CF_MAPBUFHANDLE, CF_SETGROUP,
+	CF_MAPBUFHANDLE, CF_MAPISSUED, CF_MAPFORGED, CF_SETGROUP,
 };
 static const char *const cfn_name[] = {
 	"Create", "GetConfiguration", "OpenDevice", "GetCommand",
 	"CompleteCommand", "SignalAbort", "Close", "OpenInSecondary",
-	"GetBufferHandle", "MapBufferHandle", "set_group",
+	"GetBufferHandle", "MapBufferHandle", "MapBufferHandle(issued)",
+	"MapBufferHandle(issued + 1)", "set_group",
 };
 static const enum vdi_call cfn_engine[] = {
 	[CF_CREATE] = VDI_CALL_C_CREATE,
@@ -188,6 +191,8 @@ static const enum vdi_call cfn_engine[] = {
 	[CF_OPENSECONDARY] = VDI_CALL_C_OPEN_IN_SECONDARY,
 	[CF_GETBUFHANDLE] = VDI_CALL_C_GET_BUFFER_HANDLE,
 	[CF_MAPBUFHANDLE] = VDI_CALL_C_MAP_BUFFER_HANDLE,
+	[CF_MAPISSUED] = VDI_CALL_C_MAP_BUFFER_HANDLE,
+	[CF_MAPFORGED] = VDI_CALL_C_MAP_BUFFER_HANDLE,
 	[CF_SETGROUP] = VDI_CALL_C_SET_GROUP,
 };
 
@@ -303,6 +308,13 @@ static const struct crow crows[] = {
 	{ CF_MAPBUFHANDLE, C_ACTIVE, VD_E_INVALID, C_ACTIVE, OWN },
 	{ CF_MAPBUFHANDLE, C_NT, VD_E_INVALID, C_NT, OWN },
 	{ CF_MAPBUFHANDLE, C_ABORT, ABRT, C_ABORT, TBL },
+	/* MapBufferHandle of the handle GetBufferHandle gave out for a held
+	 * command (D30): it maps while the command is held, and no more once
+	 * completed (NT); the buffer + 512 never does (OWN: D30). */
+	{ CF_MAPISSUED, C_ACTIVE, NOERROR, C_ACTIVE, TBL },
+	{ CF_MAPISSUED, C_NT, VD_E_INVALID, C_NT, OWN },
+	{ CF_MAPISSUED, C_ABORT, ABRT, C_ABORT, TBL },
+	{ CF_MAPFORGED, C_ACTIVE, VD_E_INVALID, C_ACTIVE, OWN },
 	/* set_group (libvdi): only before Create */
 	{ CF_SETGROUP, C_DNE, NOERROR, C_DNE, TBL },
 	{ CF_SETGROUP, C_CONFIGURABLE, PROT, C_CONFIGURABLE, TBL },
@@ -321,6 +333,7 @@ static const struct crow crows[] = {
 	{ CF_OPENSECONDARY, C_ABORT_SRV, PROT, C_ABORT_SRV, TBL },
 	{ CF_GETBUFHANDLE, C_ABORT_SRV, ABRT, C_ABORT_SRV, TBL },
 	{ CF_MAPBUFHANDLE, C_ABORT_SRV, ABRT, C_ABORT_SRV, TBL },
+	{ CF_MAPISSUED, C_ABORT_SRV, ABRT, C_ABORT_SRV, TBL },
 	{ CF_SETGROUP, C_ABORT_SRV, PROT, C_ABORT_SRV, TBL },
 };
 
@@ -353,6 +366,7 @@ static int drive_client(enum cst st)
 		if (send_write(0, 0, &BUF))
 			return -1;
 		FIXRC(vdi_client_get_command(P.cd[0], WAIT_MS, &cmd), 0);
+		FIXRC(vdi_client_get_buffer_handle(P.c, cmd->buffer, &ISSUED), 0);
 		FIXRC(vdi_client_complete_command(P.cd[0], cmd, 0, 65536, 0), 0);
 		HELD = cmd; /* completed: no longer outstanding */
 		FIXRC(tl_cmd_wait(&CMDS[0], WAIT_MS), 0);
@@ -365,6 +379,7 @@ static int drive_client(enum cst st)
 		if (send_write(0, 0, &BUF))
 			return -1;
 		FIXRC(vdi_client_get_command(P.cd[0], WAIT_MS, &HELD), 0);
+		FIXRC(vdi_client_get_buffer_handle(P.c, HELD->buffer, &ISSUED), 0);
 		FIXRC(vdi_client_signal_abort(P.c), 0);
 		return 0;
 	case C_ABORT_SRV:
@@ -372,6 +387,7 @@ static int drive_client(enum cst st)
 		if (send_write(0, 0, &BUF))
 			return -1;
 		FIXRC(vdi_client_get_command(P.cd[0], WAIT_MS, &HELD), 0);
+		FIXRC(vdi_client_get_buffer_handle(P.c, HELD->buffer, &ISSUED), 0);
 		FIXRC(vdi_server_signal_abort(P.s), 0);
 		return 0;
 	}
@@ -442,6 +458,19 @@ static int call_client(const struct crow *r)
 		return rc;
 	case CF_MAPBUFHANDLE:
 		rc = vdi_client_map_buffer_handle(P.c, 0xFFFFFFFFu, &addr);
+		return rc;
+	case CF_MAPISSUED:
+	case CF_MAPFORGED:
+		if (r->state == C_ACTIVE) {
+			rc = vdi_client_get_command(P.cd[0], WAIT_MS, &HELD);
+			ck_assert_msg(rc == 0, "prepare: GetCommand = %s", vdi_strerror(rc));
+			rc = vdi_client_get_buffer_handle(P.c, HELD->buffer, &ISSUED);
+			ck_assert_msg(rc == 0, "prepare: GetBufferHandle = %s", vdi_strerror(rc));
+		}
+		ck_assert_uint_ne(ISSUED, 0);
+		rc = vdi_client_map_buffer_handle(P.c, ISSUED + (r->fn == CF_MAPFORGED), &addr);
+		if (rc == 0)
+			ck_assert_ptr_eq(addr, HELD->buffer);
 		return rc;
 	case CF_SETGROUP:
 		return vdi_client_set_group(P.c, getgid());
