@@ -79,6 +79,10 @@
 extern "C" {
 #endif
 
+/* What this header declares is libvdi's interface: the library is built
+ * with hidden visibility, so these are the only names it exports. */
+#pragma GCC visibility push(default)
+
 /* ---------------------------------------------------------------------
  * Return codes (vdierror.h).  MAKE_HRESULT(1, 0x77, n) read as int.
  */
@@ -547,6 +551,8 @@ uint64_t vdi_sstream_bytes(const struct vdi_sstream *w);
 /* Completion code of the first failed command of the stream (0 if none),
  * and the byte offset at which it happened. */
 uint32_t vdi_sstream_error(const struct vdi_sstream *w, uint64_t *offset);
+
+#pragma GCC visibility pop
 
 #ifdef __cplusplus
 }
