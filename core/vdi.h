@@ -214,7 +214,9 @@ const char *vdi_strcommand(uint32_t code);
 /* ---------------------------------------------------------------------
  * VDConfig: 11 x uint32, 44 bytes, same layout as the spec's headers.
  * Client inputs: deviceCount .. serverTimeOut.  Server outputs: the rest.
- * Zero it before filling it: an all-zero config is one pipe-like device.
+ * Zero it, then set deviceCount (1..64; CreateEx refuses 0 with
+ * VD_E_NOTSUPPORTED): with every other field zero, that is a set of
+ * pipe-like devices with no prefix zone and no alignment wish.
  */
 typedef struct VDConfig {
 	uint32_t deviceCount;           /* 1..64 */
