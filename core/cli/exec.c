@@ -471,12 +471,10 @@ static void *agent_main(void *arg)
 }
 
 /*
- * The spec requires the agent to run before any command is sent.  The
- * agent moves the set from Initializing to Active when it starts, and
- * before the first OpenDevice nothing else does, so the agent is known
- * to run once the phase reads "active".  (Without this, an abort that
- * comes before the agent thread is scheduled leaves commands that no one
- * completes: ENGINE_BUGS.md.)
+ * The spec requires the agent to run before any command is sent (F6).
+ * The agent moves the set from Initializing to Active when it starts,
+ * and before the first OpenDevice nothing else does, so the agent is
+ * known to run once the set's state reads VDI_SET_ACTIVE.
  */
 static int start_agent(struct job *j)
 {
