@@ -33,6 +33,7 @@
 #include "internal.h"
 #include "shm.h"
 #include "state.h"
+#include "validate.h"
 
 struct cslot {
 	VDC_Command vc;     /* handed to the caller */

@@ -14,6 +14,7 @@
 #include "barrier.h"
 #include "internal.h"
 #include "shm.h"
+#include "validate.h"
 
 /* The set as an outsider sees it: the server's phase, overridden by an
  * abort, or by the creator's Close before the end. */

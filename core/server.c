@@ -35,6 +35,7 @@
 #include "internal.h"
 #include "shm.h"
 #include "state.h"
+#include "validate.h"
 
 struct sslot {
 	VDS_Command *cmd;   /* outstanding command, NULL if free */

@@ -210,12 +210,6 @@ struct vdi_area_map {
 	size_t reserve_size;
 };
 
-/* Validation of names (decisions D27): 0 or VD_E_INVALID /
- * VD_E_INSTANCE_NAME with a message. */
-int vdi_check_set_name(const char *name, const char *what);
-int vdi_check_instance(const char *instance, const char **canonical);
-int vdi_check_client_config(const VDConfig *cfg);
-
 /* Control region.  create: O_EXCL, reclaiming a stale one (D16). */
 int vdi_region_create(struct vdi_region *r, const char *instance, const char *name,
 		      const VDConfig *cfg, uint32_t mode, gid_t gid);
