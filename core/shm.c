@@ -330,46 +330,192 @@ static int set_access(int fd, uint32_t mode, gid_t gid, const char *shm_name)
 /* ------------------------------------------------------------------ */
 /* the control region */
 
-static void unlink_names(const struct vdi_region *r)
+/* Unlinks the control region and every area name of r.  Returns 0, or
+ * the first errno other than ENOENT (every name is still tried). */
+static int unlink_names(const struct vdi_region *r)
+{
+	char area[300];
+	uint32_t k;
+	int err = 0;
+
+	if (shm_unlink(r->shm_name) < 0 && errno != ENOENT)
+		err = errno;
+	for (k = 0; k < VDI_MAX_AREAS; k++) {
+		area_name(r, k, area, sizeof(area));
+		if (shm_unlink(area) < 0 && errno != ENOENT && !err)
+			err = errno;
+	}
+	return err;
+}
+
+/* An object younger than this may be one a process is creating now. */
+#define VDI_YOUNG_S 2
+
+static int young(const struct stat *st)
+{
+	return time(NULL) - st->st_ctime < VDI_YOUNG_S;
+}
+
+/* Size of shm object `name`, 0 if it cannot be read. */
+static uint64_t object_bytes(const char *name)
+{
+	struct stat st;
+	int fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0);
+	uint64_t n = 0;
+
+	if (fd >= 0) {
+		if (fstat(fd, &st) == 0)
+			n = (uint64_t)st.st_size;
+		close(fd);
+	}
+	return n;
+}
+
+/* Reads what the control region holds (D16) into p; the header is
+ * untrusted, and only compared and reported. */
+static void probe_header(const struct vdi_region *r, const struct vdi_shm_header *h,
+			 const struct stat *st, struct vdi_shm_probe *p)
 {
 	char area[300];
 	uint32_t k;
 
-	shm_unlink(r->shm_name);
+	if (vdi_load_acquire(&h->magic) != VDI_SHM_MAGIC) {
+		p->state = young(st) ? VDI_PROBE_LIVE : VDI_PROBE_DEBRIS;
+		return;
+	}
+	/* The creator, or a server that has not closed, may still use it. */
+	if (vdi_shm_proc_alive(&h->creator) ||
+	    (!vdi_load_acquire(&h->server_closed) && vdi_shm_proc_alive(&h->server)))
+		p->state = VDI_PROBE_LIVE;
+	else
+		p->state = VDI_PROBE_STALE;
+	p->creator_pid = vdi_load_relaxed(&h->creator.pid);
+	p->server_pid = vdi_load_relaxed(&h->server.pid);
+	memcpy(p->set_id, h->set_id, sizeof(p->set_id));
 	for (k = 0; k < VDI_MAX_AREAS; k++) {
 		area_name(r, k, area, sizeof(area));
-		shm_unlink(area);
+		p->bytes += object_bytes(area);
 	}
 }
 
-/* The existing object under our name: is it a set whose creator lives?
- * 1 = live (busy), 0 = stale (may be removed), <0 = error. */
-static int existing_is_live(struct vdi_region *r)
+static int probe_control(const struct vdi_region *r, struct vdi_shm_probe *p)
 {
 	struct vdi_shm_header *h;
 	struct stat st;
-	int fd, live;
+	int fd, err;
 
 	fd = shm_open(r->shm_name, O_RDONLY | O_CLOEXEC, 0);
 	if (fd < 0)
-		return errno == ENOENT ? 0 : vdi_fail_errno(errno, "cannot inspect existing set '%s'", r->name);
-	if (fstat(fd, &st) < 0 || (size_t)st.st_size < sizeof(*h)) {
-		/* Being created right now, or debris: debris if old. */
-		live = fstat(fd, &st) == 0 && time(NULL) - st.st_ctime < 2;
+		return vdi_fail_errno(errno, "cannot inspect set '%s' ('%s')", r->name, r->shm_name);
+	if (fstat(fd, &st) < 0) {
+		err = errno;
 		close(fd);
-		return live;
+		return vdi_fail_errno(err, "cannot inspect set '%s' ('%s')", r->name, r->shm_name);
+	}
+	p->bytes = (uint64_t)st.st_size;
+	if ((size_t)st.st_size < sizeof(*h)) {
+		close(fd);
+		p->state = young(&st) ? VDI_PROBE_LIVE : VDI_PROBE_DEBRIS;
+		return 0;
 	}
 	h = mmap(NULL, sizeof(*h), PROT_READ, MAP_SHARED, fd, 0);
+	err = errno;
 	close(fd);
 	if (h == MAP_FAILED)
-		return vdi_fail_errno(errno, "cannot inspect existing set '%s'", r->name);
-	if (vdi_load_acquire(&h->magic) != VDI_SHM_MAGIC)
-		live = time(NULL) - st.st_ctime < 2;
-	else
-		live = vdi_shm_proc_alive(&h->creator) ||
-		       (!vdi_load_acquire(&h->server_closed) && vdi_shm_proc_alive(&h->server));
+		return vdi_fail_errno(err, "cannot inspect set '%s' ('%s')", r->name, r->shm_name);
+	probe_header(r, h, &st, p);
 	munmap(h, sizeof(*h));
-	return live;
+	return 0;
+}
+
+/* An area belongs to the set of its name while that set's control
+ * region exists; without one it is an orphan, once it is not young. */
+static int probe_area(const struct vdi_region *r, uint32_t k, struct vdi_shm_probe *p)
+{
+	char name[300];
+	struct stat st;
+	int fd, err;
+
+	area_name(r, k, name, sizeof(name));
+	fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0);
+	if (fd < 0)
+		return vdi_fail_errno(errno, "cannot inspect buffer area '%s'", name);
+	err = fstat(fd, &st) < 0 ? errno : 0;
+	close(fd);
+	if (err)
+		return vdi_fail_errno(err, "cannot inspect buffer area '%s'", name);
+	p->bytes = (uint64_t)st.st_size;
+	fd = shm_open(r->shm_name, O_RDONLY | O_CLOEXEC, 0);
+	if (fd >= 0 || errno != ENOENT)
+		p->state = VDI_PROBE_LIVE; /* its set exists: the set decides */
+	else
+		p->state = young(&st) ? VDI_PROBE_LIVE : VDI_PROBE_ORPHAN;
+	if (fd >= 0)
+		close(fd);
+	return 0;
+}
+
+int vdi_shm_probe(const char *instance, const char *name, int area, struct vdi_shm_probe *p)
+{
+	struct vdi_region r;
+
+	memset(p, 0, sizeof(*p));
+	memset(&r, 0, sizeof(r));
+	region_names(&r, instance, name);
+	if (area >= VDI_MAX_AREAS)
+		return vdi_fail(VD_E_INVALID, "set '%s': there is no buffer area %d", name, area);
+	return area < 0 ? probe_control(&r, p) : probe_area(&r, (uint32_t)area, p);
+}
+
+int vdi_shm_reclaim(const char *instance, const char *name, int area,
+		    const struct vdi_shm_probe *seen)
+{
+	struct vdi_shm_probe now;
+	struct vdi_region r;
+	char obj[300];
+	int rc, err;
+
+	rc = vdi_shm_probe(instance, name, area, &now);
+	if (rc)
+		return rc;
+	if (now.state == VDI_PROBE_LIVE || now.state != seen->state ||
+	    (now.state == VDI_PROBE_STALE && memcmp(now.set_id, seen->set_id, sizeof(now.set_id))))
+		return vdi_fail(VD_E_BUSY, "set '%s' (instance %s) is in use again; it is kept", name,
+				instance);
+	memset(&r, 0, sizeof(r));
+	region_names(&r, instance, name);
+	/* Between the probe and the unlink a process could make the name
+	 * anew: a window of a few system calls, as for Create's own
+	 * reclaim (D16); the set id check above narrows it for sets. */
+	if (area >= 0) {
+		area_name(&r, (uint32_t)area, obj, sizeof(obj));
+		err = shm_unlink(obj) < 0 ? errno : 0;
+	} else {
+		snprintf(obj, sizeof(obj), "%s", r.shm_name);
+		err = unlink_names(&r);
+	}
+	if (err)
+		return vdi_fail_errno(err, "cannot remove '%s'", obj);
+	vdi_log(VDI_LOG_INFO, "set '%s' (instance %s): removed '%s', left by dead processes", name,
+		instance, obj);
+	return 0;
+}
+
+/* The existing object under our name: is it a set some live process
+ * may use?  1 = live (busy), 0 = stale or gone (may be removed), <0 =
+ * error. */
+static int existing_is_live(struct vdi_region *r)
+{
+	struct vdi_shm_probe p;
+	int rc;
+
+	memset(&p, 0, sizeof(p));
+	rc = probe_control(r, &p);
+	if (rc == VD_E_INVALID) /* ENOENT: removed meanwhile */
+		return 0;
+	if (rc)
+		return rc;
+	return p.state == VDI_PROBE_LIVE;
 }
 
 static int open_exclusive(struct vdi_region *r, uint32_t mode)

@@ -220,6 +220,31 @@ void vdi_region_unmap(struct vdi_region *r);
  * to this set (same set_id). */
 void vdi_region_unlink(struct vdi_region *r);
 
+/* Leftovers (D16, vdi doctor): what an object of a set's names holds. */
+enum vdi_probe_state {
+	VDI_PROBE_LIVE,   /* a set a live process may use, or an object
+			   * younger than 2 s (being created) */
+	VDI_PROBE_STALE,  /* a set whose creator is dead and whose server
+			   * is dead or closed: nothing will use it again */
+	VDI_PROBE_DEBRIS, /* a control region that holds no set */
+	VDI_PROBE_ORPHAN, /* a buffer area whose control region is gone */
+};
+struct vdi_shm_probe {
+	enum vdi_probe_state state;
+	int32_t creator_pid, server_pid; /* STALE: as recorded (untrusted) */
+	uint8_t set_id[16];              /* STALE: which set */
+	uint64_t bytes;                  /* the object; STALE: with its areas */
+};
+/* Probes the control region of (instance, name) (area < 0) or its
+ * buffer area `area`.  0, VD_E_INVALID if it does not exist, or the
+ * error of inspecting it (VD_E_SECURITY: another user's). */
+int vdi_shm_probe(const char *instance, const char *name, int area, struct vdi_shm_probe *p);
+/* Removes what a probe found left over (`seen`), if it still is: a
+ * control region with every area of its set, or one orphan area.
+ * VD_E_BUSY if it is in use now or is another set than seen. */
+int vdi_shm_reclaim(const char *instance, const char *name, int area,
+		    const struct vdi_shm_probe *seen);
+
 /* Buffer areas. */
 int vdi_area_create(struct vdi_region *r, uint32_t k, size_t size, struct vdi_area_map *m);
 int vdi_area_map(struct vdi_region *r, uint32_t k, struct vdi_area_map *m);

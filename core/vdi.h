@@ -444,6 +444,36 @@ int vdi_set_abort(const char *instance, const char *name);
 /* Snapshot of the set a client object has open. */
 int vdi_client_info(struct vdi_client *c, struct vdi_set_info *info);
 
+/* Leftovers (`vdi doctor`): shared objects in /dev/shm that nothing
+ * will use again.  A set is left over once its creator is dead and its
+ * server dead or closed, the rule by which Create reclaims a name (D16);
+ * an object is debris when it is named like a set but holds none, and a
+ * buffer area an orphan when its set's control region is gone; objects
+ * younger than 2 s are never reported (they may be being created). */
+enum vdi_leftover_kind {
+	VDI_LEFTOVER_SET = 1,    /* a set of dead processes, with its areas */
+	VDI_LEFTOVER_DEBRIS = 2, /* a control region that holds no set */
+	VDI_LEFTOVER_AREA = 3,   /* a buffer area whose set is gone */
+};
+struct vdi_leftover {
+	enum vdi_leftover_kind kind;
+	char object[256];             /* its name in /dev/shm */
+	char instance[VDI_MAX_INSTANCE + 1];
+	char name[VDI_MAX_NAME + 1];  /* of the set */
+	int area;                     /* AREA: its index k; else -1 */
+	pid_t client_pid, server_pid; /* SET: its creator and server (0: none) */
+	uint64_t bytes;               /* SET: the region and its areas */
+	uint8_t set_id[16];           /* SET: which set it was */
+};
+/* Calls fn for each leftover this user can inspect; stops and returns
+ * fn's value if non-zero.  0 or a VD_E_* code. */
+int vdi_leftovers_list(int (*fn)(void *ctx, const struct vdi_leftover *l), void *ctx);
+/* Removes one leftover vdi_leftovers_list reported, after checking it
+ * still is one: VD_E_BUSY if it is in use again or the name now holds
+ * another set (it is kept), VD_E_INVALID if it is gone, VD_E_SECURITY
+ * if it is not this user's to remove. */
+int vdi_leftover_remove(const struct vdi_leftover *l);
+
 /* ---------------------------------------------------------------------
  * Stream adapter, client side: a device as a byte stream.
  *
