@@ -37,6 +37,8 @@
 		[VDI_SET_CORRUPT] = NO,                                     \
 	}
 
+/* A matrix, aligned by column. */
+/* clang-format off */
 static const int table[VDI_CALL_COUNT][VDI_SET_STATE_COUNT] = {
 	/*                                         DNE Conn Conf Init Act  NT Abort */
 	/* D5: Create and OpenInSecondary on an object in use stay PROTOCOL. */
@@ -84,6 +86,7 @@ static const int table[VDI_CALL_COUNT][VDI_SET_STATE_COUNT] = {
 	/* D4: in Active, devices still open make it PROTOCOL (and abort). */
 	[VDI_CALL_S_CLOSE]                   = ROW(P,  0,   0,   0,   0,   0,  0),
 };
+/* clang-format on */
 
 static const char *const call_names[VDI_CALL_COUNT] = {
 	[VDI_CALL_C_CREATE] = "client Create",
