@@ -1,12 +1,22 @@
 # vdifs top-level Makefile.
 #
-#   make                 build libvdi (static + shared), vdi, vdifs
+#   make                 build libvdi (static + shared), vdi, vdifs: needs
+#                        libfuse3 and libuuid, not the check library
+#   make tests           build the test and benchmark programs (check)
 #   make check           build and run every test (unit suites, then
 #                        integration scripts); each has a time limit
 #   make bench           run the benchmarks (ratios, not assertions)
-#   make install         PREFIX=/usr/local DESTDIR=
+#   make install         PREFIX=/usr/local DESTDIR= and, below PREFIX unless
+#                        given, LIBDIR=lib INCLUDEDIR=include BINDIR=bin
+#                        MANDIR=share/man
 #   make SANITIZE=address,undefined check | make SANITIZE=thread check
+#   make format          clang-format every C file; format-check: only check
 #   V=1                  show full commands;  WERROR=1  warnings as errors
+#
+# libvdi.so.0 exports the functions of core/vdi.h and nothing else: the
+# library is compiled with -fvisibility=hidden, vdi.h marks its
+# declarations default, and scripts/libvdi.map versions them (VDI_0).
+# The ABI policy is docs/decisions.md D31.
 #
 # Sources are globbed: core/*.c is the library, core/cli/*.c the `vdi`
 # command, fs/*.c the filesystem, tests/unit/check_*.c one engine suite
@@ -15,6 +25,10 @@
 
 comma := ,
 PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
 DESTDIR ?=
 BUILD ?= build
 CC ?= cc
@@ -33,6 +47,9 @@ OPT ?= -O2 -g
 CFLAGS ?= $(OPT)
 ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -pthread $(WARN) $(CFLAGS) -MMD -MP -Icore
 LDLIBS_CORE := -pthread -lrt
+# The library's objects, static and shared: only what vdi.h declares is
+# visible outside it.
+LIB_CFLAGS := -fvisibility=hidden
 
 ifneq ($(SANITIZE),)
 ifneq ($(filter-out address undefined thread,$(subst $(comma), ,$(SANITIZE))),)
@@ -67,7 +84,7 @@ Q :=
 say :=
 else
 Q := @
-say = @printf '  %-7s %s\n' $(1) $(2);
+say = @printf '  %-7s %s\n' '$(1)' '$(2)';
 endif
 
 CORE_SRC := $(wildcard core/*.c)
@@ -98,16 +115,25 @@ VDI := $(BUILD)/vdi
 VDIFS := $(BUILD)/vdifs
 
 .SECONDARY:
-.PHONY: all check unit-check integration-check bench fuzz install uninstall clean format format-check
-all: $(LIBA) $(LIBSO) $(BUILD)/libvdi.pc $(SQLVDI_TARGETS) $(VDI) $(if $(FS_SRC),$(VDIFS)) $(UNIT_BIN) $(CLITEST_BIN) $(BENCH_BIN)
+.PHONY: all tests check unit-check integration-check bench fuzz install uninstall clean format format-check FORCE
+all: $(LIBA) $(LIBSO) $(BUILD)/libvdi.pc $(SQLVDI_TARGETS) $(VDI) $(if $(FS_SRC),$(VDIFS))
+tests: $(UNIT_BIN) $(CLITEST_BIN) $(BENCH_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(call say,CC,$<)$(CC) $(ALL_CFLAGS) $(CPPFLAGS) -c -o $@ $<
 
+$(BUILD)/core/%.o: core/%.c
+	@mkdir -p $(dir $@)
+	$(call say,CC,$<)$(CC) $(ALL_CFLAGS) $(LIB_CFLAGS) $(CPPFLAGS) -c -o $@ $<
+
+$(BUILD)/core/cli/%.o: core/cli/%.c
+	@mkdir -p $(dir $@)
+	$(call say,CC,$<)$(CC) $(ALL_CFLAGS) $(CPPFLAGS) -c -o $@ $<
+
 $(BUILD)/pic/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(call say,CC,$< [pic])$(CC) $(ALL_CFLAGS) $(CPPFLAGS) -fPIC -c -o $@ $<
+	$(call say,CC,$< [pic])$(CC) $(ALL_CFLAGS) $(LIB_CFLAGS) $(CPPFLAGS) -fPIC -c -o $@ $<
 
 $(BUILD)/fs/%.o: fs/%.c
 	@mkdir -p $(dir $@)
@@ -120,8 +146,9 @@ $(BUILD)/tests/%.o: tests/%.c
 $(LIBA): $(CORE_OBJ)
 	$(call say,AR,$@)rm -f $@ && ar rcs $@ $^
 
-$(LIBSO): $(CORE_PIC)
-	$(call say,LD,$@)$(CC) -shared -Wl,-soname,libvdi.so.0 $(LDFLAGS) -o $@ $^ $(LDLIBS_CORE)
+$(LIBSO): $(CORE_PIC) scripts/libvdi.map
+	$(call say,LD,$@)$(CC) -shared -Wl,-soname,libvdi.so.0 -Wl,--version-script=scripts/libvdi.map \
+		-Wl,--no-undefined $(LDFLAGS) -o $@ $(CORE_PIC) $(LDLIBS_CORE)
 
 # libsqlvdi: Microsoft's two classes over libvdi, self-contained (a client
 # links -lsqlvdi alone, as with Microsoft's library); only the classes'
@@ -137,13 +164,21 @@ $(SQLVDI_SO): $(BUILD)/pic/core/sqlvdi/sqlvdi.o $(CORE_PIC) scripts/libsqlvdi.ma
 $(SQLVDI_A): $(BUILD)/pic/core/sqlvdi/sqlvdi.o $(CORE_PIC)
 	$(call say,AR,$@)rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/sqlvdi.pc: scripts/sqlvdi.pc.in
-	@mkdir -p $(dir $@)
-	$(call say,GEN,$@)sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' $< > $@
+$(BUILD)/sqlvdi.pc: scripts/sqlvdi.pc.in $(BUILD)/install-dirs
+	$(call say,GEN,$@)sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+		-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' $< > $@
 
-$(BUILD)/libvdi.pc: scripts/libvdi.pc.in
+# The directories the .pc file names: rewritten only when they change,
+# so that `make install PREFIX=/usr` after `make` installs a .pc that
+# says /usr.
+$(BUILD)/install-dirs: FORCE
 	@mkdir -p $(dir $@)
-	$(call say,GEN,$@)sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' $< > $@
+	@echo '$(PREFIX) $(LIBDIR) $(INCLUDEDIR) $(VERSION)' | cmp -s - $@ || \
+		echo '$(PREFIX) $(LIBDIR) $(INCLUDEDIR) $(VERSION)' > $@
+
+$(BUILD)/libvdi.pc: scripts/libvdi.pc.in $(BUILD)/install-dirs
+	$(call say,GEN,$@)sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+		-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' $< > $@
 
 $(VDI): $(CLI_OBJ) $(LIBA)
 	$(call say,LD,$@)$(CC) $(LDFLAGS) -o $@ $^ $(UUID_LIBS) $(LDLIBS_CORE)
@@ -162,16 +197,16 @@ $(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(TESTLIB_OBJ) $(LIBA)
 	$(call say,LD,$@)$(CC) $(LDFLAGS) -o $@ $^ $(UUID_LIBS) $(LDLIBS_CORE)
 
 # Unit suites run one after another, each under a hard time limit.
-unit-check: all
+unit-check: all tests
 	@BUILD=$(BUILD) scripts/run-tests.sh unit $(UNIT_BIN) $(CLITEST_BIN)
 
-integration-check: all
+integration-check: all tests
 	@BUILD=$(BUILD) scripts/run-tests.sh integration $(wildcard tests/integration/*.sh)
 
-check: all
+check: all tests
 	@BUILD=$(BUILD) scripts/run-tests.sh all $(UNIT_BIN) $(CLITEST_BIN) $(if $(SANITIZE),,$(wildcard tests/integration/*.sh))
 
-bench: all
+bench: all tests
 	@BUILD=$(BUILD) scripts/bench.sh
 
 # libFuzzer harnesses (clang): tests/fuzz/fuzz.mk builds and runs them.
@@ -179,33 +214,40 @@ fuzz:
 	@$(MAKE) --no-print-directory -f tests/fuzz/fuzz.mk FUZZ_SECONDS=$(or $(FUZZ_SECONDS),30)
 
 install: all
-	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/share/man/man1
-	install -m 644 $(LIBA) $(DESTDIR)$(PREFIX)/lib/
-	install -m 755 $(LIBSO) $(DESTDIR)$(PREFIX)/lib/
-	ln -sf libvdi.so.0 $(DESTDIR)$(PREFIX)/lib/libvdi.so
-	install -m 644 core/vdi.h $(DESTDIR)$(PREFIX)/include/
-	install -m 644 $(BUILD)/libvdi.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
-	$(if $(HAVE_CXX),install -d $(DESTDIR)$(PREFIX)/include/sqlvdi)
-	$(if $(HAVE_CXX),install -m 644 core/sqlvdi/vdi.h core/sqlvdi/vdierror.h $(DESTDIR)$(PREFIX)/include/sqlvdi/)
-	$(if $(HAVE_CXX),install -m 644 $(SQLVDI_A) $(DESTDIR)$(PREFIX)/lib/)
-	$(if $(HAVE_CXX),install -m 755 $(SQLVDI_SO) $(DESTDIR)$(PREFIX)/lib/)
-	$(if $(HAVE_CXX),install -m 644 $(BUILD)/sqlvdi.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/)
-	install -m 755 $(VDI) $(DESTDIR)$(PREFIX)/bin/
-	$(if $(FS_SRC),install -m 755 $(VDIFS) $(DESTDIR)$(PREFIX)/bin/)
-	$(if $(wildcard docs/*.1),install -m 644 $(wildcard docs/*.1) $(DESTDIR)$(PREFIX)/share/man/man1/)
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1
+	install -m 644 $(LIBA) $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(LIBSO) $(DESTDIR)$(LIBDIR)/
+	ln -sf libvdi.so.0 $(DESTDIR)$(LIBDIR)/libvdi.so
+	install -m 644 core/vdi.h $(DESTDIR)$(INCLUDEDIR)/
+	install -m 644 $(BUILD)/libvdi.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
+	$(if $(HAVE_CXX),install -d $(DESTDIR)$(INCLUDEDIR)/sqlvdi)
+	$(if $(HAVE_CXX),install -m 644 core/sqlvdi/vdi.h core/sqlvdi/vdierror.h $(DESTDIR)$(INCLUDEDIR)/sqlvdi/)
+	$(if $(HAVE_CXX),install -m 644 $(SQLVDI_A) $(DESTDIR)$(LIBDIR)/)
+	$(if $(HAVE_CXX),install -m 755 $(SQLVDI_SO) $(DESTDIR)$(LIBDIR)/)
+	$(if $(HAVE_CXX),install -m 644 $(BUILD)/sqlvdi.pc $(DESTDIR)$(LIBDIR)/pkgconfig/)
+	install -m 755 $(VDI) $(DESTDIR)$(BINDIR)/
+	$(if $(FS_SRC),install -m 755 $(VDIFS) $(DESTDIR)$(BINDIR)/)
+	$(if $(wildcard docs/*.1),install -m 644 $(wildcard docs/*.1) $(DESTDIR)$(MANDIR)/man1/)
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/lib/libvdi.a $(DESTDIR)$(PREFIX)/lib/libvdi.so $(DESTDIR)$(PREFIX)/lib/libvdi.so.0 \
-	  $(DESTDIR)$(PREFIX)/include/vdi.h $(DESTDIR)$(PREFIX)/lib/pkgconfig/libvdi.pc \
-	  $(DESTDIR)$(PREFIX)/include/sqlvdi/vdi.h $(DESTDIR)$(PREFIX)/include/sqlvdi/vdierror.h \
-	  $(DESTDIR)$(PREFIX)/lib/libsqlvdi.so $(DESTDIR)$(PREFIX)/lib/libsqlvdi.a $(DESTDIR)$(PREFIX)/lib/pkgconfig/sqlvdi.pc \
-	  $(DESTDIR)$(PREFIX)/bin/vdi $(DESTDIR)$(PREFIX)/bin/vdifs
+	rm -f $(DESTDIR)$(LIBDIR)/libvdi.a $(DESTDIR)$(LIBDIR)/libvdi.so $(DESTDIR)$(LIBDIR)/libvdi.so.0 \
+	  $(DESTDIR)$(INCLUDEDIR)/vdi.h $(DESTDIR)$(LIBDIR)/pkgconfig/libvdi.pc \
+	  $(DESTDIR)$(INCLUDEDIR)/sqlvdi/vdi.h $(DESTDIR)$(INCLUDEDIR)/sqlvdi/vdierror.h \
+	  $(DESTDIR)$(LIBDIR)/libsqlvdi.so $(DESTDIR)$(LIBDIR)/libsqlvdi.a $(DESTDIR)$(LIBDIR)/pkgconfig/sqlvdi.pc \
+	  $(DESTDIR)$(BINDIR)/vdi $(DESTDIR)$(BINDIR)/vdifs \
+	  $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(wildcard docs/*.1)))
+
+# Every C file of the tree: the library, the command, the filesystem and
+# the tests, in the style .clang-format says.  Versions of clang-format
+# format differently: the tree follows 14 (Debian 12), which CI installs.
+FORMAT_SRC := $(sort $(wildcard core/*.[ch] core/cli/*.[ch] fs/*.[ch] tests/*/*.[ch]))
+CLANG_FORMAT ?= clang-format
 
 format:
-	clang-format -i $(CORE_SRC) $(CLI_SRC) $(FS_SRC) core/*.h
+	$(CLANG_FORMAT) -i $(FORMAT_SRC)
 
 format-check:
-	clang-format --dry-run --Werror $(CORE_SRC) core/*.h
+	@$(CLANG_FORMAT) --dry-run --Werror $(FORMAT_SRC) && echo "format-check: $(words $(FORMAT_SRC)) files follow .clang-format"
 
 clean:
 	rm -rf build build-*

@@ -429,15 +429,15 @@ static int all_closed_locked(const struct vdi_bset *s)
 	return 1;
 }
 
-static const char *state_locked(const struct vdi_bset *s)
+static enum vdi_set_state state_locked(const struct vdi_bset *s)
 {
 	if (s->state == BS_EMPTY)
-		return "closed";
+		return VDI_SET_CLOSED;
 	if (s->aborted)
-		return "aborted";
+		return VDI_SET_ABORTED;
 	if (s->state == BS_CREATED)
-		return "waiting for server";
-	return all_closed_locked(s) ? "finished" : "active";
+		return VDI_SET_CREATED;
+	return all_closed_locked(s) ? VDI_SET_TERMINATED : VDI_SET_ACTIVE;
 }
 
 int vdi_bset_info(struct vdi_bset *s, struct vdi_set_info *info)

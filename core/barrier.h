@@ -26,11 +26,19 @@
  * changed and returns at once.  Waits are sliced (100 ms at most) so a
  * corrupt peer that scribbles over these words costs latency, never a
  * hang, and so peer death is checked regularly.
+ *
+ * This header is a leaf: it depends on the compiler and the kernel only,
+ * so every module may include it and it includes none of them.
  */
 #ifndef VDI_BARRIER_H
 #define VDI_BARRIER_H
 
+#include <limits.h>
+#include <linux/futex.h>
 #include <stdint.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
 #define vdi_load_acquire(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
 #define vdi_store_release(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
@@ -45,9 +53,23 @@
 
 /* Sleeps while *word == expected, at most timeout_ms.  Shared (not
  * private) futex: the word lives in memory mapped by several processes.
- * Returns 0 on wake, timeout, or value change; the caller re-checks. */
-void vdi_futex_wait(uint32_t *word, uint32_t expected, uint32_t timeout_ms);
-void vdi_futex_wake_all(uint32_t *word);
+ * Returns on wake, timeout, value change or signal; the caller re-checks
+ * its condition in every case (EAGAIN, EINTR and ETIMEDOUT all mean
+ * "look again"), so the result is not reported. */
+static inline void vdi_futex_wait(uint32_t *word, uint32_t expected, uint32_t timeout_ms)
+{
+	struct timespec ts = {
+		.tv_sec = timeout_ms / 1000,
+		.tv_nsec = (long)(timeout_ms % 1000) * 1000000L,
+	};
+
+	syscall(SYS_futex, word, FUTEX_WAIT, expected, &ts, NULL, 0);
+}
+
+static inline void vdi_futex_wake_all(uint32_t *word)
+{
+	syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
 
 /* Bumps *seq and wakes its sleepers if any: the waker half of the wake
  * protocol above. */

@@ -3,11 +3,13 @@
  * client.c - the client half: IClientVirtualDeviceSet2 and
  * IClientVirtualDevice.
  *
- * State.  The object keeps its own view (enum cstate); the sticky abort
- * flag in shared memory overrides it, and Normally Terminated is derived
- * (every device closed by the server and every device this object opened
- * has returned VD_E_CLOSE, D17).  See the tables in spec 3.1 and the
- * decisions D3-D5, D21, D22.
+ * State.  The object keeps its own view (enum vdi_set_state: DNE,
+ * CONFIGURABLE, INITIALIZING, ACTIVE); the sticky abort flag in shared
+ * memory overrides it, and Normally Terminated is derived (every device
+ * closed by the server and every device this object opened has returned
+ * VD_E_CLOSE, D17).  Whether a call is legal in that state is the table
+ * of state.c; what is left here are the per-device and per-argument
+ * rules (D3, D4, D21, D22, D24).
  *
  * Commands.  A device object is the only consumer of its device's cmd
  * ring and the only producer of its done ring (shm.h).  A fetched command
@@ -30,8 +32,8 @@
 #include "barrier.h"
 #include "internal.h"
 #include "shm.h"
-
-enum cstate { C_DNE, C_CONFIGURABLE, C_INITIALIZING, C_ACTIVE, C_NT, C_ABORT };
+#include "state.h"
+#include "validate.h"
 
 struct cslot {
 	VDC_Command vc;     /* handed to the caller */
@@ -63,7 +65,7 @@ struct vdi_client_device {
 struct vdi_client {
 	pthread_mutex_t lock;
 	pthread_mutex_t area_lock;
-	enum cstate state;      /* own view; see client_state() */
+	enum vdi_set_state state; /* own view; see client_state() */
 	int secondary;
 	uint32_t mode;
 	gid_t gid;
@@ -96,36 +98,23 @@ static int all_devices_done(struct vdi_client *c)
 	return 1;
 }
 
-static enum cstate client_state(struct vdi_client *c)
+static enum vdi_set_state client_state(struct vdi_client *c)
 {
-	enum cstate s = get_state(c);
+	enum vdi_set_state s = get_state(c);
 
-	if (s == C_DNE)
-		return C_DNE;
+	if (s == VDI_SET_DNE)
+		return VDI_SET_DNE;
 	if (vdi_region_aborted(&c->r))
-		return C_ABORT;
-	if (s == C_ACTIVE && all_devices_done(c))
-		return C_NT;
+		return VDI_SET_ABORTED;
+	if (s == VDI_SET_ACTIVE && all_devices_done(c))
+		return VDI_SET_TERMINATED;
 	return s;
 }
 
-static const char *state_name(enum cstate s)
+/* The state table's answer for call in this object's state now. */
+static int check_state(struct vdi_client *c, enum vdi_call call)
 {
-	static const char *const names[] = { "not created", "configurable", "initializing",
-					     "active", "normally terminated", "aborted" };
-	return names[s];
-}
-
-static int wrong_state(struct vdi_client *c, enum cstate s, const char *call)
-{
-	if (s == C_ABORT) {
-		char why[VDI_REASON_MAX];
-
-		vdi_region_reason(&c->r, why, sizeof(why));
-		return vdi_fail(VD_E_ABORT, "client %s: set '%s' is aborted: %s", call, c->r.name, why);
-	}
-	return vdi_fail(VD_E_PROTOCOL, "client %s: not valid while the set is %s", call,
-			state_name(s));
+	return vdi_state_check(&c->r, call, client_state(c));
 }
 
 /* Checks the server is alive when it should be; aborts the set if not.
@@ -142,7 +131,7 @@ static int server_gone(struct vdi_client *c)
 		return 0;
 	__atomic_store_n(&c->last_watch_ms, now, __ATOMIC_RELAXED);
 
-	if (vdi_load_acquire(&h->phase) == VDI_PHASE_CREATED || vdi_load_acquire(&h->server_closed))
+	if (vdi_load_acquire(&h->phase) == VDI_SET_CREATED || vdi_load_acquire(&h->server_closed))
 		return 0;
 	if (vdi_shm_proc_alive(&h->server))
 		return 0;
@@ -173,7 +162,7 @@ void vdi_client_free(struct vdi_client *c)
 {
 	if (!c)
 		return;
-	if (get_state(c) != C_DNE)
+	if (get_state(c) != VDI_SET_DNE)
 		vdi_client_close(c);
 	pthread_mutex_destroy(&c->lock);
 	pthread_mutex_destroy(&c->area_lock);
@@ -182,17 +171,38 @@ void vdi_client_free(struct vdi_client *c)
 
 int vdi_client_set_group(struct vdi_client *c, gid_t group)
 {
+	int rc;
+
+	vdi_clear_error();
 	if (!c)
 		return vdi_fail(VD_E_INVALID, "client object is NULL");
-	if (c->state != C_DNE)
-		return vdi_fail(VD_E_PROTOCOL, "client set_group: the set is already created");
-	c->mode = 0660;
-	c->gid = group;
-	return 0;
+	pthread_mutex_lock(&c->lock);
+	rc = check_state(c, VDI_CALL_C_SET_GROUP);
+	if (!rc) {
+		c->mode = 0660;
+		c->gid = group;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return rc;
 }
 
 /* ------------------------------------------------------------------ */
 /* Create, OpenInSecondary */
+
+/* What Create and OpenInSecondary check first, under c->lock: the state
+ * (the object must be free) and the names.  *inst: the instance's
+ * canonical name. */
+static int check_open(struct vdi_client *c, enum vdi_call call, const char *instance,
+		      const char *name, const char **inst)
+{
+	int rc = check_state(c, call);
+
+	if (!rc)
+		rc = vdi_check_set_name(name, "set");
+	if (!rc)
+		rc = vdi_check_instance(instance, inst);
+	return rc;
+}
 
 int vdi_client_create_ex(struct vdi_client *c, const char *instance, const char *name,
 			 const VDConfig *cfg)
@@ -204,13 +214,7 @@ int vdi_client_create_ex(struct vdi_client *c, const char *instance, const char 
 	if (!c)
 		return vdi_fail(VD_E_INVALID, "client object is NULL");
 	pthread_mutex_lock(&c->lock);
-	if (c->state != C_DNE) {
-		rc = vdi_fail(VD_E_PROTOCOL, "client Create: a set is already open on this object");
-		goto out;
-	}
-	rc = vdi_check_set_name(name, "set");
-	if (!rc)
-		rc = vdi_check_instance(instance, &inst);
+	rc = check_open(c, VDI_CALL_C_CREATE, instance, name, &inst);
 	if (!rc)
 		rc = vdi_check_client_config(cfg);
 	if (!rc)
@@ -218,9 +222,8 @@ int vdi_client_create_ex(struct vdi_client *c, const char *instance, const char 
 	if (!rc) {
 		c->cfg = c->r.hdr->client_cfg;
 		c->secondary = 0;
-		set_state(c, C_CONFIGURABLE);
+		set_state(c, VDI_SET_CONFIGURABLE);
 	}
-out:
 	pthread_mutex_unlock(&c->lock);
 	return rc;
 }
@@ -275,23 +278,18 @@ int vdi_client_open_in_secondary_ex(struct vdi_client *c, const char *instance, 
 	if (!c)
 		return vdi_fail(VD_E_INVALID, "client object is NULL");
 	pthread_mutex_lock(&c->lock);
-	if (c->state != C_DNE) {
-		rc = vdi_fail(VD_E_PROTOCOL, "client OpenInSecondary: a set is already open on this object");
-		goto out;
-	}
-	rc = vdi_check_set_name(name, "set");
-	if (!rc)
-		rc = vdi_check_instance(instance, &inst);
+	rc = check_open(c, VDI_CALL_C_OPEN_IN_SECONDARY, instance, name, &inst);
 	if (rc)
 		goto out;
 	rc = vdi_region_open(&c->r, inst, name);
-	if (rc == VD_E_INVALID)
-		rc = VD_E_PROTOCOL; /* spec: set not created */
+	if (rc == VD_E_INVALID) /* spec: the set was not created */
+		rc = vdi_fail(VD_E_PROTOCOL, "client OpenInSecondary: no set '%s' is ready (instance %s)",
+			      name, inst);
 	if (rc)
 		goto out;
 	if (vdi_region_aborted(&c->r))
 		rc = vdi_fail(VD_E_ABORT, "client OpenInSecondary: set '%s' is aborted", name);
-	else if (vdi_load_acquire(&c->r.hdr->phase) < VDI_PHASE_INITIALIZING)
+	else if (vdi_load_acquire(&c->r.hdr->phase) < VDI_SET_INITIALIZING)
 		rc = vdi_fail(VD_E_PROTOCOL, "client OpenInSecondary: set '%s' is not configured yet", name);
 	else if (vdi_load_acquire(&c->r.hdr->client_closed) || !vdi_shm_proc_alive(&c->r.hdr->creator))
 		rc = vdi_fail(VD_E_PROTOCOL, "client OpenInSecondary: the primary of set '%s' is gone", name);
@@ -302,7 +300,7 @@ int vdi_client_open_in_secondary_ex(struct vdi_client *c, const char *instance, 
 		goto out;
 	}
 	c->secondary = 1;
-	set_state(c, C_INITIALIZING);
+	set_state(c, VDI_SET_INITIALIZING);
 out:
 	pthread_mutex_unlock(&c->lock);
 	return rc;
@@ -320,7 +318,7 @@ static int config_ready(void *ctx)
 {
 	struct vdi_client *c = ctx;
 
-	return vdi_load_acquire(&c->r.hdr->phase) >= VDI_PHASE_INITIALIZING ||
+	return vdi_load_acquire(&c->r.hdr->phase) >= VDI_SET_INITIALIZING ||
 	       vdi_region_aborted(&c->r);
 }
 
@@ -333,7 +331,7 @@ static int wait_configured(struct vdi_client *c, uint32_t timeout_ms)
 	vdi_deadline_start(&dl, timeout_ms);
 	for (;;) {
 		if (vdi_region_aborted(&c->r))
-			return wrong_state(c, C_ABORT, "GetConfiguration");
+			return vdi_state_check(&c->r, VDI_CALL_C_GET_CONFIGURATION, VDI_SET_ABORTED);
 		if (config_ready(c))
 			return 0;
 		slice = vdi_deadline_slice(&dl);
@@ -351,7 +349,7 @@ static int wait_configured(struct vdi_client *c, uint32_t timeout_ms)
 
 int vdi_client_get_configuration(struct vdi_client *c, uint32_t timeout_ms, VDConfig *cfg)
 {
-	enum cstate s;
+	enum vdi_set_state s;
 	int rc;
 
 	vdi_clear_error();
@@ -359,19 +357,20 @@ int vdi_client_get_configuration(struct vdi_client *c, uint32_t timeout_ms, VDCo
 		return vdi_fail(VD_E_INVALID, "client GetConfiguration: NULL argument");
 	pthread_mutex_lock(&c->lock);
 	s = client_state(c);
+	rc = vdi_state_check(&c->r, VDI_CALL_C_GET_CONFIGURATION, s);
 	pthread_mutex_unlock(&c->lock);
-	if (s == C_DNE || s == C_ABORT)
-		return wrong_state(c, s, "GetConfiguration");
-	if (s == C_CONFIGURABLE) {
+	if (rc)
+		return rc;
+	if (s == VDI_SET_CONFIGURABLE) {
 		/* Wait without the lock: other threads may use the set. */
 		rc = wait_configured(c, timeout_ms);
 		if (rc)
 			return rc;
 		pthread_mutex_lock(&c->lock);
-		if (get_state(c) == C_CONFIGURABLE) {
+		if (get_state(c) == VDI_SET_CONFIGURABLE) {
 			rc = load_final_config(c);
 			if (!rc)
-				set_state(c, C_INITIALIZING);
+				set_state(c, VDI_SET_INITIALIZING);
 		}
 		pthread_mutex_unlock(&c->lock);
 		if (rc)
@@ -432,7 +431,6 @@ out:
 int vdi_client_open_device(struct vdi_client *c, const char *name, struct vdi_client_device **out)
 {
 	struct vdi_client_device *d;
-	enum cstate s;
 	uint32_t index = 0;
 	int rc;
 
@@ -445,11 +443,9 @@ int vdi_client_open_device(struct vdi_client *c, const char *name, struct vdi_cl
 	if (rc)
 		return rc;
 	pthread_mutex_lock(&c->lock);
-	s = client_state(c);
-	if (s != C_INITIALIZING && s != C_ACTIVE) {
-		rc = wrong_state(c, s, "OpenDevice");
+	rc = check_state(c, VDI_CALL_C_OPEN_DEVICE);
+	if (rc)
 		goto out;
-	}
 	d = calloc(1, sizeof(*d));
 	if (!d) {
 		rc = vdi_fail(VD_E_MEMORY, "client OpenDevice: out of memory");
@@ -471,7 +467,7 @@ int vdi_client_open_device(struct vdi_client *c, const char *name, struct vdi_cl
 	d->head = vdi_load_acquire(&d->sd->cmd.head);
 	d->done_tail = vdi_load_acquire(&d->sd->done.tail);
 	__atomic_store_n(&c->devs[index], d, __ATOMIC_RELEASE);
-	set_state(c, C_ACTIVE);
+	set_state(c, VDI_SET_ACTIVE);
 	*out = d;
 out:
 	pthread_mutex_unlock(&c->lock);
@@ -534,19 +530,19 @@ static uint8_t *handle_to_addr(struct vdi_client *c, uint32_t handle, uint32_t s
 
 int vdi_client_get_buffer_handle(struct vdi_client *c, const uint8_t *buffer, uint32_t *handle)
 {
-	enum cstate s;
 	uint32_t i, j;
-	int rc = VD_E_INVALID;
+	int rc;
 
 	vdi_clear_error();
 	if (!c || !handle)
 		return vdi_fail(VD_E_INVALID, "client GetBufferHandle: NULL argument");
 	pthread_mutex_lock(&c->lock);
-	s = client_state(c);
-	if (s == C_DNE || s == C_ABORT) {
+	rc = check_state(c, VDI_CALL_C_GET_BUFFER_HANDLE);
+	if (rc) {
 		pthread_mutex_unlock(&c->lock);
-		return wrong_state(c, s, "GetBufferHandle");
+		return rc;
 	}
+	rc = VD_E_INVALID;
 	for (i = 0; i < VDI_MAX_DEVICES && rc; i++) {
 		struct vdi_client_device *d = c->devs[i];
 
@@ -556,6 +552,10 @@ int vdi_client_get_buffer_handle(struct vdi_client *c, const uint8_t *buffer, ui
 		for (j = 0; j < VDI_QUEUE_DEPTH; j++) {
 			if (d->slots[j].held && d->slots[j].handle && d->slots[j].vc.buffer == buffer) {
 				*handle = d->slots[j].handle;
+				/* D30: given out, so MapBufferHandle of any
+				 * process may map it until the completion.
+				 * Release pairs with the acquire there. */
+				vdi_store_release(&d->sd->slots[j].issued, *handle);
 				rc = 0;
 				break;
 			}
@@ -569,25 +569,49 @@ int vdi_client_get_buffer_handle(struct vdi_client *c, const uint8_t *buffer, ui
 	return 0;
 }
 
+/* D30: the size of the command some process of the set holds whose
+ * buffer handle GetBufferHandle gave out and is `handle`, or 0 if none:
+ * a slot whose issued word and the server's buffer_handle both say
+ * handle.  Both are untrusted (the caller bounds-checks the address). */
+static uint32_t issued_size(struct vdi_client *c, uint32_t handle)
+{
+	uint32_t i, k;
+
+	for (i = 0; handle && i < c->r.device_count; i++) {
+		struct vdi_shm_slot *slots = vdi_shm_dev(c->r.hdr, i)->slots;
+
+		for (k = 0; k < VDI_QUEUE_DEPTH; k++) {
+			/* Acquire pairs with the release in GetBufferHandle. */
+			if (vdi_load_acquire(&slots[k].issued) == handle &&
+			    vdi_load_relaxed(&slots[k].buffer_handle) == handle)
+				return vdi_load_relaxed(&slots[k].size);
+		}
+	}
+	return 0;
+}
+
 int vdi_client_map_buffer_handle(struct vdi_client *c, uint32_t handle, uint8_t **buffer)
 {
-	enum cstate s;
-	uint8_t *p;
+	uint8_t *p = NULL;
+	uint32_t size;
+	int rc;
 
 	vdi_clear_error();
 	if (!c || !buffer)
 		return vdi_fail(VD_E_INVALID, "client MapBufferHandle: NULL argument");
-	s = client_state(c);
-	if (s == C_DNE || s == C_ABORT)
-		return wrong_state(c, s, "MapBufferHandle");
-	if (s == C_CONFIGURABLE)
-		return vdi_fail(VD_E_INVALID, "client MapBufferHandle: set '%s' has no buffers yet", c->r.name);
-	p = handle_to_addr(c, handle, 1);
-	if (!p)
-		return vdi_fail(VD_E_INVALID, "client MapBufferHandle: 0x%08x is not a buffer handle of set '%s'",
-				handle, c->r.name);
-	*buffer = p;
-	return 0;
+	pthread_mutex_lock(&c->lock);
+	rc = check_state(c, VDI_CALL_C_MAP_BUFFER_HANDLE);
+	if (!rc && !(size = issued_size(c, handle)))
+		rc = vdi_fail(VD_E_INVALID,
+			      "client MapBufferHandle: 0x%08x is no handle GetBufferHandle gave out for a command held in set '%s'",
+			      handle, c->r.name);
+	else if (!rc && !(p = handle_to_addr(c, handle, size)))
+		rc = vdi_fail(VD_E_INVALID, "client MapBufferHandle: 0x%08x names no buffer of set '%s'",
+			      handle, c->r.name);
+	pthread_mutex_unlock(&c->lock);
+	if (!rc)
+		*buffer = p;
+	return rc;
 }
 
 /* ------------------------------------------------------------------ */
@@ -633,6 +657,9 @@ static int take_slot(struct vdi_client_device *d, uint32_t idx, VDC_Command **cm
 	cs->vc.position = (int64_t)pos;
 	cs->vc.buffer = buf;
 	cs->handle = handle;
+	/* Ours now, and no handle of it given out yet (D30).  Relaxed: a
+	 * zero can only make MapBufferHandle refuse. */
+	vdi_store_relaxed(&ss->issued, 0u);
 	if (buf)
 		vdi_tsan_acquire(buf); /* hand-off: barrier.h */
 	pthread_mutex_lock(&d->lock);
@@ -673,10 +700,6 @@ static int try_fetch(struct vdi_client_device *d, VDC_Command **cmd)
 	return 1;
 }
 
-struct fetch_ctx {
-	struct vdi_client_device *d;
-};
-
 static int command_ready(void *ctx)
 {
 	struct vdi_client_device *d = ctx;
@@ -716,7 +739,7 @@ static int wait_command(struct vdi_client_device *d, uint32_t timeout_ms, VDC_Co
 	vdi_deadline_start(&dl, timeout_ms);
 	for (;;) {
 		if (vdi_region_aborted(&c->r))
-			return wrong_state(c, C_ABORT, "GetCommand");
+			return vdi_state_check(&c->r, VDI_CALL_C_GET_COMMAND, VDI_SET_ABORTED);
 		rc = try_fetch(d, cmd);
 		if (rc)
 			return rc < 0 ? rc : 0;
@@ -742,16 +765,16 @@ static int wait_command(struct vdi_client_device *d, uint32_t timeout_ms, VDC_Co
 
 int vdi_client_get_command(struct vdi_client_device *d, uint32_t timeout_ms, VDC_Command **cmd)
 {
-	enum cstate s;
+	int rc;
 
 	vdi_clear_error();
 	if (cmd)
 		*cmd = NULL;
 	if (!d || !cmd)
 		return vdi_fail(VD_E_INVALID, "client GetCommand: NULL argument");
-	s = client_state(d->set);
-	if (s != C_ACTIVE)
-		return wrong_state(d->set, s, "GetCommand");
+	rc = check_state(d->set, VDI_CALL_C_GET_COMMAND);
+	if (rc)
+		return rc;
 	if (__atomic_load_n(&d->saw_close, __ATOMIC_RELAXED))
 		return VD_E_CLOSE;
 	return wait_command(d, timeout_ms, cmd);
@@ -775,8 +798,7 @@ int vdi_client_complete_command(struct vdi_client_device *d, VDC_Command *cmd, u
 	struct cslot *cs;
 	struct vdi_shm_slot *ss;
 	uint32_t idx;
-	enum cstate s;
-	int rc = 0;
+	int rc;
 
 	vdi_clear_error();
 	if (!d || !cmd)
@@ -789,15 +811,15 @@ int vdi_client_complete_command(struct vdi_client_device *d, VDC_Command *cmd, u
 	idx = (uint32_t)(((char *)cmd - (char *)d->slots) / sizeof(struct cslot));
 	cs = &d->slots[idx];
 	ss = &d->sd->slots[idx];
-	s = client_state(c);
+	rc = check_state(c, VDI_CALL_C_COMPLETE_COMMAND);
 	pthread_mutex_lock(&d->lock);
 	/* The state decides first (spec 3.1): in Abort every completion is
 	 * ignored, in Normally Terminated none can be outstanding. */
-	if (s != C_ACTIVE) {
+	if (rc) {
 		if (cs->held)
 			__atomic_store_n(&d->nheld, d->nheld - 1, __ATOMIC_RELAXED);
 		__atomic_store_n(&cs->held, 0, __ATOMIC_RELAXED);
-		rc = wrong_state(c, s, "CompleteCommand");
+		vdi_store_relaxed(&ss->issued, 0u); /* the hold ended (D30) */
 		goto out;
 	}
 	if (!cs->held) {
@@ -818,6 +840,9 @@ int vdi_client_complete_command(struct vdi_client_device *d, VDC_Command *cmd, u
 	ss->completion_code = code;
 	ss->bytes_transferred = bytes;
 	ss->out_position = position;
+	/* The buffer goes back to the server: its handle maps no more
+	 * (D30).  Ordered before the completion by the release below. */
+	vdi_store_relaxed(&ss->issued, 0u);
 	vdi_store_relaxed(&d->sd->done.entries[d->done_tail & VDI_RING_MASK], idx);
 	d->done_tail++;
 	/* No longer held before the completion is published: once the agent
@@ -844,14 +869,19 @@ out:
 
 int vdi_client_signal_abort(struct vdi_client *c)
 {
+	int rc;
+
 	vdi_clear_error();
 	if (!c)
 		return vdi_fail(VD_E_INVALID, "client object is NULL");
-	if (get_state(c) == C_DNE)
-		return vdi_fail(VD_E_PROTOCOL, "client SignalAbort: no set is open on this object");
-	vdi_region_abort(&c->r, "client %s (pid %d) signalled abort", c->secondary ? "secondary" : "primary",
-			 (int)getpid());
-	return 0;
+	/* Without c->lock: an abort must never wait behind another call of
+	 * the set.  The state is one word; the region stays mapped until
+	 * Close. */
+	rc = check_state(c, VDI_CALL_C_SIGNAL_ABORT);
+	if (!rc)
+		vdi_region_abort(&c->r, "client %s (pid %d) signalled abort",
+				 c->secondary ? "secondary" : "primary", (int)getpid());
+	return rc;
 }
 
 /* D4.  Returns 1 if some device relevant to this object is open (a
@@ -904,25 +934,26 @@ static void release_all(struct vdi_client *c)
 		vdi_region_unlink(&c->r);
 	}
 	vdi_region_unmap(&c->r);
-	set_state(c, C_DNE);
+	set_state(c, VDI_SET_DNE);
 }
 
 int vdi_client_close(struct vdi_client *c)
 {
 	char dev[VDI_MAX_NAME + 1];
-	enum cstate s;
-	int rc = 0;
+	enum vdi_set_state s;
+	int rc;
 
 	vdi_clear_error();
 	if (!c)
 		return vdi_fail(VD_E_INVALID, "client object is NULL");
 	pthread_mutex_lock(&c->lock);
 	s = client_state(c);
-	if (s == C_DNE) {
+	rc = vdi_state_check(&c->r, VDI_CALL_C_CLOSE, s);
+	if (rc) {
 		pthread_mutex_unlock(&c->lock);
-		return vdi_fail(VD_E_PROTOCOL, "client Close: no set is open on this object");
+		return rc;
 	}
-	if (s != C_ABORT) {
+	if (s != VDI_SET_ABORTED) {
 		int unfinished, open = close_check(c, dev, sizeof(dev), &unfinished);
 
 		if (open) {
@@ -942,9 +973,7 @@ int vdi_client_close(struct vdi_client *c)
 	return rc;
 }
 
-/* For info.c. */
-struct vdi_region *vdi_client_region(struct vdi_client *c);
 struct vdi_region *vdi_client_region(struct vdi_client *c)
 {
-	return c && get_state(c) != C_DNE ? &c->r : NULL;
+	return c && get_state(c) != VDI_SET_DNE ? &c->r : NULL;
 }

@@ -38,10 +38,18 @@ static inline int vdi_timeout_infinite(uint32_t timeout_ms)
 	return (timeout_ms & 0x80000000u) != 0;
 }
 
+/* ---------------------------------------------------------------------
+ * What the two halves offer the modules above them, beyond vdi.h.
+ */
+struct vdi_client;
 struct vdi_server;
+struct vdi_region;
 /* Devices the server has opened so far (server.c; takes its lock, so
  * never call it with that lock held). */
 uint32_t vdi_server_devices_opened(struct vdi_server *s);
+/* The region of the set a client object has open, NULL if none
+ * (client.c, for info.c).  Borrowed: valid until vdi_client_close. */
+struct vdi_region *vdi_client_region(struct vdi_client *c);
 
 #define VDI_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 

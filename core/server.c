@@ -4,8 +4,11 @@
  * IServerVirtualDevice, with the completion agent.
  *
  * State (spec 3.2 and decisions D2, D5, D17).  s->state is this object's
- * view; the sticky abort flag in shared memory overrides it.  The phase
- * published in shared memory (shm.h) mirrors it for the client.
+ * view (enum vdi_set_state); the sticky abort flag in shared memory
+ * overrides it.  It moves only through enter(), which publishes the same
+ * value as the set's phase for the client (shm.h).  Whether a call is
+ * legal in a state is the table of state.c; the per-device and
+ * per-argument rules stay here.
  *
  * Commands.  SendCommand validates the command, binds it to a free slot
  * of the device (private table: slot -> VDS_Command, buffer), writes the
@@ -31,8 +34,8 @@
 #include "bufpool.h"
 #include "internal.h"
 #include "shm.h"
-
-enum sstate { S_DNE, S_CONNECTED, S_CONFIGURABLE, S_INITIALIZING, S_ACTIVE, S_NT, S_ABORT };
+#include "state.h"
+#include "validate.h"
 
 struct sslot {
 	VDS_Command *cmd;   /* outstanding command, NULL if free */
@@ -56,7 +59,7 @@ struct vdi_server_device {
 struct vdi_server {
 	pthread_mutex_t lock;
 	pthread_cond_t agent_done;
-	enum sstate state;      /* under lock; read by the agent's cond */
+	enum vdi_set_state state; /* under lock; read by the agent's cond */
 	struct vdi_region r;
 	VDConfig cfg;           /* client's inputs, then the final config */
 	struct vdi_bufpool pool;
@@ -70,40 +73,31 @@ struct vdi_server {
 #define get_state(s) __atomic_load_n(&(s)->state, __ATOMIC_RELAXED)
 #define set_state(s, v) __atomic_store_n(&(s)->state, (v), __ATOMIC_RELAXED)
 
-static enum sstate server_state(struct vdi_server *s)
+static enum vdi_set_state server_state(struct vdi_server *s)
 {
-	enum sstate st = get_state(s);
+	enum vdi_set_state st = get_state(s);
 
-	if (st != S_DNE && vdi_region_aborted(&s->r))
-		return S_ABORT;
+	if (st != VDI_SET_DNE && vdi_region_aborted(&s->r))
+		return VDI_SET_ABORTED;
 	return st;
 }
 
-static const char *state_name(enum sstate s)
+/* The state table's answer for call in this object's state now. */
+static int check_state(struct vdi_server *s, enum vdi_call call)
 {
-	static const char *const names[] = { "not open", "connected", "configurable", "initializing",
-					     "active", "normally terminated", "aborted" };
-	return names[s];
+	return vdi_state_check(&s->r, call, server_state(s));
 }
 
-static int wrong_state(struct vdi_server *s, enum sstate st, const char *call)
-{
-	if (st == S_ABORT) {
-		char why[VDI_REASON_MAX];
-
-		vdi_region_reason(&s->r, why, sizeof(why));
-		return vdi_fail(VD_E_ABORT, "server %s: set '%s' is aborted: %s", call, s->r.name, why);
-	}
-	return vdi_fail(VD_E_PROTOCOL, "server %s: not valid while the set is %s", call, state_name(st));
-}
-
-static void publish_phase(struct vdi_server *s, enum vdi_phase ph)
+/* Moves the object to st and publishes st as the set's phase.  Under
+ * s->lock. */
+static void enter(struct vdi_server *s, enum vdi_set_state st)
 {
 	struct vdi_shm_header *h = s->r.hdr;
 
+	set_state(s, st);
 	/* Release: everything the phase promises (final config, areas,
 	 * device states) was stored before. */
-	vdi_store_release(&h->phase, (uint32_t)ph);
+	vdi_store_release(&h->phase, (uint32_t)st);
 	vdi_wake(&h->config_seq, &h->config_waiters);
 }
 
@@ -134,7 +128,7 @@ void vdi_server_free(struct vdi_server *s)
 {
 	if (!s)
 		return;
-	if (get_state(s) != S_DNE)
+	if (get_state(s) != VDI_SET_DNE)
 		vdi_server_close(s);
 	pthread_cond_destroy(&s->agent_done);
 	pthread_mutex_destroy(&s->lock);
@@ -167,7 +161,7 @@ static int claim_set(struct vdi_region *r, VDConfig *cfg_out)
 	if (h->server.pid)
 		rc = vdi_fail(VD_E_BUSY, "server Open: set '%s' is already opened by server pid %d",
 			      r->name, (int)h->server.pid);
-	else if (vdi_load_acquire(&h->phase) != VDI_PHASE_CREATED)
+	else if (vdi_load_acquire(&h->phase) != VDI_SET_CREATED)
 		rc = vdi_fail(VD_E_BUSY, "server Open: set '%s' is in phase %u with no server (corrupt)",
 			      r->name, vdi_load_relaxed(&h->phase));
 	else
@@ -218,15 +212,19 @@ int vdi_server_open_wait(struct vdi_server *s, const char *instance, const char 
 		rc = vdi_check_instance(instance, &inst);
 	if (rc)
 		return rc;
-	if (get_state(s) != S_DNE)
-		return vdi_fail(VD_E_PROTOCOL, "server Open: a set is already open on this object");
+	pthread_mutex_lock(&s->lock);
+	rc = check_state(s, VDI_CALL_S_OPEN);
+	pthread_mutex_unlock(&s->lock);
+	if (rc)
+		return rc;
 	rc = open_region_waiting(&r, &cfg, inst, name, timeout_ms);
 	if (rc)
 		return rc;
-	/* Installed under the lock: SignalAbort may run on another thread. */
+	/* Installed under the lock: SignalAbort may run on another thread,
+	 * and another Open may have won the wait. */
 	pthread_mutex_lock(&s->lock);
-	if (get_state(s) != S_DNE) {
-		rc = vdi_fail(VD_E_PROTOCOL, "server Open: a set is already open on this object");
+	rc = check_state(s, VDI_CALL_S_OPEN);
+	if (rc) {
 		/* We claimed that set as its server: fail it, not strand it. */
 		vdi_region_abort(&r, "server object was opened twice at once");
 		vdi_region_unmap(&r);
@@ -236,8 +234,7 @@ int vdi_server_open_wait(struct vdi_server *s, const char *instance, const char 
 		vdi_bufpool_init(&s->pool, s->cfg.prefixZoneSize, 0);
 		s->opened = s->closed_count = s->outstanding = 0;
 		s->agent_stop = 0;
-		set_state(s, S_CONNECTED);
-		publish_phase(s, VDI_PHASE_CONNECTED);
+		enter(s, VDI_SET_CONNECTED);
 	}
 	pthread_mutex_unlock(&s->lock);
 	return rc;
@@ -250,20 +247,17 @@ int vdi_server_open(struct vdi_server *s, const char *instance, const char *name
 
 int vdi_server_get_configuration(struct vdi_server *s, VDConfig *cfg)
 {
-	enum sstate st;
+	int rc;
 
 	vdi_clear_error();
 	if (!s || !cfg)
 		return vdi_fail(VD_E_INVALID, "server GetConfiguration: NULL argument");
 	pthread_mutex_lock(&s->lock);
-	st = server_state(s);
-	if (st == S_DNE || st == S_ABORT) {
-		pthread_mutex_unlock(&s->lock);
-		return wrong_state(s, st, "GetConfiguration");
-	}
-	*cfg = s->cfg;
+	rc = check_state(s, VDI_CALL_S_GET_CONFIGURATION);
+	if (!rc)
+		*cfg = s->cfg;
 	pthread_mutex_unlock(&s->lock);
-	return 0;
+	return rc;
 }
 
 /* ------------------------------------------------------------------ */
@@ -313,7 +307,6 @@ static int check_geometry(uint32_t *block, uint32_t *align, uint32_t *maxxfer)
 int vdi_server_begin_configuration(struct vdi_server *s, uint32_t features, uint32_t block_size,
 				   uint32_t alignment, uint32_t max_transfer_size, uint32_t timeout_ms)
 {
-	enum sstate st;
 	int rc;
 
 	(void)timeout_ms; /* D14 */
@@ -321,12 +314,9 @@ int vdi_server_begin_configuration(struct vdi_server *s, uint32_t features, uint
 	if (!s)
 		return vdi_fail(VD_E_INVALID, "server object is NULL");
 	pthread_mutex_lock(&s->lock);
-	st = server_state(s);
-	if (st != S_CONNECTED) {
-		rc = wrong_state(s, st, "BeginConfiguration");
-		goto out;
-	}
-	rc = check_server_features(s, features);
+	rc = check_state(s, VDI_CALL_S_BEGIN_CONFIGURATION);
+	if (!rc)
+		rc = check_server_features(s, features);
 	if (!rc)
 		rc = check_geometry(&block_size, &alignment, &max_transfer_size);
 	if (rc)
@@ -339,22 +329,29 @@ int vdi_server_begin_configuration(struct vdi_server *s, uint32_t features, uint
 	s->cfg.maxTransferSize = max_transfer_size;
 	s->cfg.maxIODepth = 4;
 	s->pool.alignment = alignment;
-	set_state(s, S_CONFIGURABLE);
-	publish_phase(s, VDI_PHASE_CONFIGURABLE);
+	enter(s, VDI_SET_CONFIGURABLE);
 out:
 	pthread_mutex_unlock(&s->lock);
 	return rc;
 }
 
-static int check_request(struct vdi_server *s, const char *call, uint32_t size, uint32_t *alignment)
+/* What RequestBuffers, QueryAvailableBuffers and AllocateBuffer check
+ * first, under s->lock: the state, then size and alignment (*alignment
+ * becomes the effective one, D10). */
+static int check_request(struct vdi_server *s, enum vdi_call call, uint32_t size,
+			 uint32_t *alignment)
 {
+	int rc = check_state(s, call);
+
+	if (rc)
+		return rc;
 	if (!*alignment)
 		*alignment = s->cfg.alignment;
 	if (!size)
-		return vdi_fail(VD_E_INVALID, "server %s: size is 0", call);
+		return vdi_fail(VD_E_INVALID, "%s: size is 0", vdi_call_name(call));
 	if (!is_pow2(*alignment) || *alignment > VDI_MAX_ALIGNMENT)
-		return vdi_fail(VD_E_INVALID, "server %s: alignment %u is not a power of two up to %d",
-				call, *alignment, VDI_MAX_ALIGNMENT);
+		return vdi_fail(VD_E_INVALID, "%s: alignment %u is not a power of two up to %d",
+				vdi_call_name(call), *alignment, VDI_MAX_ALIGNMENT);
 	if (*alignment < s->cfg.alignment)
 		*alignment = s->cfg.alignment; /* never looser than the set's */
 	return 0;
@@ -374,7 +371,6 @@ static void publish_area(struct vdi_server *s, uint64_t bytes)
 
 int vdi_server_request_buffers(struct vdi_server *s, uint32_t size, uint32_t alignment, uint32_t count)
 {
-	enum sstate st;
 	uint64_t bytes;
 	int rc;
 
@@ -382,17 +378,13 @@ int vdi_server_request_buffers(struct vdi_server *s, uint32_t size, uint32_t ali
 	if (!s)
 		return vdi_fail(VD_E_INVALID, "server object is NULL");
 	pthread_mutex_lock(&s->lock);
-	st = server_state(s);
-	if (st != S_CONFIGURABLE && st != S_INITIALIZING && st != S_ACTIVE) {
-		rc = wrong_state(s, st, "RequestBuffers");
-		goto out;
-	}
-	rc = check_request(s, "RequestBuffers", size, &alignment);
+	rc = check_request(s, VDI_CALL_S_REQUEST_BUFFERS, size, &alignment);
 	if (!rc && !count)
 		rc = vdi_fail(VD_E_INVALID, "server RequestBuffers: count is 0");
 	if (!rc)
 		rc = vdi_bufpool_request(&s->pool, size, alignment, count);
-	if (rc || st == S_CONFIGURABLE)
+	/* While Configurable the requests are only summed (spec 9). */
+	if (rc || get_state(s) == VDI_SET_CONFIGURABLE)
 		goto out;
 	/* After configuration: allocate at once, in a new area. */
 	rc = vdi_bufpool_commit(&s->pool, &s->r, &bytes);
@@ -406,30 +398,24 @@ out:
 int vdi_server_query_available_buffers(struct vdi_server *s, uint32_t size, uint32_t alignment,
 				       uint32_t *count)
 {
-	enum sstate st;
 	int rc;
 
 	vdi_clear_error();
 	if (!s || !count)
 		return vdi_fail(VD_E_INVALID, "server QueryAvailableBuffers: NULL argument");
 	pthread_mutex_lock(&s->lock);
-	st = server_state(s);
-	if (st != S_CONFIGURABLE && st != S_INITIALIZING && st != S_ACTIVE) {
-		rc = wrong_state(s, st, "QueryAvailableBuffers");
-		goto out;
-	}
-	rc = check_request(s, "QueryAvailableBuffers", size, &alignment);
+	rc = check_request(s, VDI_CALL_S_QUERY_AVAILABLE_BUFFERS, size, &alignment);
+	/* D11: while Configurable, what EndConfiguration would lay out. */
 	if (!rc)
-		*count = st == S_CONFIGURABLE ? vdi_bufpool_count_requested(&s->pool, size, alignment)
-					      : vdi_bufpool_count_free(&s->pool, size, alignment);
-out:
+		*count = get_state(s) == VDI_SET_CONFIGURABLE
+				 ? vdi_bufpool_count_requested(&s->pool, size, alignment)
+				 : vdi_bufpool_count_free(&s->pool, size, alignment);
 	pthread_mutex_unlock(&s->lock);
 	return rc;
 }
 
 int vdi_server_end_configuration(struct vdi_server *s)
 {
-	enum sstate st;
 	uint64_t bytes;
 	int rc;
 
@@ -437,19 +423,16 @@ int vdi_server_end_configuration(struct vdi_server *s)
 	if (!s)
 		return vdi_fail(VD_E_INVALID, "server object is NULL");
 	pthread_mutex_lock(&s->lock);
-	st = server_state(s);
-	if (st != S_CONFIGURABLE) {
-		rc = wrong_state(s, st, "EndConfiguration");
+	rc = check_state(s, VDI_CALL_S_END_CONFIGURATION);
+	if (rc)
 		goto out;
-	}
 	rc = vdi_bufpool_commit(&s->pool, &s->r, &bytes);
 	if (rc)
 		goto out; /* stays Configurable, no buffer space (spec) */
 	if (bytes)
 		publish_area(s, bytes);
 	s->r.hdr->final_cfg = s->cfg;
-	set_state(s, S_INITIALIZING);
-	publish_phase(s, VDI_PHASE_INITIALIZING);
+	enter(s, VDI_SET_INITIALIZING);
 out:
 	pthread_mutex_unlock(&s->lock);
 	return rc;
@@ -522,7 +505,6 @@ static int pick_device(struct vdi_server *s, const char *name)
 int vdi_server_open_device(struct vdi_server *s, const char *name, struct vdi_server_device **out)
 {
 	struct vdi_server_device *d;
-	enum sstate st;
 	int rc, i;
 
 	vdi_clear_error();
@@ -533,11 +515,9 @@ int vdi_server_open_device(struct vdi_server *s, const char *name, struct vdi_se
 	if (name && *name && (rc = vdi_check_set_name(name, "device")))
 		return rc;
 	pthread_mutex_lock(&s->lock);
-	st = server_state(s);
-	if (st != S_INITIALIZING && st != S_ACTIVE) {
-		rc = wrong_state(s, st, "OpenDevice");
+	rc = check_state(s, VDI_CALL_S_OPEN_DEVICE);
+	if (rc)
 		goto out;
-	}
 	if (s->opened == s->r.device_count) {
 		rc = vdi_fail(VD_E_OPEN, "server OpenDevice: every device of set '%s' is open", s->r.name);
 		goto out;
@@ -555,10 +535,8 @@ int vdi_server_open_device(struct vdi_server *s, const char *name, struct vdi_se
 	s->opened++;
 	/* Release: the client's GetCommand may now expect commands. */
 	vdi_store_release(&d->sd->server_state, (uint32_t)VDI_DEV_S_OPEN);
-	if (st == S_INITIALIZING) {
-		set_state(s, S_ACTIVE);
-		publish_phase(s, VDI_PHASE_ACTIVE);
-	}
+	if (get_state(s) == VDI_SET_INITIALIZING)
+		enter(s, VDI_SET_ACTIVE);
 	*out = d;
 	rc = 0;
 out:
@@ -577,7 +555,6 @@ const char *vdi_server_device_name(const struct vdi_server_device *d)
 int vdi_server_allocate_buffer(struct vdi_server *s, uint8_t **buffer, uint32_t size, uint32_t alignment)
 {
 	struct vdi_buf *b;
-	enum sstate st;
 	int rc;
 
 	vdi_clear_error();
@@ -586,12 +563,7 @@ int vdi_server_allocate_buffer(struct vdi_server *s, uint8_t **buffer, uint32_t 
 	if (!s || !buffer)
 		return vdi_fail(VD_E_INVALID, "server AllocateBuffer: NULL argument");
 	pthread_mutex_lock(&s->lock);
-	st = server_state(s);
-	if (st != S_INITIALIZING && st != S_ACTIVE) {
-		rc = wrong_state(s, st, "AllocateBuffer");
-		goto out;
-	}
-	rc = check_request(s, "AllocateBuffer", size, &alignment);
+	rc = check_request(s, VDI_CALL_S_ALLOCATE_BUFFER, size, &alignment);
 	if (rc)
 		goto out;
 	b = vdi_bufpool_alloc(&s->pool, size, alignment);
@@ -609,18 +581,15 @@ out:
 int vdi_server_free_buffer(struct vdi_server *s, uint8_t *buffer, uint32_t size)
 {
 	struct vdi_buf *b;
-	enum sstate st;
-	int rc = 0;
+	int rc;
 
 	vdi_clear_error();
 	if (!s)
 		return vdi_fail(VD_E_INVALID, "server object is NULL");
 	pthread_mutex_lock(&s->lock);
-	st = get_state(s);
-	if (st == S_DNE || st == S_CONNECTED || st == S_CONFIGURABLE) {
-		rc = wrong_state(s, st, "FreeBuffer");
+	rc = check_state(s, VDI_CALL_S_FREE_BUFFER);
+	if (rc)
 		goto out;
-	}
 	b = vdi_bufpool_find(&s->pool, buffer);
 	if (!b || !b->in_use)
 		rc = vdi_fail(VD_E_INVALID, "server FreeBuffer: %p is not an allocated buffer", (void *)buffer);
@@ -644,7 +613,9 @@ int vdi_server_is_shared_buffer(struct vdi_server *s, const uint8_t *buffer)
 	if (!s)
 		return 0;
 	pthread_mutex_lock(&s->lock);
-	yes = get_state(s) != S_DNE && vdi_bufpool_find(&s->pool, buffer) != NULL;
+	/* The table allows it everywhere; with no set the pool is empty. */
+	yes = !check_state(s, VDI_CALL_S_IS_SHARED_BUFFER) &&
+	      vdi_bufpool_find(&s->pool, buffer) != NULL;
 	pthread_mutex_unlock(&s->lock);
 	return yes; /* D12: 1 or 0 */
 }
@@ -699,15 +670,14 @@ static int queue_command(struct vdi_server_device *d, VDS_Command *cmd)
 {
 	struct vdi_server *s = d->set;
 	struct vdi_shm_slot *ss;
-	enum sstate st = server_state(s);
 	size_t buf = SIZE_MAX;
 	uint32_t idx;
-	int rc;
+	int rc = check_state(s, VDI_CALL_S_SEND_COMMAND);
 
-	if (st == S_ABORT)
-		return wrong_state(s, st, "SendCommand");
-	if (st != S_ACTIVE || d->closed)
-		return vdi_fail(VD_E_PROTOCOL, "server SendCommand: device '%s' is not active", d->name);
+	if (rc)
+		return rc;
+	if (d->closed)
+		return vdi_fail(VD_E_PROTOCOL, "server SendCommand: device '%s' is closed", d->name);
 	if (cmd->commandCode < VDC_MIN_CODE || cmd->commandCode > VDC_MAX_CODE)
 		return vdi_fail(VD_E_INVALID, "server SendCommand: device '%s': command code %u is not 1..19",
 				d->name, cmd->commandCode);
@@ -761,30 +731,23 @@ int vdi_server_send_command(struct vdi_server_device *d, VDS_Command *cmd)
 int vdi_server_close_device(struct vdi_server_device *d)
 {
 	struct vdi_server *s;
-	enum sstate st;
-	int rc = 0;
+	int rc;
 
 	vdi_clear_error();
 	if (!d)
 		return vdi_fail(VD_E_INVALID, "server CloseDevice: NULL device");
 	s = d->set;
 	pthread_mutex_lock(&s->lock);
-	st = server_state(s);
-	if (st == S_ABORT) {
-		rc = wrong_state(s, st, "CloseDevice");
-	} else if (d->closed) {
+	rc = check_state(s, VDI_CALL_S_CLOSE_DEVICE);
+	if (!rc && d->closed) {
 		rc = vdi_fail(VD_E_CLOSE, "server CloseDevice: device '%s' is already closed", d->name);
-	} else if (st != S_ACTIVE) {
-		rc = wrong_state(s, st, "CloseDevice");
-	} else {
+	} else if (!rc) {
 		d->closed = 1;
 		/* Release pairs with the client's acquire in wait_command:
 		 * every command queued before is seen before the close. */
 		vdi_store_release(&d->sd->server_state, (uint32_t)VDI_DEV_S_CLOSED);
-		if (++s->closed_count == s->r.device_count) {
-			set_state(s, S_NT);
-			publish_phase(s, VDI_PHASE_TERMINATED);
-		}
+		if (++s->closed_count == s->r.device_count)
+			enter(s, VDI_SET_TERMINATED);
 	}
 	pthread_mutex_unlock(&s->lock);
 	if (!rc) {
@@ -980,7 +943,7 @@ static int agent_finished(struct vdi_server *s)
 	int done;
 
 	pthread_mutex_lock(&s->lock);
-	done = get_state(s) == S_NT && !s->outstanding;
+	done = get_state(s) == VDI_SET_TERMINATED && !s->outstanding;
 	pthread_mutex_unlock(&s->lock);
 	return done;
 }
@@ -1019,31 +982,34 @@ uint32_t vdi_server_devices_opened(struct vdi_server *s)
 
 int vdi_server_execute_completion_agent(struct vdi_server *s)
 {
-	enum sstate st;
+	enum vdi_set_state st;
+	int rc;
 
 	vdi_clear_error();
 	if (!s)
 		return vdi_fail(VD_E_INVALID, "server object is NULL");
 	pthread_mutex_lock(&s->lock);
 	st = server_state(s);
-	if ((st != S_INITIALIZING && st != S_ACTIVE) || s->agent_running) {
-		int running = s->agent_running;
+	rc = vdi_state_check(&s->r, VDI_CALL_S_EXECUTE_COMPLETION_AGENT, st);
+	if (!rc && s->agent_running)
+		rc = vdi_fail(VD_E_PROTOCOL, "server ExecuteCompletionAgent: the agent is already running");
+	if (rc) {
+		int orphans = st == VDI_SET_ABORTED && !s->agent_running;
 
 		pthread_mutex_unlock(&s->lock);
-		if (running && st != S_ABORT)
-			return vdi_fail(VD_E_PROTOCOL, "server ExecuteCompletionAgent: the agent is already running");
 		/* Aborted before the agent ever ran: commands already sent
-		 * must still end, or their senders wait forever. */
-		if (st == S_ABORT && !running)
+		 * must still end, or their senders wait forever.  Their
+		 * routines may call us: the answer is made again after. */
+		if (orphans) {
 			abort_outstanding(s);
-		return wrong_state(s, st, "ExecuteCompletionAgent");
+			rc = vdi_state_check(&s->r, VDI_CALL_S_EXECUTE_COMPLETION_AGENT, st);
+		}
+		return rc;
 	}
 	s->agent_running = 1;
 	s->last_progress_ms = vdi_now_ms();
-	if (st == S_INITIALIZING) {
-		set_state(s, S_ACTIVE);
-		publish_phase(s, VDI_PHASE_ACTIVE);
-	}
+	if (st == VDI_SET_INITIALIZING)
+		enter(s, VDI_SET_ACTIVE);
 	pthread_mutex_unlock(&s->lock);
 
 	agent_loop(s);
@@ -1060,16 +1026,17 @@ int vdi_server_execute_completion_agent(struct vdi_server *s)
 
 int vdi_server_signal_abort(struct vdi_server *s)
 {
-	int running;
+	int running, rc;
 
 	vdi_clear_error();
 	if (!s)
 		return vdi_fail(VD_E_INVALID, "server object is NULL");
 	/* Under the lock: Open may be mapping the region on another thread. */
 	pthread_mutex_lock(&s->lock);
-	if (get_state(s) == S_DNE) {
+	rc = check_state(s, VDI_CALL_S_SIGNAL_ABORT);
+	if (rc) {
 		pthread_mutex_unlock(&s->lock);
-		return vdi_fail(VD_E_PROTOCOL, "server SignalAbort: no set is open on this object");
+		return rc;
 	}
 	vdi_region_abort(&s->r, "server (pid %d) signalled abort", (int)getpid());
 	running = s->agent_running;
@@ -1097,16 +1064,16 @@ static void release_all(struct vdi_server *s)
 	vdi_region_unlink(&s->r);
 	vdi_region_unmap(&s->r);
 	s->opened = s->closed_count = s->outstanding = 0;
-	set_state(s, S_DNE);
+	set_state(s, VDI_SET_DNE);
 }
 
 /* D4 for the server: open devices make Close a protocol error; any
  * Close before Normal Termination aborts, so no client waits on. */
-static int close_check(struct vdi_server *s, enum sstate st)
+static int close_check(struct vdi_server *s, enum vdi_set_state st)
 {
 	uint32_t i;
 
-	if (st == S_ABORT || st == S_NT)
+	if (st == VDI_SET_ABORTED || st == VDI_SET_TERMINATED)
 		return 0;
 	for (i = 0; i < s->r.device_count; i++) {
 		if (s->devs[i] && !s->devs[i]->closed) {
@@ -1122,7 +1089,7 @@ static int close_check(struct vdi_server *s, enum sstate st)
 
 int vdi_server_close(struct vdi_server *s)
 {
-	enum sstate st;
+	enum vdi_set_state st;
 	int rc;
 
 	vdi_clear_error();
@@ -1130,9 +1097,10 @@ int vdi_server_close(struct vdi_server *s)
 		return vdi_fail(VD_E_INVALID, "server object is NULL");
 	pthread_mutex_lock(&s->lock);
 	st = server_state(s);
-	if (st == S_DNE) {
+	rc = vdi_state_check(&s->r, VDI_CALL_S_CLOSE, st);
+	if (rc) {
 		pthread_mutex_unlock(&s->lock);
-		return vdi_fail(VD_E_PROTOCOL, "server Close: no set is open on this object");
+		return rc;
 	}
 	rc = close_check(s, st);
 	/* Stop the agent and wait for it: after Close nothing may touch
@@ -1147,11 +1115,4 @@ int vdi_server_close(struct vdi_server *s)
 	release_all(s);
 	pthread_mutex_unlock(&s->lock);
 	return rc;
-}
-
-/* For info.c. */
-struct vdi_region *vdi_server_region(struct vdi_server *s);
-struct vdi_region *vdi_server_region(struct vdi_server *s)
-{
-	return s && get_state(s) != S_DNE ? &s->r : NULL;
 }

@@ -16,8 +16,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <limits.h>
-#include <linux/futex.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,32 +23,12 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "barrier.h"
 #include "internal.h"
 #include "shm.h"
-
-/* ------------------------------------------------------------------ */
-/* futex */
-
-void vdi_futex_wait(uint32_t *word, uint32_t expected, uint32_t timeout_ms)
-{
-	struct timespec ts = {
-		.tv_sec = timeout_ms / 1000,
-		.tv_nsec = (long)(timeout_ms % 1000) * 1000000L,
-	};
-
-	/* EAGAIN (value changed), EINTR and ETIMEDOUT all mean "re-check". */
-	syscall(SYS_futex, word, FUTEX_WAIT, expected, &ts, NULL, 0);
-}
-
-void vdi_futex_wake_all(uint32_t *word)
-{
-	syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
-}
 
 /* ------------------------------------------------------------------ */
 /* deadlines and sliced waits */
@@ -89,106 +67,6 @@ int vdi_wait_slice(uint32_t *seq, uint32_t *waiters, int (*cond)(void *ctx),
 		vdi_futex_wait(seq, seen, slice_ms);
 	vdi_atomic_dec(waiters);
 	return ok || cond(ctx);
-}
-
-/* ------------------------------------------------------------------ */
-/* names and configuration */
-
-int vdi_check_set_name(const char *name, const char *what)
-{
-	size_t n;
-	const unsigned char *p;
-
-	if (!name)
-		return vdi_fail(VD_E_INVALID, "%s name is NULL", what);
-	n = strlen(name);
-	if (n == 0)
-		return vdi_fail(VD_E_INVALID, "%s name is empty", what);
-	if (n > VDI_MAX_NAME)
-		return vdi_fail(VD_E_INVALID, "%s name '%.40s...' is %zu bytes long; at most %d allowed",
-				what, name, n, VDI_MAX_NAME);
-	if (!strcmp(name, ".") || !strcmp(name, ".."))
-		return vdi_fail(VD_E_INVALID, "%s name '%s' is not allowed", what, name);
-	for (p = (const unsigned char *)name; *p; p++) {
-		if (*p == '/' || *p == '\\' || *p < 0x20 || *p == 0x7f)
-			return vdi_fail(VD_E_INVALID,
-					"%s name has character 0x%02x at byte %zu; '/', '\\' and control characters are not allowed",
-					what, *p, (size_t)(p - (const unsigned char *)name));
-	}
-	return 0;
-}
-
-int vdi_check_instance(const char *instance, const char **canonical)
-{
-	size_t n;
-	const char *p;
-
-	if (!instance || !*instance) {
-		*canonical = VDI_DEFAULT_INSTANCE;
-		return 0;
-	}
-	n = strlen(instance);
-	if (n > VDI_MAX_INSTANCE)
-		return vdi_fail(VD_E_INSTANCE_NAME, "instance name '%.20s' is %zu bytes long; at most %d allowed",
-				instance, n, VDI_MAX_INSTANCE);
-	for (p = instance; *p; p++) {
-		if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
-		      (*p >= '0' && *p <= '9') || *p == '_' || *p == '$'))
-			return vdi_fail(VD_E_INSTANCE_NAME,
-					"instance name '%s' has character 0x%02x; letters, digits, '_' and '$' are allowed",
-					instance, (unsigned char)*p);
-	}
-	*canonical = instance;
-	return 0;
-}
-
-static int is_pow2(uint32_t v)
-{
-	return v && !(v & (v - 1));
-}
-
-#define VDF_CLIENT_OPTIONAL (VDF_Discard | VDF_SnapshotPrepare | VDF_EnumFrozenFiles | \
-			     VDF_VSSWriter | VDF_RequestComplete | (uint32_t)VDF_LatchStats)
-
-static int check_features(uint32_t f)
-{
-	uint32_t mode = f & ~(uint32_t)VDF_CLIENT_OPTIONAL;
-
-	if (mode == VDF_LikePipe || mode == VDF_Removable || mode == VDF_LikeTape ||
-	    mode == VDF_LikeDisk || mode == (VDF_LikeDisk | VDF_Removable))
-		return 0;
-	return vdi_fail(VD_E_NOTSUPPORTED,
-			"features 0x%08x are not supported: the mode bits 0x%08x must be pipe (0 or 0x1), tape (0x173) or disk (0x200 or 0x201), plus optional 0x%08x",
-			f, mode, (uint32_t)VDF_CLIENT_OPTIONAL);
-}
-
-int vdi_check_client_config(const VDConfig *cfg)
-{
-	int rc;
-
-	if (!cfg)
-		return vdi_fail(VD_E_INVALID, "configuration is NULL");
-	if (cfg->deviceCount < 1 || cfg->deviceCount > VDI_MAX_DEVICES)
-		return vdi_fail(VD_E_NOTSUPPORTED, "deviceCount %u is out of range 1..%d",
-				cfg->deviceCount, VDI_MAX_DEVICES);
-	rc = check_features(cfg->features);
-	if (rc)
-		return rc;
-	if (cfg->alignment && (!is_pow2(cfg->alignment) || cfg->alignment > VDI_MAX_ALIGNMENT))
-		return vdi_fail(VD_E_NOTSUPPORTED,
-				"alignment %u is not 0 or a power of two up to %d", cfg->alignment,
-				VDI_MAX_ALIGNMENT);
-	if (cfg->prefixZoneSize > VDI_MAX_PREFIX)
-		return vdi_fail(VD_E_NOTSUPPORTED, "prefixZoneSize %u is above the limit %d",
-				cfg->prefixZoneSize, VDI_MAX_PREFIX);
-	if (cfg->softFileMarkBlockSize && !(cfg->features & VDF_FileMarks))
-		return vdi_fail(VD_E_NOTSUPPORTED,
-				"softFileMarkBlockSize %u needs VDF_FileMarks (0x100) in features",
-				cfg->softFileMarkBlockSize);
-	if (cfg->softFileMarkBlockSize % 512)
-		return vdi_fail(VD_E_NOTSUPPORTED, "softFileMarkBlockSize %u is not a multiple of 512",
-				cfg->softFileMarkBlockSize);
-	return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -237,7 +115,7 @@ void vdi_proc_self(struct vdi_shm_proc *p)
 	vdi_store_release(&p->pid, pid);
 }
 
-int vdi_proc_alive(int32_t pid, uint64_t start_time)
+static int proc_alive(int32_t pid, uint64_t start_time)
 {
 	char state = '?';
 	uint64_t st;
@@ -257,7 +135,7 @@ int vdi_shm_proc_alive(const struct vdi_shm_proc *p)
 	 * dead, which aborts the set: loud, not unsafe. */
 	int32_t pid = vdi_load_acquire(&p->pid);
 
-	return vdi_proc_alive(pid, vdi_load_relaxed(&p->start_time));
+	return proc_alive(pid, vdi_load_relaxed(&p->start_time));
 }
 
 /* ------------------------------------------------------------------ */
@@ -403,7 +281,7 @@ static void region_names(struct vdi_region *r, const char *instance, const char 
 	snprintf(r->shm_name, sizeof(r->shm_name), "/vdi.%s.%s", instance, name);
 }
 
-void vdi_area_name(const struct vdi_region *r, uint32_t k, char *buf, size_t len)
+static void area_name(const struct vdi_region *r, uint32_t k, char *buf, size_t len)
 {
 	snprintf(buf, len, "/vdi-b%u.%s.%s", k, r->instance, r->name);
 }
@@ -452,46 +330,192 @@ static int set_access(int fd, uint32_t mode, gid_t gid, const char *shm_name)
 /* ------------------------------------------------------------------ */
 /* the control region */
 
-static void unlink_names(const struct vdi_region *r)
+/* Unlinks the control region and every area name of r.  Returns 0, or
+ * the first errno other than ENOENT (every name is still tried). */
+static int unlink_names(const struct vdi_region *r)
+{
+	char area[300];
+	uint32_t k;
+	int err = 0;
+
+	if (shm_unlink(r->shm_name) < 0 && errno != ENOENT)
+		err = errno;
+	for (k = 0; k < VDI_MAX_AREAS; k++) {
+		area_name(r, k, area, sizeof(area));
+		if (shm_unlink(area) < 0 && errno != ENOENT && !err)
+			err = errno;
+	}
+	return err;
+}
+
+/* An object younger than this may be one a process is creating now. */
+#define VDI_YOUNG_S 2
+
+static int young(const struct stat *st)
+{
+	return time(NULL) - st->st_ctime < VDI_YOUNG_S;
+}
+
+/* Size of shm object `name`, 0 if it cannot be read. */
+static uint64_t object_bytes(const char *name)
+{
+	struct stat st;
+	int fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0);
+	uint64_t n = 0;
+
+	if (fd >= 0) {
+		if (fstat(fd, &st) == 0)
+			n = (uint64_t)st.st_size;
+		close(fd);
+	}
+	return n;
+}
+
+/* Reads what the control region holds (D16) into p; the header is
+ * untrusted, and only compared and reported. */
+static void probe_header(const struct vdi_region *r, const struct vdi_shm_header *h,
+			 const struct stat *st, struct vdi_shm_probe *p)
 {
 	char area[300];
 	uint32_t k;
 
-	shm_unlink(r->shm_name);
+	if (vdi_load_acquire(&h->magic) != VDI_SHM_MAGIC) {
+		p->state = young(st) ? VDI_PROBE_LIVE : VDI_PROBE_DEBRIS;
+		return;
+	}
+	/* The creator, or a server that has not closed, may still use it. */
+	if (vdi_shm_proc_alive(&h->creator) ||
+	    (!vdi_load_acquire(&h->server_closed) && vdi_shm_proc_alive(&h->server)))
+		p->state = VDI_PROBE_LIVE;
+	else
+		p->state = VDI_PROBE_STALE;
+	p->creator_pid = vdi_load_relaxed(&h->creator.pid);
+	p->server_pid = vdi_load_relaxed(&h->server.pid);
+	memcpy(p->set_id, h->set_id, sizeof(p->set_id));
 	for (k = 0; k < VDI_MAX_AREAS; k++) {
-		vdi_area_name(r, k, area, sizeof(area));
-		shm_unlink(area);
+		area_name(r, k, area, sizeof(area));
+		p->bytes += object_bytes(area);
 	}
 }
 
-/* The existing object under our name: is it a set whose creator lives?
- * 1 = live (busy), 0 = stale (may be removed), <0 = error. */
-static int existing_is_live(struct vdi_region *r)
+static int probe_control(const struct vdi_region *r, struct vdi_shm_probe *p)
 {
 	struct vdi_shm_header *h;
 	struct stat st;
-	int fd, live;
+	int fd, err;
 
 	fd = shm_open(r->shm_name, O_RDONLY | O_CLOEXEC, 0);
 	if (fd < 0)
-		return errno == ENOENT ? 0 : vdi_fail_errno(errno, "cannot inspect existing set '%s'", r->name);
-	if (fstat(fd, &st) < 0 || (size_t)st.st_size < sizeof(*h)) {
-		/* Being created right now, or debris: debris if old. */
-		live = fstat(fd, &st) == 0 && time(NULL) - st.st_ctime < 2;
+		return vdi_fail_errno(errno, "cannot inspect set '%s' ('%s')", r->name, r->shm_name);
+	if (fstat(fd, &st) < 0) {
+		err = errno;
 		close(fd);
-		return live;
+		return vdi_fail_errno(err, "cannot inspect set '%s' ('%s')", r->name, r->shm_name);
+	}
+	p->bytes = (uint64_t)st.st_size;
+	if ((size_t)st.st_size < sizeof(*h)) {
+		close(fd);
+		p->state = young(&st) ? VDI_PROBE_LIVE : VDI_PROBE_DEBRIS;
+		return 0;
 	}
 	h = mmap(NULL, sizeof(*h), PROT_READ, MAP_SHARED, fd, 0);
+	err = errno;
 	close(fd);
 	if (h == MAP_FAILED)
-		return vdi_fail_errno(errno, "cannot inspect existing set '%s'", r->name);
-	if (vdi_load_acquire(&h->magic) != VDI_SHM_MAGIC)
-		live = time(NULL) - st.st_ctime < 2;
-	else
-		live = vdi_shm_proc_alive(&h->creator) ||
-		       (!vdi_load_acquire(&h->server_closed) && vdi_shm_proc_alive(&h->server));
+		return vdi_fail_errno(err, "cannot inspect set '%s' ('%s')", r->name, r->shm_name);
+	probe_header(r, h, &st, p);
 	munmap(h, sizeof(*h));
-	return live;
+	return 0;
+}
+
+/* An area belongs to the set of its name while that set's control
+ * region exists; without one it is an orphan, once it is not young. */
+static int probe_area(const struct vdi_region *r, uint32_t k, struct vdi_shm_probe *p)
+{
+	char name[300];
+	struct stat st;
+	int fd, err;
+
+	area_name(r, k, name, sizeof(name));
+	fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0);
+	if (fd < 0)
+		return vdi_fail_errno(errno, "cannot inspect buffer area '%s'", name);
+	err = fstat(fd, &st) < 0 ? errno : 0;
+	close(fd);
+	if (err)
+		return vdi_fail_errno(err, "cannot inspect buffer area '%s'", name);
+	p->bytes = (uint64_t)st.st_size;
+	fd = shm_open(r->shm_name, O_RDONLY | O_CLOEXEC, 0);
+	if (fd >= 0 || errno != ENOENT)
+		p->state = VDI_PROBE_LIVE; /* its set exists: the set decides */
+	else
+		p->state = young(&st) ? VDI_PROBE_LIVE : VDI_PROBE_ORPHAN;
+	if (fd >= 0)
+		close(fd);
+	return 0;
+}
+
+int vdi_shm_probe(const char *instance, const char *name, int area, struct vdi_shm_probe *p)
+{
+	struct vdi_region r;
+
+	memset(p, 0, sizeof(*p));
+	memset(&r, 0, sizeof(r));
+	region_names(&r, instance, name);
+	if (area >= VDI_MAX_AREAS)
+		return vdi_fail(VD_E_INVALID, "set '%s': there is no buffer area %d", name, area);
+	return area < 0 ? probe_control(&r, p) : probe_area(&r, (uint32_t)area, p);
+}
+
+int vdi_shm_reclaim(const char *instance, const char *name, int area,
+		    const struct vdi_shm_probe *seen)
+{
+	struct vdi_shm_probe now;
+	struct vdi_region r;
+	char obj[300];
+	int rc, err;
+
+	rc = vdi_shm_probe(instance, name, area, &now);
+	if (rc)
+		return rc;
+	if (now.state == VDI_PROBE_LIVE || now.state != seen->state ||
+	    (now.state == VDI_PROBE_STALE && memcmp(now.set_id, seen->set_id, sizeof(now.set_id))))
+		return vdi_fail(VD_E_BUSY, "set '%s' (instance %s) is in use again; it is kept", name,
+				instance);
+	memset(&r, 0, sizeof(r));
+	region_names(&r, instance, name);
+	/* Between the probe and the unlink a process could make the name
+	 * anew: a window of a few system calls, as for Create's own
+	 * reclaim (D16); the set id check above narrows it for sets. */
+	if (area >= 0) {
+		area_name(&r, (uint32_t)area, obj, sizeof(obj));
+		err = shm_unlink(obj) < 0 ? errno : 0;
+	} else {
+		snprintf(obj, sizeof(obj), "%s", r.shm_name);
+		err = unlink_names(&r);
+	}
+	if (err)
+		return vdi_fail_errno(err, "cannot remove '%s'", obj);
+	vdi_log(VDI_LOG_INFO, "set '%s' (instance %s): removed '%s', left by dead processes", name,
+		instance, obj);
+	return 0;
+}
+
+/* The existing object under our name: is it a set some live process
+ * may use?  1 = live (busy), 0 = stale or gone (may be removed), <0 =
+ * error. */
+static int existing_is_live(struct vdi_region *r)
+{
+	struct vdi_shm_probe p;
+	int rc;
+
+	memset(&p, 0, sizeof(p));
+	rc = probe_control(r, &p);
+	if (rc == VD_E_INVALID) /* ENOENT: removed meanwhile */
+		return 0;
+	if (rc)
+		return rc;
+	return p.state == VDI_PROBE_LIVE;
 }
 
 static int open_exclusive(struct vdi_region *r, uint32_t mode)
@@ -537,6 +561,7 @@ static void init_header(struct vdi_region *r, const VDConfig *cfg, uint32_t mode
 	h->client_cfg.maxIODepth = 0;
 	h->client_cfg.maxTransferSize = 0;
 	h->client_cfg.bufferAreaSize = 0;
+	h->phase = VDI_SET_CREATED;
 	vdi_proc_self(&h->creator);
 	for (i = 0; i < cfg->deviceCount; i++)
 		vdi_shm_dev(h, i)->server_state = VDI_DEV_S_UNOPENED;
@@ -695,7 +720,7 @@ int vdi_area_create(struct vdi_region *r, uint32_t k, size_t size, struct vdi_ar
 	int fd, rc;
 	uint32_t mode = r->hdr->mode == 0660 ? 0660 : 0600;
 
-	vdi_area_name(r, k, name, sizeof(name));
+	area_name(r, k, name, sizeof(name));
 	shm_unlink(name); /* debris of a dead set of the same name */
 	fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
 	if (fd < 0)
@@ -717,7 +742,7 @@ int vdi_area_map(struct vdi_region *r, uint32_t k, struct vdi_area_map *m)
 	struct stat st;
 	int fd, rc;
 
-	vdi_area_name(r, k, name, sizeof(name));
+	area_name(r, k, name, sizeof(name));
 	fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
 	if (fd < 0)
 		return vdi_fail_errno(errno, "set '%s': cannot open buffer area %u", r->name, k);

@@ -34,6 +34,8 @@
  *
  * Changelog of the layout (bump VDI_SHM_VERSION on any change):
  *   1  first layout.
+ *   2  phase holds enum vdi_set_state (CREATED = 1, was 0, and so on).
+ *   3  slot.pad became slot.issued (D30).
  */
 #ifndef VDI_SHM_H
 #define VDI_SHM_H
@@ -45,7 +47,7 @@
 #include "vdi.h"
 
 #define VDI_SHM_MAGIC 0x53494456u /* "VDIS" little-endian */
-#define VDI_SHM_VERSION 1u
+#define VDI_SHM_VERSION 3u
 #define VDI_MAX_AREAS 64
 #define VDI_DEFAULT_INSTANCE "MSSQLSERVER"
 #define VDI_RING_MASK (VDI_QUEUE_DEPTH - 1)
@@ -53,15 +55,15 @@
 
 _Static_assert((VDI_QUEUE_DEPTH & VDI_RING_MASK) == 0, "ring size is a power of two");
 
-/* Server's view of the set (hdr->phase).  Written by the server only. */
-enum vdi_phase {
-	VDI_PHASE_CREATED = 0,      /* client created it; no server yet */
-	VDI_PHASE_CONNECTED = 1,    /* server Open */
-	VDI_PHASE_CONFIGURABLE = 2, /* server BeginConfiguration */
-	VDI_PHASE_INITIALIZING = 3, /* server EndConfiguration: config final */
-	VDI_PHASE_ACTIVE = 4,       /* server opened a device or ran the agent */
-	VDI_PHASE_TERMINATED = 5,   /* server closed every device */
-};
+/* The server's view of the set (hdr->phase), written by the server
+ * only: enum vdi_set_state, one of CREATED (the creator stores it
+ * before publishing the region), CONNECTED, CONFIGURABLE, INITIALIZING
+ * (configuration final), ACTIVE (a device opened or the agent running)
+ * and TERMINATED (every device closed).  Those values are the layout's:
+ * pinned here. */
+_Static_assert(VDI_SET_CREATED == 1 && VDI_SET_CONNECTED == 2 && VDI_SET_CONFIGURABLE == 3 &&
+		       VDI_SET_INITIALIZING == 4 && VDI_SET_ACTIVE == 5 && VDI_SET_TERMINATED == 6,
+	       "phase values are part of the layout");
 
 /* Per-device states. */
 enum vdi_dev_server_state {
@@ -94,15 +96,19 @@ struct vdi_shm_ring {
 };
 _Static_assert(sizeof(struct vdi_shm_ring) == 128 + 4 * VDI_QUEUE_DEPTH, "ring layout");
 
-/* One command.  First half written by the server before the index is
- * published in the cmd ring; second half written by the client before
- * the index is published in the done ring. */
+/* One command.  The server's fields are written before the index is
+ * published in the cmd ring; the completion fields by the client before
+ * the index is published in the done ring.  issued is the client's while
+ * it holds the command: the handle GetBufferHandle gave out for its
+ * buffer (equal to buffer_handle), 0 before that and again from the
+ * completion on; any process of the set reads it in MapBufferHandle,
+ * which maps only handles issued so (D30). */
 struct vdi_shm_slot {
 	uint32_t command_code;      /* server */
 	uint32_t size;              /* server */
 	uint64_t position;          /* server: inPosition */
 	uint32_t buffer_handle;     /* server: 0 = no buffer (D24) */
-	uint32_t pad;
+	uint32_t issued;            /* client: handle given out, 0 = none */
 	uint32_t completion_code;   /* client */
 	uint32_t bytes_transferred; /* client */
 	uint64_t out_position;      /* client */
@@ -148,7 +154,7 @@ struct vdi_shm_header {
 	uint32_t pad0;
 	VDConfig final_cfg;          /* server, before phase INITIALIZING */
 	uint32_t pad1;
-	uint32_t phase;              /* server; enum vdi_phase */
+	uint32_t phase;              /* server; enum vdi_set_state, above */
 	uint32_t abort;              /* anyone: 0 -> 1 once (CAS), sticky */
 	uint32_t reason_ready;       /* abort winner: reason is complete */
 	uint32_t lock;               /* set lock: owner pid or 0 (shm.c) */
@@ -204,12 +210,6 @@ struct vdi_area_map {
 	size_t reserve_size;
 };
 
-/* Validation of names (decisions D27): 0 or VD_E_INVALID /
- * VD_E_INSTANCE_NAME with a message. */
-int vdi_check_set_name(const char *name, const char *what);
-int vdi_check_instance(const char *instance, const char **canonical);
-int vdi_check_client_config(const VDConfig *cfg);
-
 /* Control region.  create: O_EXCL, reclaiming a stale one (D16). */
 int vdi_region_create(struct vdi_region *r, const char *instance, const char *name,
 		      const VDConfig *cfg, uint32_t mode, gid_t gid);
@@ -220,8 +220,32 @@ void vdi_region_unmap(struct vdi_region *r);
  * to this set (same set_id). */
 void vdi_region_unlink(struct vdi_region *r);
 
+/* Leftovers (D16, vdi doctor): what an object of a set's names holds. */
+enum vdi_probe_state {
+	VDI_PROBE_LIVE,   /* a set a live process may use, or an object
+			   * younger than 2 s (being created) */
+	VDI_PROBE_STALE,  /* a set whose creator is dead and whose server
+			   * is dead or closed: nothing will use it again */
+	VDI_PROBE_DEBRIS, /* a control region that holds no set */
+	VDI_PROBE_ORPHAN, /* a buffer area whose control region is gone */
+};
+struct vdi_shm_probe {
+	enum vdi_probe_state state;
+	int32_t creator_pid, server_pid; /* STALE: as recorded (untrusted) */
+	uint8_t set_id[16];              /* STALE: which set */
+	uint64_t bytes;                  /* the object; STALE: with its areas */
+};
+/* Probes the control region of (instance, name) (area < 0) or its
+ * buffer area `area`.  0, VD_E_INVALID if it does not exist, or the
+ * error of inspecting it (VD_E_SECURITY: another user's). */
+int vdi_shm_probe(const char *instance, const char *name, int area, struct vdi_shm_probe *p);
+/* Removes what a probe found left over (`seen`), if it still is: a
+ * control region with every area of its set, or one orphan area.
+ * VD_E_BUSY if it is in use now or is another set than seen. */
+int vdi_shm_reclaim(const char *instance, const char *name, int area,
+		    const struct vdi_shm_probe *seen);
+
 /* Buffer areas. */
-void vdi_area_name(const struct vdi_region *r, uint32_t k, char *buf, size_t len);
 int vdi_area_create(struct vdi_region *r, uint32_t k, size_t size, struct vdi_area_map *m);
 int vdi_area_map(struct vdi_region *r, uint32_t k, struct vdi_area_map *m);
 void vdi_area_unmap(struct vdi_area_map *m);
@@ -240,7 +264,6 @@ int vdi_region_find_device(struct vdi_region *r, const char *name, const char *s
 /* Processes. */
 void vdi_proc_self(struct vdi_shm_proc *p);
 /* 1 alive, 0 dead (gone, zombie, or pid reused).  Reads untrusted input. */
-int vdi_proc_alive(int32_t pid, uint64_t start_time);
 int vdi_shm_proc_alive(const struct vdi_shm_proc *p);
 
 /* Abort: sets the sticky flag (first reason wins) and wakes every

@@ -79,6 +79,10 @@
 extern "C" {
 #endif
 
+/* What this header declares is libvdi's interface: the library is built
+ * with hidden visibility, so these are the only names it exports. */
+#pragma GCC visibility push(default)
+
 /* ---------------------------------------------------------------------
  * Return codes (vdierror.h).  MAKE_HRESULT(1, 0x77, n) read as int.
  */
@@ -211,7 +215,9 @@ const char *vdi_strcommand(uint32_t code);
 /* ---------------------------------------------------------------------
  * VDConfig: 11 x uint32, 44 bytes, same layout as the spec's headers.
  * Client inputs: deviceCount .. serverTimeOut.  Server outputs: the rest.
- * Zero it before filling it: an all-zero config is one pipe-like device.
+ * Zero it, then set deviceCount (1..64; CreateEx refuses 0 with
+ * VD_E_NOTSUPPORTED): with every other field zero, that is a set of
+ * pipe-like devices with no prefix zone and no alignment wish.
  */
 typedef struct VDConfig {
 	uint32_t deviceCount;           /* 1..64 */
@@ -312,6 +318,12 @@ int vdi_client_signal_abort(struct vdi_client *c);
 int vdi_client_open_in_secondary(struct vdi_client *c, const char *name);
 int vdi_client_open_in_secondary_ex(struct vdi_client *c, const char *instance,
 				    const char *name);
+/* Buffer handles (D24, D30): GetBufferHandle turns the data address of
+ * a Read/Write command this process holds into a 32-bit handle; any
+ * process of the set maps it with MapBufferHandle until the command is
+ * completed.  Errors: VD_E_PROTOCOL (no set), VD_E_ABORT, VD_E_INVALID
+ * (not the buffer of a held command / not a handle given out, or its
+ * command completed). */
 int vdi_client_get_buffer_handle(struct vdi_client *c, const uint8_t *buffer,
 				 uint32_t *handle);
 int vdi_client_map_buffer_handle(struct vdi_client *c, uint32_t handle,
@@ -378,13 +390,40 @@ int vdi_server_close_device(struct vdi_server_device *d);
 const char *vdi_server_device_name(const struct vdi_server_device *d);
 
 /* ---------------------------------------------------------------------
+ * Set states: the spec's state tables (3.1, 3.2) and what an outsider
+ * sees of a set.  A client or server object is in one of DNE,
+ * CONNECTED (server only: a client's Configurable lasts until its
+ * GetConfiguration returns), CONFIGURABLE, INITIALIZING, ACTIVE,
+ * TERMINATED or ABORTED, and every call of both halves is legal or not
+ * by one table over these (decisions D2-D5, D17).  CREATED, CLOSED and
+ * CORRUPT are only seen from outside, in struct vdi_set_info.
+ * The values are fixed (they are stored in shared memory).
+ */
+enum vdi_set_state {
+	VDI_SET_DNE = 0,          /* "not open": no set (on this object) */
+	VDI_SET_CREATED = 1,      /* "waiting for server": no server opened it yet */
+	VDI_SET_CONNECTED = 2,    /* "connected": server Open */
+	VDI_SET_CONFIGURABLE = 3, /* "configurable": server BeginConfiguration;
+				   * a client until GetConfiguration returns */
+	VDI_SET_INITIALIZING = 4, /* "initializing": configuration final */
+	VDI_SET_ACTIVE = 5,       /* "active": devices open, commands flow */
+	VDI_SET_TERMINATED = 6,   /* "finished": normally terminated (D17) */
+	VDI_SET_ABORTED = 7,      /* "aborted": sticky, the reason says why */
+	VDI_SET_CLOSED = 8,       /* "closed": the creator closed it before the end */
+	VDI_SET_CORRUPT = 9,      /* "corrupt": shared memory holds no state */
+};
+
+/* The name in quotes above; "unknown" for other values.  Static storage. */
+const char *vdi_set_state_name(enum vdi_set_state state);
+
+/* ---------------------------------------------------------------------
  * Inspection (for `vdi ls`, status files).  Reads shared memory only;
  * every field is a snapshot.
  */
 struct vdi_set_info {
 	char instance[VDI_MAX_INSTANCE + 1];
 	char name[VDI_MAX_NAME + 1];
-	const char *state;          /* "configurable", "active", "aborted", ... */
+	enum vdi_set_state state;   /* CREATED .. CORRUPT, never DNE */
 	uint32_t device_count;
 	uint32_t features;
 	uint32_t block_size;
@@ -405,6 +444,36 @@ int vdi_set_info_get(const char *instance, const char *name, struct vdi_set_info
 int vdi_set_abort(const char *instance, const char *name);
 /* Snapshot of the set a client object has open. */
 int vdi_client_info(struct vdi_client *c, struct vdi_set_info *info);
+
+/* Leftovers (`vdi doctor`): shared objects in /dev/shm that nothing
+ * will use again.  A set is left over once its creator is dead and its
+ * server dead or closed, the rule by which Create reclaims a name (D16);
+ * an object is debris when it is named like a set but holds none, and a
+ * buffer area an orphan when its set's control region is gone; objects
+ * younger than 2 s are never reported (they may be being created). */
+enum vdi_leftover_kind {
+	VDI_LEFTOVER_SET = 1,    /* a set of dead processes, with its areas */
+	VDI_LEFTOVER_DEBRIS = 2, /* a control region that holds no set */
+	VDI_LEFTOVER_AREA = 3,   /* a buffer area whose set is gone */
+};
+struct vdi_leftover {
+	enum vdi_leftover_kind kind;
+	char object[256];             /* its name in /dev/shm */
+	char instance[VDI_MAX_INSTANCE + 1];
+	char name[VDI_MAX_NAME + 1];  /* of the set */
+	int area;                     /* AREA: its index k; else -1 */
+	pid_t client_pid, server_pid; /* SET: its creator and server (0: none) */
+	uint64_t bytes;               /* SET: the region and its areas */
+	uint8_t set_id[16];           /* SET: which set it was */
+};
+/* Calls fn for each leftover this user can inspect; stops and returns
+ * fn's value if non-zero.  0 or a VD_E_* code. */
+int vdi_leftovers_list(int (*fn)(void *ctx, const struct vdi_leftover *l), void *ctx);
+/* Removes one leftover vdi_leftovers_list reported, after checking it
+ * still is one: VD_E_BUSY if it is in use again or the name now holds
+ * another set (it is kept), VD_E_INVALID if it is gone, VD_E_SECURITY
+ * if it is not this user's to remove. */
+int vdi_leftover_remove(const struct vdi_leftover *l);
 
 /* ---------------------------------------------------------------------
  * Client backends: the seam between a front end and a client library.
@@ -565,6 +634,15 @@ uint64_t vdi_cstream_bytes(const struct vdi_cstream *s);
 typedef uint32_t (*vdi_cstream_snapshot_fn)(void *ctx, struct vdi_cstream *s, uint32_t command,
 					    const char *files);
 void vdi_cstream_on_snapshot(struct vdi_cstream *s, vdi_cstream_snapshot_fn fn, void *ctx);
+/* A ready-made answer for a snapshot handler: runs `/bin/sh -c command`
+ * with VDI_SET, VDI_DEVICE, VDI_PHASE (prepare, snapshot or mount) and
+ * VDI_FILES (the frozen files, one per line) in its environment, and
+ * returns ERROR_SUCCESS if it exits 0, else ERROR_OPERATION_ABORTED with
+ * the reason (exit status or signal, the last line of its stderr) in
+ * err.  If the set is aborted while it runs (the server's freeze limit,
+ * its death, a user's abort) its process group is killed. */
+uint32_t vdi_snapshot_run(struct vdi_cstream *s, const char *command, uint32_t code,
+			  const char *files, char *err, size_t errlen);
 /* The device the stream runs over (borrowed; for a stream made with
  * vdi_cstream_new, a wrapping of it that lives as long as the stream). */
 struct vdi_bdev *vdi_cstream_device(const struct vdi_cstream *s);
@@ -680,6 +758,8 @@ uint64_t vdi_sstream_bytes(const struct vdi_sstream *w);
 /* Completion code of the first failed command of the stream (0 if none),
  * and the byte offset at which it happened. */
 uint32_t vdi_sstream_error(const struct vdi_sstream *w, uint64_t *offset);
+
+#pragma GCC visibility pop
 
 #ifdef __cplusplus
 }

@@ -490,9 +490,8 @@ void fs_set_maybe_finish_locked(struct fs_set *set)
 /* Does the engine say this set can no longer make progress? */
 static int info_ended(const struct vdi_set_info *info)
 {
-	return !strcmp(info->state, "aborted") || !strcmp(info->state, "finished") ||
-	       !strcmp(info->state, "closed") ||
-	       (info->server_pid && !info->server_alive);
+	return info->state == VDI_SET_ABORTED || info->state == VDI_SET_TERMINATED ||
+	       info->state == VDI_SET_CLOSED || (info->server_pid && !info->server_alive);
 }
 
 /* Is a server still using the set (set->lock held)?  A set whose

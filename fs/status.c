@@ -122,7 +122,7 @@ static void status_set_locked(struct sbuf *b, struct fs_set *set)
 		info = set->last_info, have = 1;
 	fs_cfg_format(&set->cfg, cfg, sizeof(cfg));
 	sb_printf(b, "set: %s\nstate: %s\n", set->name, set_state_name(set->state));
-	sb_printf(b, "engine: %s\n", have ? info.state : "closed");
+	sb_printf(b, "engine: %s\n", have ? vdi_set_state_name(info.state) : "closed");
 	sb_printf(b, "backend: %s\n", vdi_backend_name(set->backend));
 	sb_printf(b, "config: %s\n", cfg);
 	if (set->state != SET_WAITING && set->vcfg.maxTransferSize) {

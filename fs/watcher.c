@@ -28,7 +28,7 @@ static void watch_one(struct fs_set *set)
 	}
 	if (set->state == SET_CONFIGURED && set->open_handles == 0 &&
 		   !vdi_bset_info(set->client, &info) &&
-		   (!strcmp(info.state, "aborted") ||
+		   (info.state == VDI_SET_ABORTED ||
 		    (info.server_pid && !info.server_alive))) {
 		fs_set_error_locked(set, "the set ended while no device was open: %s",
 				    info.abort_reason[0] ? info.abort_reason

@@ -49,6 +49,8 @@ static const char usage_text[] =
 	"\n"
 	"  vdi ls [-I INSTANCE]                 list the sets on this machine\n"
 	"  vdi abort [-I INSTANCE] SET          abort a set\n"
+	"  vdi doctor [-I INSTANCE] [--fix]     check FUSE, /dev/shm, SQL Server access;\n"
+	"                                       --fix removes sets of dead processes\n"
 	"\n"
 	"Exit status: 0 success, 1 failure, 2 usage or statement error.\n"
 	"See vdi(1).\n";
@@ -188,6 +190,7 @@ static const struct {
 	{ "pipe", cmd_pipe },
 	{ "ls", cmd_ls },
 	{ "abort", cmd_abort },
+	{ "doctor", cmd_doctor },
 };
 
 int cli_main(int argc, char **argv)
@@ -204,7 +207,7 @@ int cli_main(int argc, char **argv)
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (strcmp(argv[1], commands[i].name) == 0)
 			return commands[i].fn(argc - 1, argv + 1);
-	cli_err("unknown command '%s': expected exec, pipe, ls or abort (vdi --help)",
+	cli_err("unknown command '%s': expected exec, pipe, ls, abort or doctor (vdi --help)",
 		argv[1]);
 	return CLI_EXIT_USAGE;
 }

@@ -9,6 +9,7 @@
  *   pipe   a client without FUSE (client half + client stream adapter)
  *   ls     list the sets on the machine
  *   abort  abort one set from outside
+ *   doctor check the machine, remove the leftovers of dead processes
  *
  * Exit status of every subcommand: 0 success, 1 the operation failed
  * (on either side), 2 usage or statement error (nothing was started).
@@ -31,6 +32,7 @@ int cmd_exec(int argc, char **argv);
 int cmd_pipe(int argc, char **argv);
 int cmd_ls(int argc, char **argv);
 int cmd_abort(int argc, char **argv);
+int cmd_doctor(int argc, char **argv);
 
 void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* "vdi: <what>: <VD_E_NAME>: <vdi_last_error()>" */

@@ -471,12 +471,10 @@ static void *agent_main(void *arg)
 }
 
 /*
- * The spec requires the agent to run before any command is sent.  The
- * agent moves the set from Initializing to Active when it starts, and
- * before the first OpenDevice nothing else does, so the agent is known
- * to run once the phase reads "active".  (Without this, an abort that
- * comes before the agent thread is scheduled leaves commands that no one
- * completes: ENGINE_BUGS.md.)
+ * The spec requires the agent to run before any command is sent (F6).
+ * The agent moves the set from Initializing to Active when it starts,
+ * and before the first OpenDevice nothing else does, so the agent is
+ * known to run once the set's state reads VDI_SET_ACTIVE.
  */
 static int start_agent(struct job *j)
 {
@@ -492,8 +490,8 @@ static int start_agent(struct job *j)
 		if (__atomic_load_n(&j->agent_returned, __ATOMIC_ACQUIRE))
 			return srv_call(j, j->agent_rc ? j->agent_rc : VD_E_UNEXPECTED,
 					"ExecuteCompletionAgent");
-		if (vdi_set_info_get(j->instance, j->st.dev[0], &info) == 0 && info.state &&
-		    strcmp(info.state, "active") == 0)
+		if (vdi_set_info_get(j->instance, j->st.dev[0], &info) == 0 &&
+		    info.state == VDI_SET_ACTIVE)
 			return 0;
 		if (cli_now() - t0 > 10) {
 			job_fail(j, "the completion agent did not start within 10 s");

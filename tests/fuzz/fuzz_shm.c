@@ -42,8 +42,9 @@
  * is left in this process.
  * While the peer has written nothing, stronger rules hold: every setup
  * call succeeds, the client receives exactly the commands sent, in
- * order, with the server's bytes in the buffer, and the agent returns
- * without an abort at the orderly end.
+ * order, with the server's bytes in the buffer, a handle GetBufferHandle
+ * just gave out maps to that buffer (D30), and the agent returns without
+ * an abort at the orderly end.
  *
  * Speed: one iteration creates and removes one set (two or three
  * shared-memory objects) and starts one agent thread: 1-2 ms, 500-700
@@ -769,6 +770,7 @@ static void client_complete(struct run *r, uint32_t dev, unsigned which, uint32_
 
 static void client_buffers(struct run *r, uint8_t sel, uint32_t handle)
 {
+	const uint8_t *given = NULL;
 	uint8_t *p = NULL;
 	uint32_t h = 0;
 	int rc;
@@ -783,8 +785,10 @@ static void client_buffers(struct run *r, uint8_t sel, uint32_t handle)
 			      "client GetBufferHandle");
 		if (!rc && (!b || !h))
 			FAIL("GetBufferHandle gave handle %u for %p", h, (const void *)b);
-		if (!rc)
+		if (!rc) {
 			handle = h;
+			given = b;
+		}
 	}
 	rc = check_rc(vdi_client_map_buffer_handle(r->c, handle, &p), A_OK | A_HOSTILE,
 		      "client MapBufferHandle");
@@ -793,6 +797,10 @@ static void client_buffers(struct run *r, uint8_t sel, uint32_t handle)
 			FAIL("MapBufferHandle succeeded with NULL");
 		((volatile uint8_t *)p)[0] ^= 0;
 	}
+	/* D30: the handle just given out maps to the same buffer. */
+	if (given && !r->peer_wrote && (rc || p != given))
+		FAIL("MapBufferHandle of the handle 0x%08x just given out = %s, %p", h,
+		     vdi_strerror(rc), (void *)p);
 }
 
 static void check_info(const struct vdi_set_info *info, const char *call)
@@ -801,8 +809,8 @@ static void check_info(const struct vdi_set_info *info, const char *call)
 	    strnlen(info->name, sizeof(info->name)) == sizeof(info->name) ||
 	    strnlen(info->abort_reason, sizeof(info->abort_reason)) == sizeof(info->abort_reason))
 		FAIL("%s: unterminated string", call);
-	if (!info->state || strnlen(info->state, 64) == 64)
-		FAIL("%s: no state", call);
+	if (info->state < VDI_SET_CREATED || info->state > VDI_SET_CORRUPT)
+		FAIL("%s: state %d is none an outsider can see", call, (int)info->state);
 	if (info->device_count < 1 || info->device_count > VDI_MAX_DEVICES)
 		FAIL("%s: %u devices", call, info->device_count);
 }

@@ -5,6 +5,7 @@
 #  - the server (vdi exec) killed mid-stream: vdi pipe exits non-zero
 #    within a second (backup and restore);
 #  - SIGTERM to vdi exec aborts both sides;
+#  each at a pause point of vdi exec (VDI_TEST_PAUSE), never after a sleep;
 #  - vdi ls shows a waiting set; vdi abort makes its client fail within a
 #    second.
 . "$(dirname "$0")/cli_lib.bash" kill
@@ -47,72 +48,105 @@ head -c $((64 * 1048576)) /dev/urandom >"$DATA/db.mdf"
 
 # The processes killed here are started without `timeout` (a kill must
 # reach vdi itself); wait_exit bounds every wait and the trap kills the rest.
+#
+# Every kill happens at a known point of the stream, not after a sleep:
+# vdi exec runs with VDI_TEST_PAUSE=bytes=1048576 (docs/vdi.1, TESTING),
+# so it stops itself (SIGSTOP) once the first MiB of the database moved,
+# mid-stream; the victim is killed while it stands there, and a stopped
+# server is let go (SIGCONT) before its reaction is timed.
+PAUSE=bytes=1048576
 
-# 1. Client killed mid-backup: it writes into a fifo nobody drains.
-mkfifo "$TMP/fifo"
-sleep 30 <"$TMP/fifo" &
-holder=$!
-"$VDI" pipe -q -s "$PFX-1" "$TMP/fifo" &
-client=$!
-"$VDI" exec -q -D "$DATA" "BACKUP DATABASE db TO VIRTUAL_DEVICE='$PFX-1'" 2>"$TMP/err" &
-server=$!
-sleep 1
-kill -0 $server 2>/dev/null || die "client killed (backup): exec ended before the kill: $(cat "$TMP/err")"
-kill -9 $client
-wait $client 2>/dev/null
-wait_exit $server 1000 "client killed mid-backup -> vdi exec"
-kill $holder 2>/dev/null
+# stopped PID: in state T, the pause point reached
+stopped() {
+	local st
+	st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+	st=${st##*) }
+	[ "${st:0:1}" = T ]
+}
 
-# 2. Client killed mid-restore: its input is a fifo fed slowly.
-timeout -k 5 30 "$VDI" pipe -q -s "$PFX-2b" "$TMP/full.bak" &
+# wait_paused PID WHAT: until vdi exec PID stopped at its pause point
+# (10 s at most); its stderr is $TMP/err.
+wait_paused() {
+	local i
+	for ((i = 0; i < 500; i++)); do
+		stopped "$1" && return 0
+		kill -0 "$1" 2>/dev/null || break
+		sleep 0.02
+	done
+	die "$2: vdi exec never paused at $PAUSE: $(tr '\n' ' ' <"$TMP/err")"
+	kill -9 "$1" 2>/dev/null
+	return 1
+}
+
+# serve "STATEMENT": vdi exec in the background, paused mid-stream; sets
+# server.
+serve() {
+	VDI_TEST_PAUSE=$PAUSE "$VDI" exec -q -D "$DATA" "$1" 2>"$TMP/err" &
+	server=$!
+}
+
+# A whole backup, the input of the restore cases.
+timeout -k 5 30 "$VDI" pipe -q -s "$PFX-0" "$TMP/full.bak" &
 p=$!
-timeout -k 5 30 "$VDI" exec -q -D "$DATA" "BACKUP DATABASE db TO VIRTUAL_DEVICE='$PFX-2b'" || die "backup for the restore test failed"
-wait $p || die "backup for the restore test: pipe failed"
-mkfifo "$TMP/fifo2"
-(head -c 3000000 "$TMP/full.bak"; sleep 30) >"$TMP/fifo2" &
-feeder=$!
-"$VDI" pipe -q -s "$PFX-2" "$TMP/fifo2" &
+timeout -k 5 30 "$VDI" exec -q -D "$DATA" "BACKUP DATABASE db TO VIRTUAL_DEVICE='$PFX-0'" || die "backup for the restore tests failed"
+wait $p || die "backup for the restore tests: pipe failed"
+
+# 1. Client killed mid-backup.
+"$VDI" pipe -q -s "$PFX-1" "$TMP/s1" &
 client=$!
-"$VDI" exec -q -D "$DATA" "RESTORE DATABASE r2 FROM VIRTUAL_DEVICE='$PFX-2'" 2>"$TMP/err" &
-server=$!
-sleep 1
-kill -9 $client
-wait $client 2>/dev/null
-wait_exit $server 1000 "client killed mid-restore -> vdi exec"
-kill $feeder 2>/dev/null
+serve "BACKUP DATABASE db TO VIRTUAL_DEVICE='$PFX-1'"
+if wait_paused $server "client killed (backup)"; then
+	kill -9 $client
+	wait $client 2>/dev/null
+	kill -CONT $server
+	wait_exit $server 1000 "client killed mid-backup -> vdi exec"
+fi
+
+# 2. Client killed mid-restore.
+"$VDI" pipe -q -s "$PFX-2" "$TMP/full.bak" &
+client=$!
+serve "RESTORE DATABASE r2 FROM VIRTUAL_DEVICE='$PFX-2'"
+if wait_paused $server "client killed (restore)"; then
+	kill -9 $client
+	wait $client 2>/dev/null
+	kill -CONT $server
+	wait_exit $server 1000 "client killed mid-restore -> vdi exec"
+fi
 [ -e "$DATA/r2.mdf" ] && die "a killed restore created the database"
 ls -a "$DATA" | grep -q 'vdi-' && die "a killed restore left its temporary file"
 
-# 3. Server killed mid-backup (stalled after its header).
+# 3. Server killed mid-backup.
 "$VDI" pipe -q -s "$PFX-3" "$TMP/s3" 2>"$TMP/perr" &
 client=$!
-"$VDI" exec -q -D "$DATA" "BACKUP DATABASE db TO VIRTUAL_DEVICE='$PFX-3' WITH FAULT_STALL=20000" &
-server=$!
-sleep 1
-kill -9 $server
-wait $server 2>/dev/null
-wait_exit $client 1000 "server killed mid-backup -> vdi pipe"
+serve "BACKUP DATABASE db TO VIRTUAL_DEVICE='$PFX-3'"
+if wait_paused $server "server killed (backup)"; then
+	kill -9 $server
+	wait $server 2>/dev/null
+	wait_exit $client 1000 "server killed mid-backup -> vdi pipe"
+fi
 
-# 4. Server killed mid-restore (stalled after the header).
+# 4. Server killed mid-restore.
 "$VDI" pipe -q -s "$PFX-4" "$TMP/full.bak" 2>"$TMP/perr" &
 client=$!
-"$VDI" exec -q -D "$DATA" "RESTORE DATABASE r4 FROM VIRTUAL_DEVICE='$PFX-4' WITH FAULT_STALL=20000" &
-server=$!
-sleep 1
-kill -9 $server
-wait $server 2>/dev/null
-wait_exit $client 1000 "server killed mid-restore -> vdi pipe"
+serve "RESTORE DATABASE r4 FROM VIRTUAL_DEVICE='$PFX-4'"
+if wait_paused $server "server killed (restore)"; then
+	kill -9 $server
+	wait $server 2>/dev/null
+	wait_exit $client 1000 "server killed mid-restore -> vdi pipe"
+fi
 
-# 5. SIGTERM to vdi exec: it aborts, both exit non-zero.
+# 5. SIGTERM to vdi exec mid-stream: it aborts, both exit non-zero.  The
+# signal waits while the server is stopped and is taken when it goes on.
 "$VDI" pipe -q -s "$PFX-5" "$TMP/s5" 2>/dev/null &
 client=$!
-"$VDI" exec -q -D "$DATA" "BACKUP DATABASE db TO VIRTUAL_DEVICE='$PFX-5' WITH FAULT_STALL=20000" 2>"$TMP/err" &
-server=$!
-sleep 1
-kill -TERM $server
-wait_exit $server 1000 "SIGTERM -> vdi exec"
-grep -qF "interrupted by signal" "$TMP/err" || die "SIGTERM message: $(cat "$TMP/err")"
-wait_exit $client 1000 "SIGTERM to the server -> vdi pipe"
+serve "BACKUP DATABASE db TO VIRTUAL_DEVICE='$PFX-5'"
+if wait_paused $server "SIGTERM"; then
+	kill -TERM $server
+	kill -CONT $server
+	wait_exit $server 1000 "SIGTERM -> vdi exec"
+	grep -qF "interrupted by signal" "$TMP/err" || die "SIGTERM message: $(cat "$TMP/err")"
+	wait_exit $client 1000 "SIGTERM to the server -> vdi pipe"
+fi
 
 # 6. vdi ls and vdi abort on a set waiting for its server.
 "$VDI" pipe -q -s "$PFX-6" -n 3 -t 20000 "$TMP/l0" "$TMP/l1" "$TMP/l2" 2>"$TMP/perr" &

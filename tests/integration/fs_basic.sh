@@ -92,8 +92,8 @@ expect_err "bad value in .config" "Invalid argument" \
 check "valid .config accepted" bash -c 'printf "devices=3\nfeatures=pipe+nocomplete # comment\nserver_timeout=5000\n" > "$1"' _ "$MNT/.config/$SET"
 check ".config reads back" grep -q "^devices=3" "$MNT/.config/$SET"
 mkdir "$MNT/$SET"
-check "per-set devices=3: devices <set>, <set>1, <set>2" \
-	test "$(ls "$MNT/$SET" | tr '\n' ' ')" = "$SET ${SET}1 ${SET}2 "
+check "per-set devices=3: devices <set>, <set>1, <set>2, and <set>.tar" \
+	test "$(ls "$MNT/$SET" | sort | tr '\n' ' ')" = "$(printf '%s\n' "$SET" "${SET}1" "${SET}2" "$SET.tar" | sort | tr '\n' ' ')"
 check "per-set config shown in .status" \
 	grep -q "^config: devices=3 features=pipe+nocomplete open_timeout=2000 server_timeout=5000" "$MNT/$SET/.status"
 rmdir "$MNT/$SET"

@@ -20,8 +20,8 @@ stripe() {
 	devs=("$s")
 	for k in $(seq 1 $((ndev - 1))); do devs+=("$s$k"); done
 	ls -A "$MNT/$s" >"$T/ls"
-	check "$ndev devices listed as $s, ${s}1.." \
-		test "$(sort "$T/ls" | tr '\n' ' ')" = "$(printf '%s\n' .control .status "${devs[@]}" | sort | tr '\n' ' ')"
+	check "$ndev devices listed as $s, ${s}1.., and $s.tar" \
+		test "$(sort "$T/ls" | tr '\n' ' ')" = "$(printf '%s\n' .control .status "${devs[@]}" "$s.tar" | sort | tr '\n' ' ')"
 	vds=$(printf "VIRTUAL_DEVICE='%s', " "${devs[@]}")
 	server_start "BACKUP DATABASE db TO ${vds%, } WITH $with"
 	pids=()

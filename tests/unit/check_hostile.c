@@ -17,6 +17,12 @@
  *     pushes forged completions (a slot not outstanding, a slot index out
  *     of range, a ring count out of range, more bytes than the command
  *     had, a second completion of a completed slot);
+ *   - forged buffer handles (D30): a secondary process maps what a peer
+ *     hands it: only the handle GetBufferHandle gave out for a held
+ *     command maps; that handle + 1 (the buffer + 512), - 1, the handle
+ *     of a command in flight that was never given out, another area, 0,
+ *     ~0, the handle once its command completed, and a registry entry
+ *     forged in shared memory all give VD_E_INVALID, and the set lives on;
  *   - a set lock taken by a live process outside the set and never
  *     released: Open gives up after a bounded wait;
  *   - generic: random bytes at random offsets of the control region
@@ -452,6 +458,121 @@ START_TEST(test_server_victim)
 END_TEST
 
 /* ---------------------------------------------------------------------
+ * Forged buffer handles (D30).
+ */
+
+/* The secondary: reads the set name, then handles; answers each with
+ * MapBufferHandle's code and, when it mapped, the first byte there. */
+static void handle_victim(void *arg)
+{
+	struct line *l = arg;
+	char name[TL_NAME_MAX];
+	struct vdi_client *c;
+	uint8_t *p;
+	int h, rc;
+
+	if (read(l->down[0], name, sizeof(name)) != (ssize_t)sizeof(name))
+		kid_fail("no set name");
+	name[sizeof(name) - 1] = '\0';
+	if (vdi_client_new(&c) != 0 || vdi_client_open_in_secondary(c, name) != 0)
+		kid_fail("secondary: %s", vdi_last_error());
+	put_int(l->up[1], 0);
+	while (get_int(l->down[0], &h) == 0) {
+		p = NULL;
+		rc = vdi_client_map_buffer_handle(c, (uint32_t)h, &p);
+		put_int(l->up[1], rc);
+		put_int(l->up[1], rc == 0 && p ? p[0] : -1);
+	}
+	vdi_client_free(c);
+}
+
+/* Asks the victim to map h; returns its code, *byte the byte it read. */
+static int victim_map(struct line *l, uint32_t h, int *byte)
+{
+	int rc = 1;
+
+	put_int(l->down[1], (int)h);
+	ck_assert_int_eq(get_int(l->up[0], &rc), 0);
+	ck_assert_int_eq(get_int(l->up[0], byte), 0);
+	return rc;
+}
+
+START_TEST(test_forged_handles)
+{
+	static struct tl_pair P;
+	struct tl_pair_opts o;
+	struct tl_cmd cmds[2];
+	struct vdi_set_info info;
+	struct vdi_shm_slot *sb = NULL;
+	VDC_Command *ca = NULL, *cb = NULL;
+	uint8_t *bufs[2];
+	uint32_t ha = 0, hb;
+	struct line l;
+	struct kid k;
+	struct raw r;
+	int byte, ready;
+
+	line_open(&l);
+	/* Forked before the pair has threads; it waits for the name. */
+	ck_assert_int_eq(kid_start(&k, handle_victim, &l), 0);
+	tl_pair_opts_default(&o);
+	TL_OK(tl_pair_init(&P, &o));
+	TL_OK(tl_pair_advance(&P, TL_ACTIVE));
+	for (int i = 0; i < 2; i++) {
+		TL_OK(vdi_server_allocate_buffer(P.s, &bufs[i], 65536, 0));
+		memset(bufs[i], 0xA1 + i, 65536);
+		tl_cmd_init(&cmds[i], VDC_Write, 65536, 0, bufs[i]);
+		TL_OK(vdi_server_send_command(P.sd[0], &cmds[i].cmd));
+	}
+	TL_OK(vdi_client_get_command(P.cd[0], 3000, &ca));
+	TL_OK(vdi_client_get_command(P.cd[0], 3000, &cb));
+	TL_OK(vdi_client_get_buffer_handle(P.c, ca->buffer, &ha));
+	/* The peer reads the handle of the command never given out. */
+	ck_assert_int_eq(raw_map(&r, P.name), 0);
+	for (uint32_t i = 0; i < VDI_QUEUE_DEPTH && !sb; i++) {
+		struct vdi_shm_slot *ss = &vdi_shm_dev(r.hdr, 0)->slots[i];
+
+		if (ss->buffer_handle && ss->buffer_handle != ha)
+			sb = ss;
+	}
+	ck_assert_ptr_nonnull(sb);
+	hb = sb->buffer_handle;
+	ck_assert_int_eq(write(l.down[1], P.name, TL_NAME_MAX), TL_NAME_MAX);
+	ck_assert_int_eq(get_int(l.up[0], &ready), 0);
+
+	ck_assert_int_eq(victim_map(&l, ha, &byte), 0);
+	ck_assert_int_eq(byte, 0xA1);
+	const uint32_t forged[] = { ha + 1, ha - 1, hb, ha + (1u << 24), 0, 0xffffffffu };
+	for (size_t i = 0; i < sizeof(forged) / sizeof(forged[0]); i++)
+		ck_assert_msg(victim_map(&l, forged[i], &byte) == VD_E_INVALID,
+			      "forged handle 0x%08x (given out: 0x%08x) mapped", forged[i], ha);
+	/* A registry entry forged by the peer: past the area it is refused
+	 * by the bounds, one that names another buffer than the slot's by
+	 * the match; neither crashes. */
+	__atomic_store_n(&sb->issued, hb + 1, __ATOMIC_RELEASE);
+	ck_assert_int_eq(victim_map(&l, hb + 1, &byte), VD_E_INVALID);
+	sb->buffer_handle = hb | 0xffffffu;
+	__atomic_store_n(&sb->issued, hb | 0xffffffu, __ATOMIC_RELEASE);
+	ck_assert_int_eq(victim_map(&l, hb | 0xffffffu, &byte), VD_E_INVALID);
+	/* Completed: the handle given out maps no more. */
+	TL_OK(vdi_client_complete_command(P.cd[0], ca, 0, 65536, 0));
+	ck_assert_int_eq(victim_map(&l, ha, &byte), VD_E_INVALID);
+	/* A refused handle is the caller's error, not the peer's: the set
+	 * is not aborted. */
+	TL_OK(vdi_set_info_get(NULL, P.name, &info));
+	ck_assert_msg(info.state == VDI_SET_ACTIVE, "set is %s: %s", vdi_set_state_name(info.state),
+		      info.abort_reason);
+	close(l.down[1]);
+	l.down[1] = -1;
+	ck_assert_msg(kid_wait(&k, KID_MS) == 0, "secondary: %s", k.msg);
+	raw_unmap(&r);
+	tl_pair_destroy(&P);
+	line_close(&l);
+	ck_assert_int_eq(shm_of_set(P.name, 0), 0);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------
  * Generic scribbling while a backup runs between two children.
  */
 static void quiet_flow_server(void *arg)
@@ -647,6 +768,11 @@ static Suite *hostile_suite(void)
 	tc = tcase_create("server-victim");
 	tcase_set_timeout(tc, 30);
 	tcase_add_loop_test(tc, test_server_victim, 0, SA_COUNT);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("forged handles");
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, test_forged_handles);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("lock");

@@ -7,13 +7,16 @@
  * process driving some devices while the primary drives the others;
  * buffer handles handed from a secondary to the primary through a pipe;
  * each process sees its own addresses (D24); the prefix zone below each
- * buffer; client and server in one process.
+ * buffer; client and server in one process; the leftovers of dead
+ * processes as `vdi doctor` sees and removes them (D16), beside a live
+ * set that must be kept.
  *
  * Every set name comes from tl_name(); after each flow the test asserts
  * that /dev/shm holds nothing of the set (D27); main() sweeps the run's
  * names at the end whatever happened.
  */
 #include <check.h>
+#include <sys/mman.h>
 
 #include "flow.h"
 
@@ -566,6 +569,158 @@ START_TEST(test_pattern)
 }
 END_TEST
 
+/* ---------------------------------------------------------------------
+ * Leftovers (vdi doctor, D16).
+ */
+
+#define MAX_LEFT 8
+
+struct left_list {
+	int n;
+	struct vdi_leftover l[MAX_LEFT];
+};
+
+/* Collects the leftovers of this process's instance only: other runs
+ * on the machine may leave their own. */
+static int collect_left(void *arg, const struct vdi_leftover *l)
+{
+	struct left_list *ll = arg;
+
+	if (strcmp(l->instance, tl_instance()) == 0 && ll->n < MAX_LEFT)
+		ll->l[ll->n++] = *l;
+	return 0;
+}
+
+static const struct vdi_leftover *find_left(const struct left_list *ll, const char *name)
+{
+	for (int i = 0; i < ll->n; i++)
+		if (strcmp(ll->l[i].name, name) == 0)
+			return &ll->l[i];
+	return NULL;
+}
+
+static void list_left(struct left_list *ll)
+{
+	memset(ll, 0, sizeof(*ll));
+	TL_OK(vdi_leftovers_list(collect_left, ll));
+}
+
+struct doomed {
+	char instance[VDI_MAX_INSTANCE + 1]; /* the parent's tl_instance() */
+	char name[TL_NAME_MAX];
+};
+
+/* The child creates a set and dies without Close: a stale set. */
+static void create_and_die(void *arg)
+{
+	struct doomed *d = arg;
+	struct vdi_client *c;
+	VDConfig cfg;
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.deviceCount = 2;
+	if (vdi_client_new(&c) != 0 || vdi_client_create_ex(c, d->instance, d->name, &cfg) != 0)
+		kid_fail("create: %s", vdi_last_error());
+}
+
+/* A /dev/shm object of n bytes made behind the engine's back. */
+static void plant(const char *obj, size_t n)
+{
+	int fd = shm_open(obj, O_RDWR | O_CREAT | O_EXCL, 0600);
+
+	ck_assert_msg(fd >= 0, "shm_open %s: %s", obj, strerror(errno));
+	ck_assert_int_eq(ftruncate(fd, (off_t)n), 0);
+	close(fd);
+}
+
+START_TEST(test_leftovers)
+{
+	char live[TL_NAME_MAX], junk[TL_NAME_MAX], orphan[TL_NAME_MAX];
+	char obj[256];
+	struct doomed d;
+	const char *stale = d.name;
+	const char *inst = tl_instance();
+	struct left_list ll;
+	struct vdi_leftover old;
+	const struct vdi_leftover *l;
+	struct vdi_client *c, *c2;
+	struct kid k;
+	pid_t dead_pid;
+	VDConfig cfg;
+
+	snprintf(d.instance, sizeof(d.instance), "%s", inst);
+	tl_name(d.name);
+	tl_name(live);
+	tl_name(junk);
+	tl_name(orphan);
+	ck_assert_int_eq(kid_start(&k, create_and_die, &d), 0);
+	dead_pid = k.pid;
+	ck_assert_msg(kid_wait(&k, KID_MS) == 0, "%s", k.msg);
+	ck_assert_int_gt(tl_shm_count_set_in(inst, stale), 0);
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.deviceCount = 1;
+	TL_OK(vdi_client_new(&c));
+	TL_OK(vdi_client_create_ex(c, inst, live, &cfg));
+	snprintf(obj, sizeof(obj), "/vdi.%s.%s", inst, junk);
+	plant(obj, 10);
+	snprintf(obj, sizeof(obj), "/vdi-b3.%s.%s", inst, orphan);
+	plant(obj, 4096);
+
+	/* The dead creator's set at once; the young objects not yet. */
+	list_left(&ll);
+	ck_assert_int_eq(ll.n, 1);
+	l = find_left(&ll, stale);
+	ck_assert_ptr_nonnull(l);
+	ck_assert_int_eq(l->kind, VDI_LEFTOVER_SET);
+	ck_assert_int_eq(l->client_pid, dead_pid);
+	ck_assert_int_eq(l->server_pid, 0);
+	ck_assert_int_eq(l->area, -1);
+	ck_assert_uint_ge(l->bytes, 2 * 4096); /* a header and two devices */
+	old = *l;
+
+	/* Two seconds on, the debris and the orphan area too. */
+	tl_sleep_ms(2100);
+	list_left(&ll);
+	ck_assert_int_eq(ll.n, 3);
+	ck_assert_ptr_null(find_left(&ll, live));
+	ck_assert_int_eq(find_left(&ll, junk)->kind, VDI_LEFTOVER_DEBRIS);
+	l = find_left(&ll, orphan);
+	ck_assert_int_eq(l->kind, VDI_LEFTOVER_AREA);
+	ck_assert_int_eq(l->area, 3);
+	ck_assert_uint_eq(l->bytes, 4096);
+	for (int i = 0; i < ll.n; i++)
+		TL_OK(vdi_leftover_remove(&ll.l[i]));
+	ck_assert_int_eq(tl_shm_count_set_in(inst, stale), 0);
+	ck_assert_int_eq(tl_shm_count_set_in(inst, junk), 0);
+	ck_assert_int_eq(tl_shm_count_set_in(inst, orphan), 0);
+	list_left(&ll);
+	ck_assert_int_eq(ll.n, 0);
+	TL_RC(vdi_leftover_remove(&old), VD_E_INVALID); /* gone */
+
+	/* The live set is kept and untouched. */
+	ck_assert_int_gt(tl_shm_count_set_in(inst, live), 0);
+	TL_RC(vdi_client_get_configuration(c, 0, &cfg), VD_E_TIMEOUT);
+
+	/* The name taken again by a live set: the old report removes
+	 * nothing. */
+	TL_OK(vdi_client_new(&c2));
+	TL_OK(vdi_client_create_ex(c2, inst, stale, &cfg));
+	TL_RC(vdi_leftover_remove(&old), VD_E_BUSY);
+	TL_RC(vdi_client_get_configuration(c2, 0, &cfg), VD_E_TIMEOUT);
+	TL_OK(vdi_client_close(c2));
+	TL_OK(vdi_client_close(c));
+	vdi_client_free(c2);
+	vdi_client_free(c);
+	TL_RC(vdi_leftover_remove(NULL), VD_E_INVALID);
+	ck_assert_int_eq(tl_shm_count_set_in(inst, live), 0);
+}
+END_TEST
+
+static void leftovers_teardown(void)
+{
+	tl_shm_cleanup_instance(tl_instance());
+}
+
 static Suite *process_suite(void)
 {
 	Suite *s = suite_create("process");
@@ -601,6 +756,12 @@ static Suite *process_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_loop_test(tc, test_one_process, 0, 2);
 	tcase_add_test(tc, test_two_sets);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("leftovers");
+	tcase_set_timeout(tc, 30);
+	tcase_add_checked_fixture(tc, NULL, leftovers_teardown);
+	tcase_add_test(tc, test_leftovers);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -5,14 +5,21 @@
  * The client table (spec 3.1) and the server table (spec 3.2, Connected
  * column and † cells as decided in docs/decisions.md D2) are data below:
  * one row per cell, {function, state, expected return, expected next
- * state}.  For each row a fresh client + server pair in this process is
- * driven into the state (fixture), the function is called once, its
- * return is compared, and then the state reached is observed by a probe:
- * a short sequence of calls whose results differ between every pair of
- * states (see probe_client / probe_server; the server's Initializing and
- * Active are also told apart by the published phase, vdi_set_info_get).
- * The Abort column is run twice: abort signalled by the side under test
- * and by its peer.
+ * state}, written from the spec, not from the engine.  For each row the
+ * engine's own table (core/state.c, the one both halves consult) must
+ * hold the same cell: the expected return, or "allowed" for rows marked
+ * OWN, whose return comes from the call's own rule (per device, per
+ * argument, a wait; the row says which).  Then a fresh client + server
+ * pair in this process is driven into the state (fixture), the function
+ * is called once, its return is compared, and the state reached is
+ * observed by a probe: a short sequence of calls whose results differ
+ * between every pair of states (see probe_client / probe_server; the
+ * server's Initializing and Active are also told apart by the published
+ * phase, vdi_set_info_get).  The Abort column is run twice: abort
+ * signalled by the side under test and by its peer.  A last test walks
+ * every cell of the engine's table and finds it covered by a row or by
+ * the list of cells the API cannot reach (below), so no cell goes
+ * unchecked.
  *
  * Refinements applied to the printed tables:
  *   D3  state is per device: OpenDevice of a device already open on that
@@ -31,7 +38,8 @@
  * from OpenDevice, which itself moves the set to Active, and Close frees
  * it): client GetCommand / CompleteCommand in DNE, Configurable and
  * Initializing; server SendCommand / CloseDevice in DNE, Connected,
- * Configurable and Initializing.
+ * Configurable and Initializing.  Their cells are still checked against
+ * the spec (unreachable[] below).
  *
  * Whole-set behaviour beyond the tables (multi-device, Close with open
  * devices, commands, secondaries, handles, codes, ABI) is check_sets.c.
@@ -41,7 +49,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "state.h"
 #include "testlib.h"
 
 #define WAIT_MS 2000u /* bound for waits that must succeed */
@@ -54,6 +64,7 @@ static struct tl_pair P;
 static struct tl_cmd CMDS[VDI_QUEUE_DEPTH + 8];
 static uint8_t *BUF;            /* a server buffer allocated by the fixture */
 static VDC_Command *HELD;       /* a client command kept by the fixture */
+static uint32_t ISSUED;         /* GetBufferHandle of HELD, by the fixture */
 static const char *FIXTURE_ERR; /* first failing step of the fixture */
 
 static void fixture_teardown(void)
@@ -105,6 +116,7 @@ static int start_pair(uint32_t devices)
 	o.timeout_ms = WAIT_MS;
 	BUF = NULL;
 	HELD = NULL;
+	ISSUED = 0;
 	FIXTURE_ERR = NULL;
 	FIX(tl_pair_init(&P, &o));
 	return 0;
@@ -144,15 +156,44 @@ static const char *const cst_name[] = {
 	"Abort(by server)",
 };
 
+/* The engine's state for each fixture state (its table's column). */
+static const enum vdi_set_state cst_engine[] = {
+	[C_DNE] = VDI_SET_DNE,
+	[C_CONFIGURABLE] = VDI_SET_CONFIGURABLE,
+	[C_CONFIGURABLE_ENDED] = VDI_SET_CONFIGURABLE,
+	[C_INITIALIZING] = VDI_SET_INITIALIZING,
+	[C_ACTIVE] = VDI_SET_ACTIVE,
+	[C_ACTIVE_CLOSING] = VDI_SET_ACTIVE,
+	[C_NT] = VDI_SET_TERMINATED,
+	[C_ABORT] = VDI_SET_ABORTED,
+	[C_ABORT_SRV] = VDI_SET_ABORTED,
+};
+
 enum cfn {
 	CF_CREATE, CF_GETCONFIG, CF_OPENDEVICE, CF_GETCOMMAND, CF_COMPLETE,
 	CF_SIGNALABORT, CF_CLOSE, CF_OPENSECONDARY, CF_GETBUFHANDLE,
-	CF_MAPBUFHANDLE,
+	CF_MAPBUFHANDLE, CF_MAPISSUED, CF_MAPFORGED, CF_SETGROUP,
 };
 static const char *const cfn_name[] = {
 	"Create", "GetConfiguration", "OpenDevice", "GetCommand",
 	"CompleteCommand", "SignalAbort", "Close", "OpenInSecondary",
-	"GetBufferHandle", "MapBufferHandle",
+	"GetBufferHandle", "MapBufferHandle", "MapBufferHandle(issued)",
+	"MapBufferHandle(issued + 1)", "set_group",
+};
+static const enum vdi_call cfn_engine[] = {
+	[CF_CREATE] = VDI_CALL_C_CREATE,
+	[CF_GETCONFIG] = VDI_CALL_C_GET_CONFIGURATION,
+	[CF_OPENDEVICE] = VDI_CALL_C_OPEN_DEVICE,
+	[CF_GETCOMMAND] = VDI_CALL_C_GET_COMMAND,
+	[CF_COMPLETE] = VDI_CALL_C_COMPLETE_COMMAND,
+	[CF_SIGNALABORT] = VDI_CALL_C_SIGNAL_ABORT,
+	[CF_CLOSE] = VDI_CALL_C_CLOSE,
+	[CF_OPENSECONDARY] = VDI_CALL_C_OPEN_IN_SECONDARY,
+	[CF_GETBUFHANDLE] = VDI_CALL_C_GET_BUFFER_HANDLE,
+	[CF_MAPBUFHANDLE] = VDI_CALL_C_MAP_BUFFER_HANDLE,
+	[CF_MAPISSUED] = VDI_CALL_C_MAP_BUFFER_HANDLE,
+	[CF_MAPFORGED] = VDI_CALL_C_MAP_BUFFER_HANDLE,
+	[CF_SETGROUP] = VDI_CALL_C_SET_GROUP,
 };
 
 struct crow {
@@ -160,92 +201,140 @@ struct crow {
 	enum cst state;
 	int rc;
 	enum cst next;
+	int own; /* OWN: the table allows it; rc is the call's own rule */
 };
 
 #define PROT VD_E_PROTOCOL
 #define ABRT VD_E_ABORT
+#define OWN 1 /* the table allows the call: rc comes from its own rule */
+#define TBL 0 /* rc is the table's cell */
+
+static const char *cell_name(int cell)
+{
+	return cell ? vdi_strerror(cell) : "allowed";
+}
+
+/* The engine's table must hold the row's cell: its return, or "allowed"
+ * for an OWN row (whose return is then the call's own rule). */
+static void check_cell(const char *row, enum vdi_call call, enum vdi_set_state st, int rc,
+		       int own)
+{
+	int want = own ? 0 : rc, got = vdi_state_cell(call, st);
+
+	ck_assert_msg(own || rc == NOERROR || rc == PROT || rc == ABRT || rc == VD_E_CLOSE,
+		      "%s: row data: %s is no cell of a state table; mark the row OWN", row,
+		      vdi_strerror(rc));
+	ck_assert_msg(got == want, "%s: the engine's table says %s, the spec %s", row,
+		      cell_name(got), cell_name(want));
+}
+
+/* A refusal by the table names the call, as vdi_call_name() spells it. */
+static void check_refusal_names(const char *row, enum vdi_call call, int rc, int own)
+{
+	if (own || rc == NOERROR)
+		return;
+	ck_assert_msg(strstr(vdi_last_error(), vdi_call_name(call)) != NULL,
+		      "%s: message '%s' does not name '%s'", row, vdi_last_error(),
+		      vdi_call_name(call));
+}
 
 static const struct crow crows[] = {
 	/* Create, CreateEx */
-	{ CF_CREATE, C_DNE, NOERROR, C_CONFIGURABLE },
-	{ CF_CREATE, C_CONFIGURABLE, PROT, C_CONFIGURABLE },
-	{ CF_CREATE, C_INITIALIZING, PROT, C_INITIALIZING },
-	{ CF_CREATE, C_ACTIVE, PROT, C_ACTIVE },
-	{ CF_CREATE, C_NT, PROT, C_NT },
-	{ CF_CREATE, C_ABORT, PROT, C_ABORT },
-	/* GetConfiguration (note 1: blocks until EndConfiguration) */
-	{ CF_GETCONFIG, C_DNE, PROT, C_DNE },
-	{ CF_GETCONFIG, C_CONFIGURABLE, VD_E_TIMEOUT, C_CONFIGURABLE },
-	{ CF_GETCONFIG, C_CONFIGURABLE_ENDED, NOERROR, C_INITIALIZING },
-	{ CF_GETCONFIG, C_INITIALIZING, NOERROR, C_INITIALIZING },
-	{ CF_GETCONFIG, C_ACTIVE, NOERROR, C_ACTIVE },
-	{ CF_GETCONFIG, C_NT, NOERROR, C_NT },
-	{ CF_GETCONFIG, C_ABORT, ABRT, C_ABORT },
-	/* OpenDevice (D3: single device already open = all open) */
-	{ CF_OPENDEVICE, C_DNE, PROT, C_DNE },
-	{ CF_OPENDEVICE, C_CONFIGURABLE, PROT, C_CONFIGURABLE },
-	{ CF_OPENDEVICE, C_INITIALIZING, NOERROR, C_ACTIVE },
-	{ CF_OPENDEVICE, C_ACTIVE, VD_E_OPEN, C_ACTIVE },
-	{ CF_OPENDEVICE, C_NT, PROT, C_NT },
-	{ CF_OPENDEVICE, C_ABORT, ABRT, C_ABORT },
+	{ CF_CREATE, C_DNE, NOERROR, C_CONFIGURABLE, TBL },
+	{ CF_CREATE, C_CONFIGURABLE, PROT, C_CONFIGURABLE, TBL },
+	{ CF_CREATE, C_INITIALIZING, PROT, C_INITIALIZING, TBL },
+	{ CF_CREATE, C_ACTIVE, PROT, C_ACTIVE, TBL },
+	{ CF_CREATE, C_NT, PROT, C_NT, TBL },
+	{ CF_CREATE, C_ABORT, PROT, C_ABORT, TBL },
+	/* GetConfiguration (note 1: blocks until EndConfiguration; OWN:
+	 * the wait times out) */
+	{ CF_GETCONFIG, C_DNE, PROT, C_DNE, TBL },
+	{ CF_GETCONFIG, C_CONFIGURABLE, VD_E_TIMEOUT, C_CONFIGURABLE, OWN },
+	{ CF_GETCONFIG, C_CONFIGURABLE_ENDED, NOERROR, C_INITIALIZING, TBL },
+	{ CF_GETCONFIG, C_INITIALIZING, NOERROR, C_INITIALIZING, TBL },
+	{ CF_GETCONFIG, C_ACTIVE, NOERROR, C_ACTIVE, TBL },
+	{ CF_GETCONFIG, C_NT, NOERROR, C_NT, TBL },
+	{ CF_GETCONFIG, C_ABORT, ABRT, C_ABORT, TBL },
+	/* OpenDevice (D3, OWN: single device already open = all open) */
+	{ CF_OPENDEVICE, C_DNE, PROT, C_DNE, TBL },
+	{ CF_OPENDEVICE, C_CONFIGURABLE, PROT, C_CONFIGURABLE, TBL },
+	{ CF_OPENDEVICE, C_INITIALIZING, NOERROR, C_ACTIVE, TBL },
+	{ CF_OPENDEVICE, C_ACTIVE, VD_E_OPEN, C_ACTIVE, OWN },
+	{ CF_OPENDEVICE, C_NT, PROT, C_NT, TBL },
+	{ CF_OPENDEVICE, C_ABORT, ABRT, C_ABORT, TBL },
 	/* GetCommand */
-	{ CF_GETCOMMAND, C_ACTIVE, NOERROR, C_ACTIVE },
-	{ CF_GETCOMMAND, C_ACTIVE_CLOSING, VD_E_CLOSE, C_NT },
-	{ CF_GETCOMMAND, C_NT, PROT, C_NT },
-	{ CF_GETCOMMAND, C_ABORT, ABRT, C_ABORT },
-	/* CompleteCommand.  NT: the table's PROTOCOL; the engine answers
-	 * VD_E_INVALID (it checks the pointer before the state):
-	 * ENGINE_BUGS.md "CompleteCommand in Normally Terminated". */
-	{ CF_COMPLETE, C_ACTIVE, NOERROR, C_ACTIVE },
-	{ CF_COMPLETE, C_NT, PROT, C_NT },
-	{ CF_COMPLETE, C_ABORT, ABRT, C_ABORT },
+	{ CF_GETCOMMAND, C_ACTIVE, NOERROR, C_ACTIVE, TBL },
+	{ CF_GETCOMMAND, C_ACTIVE_CLOSING, VD_E_CLOSE, C_NT, OWN },
+	{ CF_GETCOMMAND, C_NT, PROT, C_NT, TBL },
+	{ CF_GETCOMMAND, C_ABORT, ABRT, C_ABORT, TBL },
+	/* CompleteCommand.  NT: the table's PROTOCOL, also for a command
+	 * that was completed before (the state decides first). */
+	{ CF_COMPLETE, C_ACTIVE, NOERROR, C_ACTIVE, TBL },
+	{ CF_COMPLETE, C_NT, PROT, C_NT, TBL },
+	{ CF_COMPLETE, C_ABORT, ABRT, C_ABORT, TBL },
 	/* SignalAbort */
-	{ CF_SIGNALABORT, C_DNE, PROT, C_DNE },
-	{ CF_SIGNALABORT, C_CONFIGURABLE, NOERROR, C_ABORT },
-	{ CF_SIGNALABORT, C_INITIALIZING, NOERROR, C_ABORT },
-	{ CF_SIGNALABORT, C_ACTIVE, NOERROR, C_ABORT },
-	{ CF_SIGNALABORT, C_NT, NOERROR, C_ABORT },
-	{ CF_SIGNALABORT, C_ABORT, NOERROR, C_ABORT },
-	/* Close (D4: open device -> VD_E_OPEN, released anyway) */
-	{ CF_CLOSE, C_DNE, PROT, C_DNE },
-	{ CF_CLOSE, C_CONFIGURABLE, NOERROR, C_DNE },
-	{ CF_CLOSE, C_INITIALIZING, NOERROR, C_DNE },
-	{ CF_CLOSE, C_ACTIVE, VD_E_OPEN, C_DNE },
-	{ CF_CLOSE, C_NT, NOERROR, C_DNE },
-	{ CF_CLOSE, C_ABORT, NOERROR, C_DNE },
+	{ CF_SIGNALABORT, C_DNE, PROT, C_DNE, TBL },
+	{ CF_SIGNALABORT, C_CONFIGURABLE, NOERROR, C_ABORT, TBL },
+	{ CF_SIGNALABORT, C_INITIALIZING, NOERROR, C_ABORT, TBL },
+	{ CF_SIGNALABORT, C_ACTIVE, NOERROR, C_ABORT, TBL },
+	{ CF_SIGNALABORT, C_NT, NOERROR, C_ABORT, TBL },
+	{ CF_SIGNALABORT, C_ABORT, NOERROR, C_ABORT, TBL },
+	/* Close (D4, OWN: open device -> VD_E_OPEN, released anyway) */
+	{ CF_CLOSE, C_DNE, PROT, C_DNE, TBL },
+	{ CF_CLOSE, C_CONFIGURABLE, NOERROR, C_DNE, TBL },
+	{ CF_CLOSE, C_INITIALIZING, NOERROR, C_DNE, TBL },
+	{ CF_CLOSE, C_ACTIVE, VD_E_OPEN, C_DNE, OWN },
+	{ CF_CLOSE, C_NT, NOERROR, C_DNE, TBL },
+	{ CF_CLOSE, C_ABORT, NOERROR, C_DNE, TBL },
 	/* OpenInSecondary on this (primary) object: the set named does not
-	 * exist yet in DNE; afterwards the object is in use (D5, D22). */
-	{ CF_OPENSECONDARY, C_DNE, PROT, C_DNE },
-	{ CF_OPENSECONDARY, C_CONFIGURABLE, PROT, C_CONFIGURABLE },
-	{ CF_OPENSECONDARY, C_INITIALIZING, PROT, C_INITIALIZING },
-	{ CF_OPENSECONDARY, C_ACTIVE, PROT, C_ACTIVE },
-	{ CF_OPENSECONDARY, C_NT, PROT, C_NT },
-	{ CF_OPENSECONDARY, C_ABORT, PROT, C_ABORT },
-	/* GetBufferHandle of an address that is no buffer */
-	{ CF_GETBUFHANDLE, C_DNE, PROT, C_DNE },
-	{ CF_GETBUFHANDLE, C_CONFIGURABLE, VD_E_INVALID, C_CONFIGURABLE },
-	{ CF_GETBUFHANDLE, C_INITIALIZING, VD_E_INVALID, C_INITIALIZING },
-	{ CF_GETBUFHANDLE, C_ACTIVE, VD_E_INVALID, C_ACTIVE },
-	{ CF_GETBUFHANDLE, C_NT, VD_E_INVALID, C_NT },
-	{ CF_GETBUFHANDLE, C_ABORT, ABRT, C_ABORT },
-	/* MapBufferHandle of a handle that names no buffer */
-	{ CF_MAPBUFHANDLE, C_DNE, PROT, C_DNE },
-	{ CF_MAPBUFHANDLE, C_CONFIGURABLE, VD_E_INVALID, C_CONFIGURABLE },
-	{ CF_MAPBUFHANDLE, C_INITIALIZING, VD_E_INVALID, C_INITIALIZING },
-	{ CF_MAPBUFHANDLE, C_ACTIVE, VD_E_INVALID, C_ACTIVE },
-	{ CF_MAPBUFHANDLE, C_NT, VD_E_INVALID, C_NT },
-	{ CF_MAPBUFHANDLE, C_ABORT, ABRT, C_ABORT },
+	 * exist yet in DNE (OWN, D22); afterwards the object is in use (D5). */
+	{ CF_OPENSECONDARY, C_DNE, PROT, C_DNE, OWN },
+	{ CF_OPENSECONDARY, C_CONFIGURABLE, PROT, C_CONFIGURABLE, TBL },
+	{ CF_OPENSECONDARY, C_INITIALIZING, PROT, C_INITIALIZING, TBL },
+	{ CF_OPENSECONDARY, C_ACTIVE, PROT, C_ACTIVE, TBL },
+	{ CF_OPENSECONDARY, C_NT, PROT, C_NT, TBL },
+	{ CF_OPENSECONDARY, C_ABORT, PROT, C_ABORT, TBL },
+	/* GetBufferHandle of an address that is no buffer (OWN: D24) */
+	{ CF_GETBUFHANDLE, C_DNE, PROT, C_DNE, TBL },
+	{ CF_GETBUFHANDLE, C_CONFIGURABLE, VD_E_INVALID, C_CONFIGURABLE, OWN },
+	{ CF_GETBUFHANDLE, C_INITIALIZING, VD_E_INVALID, C_INITIALIZING, OWN },
+	{ CF_GETBUFHANDLE, C_ACTIVE, VD_E_INVALID, C_ACTIVE, OWN },
+	{ CF_GETBUFHANDLE, C_NT, VD_E_INVALID, C_NT, OWN },
+	{ CF_GETBUFHANDLE, C_ABORT, ABRT, C_ABORT, TBL },
+	/* MapBufferHandle of a handle that names no buffer (OWN: D24) */
+	{ CF_MAPBUFHANDLE, C_DNE, PROT, C_DNE, TBL },
+	{ CF_MAPBUFHANDLE, C_CONFIGURABLE, VD_E_INVALID, C_CONFIGURABLE, OWN },
+	{ CF_MAPBUFHANDLE, C_INITIALIZING, VD_E_INVALID, C_INITIALIZING, OWN },
+	{ CF_MAPBUFHANDLE, C_ACTIVE, VD_E_INVALID, C_ACTIVE, OWN },
+	{ CF_MAPBUFHANDLE, C_NT, VD_E_INVALID, C_NT, OWN },
+	{ CF_MAPBUFHANDLE, C_ABORT, ABRT, C_ABORT, TBL },
+	/* MapBufferHandle of the handle GetBufferHandle gave out for a held
+	 * command (D30): it maps while the command is held, and no more once
+	 * completed (NT); the buffer + 512 never does (OWN: D30). */
+	{ CF_MAPISSUED, C_ACTIVE, NOERROR, C_ACTIVE, TBL },
+	{ CF_MAPISSUED, C_NT, VD_E_INVALID, C_NT, OWN },
+	{ CF_MAPISSUED, C_ABORT, ABRT, C_ABORT, TBL },
+	{ CF_MAPFORGED, C_ACTIVE, VD_E_INVALID, C_ACTIVE, OWN },
+	/* set_group (libvdi): only before Create */
+	{ CF_SETGROUP, C_DNE, NOERROR, C_DNE, TBL },
+	{ CF_SETGROUP, C_CONFIGURABLE, PROT, C_CONFIGURABLE, TBL },
+	{ CF_SETGROUP, C_INITIALIZING, PROT, C_INITIALIZING, TBL },
+	{ CF_SETGROUP, C_ACTIVE, PROT, C_ACTIVE, TBL },
+	{ CF_SETGROUP, C_NT, PROT, C_NT, TBL },
+	{ CF_SETGROUP, C_ABORT, PROT, C_ABORT, TBL },
 	/* Abort signalled by the other side: the same column (D5). */
-	{ CF_CREATE, C_ABORT_SRV, PROT, C_ABORT_SRV },
-	{ CF_GETCONFIG, C_ABORT_SRV, ABRT, C_ABORT_SRV },
-	{ CF_OPENDEVICE, C_ABORT_SRV, ABRT, C_ABORT_SRV },
-	{ CF_GETCOMMAND, C_ABORT_SRV, ABRT, C_ABORT_SRV },
-	{ CF_COMPLETE, C_ABORT_SRV, ABRT, C_ABORT_SRV },
-	{ CF_SIGNALABORT, C_ABORT_SRV, NOERROR, C_ABORT_SRV },
-	{ CF_CLOSE, C_ABORT_SRV, NOERROR, C_DNE },
-	{ CF_OPENSECONDARY, C_ABORT_SRV, PROT, C_ABORT_SRV },
-	{ CF_GETBUFHANDLE, C_ABORT_SRV, ABRT, C_ABORT_SRV },
-	{ CF_MAPBUFHANDLE, C_ABORT_SRV, ABRT, C_ABORT_SRV },
+	{ CF_CREATE, C_ABORT_SRV, PROT, C_ABORT_SRV, TBL },
+	{ CF_GETCONFIG, C_ABORT_SRV, ABRT, C_ABORT_SRV, TBL },
+	{ CF_OPENDEVICE, C_ABORT_SRV, ABRT, C_ABORT_SRV, TBL },
+	{ CF_GETCOMMAND, C_ABORT_SRV, ABRT, C_ABORT_SRV, TBL },
+	{ CF_COMPLETE, C_ABORT_SRV, ABRT, C_ABORT_SRV, TBL },
+	{ CF_SIGNALABORT, C_ABORT_SRV, NOERROR, C_ABORT_SRV, TBL },
+	{ CF_CLOSE, C_ABORT_SRV, NOERROR, C_DNE, TBL },
+	{ CF_OPENSECONDARY, C_ABORT_SRV, PROT, C_ABORT_SRV, TBL },
+	{ CF_GETBUFHANDLE, C_ABORT_SRV, ABRT, C_ABORT_SRV, TBL },
+	{ CF_MAPBUFHANDLE, C_ABORT_SRV, ABRT, C_ABORT_SRV, TBL },
+	{ CF_MAPISSUED, C_ABORT_SRV, ABRT, C_ABORT_SRV, TBL },
+	{ CF_SETGROUP, C_ABORT_SRV, PROT, C_ABORT_SRV, TBL },
 };
 
 static int drive_client(enum cst st)
@@ -277,6 +366,7 @@ static int drive_client(enum cst st)
 		if (send_write(0, 0, &BUF))
 			return -1;
 		FIXRC(vdi_client_get_command(P.cd[0], WAIT_MS, &cmd), 0);
+		FIXRC(vdi_client_get_buffer_handle(P.c, cmd->buffer, &ISSUED), 0);
 		FIXRC(vdi_client_complete_command(P.cd[0], cmd, 0, 65536, 0), 0);
 		HELD = cmd; /* completed: no longer outstanding */
 		FIXRC(tl_cmd_wait(&CMDS[0], WAIT_MS), 0);
@@ -289,6 +379,7 @@ static int drive_client(enum cst st)
 		if (send_write(0, 0, &BUF))
 			return -1;
 		FIXRC(vdi_client_get_command(P.cd[0], WAIT_MS, &HELD), 0);
+		FIXRC(vdi_client_get_buffer_handle(P.c, HELD->buffer, &ISSUED), 0);
 		FIXRC(vdi_client_signal_abort(P.c), 0);
 		return 0;
 	case C_ABORT_SRV:
@@ -296,6 +387,7 @@ static int drive_client(enum cst st)
 		if (send_write(0, 0, &BUF))
 			return -1;
 		FIXRC(vdi_client_get_command(P.cd[0], WAIT_MS, &HELD), 0);
+		FIXRC(vdi_client_get_buffer_handle(P.c, HELD->buffer, &ISSUED), 0);
 		FIXRC(vdi_server_signal_abort(P.s), 0);
 		return 0;
 	}
@@ -367,6 +459,21 @@ static int call_client(const struct crow *r)
 	case CF_MAPBUFHANDLE:
 		rc = vdi_client_map_buffer_handle(P.c, 0xFFFFFFFFu, &addr);
 		return rc;
+	case CF_MAPISSUED:
+	case CF_MAPFORGED:
+		if (r->state == C_ACTIVE) {
+			rc = vdi_client_get_command(P.cd[0], WAIT_MS, &HELD);
+			ck_assert_msg(rc == 0, "prepare: GetCommand = %s", vdi_strerror(rc));
+			rc = vdi_client_get_buffer_handle(P.c, HELD->buffer, &ISSUED);
+			ck_assert_msg(rc == 0, "prepare: GetBufferHandle = %s", vdi_strerror(rc));
+		}
+		ck_assert_uint_ne(ISSUED, 0);
+		rc = vdi_client_map_buffer_handle(P.c, ISSUED + (r->fn == CF_MAPFORGED), &addr);
+		if (rc == 0)
+			ck_assert_ptr_eq(addr, HELD->buffer);
+		return rc;
+	case CF_SETGROUP:
+		return vdi_client_set_group(P.c, getgid());
 	}
 	return VD_E_UNEXPECTED;
 }
@@ -432,10 +539,12 @@ START_TEST(client_cell)
 
 	snprintf(row, sizeof(row), "client %s in %s", cfn_name[r->fn],
 		 cst_name[r->state]);
+	check_cell(row, cfn_engine[r->fn], cst_engine[r->state], r->rc, r->own);
 	ck_assert_msg(drive_client(r->state) == 0, "%s: %s", row, FIXTURE_ERR);
 	rc = call_client(r);
 	ck_assert_msg(rc == r->rc, "%s = %s, want %s (%s)", row,
 		      vdi_strerror(rc), vdi_strerror(r->rc), vdi_last_error());
+	check_refusal_names(row, cfn_engine[r->fn], rc, r->own);
 	probe_client(r->next, row);
 }
 END_TEST
@@ -457,6 +566,16 @@ static const char *const sst_name[] = {
 	"DNE", "Connected", "Configurable", "Initializing", "Active",
 	"NormallyTerminated", "Abort", "Abort(by client)",
 };
+static const enum vdi_set_state sst_engine[] = {
+	[S_DNE] = VDI_SET_DNE,
+	[S_CONNECTED] = VDI_SET_CONNECTED,
+	[S_CONFIGURABLE] = VDI_SET_CONFIGURABLE,
+	[S_INITIALIZING] = VDI_SET_INITIALIZING,
+	[S_ACTIVE] = VDI_SET_ACTIVE,
+	[S_NT] = VDI_SET_TERMINATED,
+	[S_ABORT] = VDI_SET_ABORTED,
+	[S_ABORT_CLI] = VDI_SET_ABORTED,
+};
 
 enum sfn {
 	SF_OPEN, SF_GETCONFIG, SF_BEGIN, SF_REQUEST, SF_QUERY, SF_END,
@@ -469,6 +588,23 @@ static const char *const sfn_name[] = {
 	"ExecuteCompletionAgent", "AllocateBuffer", "FreeBuffer",
 	"IsSharedBuffer", "SendCommand", "CloseDevice", "SignalAbort", "Close",
 };
+static const enum vdi_call sfn_engine[] = {
+	[SF_OPEN] = VDI_CALL_S_OPEN,
+	[SF_GETCONFIG] = VDI_CALL_S_GET_CONFIGURATION,
+	[SF_BEGIN] = VDI_CALL_S_BEGIN_CONFIGURATION,
+	[SF_REQUEST] = VDI_CALL_S_REQUEST_BUFFERS,
+	[SF_QUERY] = VDI_CALL_S_QUERY_AVAILABLE_BUFFERS,
+	[SF_END] = VDI_CALL_S_END_CONFIGURATION,
+	[SF_OPENDEVICE] = VDI_CALL_S_OPEN_DEVICE,
+	[SF_AGENT] = VDI_CALL_S_EXECUTE_COMPLETION_AGENT,
+	[SF_ALLOCATE] = VDI_CALL_S_ALLOCATE_BUFFER,
+	[SF_FREE] = VDI_CALL_S_FREE_BUFFER,
+	[SF_ISSHARED] = VDI_CALL_S_IS_SHARED_BUFFER,
+	[SF_SENDCOMMAND] = VDI_CALL_S_SEND_COMMAND,
+	[SF_CLOSEDEVICE] = VDI_CALL_S_CLOSE_DEVICE,
+	[SF_SIGNALABORT] = VDI_CALL_S_SIGNAL_ABORT,
+	[SF_CLOSE] = VDI_CALL_S_CLOSE,
+};
 
 /* Return value meaning "the call blocked, as it must" (agent). */
 #define BLOCKS 0x7fff0001
@@ -479,138 +615,139 @@ struct srow {
 	int rc;
 	enum sst next;
 	uint32_t callback; /* SendCommand failure: code the routine gets */
+	int own;           /* OWN: the table allows it; rc is the call's rule */
 };
 
 static const struct srow srows[] = {
-	{ SF_OPEN, S_DNE, NOERROR, S_CONNECTED, 0 },
-	{ SF_OPEN, S_CONNECTED, PROT, S_CONNECTED, 0 },
-	{ SF_OPEN, S_CONFIGURABLE, PROT, S_CONFIGURABLE, 0 },
-	{ SF_OPEN, S_INITIALIZING, PROT, S_INITIALIZING, 0 },
-	{ SF_OPEN, S_ACTIVE, PROT, S_ACTIVE, 0 },
-	{ SF_OPEN, S_NT, PROT, S_NT, 0 },
-	{ SF_OPEN, S_ABORT, PROT, S_ABORT, 0 },
+	{ SF_OPEN, S_DNE, NOERROR, S_CONNECTED, 0, TBL },
+	{ SF_OPEN, S_CONNECTED, PROT, S_CONNECTED, 0, TBL },
+	{ SF_OPEN, S_CONFIGURABLE, PROT, S_CONFIGURABLE, 0, TBL },
+	{ SF_OPEN, S_INITIALIZING, PROT, S_INITIALIZING, 0, TBL },
+	{ SF_OPEN, S_ACTIVE, PROT, S_ACTIVE, 0, TBL },
+	{ SF_OPEN, S_NT, PROT, S_NT, 0, TBL },
+	{ SF_OPEN, S_ABORT, PROT, S_ABORT, 0, TBL },
 
-	{ SF_GETCONFIG, S_DNE, PROT, S_DNE, 0 },
-	{ SF_GETCONFIG, S_CONNECTED, NOERROR, S_CONNECTED, 0 },
-	{ SF_GETCONFIG, S_CONFIGURABLE, NOERROR, S_CONFIGURABLE, 0 },
-	{ SF_GETCONFIG, S_INITIALIZING, NOERROR, S_INITIALIZING, 0 },
-	{ SF_GETCONFIG, S_ACTIVE, NOERROR, S_ACTIVE, 0 },
-	{ SF_GETCONFIG, S_NT, NOERROR, S_NT, 0 },
-	{ SF_GETCONFIG, S_ABORT, ABRT, S_ABORT, 0 },
+	{ SF_GETCONFIG, S_DNE, PROT, S_DNE, 0, TBL },
+	{ SF_GETCONFIG, S_CONNECTED, NOERROR, S_CONNECTED, 0, TBL },
+	{ SF_GETCONFIG, S_CONFIGURABLE, NOERROR, S_CONFIGURABLE, 0, TBL },
+	{ SF_GETCONFIG, S_INITIALIZING, NOERROR, S_INITIALIZING, 0, TBL },
+	{ SF_GETCONFIG, S_ACTIVE, NOERROR, S_ACTIVE, 0, TBL },
+	{ SF_GETCONFIG, S_NT, NOERROR, S_NT, 0, TBL },
+	{ SF_GETCONFIG, S_ABORT, ABRT, S_ABORT, 0, TBL },
 
-	{ SF_BEGIN, S_DNE, PROT, S_DNE, 0 },
-	{ SF_BEGIN, S_CONNECTED, NOERROR, S_CONFIGURABLE, 0 },
-	{ SF_BEGIN, S_CONFIGURABLE, PROT, S_CONFIGURABLE, 0 },
-	{ SF_BEGIN, S_INITIALIZING, PROT, S_INITIALIZING, 0 },
-	{ SF_BEGIN, S_ACTIVE, PROT, S_ACTIVE, 0 },
-	{ SF_BEGIN, S_NT, PROT, S_NT, 0 },
-	{ SF_BEGIN, S_ABORT, ABRT, S_ABORT, 0 }, /* D5 */
+	{ SF_BEGIN, S_DNE, PROT, S_DNE, 0, TBL },
+	{ SF_BEGIN, S_CONNECTED, NOERROR, S_CONFIGURABLE, 0, TBL },
+	{ SF_BEGIN, S_CONFIGURABLE, PROT, S_CONFIGURABLE, 0, TBL },
+	{ SF_BEGIN, S_INITIALIZING, PROT, S_INITIALIZING, 0, TBL },
+	{ SF_BEGIN, S_ACTIVE, PROT, S_ACTIVE, 0, TBL },
+	{ SF_BEGIN, S_NT, PROT, S_NT, 0, TBL },
+	{ SF_BEGIN, S_ABORT, ABRT, S_ABORT, 0, TBL }, /* D5 */
 
-	{ SF_REQUEST, S_DNE, PROT, S_DNE, 0 },
-	{ SF_REQUEST, S_CONNECTED, PROT, S_CONNECTED, 0 },
-	{ SF_REQUEST, S_CONFIGURABLE, NOERROR, S_CONFIGURABLE, 0 },
-	{ SF_REQUEST, S_INITIALIZING, NOERROR, S_INITIALIZING, 0 },
-	{ SF_REQUEST, S_ACTIVE, NOERROR, S_ACTIVE, 0 },
-	{ SF_REQUEST, S_NT, PROT, S_NT, 0 },
-	{ SF_REQUEST, S_ABORT, ABRT, S_ABORT, 0 }, /* D5 */
+	{ SF_REQUEST, S_DNE, PROT, S_DNE, 0, TBL },
+	{ SF_REQUEST, S_CONNECTED, PROT, S_CONNECTED, 0, TBL },
+	{ SF_REQUEST, S_CONFIGURABLE, NOERROR, S_CONFIGURABLE, 0, TBL },
+	{ SF_REQUEST, S_INITIALIZING, NOERROR, S_INITIALIZING, 0, TBL },
+	{ SF_REQUEST, S_ACTIVE, NOERROR, S_ACTIVE, 0, TBL },
+	{ SF_REQUEST, S_NT, PROT, S_NT, 0, TBL },
+	{ SF_REQUEST, S_ABORT, ABRT, S_ABORT, 0, TBL }, /* D5 */
 
-	{ SF_QUERY, S_DNE, PROT, S_DNE, 0 },
-	{ SF_QUERY, S_CONNECTED, PROT, S_CONNECTED, 0 },
-	{ SF_QUERY, S_CONFIGURABLE, NOERROR, S_CONFIGURABLE, 0 },
-	{ SF_QUERY, S_INITIALIZING, NOERROR, S_INITIALIZING, 0 },
-	{ SF_QUERY, S_ACTIVE, NOERROR, S_ACTIVE, 0 },
-	{ SF_QUERY, S_NT, PROT, S_NT, 0 },
-	{ SF_QUERY, S_ABORT, ABRT, S_ABORT, 0 }, /* D5 */
+	{ SF_QUERY, S_DNE, PROT, S_DNE, 0, TBL },
+	{ SF_QUERY, S_CONNECTED, PROT, S_CONNECTED, 0, TBL },
+	{ SF_QUERY, S_CONFIGURABLE, NOERROR, S_CONFIGURABLE, 0, TBL },
+	{ SF_QUERY, S_INITIALIZING, NOERROR, S_INITIALIZING, 0, TBL },
+	{ SF_QUERY, S_ACTIVE, NOERROR, S_ACTIVE, 0, TBL },
+	{ SF_QUERY, S_NT, PROT, S_NT, 0, TBL },
+	{ SF_QUERY, S_ABORT, ABRT, S_ABORT, 0, TBL }, /* D5 */
 
-	{ SF_END, S_DNE, PROT, S_DNE, 0 },
-	{ SF_END, S_CONNECTED, PROT, S_CONNECTED, 0 },
-	{ SF_END, S_CONFIGURABLE, NOERROR, S_INITIALIZING, 0 },
-	{ SF_END, S_INITIALIZING, PROT, S_INITIALIZING, 0 },
-	{ SF_END, S_ACTIVE, PROT, S_ACTIVE, 0 },
-	{ SF_END, S_NT, PROT, S_NT, 0 },
-	{ SF_END, S_ABORT, ABRT, S_ABORT, 0 },
+	{ SF_END, S_DNE, PROT, S_DNE, 0, TBL },
+	{ SF_END, S_CONNECTED, PROT, S_CONNECTED, 0, TBL },
+	{ SF_END, S_CONFIGURABLE, NOERROR, S_INITIALIZING, 0, TBL },
+	{ SF_END, S_INITIALIZING, PROT, S_INITIALIZING, 0, TBL },
+	{ SF_END, S_ACTIVE, PROT, S_ACTIVE, 0, TBL },
+	{ SF_END, S_NT, PROT, S_NT, 0, TBL },
+	{ SF_END, S_ABORT, ABRT, S_ABORT, 0, TBL },
 
-	{ SF_OPENDEVICE, S_DNE, PROT, S_DNE, 0 },
-	{ SF_OPENDEVICE, S_CONNECTED, PROT, S_CONNECTED, 0 },
-	{ SF_OPENDEVICE, S_CONFIGURABLE, PROT, S_CONFIGURABLE, 0 },
-	{ SF_OPENDEVICE, S_INITIALIZING, NOERROR, S_ACTIVE, 0 },
-	{ SF_OPENDEVICE, S_ACTIVE, VD_E_OPEN, S_ACTIVE, 0 },
-	{ SF_OPENDEVICE, S_NT, PROT, S_NT, 0 },
-	{ SF_OPENDEVICE, S_ABORT, ABRT, S_ABORT, 0 },
+	{ SF_OPENDEVICE, S_DNE, PROT, S_DNE, 0, TBL },
+	{ SF_OPENDEVICE, S_CONNECTED, PROT, S_CONNECTED, 0, TBL },
+	{ SF_OPENDEVICE, S_CONFIGURABLE, PROT, S_CONFIGURABLE, 0, TBL },
+	{ SF_OPENDEVICE, S_INITIALIZING, NOERROR, S_ACTIVE, 0, TBL },
+	{ SF_OPENDEVICE, S_ACTIVE, VD_E_OPEN, S_ACTIVE, 0, OWN },
+	{ SF_OPENDEVICE, S_NT, PROT, S_NT, 0, TBL },
+	{ SF_OPENDEVICE, S_ABORT, ABRT, S_ABORT, 0, TBL },
 
-	{ SF_AGENT, S_DNE, PROT, S_DNE, 0 },
-	{ SF_AGENT, S_CONNECTED, PROT, S_CONNECTED, 0 },
-	{ SF_AGENT, S_CONFIGURABLE, PROT, S_CONFIGURABLE, 0 },
-	{ SF_AGENT, S_INITIALIZING, BLOCKS, S_ACTIVE, 0 },
-	{ SF_AGENT, S_ACTIVE, PROT, S_ACTIVE, 0 }, /* already running */
-	{ SF_AGENT, S_NT, PROT, S_NT, 0 },
-	{ SF_AGENT, S_ABORT, ABRT, S_ABORT, 0 },
+	{ SF_AGENT, S_DNE, PROT, S_DNE, 0, TBL },
+	{ SF_AGENT, S_CONNECTED, PROT, S_CONNECTED, 0, TBL },
+	{ SF_AGENT, S_CONFIGURABLE, PROT, S_CONFIGURABLE, 0, TBL },
+	{ SF_AGENT, S_INITIALIZING, BLOCKS, S_ACTIVE, 0, OWN },
+	{ SF_AGENT, S_ACTIVE, PROT, S_ACTIVE, 0, OWN }, /* already running */
+	{ SF_AGENT, S_NT, PROT, S_NT, 0, TBL },
+	{ SF_AGENT, S_ABORT, ABRT, S_ABORT, 0, TBL },
 
-	{ SF_ALLOCATE, S_DNE, PROT, S_DNE, 0 },
-	{ SF_ALLOCATE, S_CONNECTED, PROT, S_CONNECTED, 0 },
-	{ SF_ALLOCATE, S_CONFIGURABLE, PROT, S_CONFIGURABLE, 0 },
-	{ SF_ALLOCATE, S_INITIALIZING, NOERROR, S_INITIALIZING, 0 },
-	{ SF_ALLOCATE, S_ACTIVE, NOERROR, S_ACTIVE, 0 },
-	{ SF_ALLOCATE, S_NT, PROT, S_NT, 0 },
-	{ SF_ALLOCATE, S_ABORT, ABRT, S_ABORT, 0 },
+	{ SF_ALLOCATE, S_DNE, PROT, S_DNE, 0, TBL },
+	{ SF_ALLOCATE, S_CONNECTED, PROT, S_CONNECTED, 0, TBL },
+	{ SF_ALLOCATE, S_CONFIGURABLE, PROT, S_CONFIGURABLE, 0, TBL },
+	{ SF_ALLOCATE, S_INITIALIZING, NOERROR, S_INITIALIZING, 0, TBL },
+	{ SF_ALLOCATE, S_ACTIVE, NOERROR, S_ACTIVE, 0, TBL },
+	{ SF_ALLOCATE, S_NT, PROT, S_NT, 0, TBL },
+	{ SF_ALLOCATE, S_ABORT, ABRT, S_ABORT, 0, TBL },
 
-	{ SF_FREE, S_DNE, PROT, S_DNE, 0 },
-	{ SF_FREE, S_CONNECTED, PROT, S_CONNECTED, 0 },
-	{ SF_FREE, S_CONFIGURABLE, PROT, S_CONFIGURABLE, 0 },
-	{ SF_FREE, S_INITIALIZING, NOERROR, S_INITIALIZING, 0 },
-	{ SF_FREE, S_ACTIVE, NOERROR, S_ACTIVE, 0 },
-	{ SF_FREE, S_NT, NOERROR, S_NT, 0 },   /* cleanup allowed */
-	{ SF_FREE, S_ABORT, NOERROR, S_ABORT, 0 }, /* D5 */
+	{ SF_FREE, S_DNE, PROT, S_DNE, 0, TBL },
+	{ SF_FREE, S_CONNECTED, PROT, S_CONNECTED, 0, TBL },
+	{ SF_FREE, S_CONFIGURABLE, PROT, S_CONFIGURABLE, 0, TBL },
+	{ SF_FREE, S_INITIALIZING, NOERROR, S_INITIALIZING, 0, TBL },
+	{ SF_FREE, S_ACTIVE, NOERROR, S_ACTIVE, 0, TBL },
+	{ SF_FREE, S_NT, NOERROR, S_NT, 0, TBL },   /* cleanup allowed */
+	{ SF_FREE, S_ABORT, NOERROR, S_ABORT, 0, TBL }, /* D5 */
 
-	/* IsSharedBuffer answers 1/0 (D12): BUF where one exists. */
-	{ SF_ISSHARED, S_DNE, 0, S_DNE, 0 },
-	{ SF_ISSHARED, S_CONNECTED, 0, S_CONNECTED, 0 },
-	{ SF_ISSHARED, S_CONFIGURABLE, 0, S_CONFIGURABLE, 0 },
-	{ SF_ISSHARED, S_INITIALIZING, 1, S_INITIALIZING, 0 },
-	{ SF_ISSHARED, S_ACTIVE, 1, S_ACTIVE, 0 },
-	{ SF_ISSHARED, S_NT, 1, S_NT, 0 },
-	{ SF_ISSHARED, S_ABORT, 1, S_ABORT, 0 },
+	/* IsSharedBuffer answers 1/0 (D12, OWN): BUF where one exists. */
+	{ SF_ISSHARED, S_DNE, 0, S_DNE, 0, OWN },
+	{ SF_ISSHARED, S_CONNECTED, 0, S_CONNECTED, 0, OWN },
+	{ SF_ISSHARED, S_CONFIGURABLE, 0, S_CONFIGURABLE, 0, OWN },
+	{ SF_ISSHARED, S_INITIALIZING, 1, S_INITIALIZING, 0, OWN },
+	{ SF_ISSHARED, S_ACTIVE, 1, S_ACTIVE, 0, OWN },
+	{ SF_ISSHARED, S_NT, 1, S_NT, 0, OWN },
+	{ SF_ISSHARED, S_ABORT, 1, S_ABORT, 0, OWN },
 
-	{ SF_SENDCOMMAND, S_ACTIVE, NOERROR, S_ACTIVE, 0 },
-	{ SF_SENDCOMMAND, S_NT, PROT, S_NT, ERROR_INVALID_HANDLE },
-	{ SF_SENDCOMMAND, S_ABORT, ABRT, S_ABORT, ERROR_OPERATION_ABORTED },
+	{ SF_SENDCOMMAND, S_ACTIVE, NOERROR, S_ACTIVE, 0, TBL },
+	{ SF_SENDCOMMAND, S_NT, PROT, S_NT, ERROR_INVALID_HANDLE, TBL },
+	{ SF_SENDCOMMAND, S_ABORT, ABRT, S_ABORT, ERROR_OPERATION_ABORTED, TBL },
 
-	{ SF_CLOSEDEVICE, S_ACTIVE, NOERROR, S_NT, 0 },
-	{ SF_CLOSEDEVICE, S_NT, VD_E_CLOSE, S_NT, 0 },
-	{ SF_CLOSEDEVICE, S_ABORT, ABRT, S_ABORT, 0 },
+	{ SF_CLOSEDEVICE, S_ACTIVE, NOERROR, S_NT, 0, TBL },
+	{ SF_CLOSEDEVICE, S_NT, VD_E_CLOSE, S_NT, 0, TBL },
+	{ SF_CLOSEDEVICE, S_ABORT, ABRT, S_ABORT, 0, TBL },
 
-	{ SF_SIGNALABORT, S_DNE, PROT, S_DNE, 0 },
-	{ SF_SIGNALABORT, S_CONNECTED, NOERROR, S_ABORT, 0 },
-	{ SF_SIGNALABORT, S_CONFIGURABLE, NOERROR, S_ABORT, 0 },
-	{ SF_SIGNALABORT, S_INITIALIZING, NOERROR, S_ABORT, 0 },
-	{ SF_SIGNALABORT, S_ACTIVE, NOERROR, S_ABORT, 0 },
-	{ SF_SIGNALABORT, S_NT, NOERROR, S_ABORT, 0 },
-	{ SF_SIGNALABORT, S_ABORT, NOERROR, S_ABORT, 0 },
+	{ SF_SIGNALABORT, S_DNE, PROT, S_DNE, 0, TBL },
+	{ SF_SIGNALABORT, S_CONNECTED, NOERROR, S_ABORT, 0, TBL },
+	{ SF_SIGNALABORT, S_CONFIGURABLE, NOERROR, S_ABORT, 0, TBL },
+	{ SF_SIGNALABORT, S_INITIALIZING, NOERROR, S_ABORT, 0, TBL },
+	{ SF_SIGNALABORT, S_ACTIVE, NOERROR, S_ABORT, 0, TBL },
+	{ SF_SIGNALABORT, S_NT, NOERROR, S_ABORT, 0, TBL },
+	{ SF_SIGNALABORT, S_ABORT, NOERROR, S_ABORT, 0, TBL },
 
-	{ SF_CLOSE, S_DNE, PROT, S_DNE, 0 },
-	{ SF_CLOSE, S_CONNECTED, NOERROR, S_DNE, 0 },
-	{ SF_CLOSE, S_CONFIGURABLE, NOERROR, S_DNE, 0 },
-	{ SF_CLOSE, S_INITIALIZING, NOERROR, S_DNE, 0 },
-	{ SF_CLOSE, S_ACTIVE, PROT, S_DNE, 0 }, /* D4: devices open */
-	{ SF_CLOSE, S_NT, NOERROR, S_DNE, 0 },
-	{ SF_CLOSE, S_ABORT, NOERROR, S_DNE, 0 },
+	{ SF_CLOSE, S_DNE, PROT, S_DNE, 0, TBL },
+	{ SF_CLOSE, S_CONNECTED, NOERROR, S_DNE, 0, TBL },
+	{ SF_CLOSE, S_CONFIGURABLE, NOERROR, S_DNE, 0, TBL },
+	{ SF_CLOSE, S_INITIALIZING, NOERROR, S_DNE, 0, TBL },
+	{ SF_CLOSE, S_ACTIVE, PROT, S_DNE, 0, OWN }, /* D4: devices open */
+	{ SF_CLOSE, S_NT, NOERROR, S_DNE, 0, TBL },
+	{ SF_CLOSE, S_ABORT, NOERROR, S_DNE, 0, TBL },
 
 	/* Abort signalled by the client: the same column (D5). */
-	{ SF_OPEN, S_ABORT_CLI, PROT, S_ABORT_CLI, 0 },
-	{ SF_GETCONFIG, S_ABORT_CLI, ABRT, S_ABORT_CLI, 0 },
-	{ SF_BEGIN, S_ABORT_CLI, ABRT, S_ABORT_CLI, 0 },
-	{ SF_REQUEST, S_ABORT_CLI, ABRT, S_ABORT_CLI, 0 },
-	{ SF_QUERY, S_ABORT_CLI, ABRT, S_ABORT_CLI, 0 },
-	{ SF_END, S_ABORT_CLI, ABRT, S_ABORT_CLI, 0 },
-	{ SF_OPENDEVICE, S_ABORT_CLI, ABRT, S_ABORT_CLI, 0 },
-	{ SF_AGENT, S_ABORT_CLI, ABRT, S_ABORT_CLI, 0 },
-	{ SF_ALLOCATE, S_ABORT_CLI, ABRT, S_ABORT_CLI, 0 },
-	{ SF_FREE, S_ABORT_CLI, NOERROR, S_ABORT_CLI, 0 },
-	{ SF_ISSHARED, S_ABORT_CLI, 1, S_ABORT_CLI, 0 },
-	{ SF_SENDCOMMAND, S_ABORT_CLI, ABRT, S_ABORT_CLI, ERROR_OPERATION_ABORTED },
-	{ SF_CLOSEDEVICE, S_ABORT_CLI, ABRT, S_ABORT_CLI, 0 },
-	{ SF_SIGNALABORT, S_ABORT_CLI, NOERROR, S_ABORT_CLI, 0 },
-	{ SF_CLOSE, S_ABORT_CLI, NOERROR, S_DNE, 0 },
+	{ SF_OPEN, S_ABORT_CLI, PROT, S_ABORT_CLI, 0, TBL },
+	{ SF_GETCONFIG, S_ABORT_CLI, ABRT, S_ABORT_CLI, 0, TBL },
+	{ SF_BEGIN, S_ABORT_CLI, ABRT, S_ABORT_CLI, 0, TBL },
+	{ SF_REQUEST, S_ABORT_CLI, ABRT, S_ABORT_CLI, 0, TBL },
+	{ SF_QUERY, S_ABORT_CLI, ABRT, S_ABORT_CLI, 0, TBL },
+	{ SF_END, S_ABORT_CLI, ABRT, S_ABORT_CLI, 0, TBL },
+	{ SF_OPENDEVICE, S_ABORT_CLI, ABRT, S_ABORT_CLI, 0, TBL },
+	{ SF_AGENT, S_ABORT_CLI, ABRT, S_ABORT_CLI, 0, TBL },
+	{ SF_ALLOCATE, S_ABORT_CLI, ABRT, S_ABORT_CLI, 0, TBL },
+	{ SF_FREE, S_ABORT_CLI, NOERROR, S_ABORT_CLI, 0, TBL },
+	{ SF_ISSHARED, S_ABORT_CLI, 1, S_ABORT_CLI, 0, OWN },
+	{ SF_SENDCOMMAND, S_ABORT_CLI, ABRT, S_ABORT_CLI, ERROR_OPERATION_ABORTED, TBL },
+	{ SF_CLOSEDEVICE, S_ABORT_CLI, ABRT, S_ABORT_CLI, 0, TBL },
+	{ SF_SIGNALABORT, S_ABORT_CLI, NOERROR, S_ABORT_CLI, 0, TBL },
+	{ SF_CLOSE, S_ABORT_CLI, NOERROR, S_DNE, 0, TBL },
 };
 
 static int drive_server(enum sst st)
@@ -818,10 +955,9 @@ static void probe_server(enum sst want, const char *row)
 		 * only the published phase tells apart from Initializing. */
 		struct vdi_set_info info;
 		TL_OK(vdi_set_info_get(NULL, P.name, &info));
-		ck_assert_msg(strcmp(info.state, want == S_INITIALIZING ?
-					 "initializing" : "active") == 0,
+		ck_assert_msg(info.state == sst_engine[want],
 			      "%s: %s probe: set info state '%s'", row,
-			      sst_name[want], info.state);
+			      sst_name[want], vdi_set_state_name(info.state));
 		if (want == S_INITIALIZING) {
 			rc = vdi_server_open_device(P.s, NULL, &d);
 			ck_assert_msg(rc == 0, "%s: Initializing probe: OpenDevice = %s",
@@ -860,6 +996,7 @@ START_TEST(server_cell)
 
 	snprintf(row, sizeof(row), "server %s in %s", sfn_name[r->fn],
 		 sst_name[r->state]);
+	check_cell(row, sfn_engine[r->fn], sst_engine[r->state], r->rc, r->own);
 	ck_assert_msg(drive_server(r->state) == 0, "%s: %s", row, FIXTURE_ERR);
 	rc = call_server(r);
 	if (r->rc == BLOCKS)
@@ -869,7 +1006,113 @@ START_TEST(server_cell)
 		ck_assert_msg(rc == r->rc, "%s = %s (%d), want %s (%s)", row,
 			      vdi_strerror(rc), rc, vdi_strerror(r->rc),
 			      vdi_last_error());
+	/* The agent ran on its own thread, where its message stays. */
+	if (r->fn != SF_AGENT)
+		check_refusal_names(row, sfn_engine[r->fn], rc, r->own);
 	probe_server(r->next, row);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------
+ * Every cell of the engine's table.
+ */
+
+/* The cells no fixture reaches (see the top), with the spec's value. */
+static const struct {
+	enum vdi_call call;
+	enum vdi_set_state st;
+	int cell;
+} unreachable[] = {
+	{ VDI_CALL_C_GET_COMMAND, VDI_SET_DNE, PROT },
+	{ VDI_CALL_C_GET_COMMAND, VDI_SET_CONFIGURABLE, PROT },
+	{ VDI_CALL_C_GET_COMMAND, VDI_SET_INITIALIZING, PROT },
+	{ VDI_CALL_C_COMPLETE_COMMAND, VDI_SET_DNE, PROT },
+	{ VDI_CALL_C_COMPLETE_COMMAND, VDI_SET_CONFIGURABLE, PROT },
+	{ VDI_CALL_C_COMPLETE_COMMAND, VDI_SET_INITIALIZING, PROT },
+	{ VDI_CALL_S_SEND_COMMAND, VDI_SET_DNE, PROT },
+	{ VDI_CALL_S_SEND_COMMAND, VDI_SET_CONNECTED, PROT },
+	{ VDI_CALL_S_SEND_COMMAND, VDI_SET_CONFIGURABLE, PROT },
+	{ VDI_CALL_S_SEND_COMMAND, VDI_SET_INITIALIZING, PROT },
+	{ VDI_CALL_S_CLOSE_DEVICE, VDI_SET_DNE, PROT },
+	{ VDI_CALL_S_CLOSE_DEVICE, VDI_SET_CONNECTED, PROT },
+	{ VDI_CALL_S_CLOSE_DEVICE, VDI_SET_CONFIGURABLE, PROT },
+	{ VDI_CALL_S_CLOSE_DEVICE, VDI_SET_INITIALIZING, PROT },
+};
+
+/* Rows and unreachable entries that check cell (call, st). */
+static int covering(enum vdi_call call, enum vdi_set_state st)
+{
+	int n = 0;
+	size_t i;
+
+	for (i = 0; i < sizeof(crows) / sizeof(crows[0]); i++)
+		n += cfn_engine[crows[i].fn] == call && cst_engine[crows[i].state] == st;
+	for (i = 0; i < sizeof(srows) / sizeof(srows[0]); i++)
+		n += sfn_engine[srows[i].fn] == call && sst_engine[srows[i].state] == st;
+	for (i = 0; i < sizeof(unreachable) / sizeof(unreachable[0]); i++) {
+		if (unreachable[i].call != call || unreachable[i].st != st)
+			continue;
+		ck_assert_msg(vdi_state_cell(call, st) == unreachable[i].cell,
+			      "%s in %s: the engine's table says %s, the spec %s",
+			      vdi_call_name(call), vdi_set_state_name(st),
+			      cell_name(vdi_state_cell(call, st)), cell_name(unreachable[i].cell));
+		n++;
+	}
+	return n;
+}
+
+/* An object of this half can be in state st. */
+static int object_state(enum vdi_call call, enum vdi_set_state st)
+{
+	int client = call <= VDI_CALL_C_SET_GROUP;
+
+	if (st == VDI_SET_CREATED || st == VDI_SET_CLOSED || st == VDI_SET_CORRUPT)
+		return 0;
+	return !(client && st == VDI_SET_CONNECTED);
+}
+
+START_TEST(every_cell)
+{
+	int call, st;
+
+	for (call = 0; call < VDI_CALL_COUNT; call++) {
+		for (st = VDI_SET_DNE; st <= VDI_SET_CORRUPT + 1; st++) {
+			const char *cn = vdi_call_name((enum vdi_call)call);
+			const char *sn = vdi_set_state_name((enum vdi_set_state)st);
+
+			if (st > VDI_SET_CORRUPT || !object_state((enum vdi_call)call, (enum vdi_set_state)st)) {
+				ck_assert_msg(vdi_state_cell((enum vdi_call)call, (enum vdi_set_state)st) ==
+						      VD_E_UNEXPECTED,
+					      "%s in %s: no object is in that state, yet the cell is %s",
+					      cn, sn,
+					      cell_name(vdi_state_cell((enum vdi_call)call,
+								       (enum vdi_set_state)st)));
+				continue;
+			}
+			ck_assert_msg(covering((enum vdi_call)call, (enum vdi_set_state)st) > 0,
+				      "%s in %s: no row checks this cell", cn, sn);
+		}
+	}
+	ck_assert_int_eq(vdi_state_cell(VDI_CALL_COUNT, VDI_SET_ACTIVE), VD_E_UNEXPECTED);
+	ck_assert_int_eq(vdi_state_cell((enum vdi_call)-1, VDI_SET_ACTIVE), VD_E_UNEXPECTED);
+}
+END_TEST
+
+/* Every state has its own name; other values are "unknown". */
+START_TEST(state_names)
+{
+	int a, b;
+
+	for (a = VDI_SET_DNE; a <= VDI_SET_CORRUPT; a++) {
+		const char *na = vdi_set_state_name((enum vdi_set_state)a);
+
+		ck_assert_str_ne(na, "unknown");
+		for (b = a + 1; b <= VDI_SET_CORRUPT; b++)
+			ck_assert_str_ne(na, vdi_set_state_name((enum vdi_set_state)b));
+	}
+	ck_assert_str_eq(vdi_set_state_name(VDI_SET_TERMINATED), "finished");
+	ck_assert_str_eq(vdi_set_state_name((enum vdi_set_state)(VDI_SET_CORRUPT + 1)), "unknown");
+	ck_assert_str_eq(vdi_set_state_name((enum vdi_set_state)-1), "unknown");
 }
 END_TEST
 
@@ -895,6 +1138,12 @@ static Suite *states_suite(void)
 	tc = tcase_create("server table");
 	tcase_add_loop_test(tc, server_cell, 0, (int)(sizeof(srows) / sizeof(srows[0])));
 	add_fixture_tcase(s, tc, 10);
+
+	tc = tcase_create("engine table");
+	tcase_add_test(tc, every_cell);
+	tcase_add_test(tc, state_names);
+	tcase_set_timeout(tc, 10);
+	suite_add_tcase(s, tc);
 
 	return s;
 }

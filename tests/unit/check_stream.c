@@ -921,6 +921,8 @@ struct snaprec {
 	char files[256]; /* the list the last one was given */
 	unsigned n;
 	uint32_t answer; /* what the handler answers */
+	const char *command; /* or: vdi_snapshot_run of this */
+	char err[600];
 };
 
 static uint32_t snap_handler(void *ctx, struct vdi_cstream *cs, uint32_t cmd, const char *files)
@@ -935,6 +937,8 @@ static uint32_t snap_handler(void *ctx, struct vdi_cstream *cs, uint32_t cmd, co
 	}
 	snprintf(r->files, sizeof(r->files), "%s", files);
 	pthread_mutex_unlock(&r->m);
+	if (r->command)
+		return vdi_snapshot_run(cs, r->command, cmd, files, r->err, sizeof(r->err));
 	return r->answer;
 }
 
@@ -1002,10 +1006,12 @@ static void snapshot_case(uint32_t client_features, int with_files, uint32_t ans
 {
 	struct tl_pair_opts o;
 	struct rig r;
+	const char *cmd = rec->command;
 
 	memset(rec, 0, sizeof(*rec));
 	pthread_mutex_init(&rec->m, NULL);
 	rec->answer = answer;
+	rec->command = cmd;
 	rig_opts(&o, 1, VDF_WriteMedia, 512, 64 * KIB, 4);
 	o.client_features = client_features;
 	rig_up(&r, &o, 4, WAIT_MS);
@@ -1156,6 +1162,114 @@ START_TEST(test_mount_snapshot_at_close)
 	JOB_OK(&c);
 	ck_assert_int_eq(c.close_rc, 0);
 	rig_finish_ok(&r);
+	pthread_mutex_destroy(&rec.m);
+	free(ref);
+}
+END_TEST
+
+START_TEST(test_snapshot_command_runs)
+{
+	uint8_t *ref = ref_new(36, 9216);
+	char out[256], cmd[512], got[512] = "";
+	struct snaprec rec;
+	struct job s, c;
+	FILE *f;
+
+	snprintf(out, sizeof(out), "/tmp/vdi-snapcmd-%d", (int)getpid());
+	snprintf(cmd, sizeof(cmd), "printf '%%s|%%s|%%s|%%s;' \"$VDI_SET\" \"$VDI_DEVICE\" \"$VDI_PHASE\" "
+		 "\"$VDI_FILES\" >> %s", out);
+	unlink(out);
+	memset(&rec, 0, sizeof(rec));
+	rec.command = cmd;
+	snapshot_case(VDF_SnapshotPrepare | VDF_EnumFrozenFiles, 1, 0, &rec, &s, &c, ref);
+	ck_assert_int_eq(s.codes[0], ERROR_SUCCESS);
+	ck_assert_int_eq(s.codes[1], ERROR_SUCCESS);
+	f = fopen(out, "r");
+	ck_assert_ptr_nonnull(f);
+	got[fread(got, 1, sizeof(got) - 1, f)] = '\0';
+	fclose(f);
+	unlink(out);
+	/* prepare, then snapshot, each with the set, device and files */
+	ck_assert_ptr_nonnull(strstr(got, "|prepare|/data/db.mdf\n/data/db_log.ldf\n;"));
+	ck_assert_ptr_nonnull(strstr(got, "|snapshot|/data/db.mdf\n/data/db_log.ldf\n;"));
+	ck_assert(strstr(got, "|prepare|") < strstr(got, "|snapshot|"));
+	JOB_OK(&s);
+	JOB_OK(&c);
+	free(ref);
+}
+END_TEST
+
+START_TEST(test_snapshot_command_fails)
+{
+	uint8_t *ref = ref_new(37, 9216);
+	struct snaprec rec;
+	struct job s, c;
+
+	memset(&rec, 0, sizeof(rec));
+	rec.command = "echo 'no such volume group' >&2; exit 3";
+	snapshot_case(0, 0, 0, &rec, &s, &c, ref);
+	ck_assert_int_eq(s.codes[1], ERROR_OPERATION_ABORTED);
+	ck_assert_msg(strstr(rec.err, "exit status 3: no such volume group") != NULL, "%s", rec.err);
+	rec.command = "kill -9 $$";
+	snapshot_case(0, 0, 0, &rec, &s, &c, ref);
+	ck_assert_int_eq(s.codes[1], ERROR_OPERATION_ABORTED);
+	ck_assert_msg(strstr(rec.err, "killed by signal 9") != NULL, "%s", rec.err);
+	rec.command = "/no/such/snapshot-tool";
+	snapshot_case(0, 0, 0, &rec, &s, &c, ref);
+	ck_assert_int_eq(s.codes[1], ERROR_OPERATION_ABORTED);
+	ck_assert_msg(strstr(rec.err, "exit status 127") != NULL, "%s", rec.err);
+	free(ref);
+}
+END_TEST
+
+struct abort_later {
+	struct vdi_server *srv;
+	uint32_t ms;
+};
+
+static void *abort_later_main(void *a)
+{
+	struct abort_later *al = a;
+
+	tl_sleep_ms(al->ms);
+	vdi_server_signal_abort(al->srv);
+	return NULL;
+}
+
+/* The freeze limit: a command still running when the set is aborted is
+ * killed, and the snapshot answers ERROR_OPERATION_ABORTED at once. */
+START_TEST(test_snapshot_command_killed_by_abort)
+{
+	uint8_t *ref = ref_new(38, 9216);
+	struct tl_pair_opts o;
+	struct snaprec rec;
+	struct abort_later al;
+	struct job s, c;
+	struct rig r;
+	pthread_t th;
+	uint64_t t0;
+
+	memset(&rec, 0, sizeof(rec));
+	pthread_mutex_init(&rec.m, NULL);
+	rec.command = "sleep 30";
+	rig_opts(&o, 1, VDF_WriteMedia, 512, 64 * KIB, 4);
+	rig_up(&r, &o, 4, WAIT_MS);
+	job_init(&s, &r, 0, ref, 9216, 5);
+	job_init(&c, &r, 0, ref, 9216, 6);
+	c.ctx = &rec;
+	al.srv = r.p.s;
+	al.ms = 500;
+	t0 = tl_now_ms();
+	job_start(&s, srv_snapshot);
+	job_start(&c, cli_snap_reader);
+	ck_assert_int_eq(pthread_create(&th, NULL, abort_later_main, &al), 0);
+	job_join(&c);
+	job_join(&s);
+	pthread_join(th, NULL);
+	ck_assert_msg(tl_now_ms() - t0 < 10000, "the command was not stopped: %llu ms",
+		      (unsigned long long)(tl_now_ms() - t0));
+	ck_assert_msg(strstr(rec.err, "killed: the set was aborted") != NULL, "%s", rec.err);
+	rig_down(&r);
 	pthread_mutex_destroy(&rec.m);
 	free(ref);
 }
@@ -1848,6 +1962,9 @@ static Suite *stream_suite(void)
 	tcase_add_test(tc, test_frozen_files_listed);
 	tcase_add_test(tc, test_frozen_files_not_offered);
 	tcase_add_test(tc, test_mount_snapshot_at_close);
+	tcase_add_test(tc, test_snapshot_command_runs);
+	tcase_add_test(tc, test_snapshot_command_fails);
+	tcase_add_test(tc, test_snapshot_command_killed_by_abort);
 	tcase_add_test(tc, test_wrong_direction);
 	tcase_add_test(tc, test_close_without_drain);
 	tcase_add_test(tc, test_null_arguments);
