@@ -18,6 +18,10 @@
  *   sqlvdi[=PATH]        client backend: a library with Microsoft's ABI
  *                        (PATH: /opt/mssql/lib/libsqlvdi.so)
  *   backend=libvdi|sqlvdi the client backend                   (libvdi)
+ *   snapshot_cmd=CMD     snapshot backups: /bin/sh -c CMD takes the
+ *                        snapshot (in .config: the rest of the line)
+ *   snapshot=manual|none snapshot backups answered by `echo snapshot-done
+ *                        > .control` (snapshot.c)
  *
  * group= and instance= need the libvdi backend (fs_cfg_check): a sqlvdi
  * library decides the modes of its objects from the umask, and SQL
@@ -186,6 +190,14 @@ static int apply_value(struct fs_setcfg *c, const char *key, const char *val)
 			return -EINVAL; /* absolute: the daemon's cwd is / */
 		memcpy(c->sqlvdi_path, val, strlen(val) + 1);
 		c->sqlvdi = 1;
+	} else if (!strcmp(key, "snapshot_cmd")) {
+		if (strlen(val) >= sizeof(c->snapshot_cmd))
+			return -EINVAL;
+		memcpy(c->snapshot_cmd, val, strlen(val) + 1);
+	} else if (!strcmp(key, "snapshot")) {
+		if (strcmp(val, "manual") && strcmp(val, "none"))
+			return -EINVAL;
+		c->snapshot_manual = !strcmp(val, "manual");
 	} else if (!strcmp(key, "backend")) {
 		if (strcmp(val, "libvdi") && strcmp(val, "sqlvdi"))
 			return -EINVAL;
@@ -237,7 +249,8 @@ int fs_cfg_parse(struct fs_setcfg *c, const char *text, char *err, size_t errlen
 			p += strcspn(p, "\n");
 			continue;
 		}
-		n = strcspn(p, " \t\r\n,#");
+		/* a command takes the rest of its line: blanks, commas, '#' */
+		n = strncmp(p, "snapshot_cmd=", 13) ? strcspn(p, " \t\r\n,#") : strcspn(p, "\r\n");
 		if (!n) {
 			p++;
 			continue;
@@ -311,5 +324,10 @@ void fs_cfg_format(const struct fs_setcfg *c, char *buf, size_t len)
 		 c->instance[0] ? " instance=" : "", c->instance,
 		 c->sqlvdi ? " sqlvdi=" : "",
 		 c->sqlvdi ? (c->sqlvdi_path[0] ? c->sqlvdi_path : VDI_SQLVDI_DEFAULT_PATH) : "");
+	if (c->snapshot_manual || c->snapshot_cmd[0]) {
+		size_t n = strlen(buf);
 
+		snprintf(buf + n, len - n, "%s%s", c->snapshot_manual ? " snapshot=manual" : " snapshot_cmd=",
+			 c->snapshot_manual ? "" : c->snapshot_cmd);
+	}
 }

@@ -114,6 +114,7 @@ static int dev_attach_locked(struct fs_set *set, int k)
 				    dev->name, vdi_last_error());
 		return -fs_errno(rc);
 	}
+	fs_snapshot_attach(set, dev->s);
 	return 0;
 }
 

@@ -717,6 +717,8 @@ static int control_command(struct fs_handle *h, const char *text)
 		return 0; /* empty write: nothing to do */
 	if (!strcmp(word, "abort"))
 		return fs_set_abort(h->set, "aborted from .control");
+	if (!strcmp(word, "snapshot-done") || !strcmp(word, "snapshot-failed"))
+		return fs_snapshot_answer(h->set, !strcmp(word, "snapshot-done"));
 	return -EINVAL;
 }
 

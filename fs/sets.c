@@ -211,6 +211,8 @@ static int client_create(struct fs_set *set)
 	memset(&vc, 0, sizeof(vc));
 	vc.deviceCount = set->cfg.devices;
 	vc.features = set->cfg.features;
+	if (fs_snapshot_configured(&set->cfg)) /* offered only when answered */
+		vc.features |= VDF_SnapshotPrepare | VDF_EnumFrozenFiles;
 	vc.serverTimeOut = set->cfg.server_timeout_ms;
 	rc = vdi_bset_new(set->backend, &set->client);
 	if (!rc && set->cfg.has_group)

@@ -111,7 +111,7 @@ static void status_devices_locked(struct sbuf *b, struct fs_set *set,
 static void status_set_locked(struct sbuf *b, struct fs_set *set)
 {
 	struct vdi_set_info info;
-	char cfg[PATH_MAX + 256], feat[64];
+	char cfg[PATH_MAX + 1400], feat[64], snap[400];
 	uint64_t bytes = 0, t0 = 0, t1 = 0, now = fs_now_ms();
 	double secs, rate;
 	int have = 0, live = 0;
@@ -142,6 +142,10 @@ static void status_set_locked(struct sbuf *b, struct fs_set *set)
 	else
 		sb_printf(b, "server: %d%s\n", have ? (int)info.server_pid : 0,
 			  live && info.server_pid ? (info.server_alive ? " alive" : " gone") : "");
+	if (fs_snapshot_configured(&set->cfg)) {
+		fs_snapshot_status_locked(set, snap, sizeof(snap));
+		sb_printf(b, "snapshot: %s\n", snap);
+	}
 	sb_printf(b, "devices: %u\n", set->cfg.devices);
 	status_devices_locked(b, set, &bytes, &t0, &t1);
 	if (set->state == SET_CONFIGURED)
@@ -168,7 +172,7 @@ char *fs_root_status(struct vdifs *fs, size_t *len)
 {
 	struct sbuf b = { 0 };
 	struct fs_set **v;
-	char cfg[PATH_MAX + 256];
+	char cfg[PATH_MAX + 1400];
 	int i, n;
 
 	fs_cfg_format(&fs->defaults, cfg, sizeof(cfg));

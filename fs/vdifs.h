@@ -21,6 +21,8 @@
  *   devices.c  the streams of a set's devices: open, end, release
  *   sets.c     the registry of a mount (struct vdifs: sets and /.config
  *              files) and the life of a set: create, fail, end, remove
+ *   snapshot.c the snapshot of a snapshot backup: the user's tool, or
+ *              an answer through .control
  *   pump.c     the thread per open device that waits on its stream
  *   backends.c the client library of each configuration (libvdi, sqlvdi)
  *   config.c   the options of a set: one parser for mount options and
@@ -154,6 +156,8 @@ struct fs_setcfg {
 	int has_group;
 	gid_t group;
 	char instance[VDI_MAX_INSTANCE + 1];
+	char snapshot_cmd[1024];    /* the user's snapshot tool, or "" */
+	int snapshot_manual;        /* snapshot=manual: .control answers */
 	int sqlvdi;                 /* client backend: 0 libvdi, 1 sqlvdi */
 	char sqlvdi_path[PATH_MAX]; /* its library ("" = the default path) */
 };
@@ -255,6 +259,13 @@ struct fs_set {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;         /* state changes (set->lock) */
 	enum fs_set_state state;
+	/* snapshot backups (snapshot.c), under set->lock */
+	uint32_t snap_phase;         /* command being answered, 0 none */
+	char snap_dev[VDI_MAX_NAME + 1];
+	uint32_t snap_answer;        /* manual: .control's answer, */
+	int snap_answered;           /* once given */
+	int snap_waiting;            /* manual: waiting for .control */
+	char snap_last[256];         /* what happened last, for .status */
 	int waiter_active;           /* the configuration waiter is in its call */
 	int close_pending;           /* close the client when it returns */
 	const struct vdi_backend *backend; /* the client library of the set */
@@ -385,6 +396,16 @@ void fs_member_close(struct fs_set *set, int k, int empty);
  * without waiting for the server (fs_dev_release follows).  0 or -EIO
  * (the set failed: the backup did not complete; the status says why). */
 int fs_dev_end(struct fs_set *set, int k);
+
+/* Snapshots (snapshot.c): the handler a set's device streams get when
+ * its configuration names a snapshot tool or snapshot=manual; and
+ * .control's "snapshot-done" / "snapshot-failed" (0, or -EINVAL when no
+ * snapshot waits). */
+int fs_snapshot_configured(const struct fs_setcfg *c);
+void fs_snapshot_attach(struct fs_set *set, struct vdi_cstream *s);
+int fs_snapshot_answer(struct fs_set *set, int ok);
+/* The .status line (set->lock held). */
+void fs_snapshot_status_locked(struct fs_set *set, char *buf, size_t len);
 
 /* The watcher (watcher.c). */
 int fs_watcher_start(struct vdifs *fs);

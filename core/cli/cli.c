@@ -39,6 +39,8 @@ static const char usage_text[] =
 	"      -g, --group GROUP     share the set with GROUP (mode 0660)\n"
 	"      -I, --instance NAME   VDI instance\n"
 	"      -q, --quiet           no messages except errors\n"
+	"      --snapshot-cmd CMD    snapshot backups: /bin/sh -c CMD takes the snapshot\n"
+	"                            (VDI_SET, VDI_DEVICE, VDI_PHASE, VDI_FILES set)\n"
 	"      --tar                 every device through one tar stream: FILE (or\n"
 	"                            stdout / stdin) is the archive of the whole set\n"
 	"      --sqlvdi[=PATH]       client backend: a library with Microsoft's ABI\n"

@@ -61,6 +61,7 @@ struct pipe_job {
 	int backup;                  /* direction from the server */
 	int sqlvdi;                  /* --sqlvdi given */
 	int tar;                     /* --tar: every device as one tar stream */
+	const char *snapshot_cmd;    /* --snapshot-cmd: the user's snapshot tool */
 	const char *tar_path;        /* its file (NULL or "-" = stdio) */
 	int tar_fd;
 	const char *sqlvdi_path;     /* its library (NULL: the default) */
@@ -121,6 +122,7 @@ static int parse_pipe_opts(struct pipe_job *pj, int argc, char **argv)
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "sqlvdi", optional_argument, NULL, 'L' },
 		{ "tar", no_argument, NULL, 'X' },
+		{ "snapshot-cmd", required_argument, NULL, 'P' },
 		{ NULL, 0, NULL, 0 },
 	};
 	uint64_t v;
@@ -144,6 +146,11 @@ static int parse_pipe_opts(struct pipe_job *pj, int argc, char **argv)
 		case 'I': pj->instance = optarg; break;
 		case 'q': pj->quiet = 1; break;
 		case 'X': pj->tar = 1; break;
+		case 'P':
+			pj->snapshot_cmd = optarg;
+			/* offered only because it is answered */
+			pj->features |= VDF_SnapshotPrepare | VDF_EnumFrozenFiles;
+			break;
 		case 'L':
 			pj->sqlvdi = 1;
 			pj->sqlvdi_path = optarg && *optarg ? optarg : NULL;
@@ -317,6 +324,19 @@ static int open_file(struct pdev *d)
 	return open_path(d->path, d->pj->backup, whose, &d->fd);
 }
 
+/* --snapshot-cmd: the user's tool takes the snapshot (vdi_snapshot_run);
+ * a failure is printed here, and the server fails the backup. */
+static uint32_t snapshot_handler(void *ctx, struct vdi_cstream *s, uint32_t code, const char *files)
+{
+	struct pdev *d = ctx;
+	char err[512];
+	uint32_t answer = vdi_snapshot_run(s, d->pj->snapshot_cmd, code, files, err, sizeof(err));
+
+	if (answer != ERROR_SUCCESS)
+		cli_err("device '%s': %s", d->name, err);
+	return answer;
+}
+
 static int open_devices(struct pipe_job *pj)
 {
 	for (unsigned k = 0; k < pj->ndev; k++) {
@@ -336,6 +356,8 @@ static int open_devices(struct pipe_job *pj)
 			cli_vdi_err(rc, "device '%s': cannot start the stream", d->name);
 			return -1;
 		}
+		if (pj->snapshot_cmd)
+			vdi_cstream_on_snapshot(d->s, snapshot_handler, d);
 	}
 	return 0;
 }
