@@ -187,6 +187,17 @@ void fs_wake_off(fuse_req_t req)
 		fuse_req_interrupt_func(req, NULL, NULL);
 }
 
+void fs_deadline(struct timespec *ts, uint32_t ms)
+{
+	clock_gettime(CLOCK_REALTIME, ts);
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
 /* Replies that devfile.c and ops.c share, each logged with -d. */
 void fs_reply_err(struct fs_rq *r, int err)
 {

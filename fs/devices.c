@@ -22,13 +22,7 @@ static int wait_configured_locked(fuse_req_t req, struct fs_set *set)
 	struct timespec end;
 	int rc;
 
-	clock_gettime(CLOCK_REALTIME, &end);
-	end.tv_sec += ms / 1000;
-	end.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (end.tv_nsec >= 1000000000L) {
-		end.tv_sec++;
-		end.tv_nsec -= 1000000000L;
-	}
+	fs_deadline(&end, ms);
 	while (set->state == SET_WAITING) {
 		rc = fs_req_check(req);
 		if (rc)

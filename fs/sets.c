@@ -524,13 +524,7 @@ static void wait_releases(struct vdifs *fs, struct fs_set *set)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += FS_RMDIR_WAIT_MS / 1000;
-	ts.tv_nsec += (long)(FS_RMDIR_WAIT_MS % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	fs_deadline(&ts, FS_RMDIR_WAIT_MS);
 	set->refs++;
 	pthread_mutex_unlock(&fs->lock);
 	pthread_mutex_lock(&set->lock);

@@ -74,12 +74,7 @@ static uint32_t wait_manual_locked(struct fs_set *set)
 	while (!set->snap_answered && !set_aborted(set)) {
 		struct timespec ts;
 
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += (long)FS_POLL_MS * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		fs_deadline(&ts, FS_POLL_MS);
 		pthread_cond_timedwait(&set->cond, &set->lock, &ts);
 	}
 	set->snap_waiting = 0;

@@ -109,6 +109,8 @@ void fs_log_setup(int debug, int use_syslog);
 /* libvdi's log sink: its messages go where ours go. */
 void fs_engine_sink(void *ctx, enum vdi_log_level level, const char *msg);
 uint64_t fs_now_ms(void);
+/* The CLOCK_REALTIME time ms from now, for pthread_cond_timedwait. */
+void fs_deadline(struct timespec *ts, uint32_t ms);
 /* The errno of an engine code: the one conversion (vdifs(1), ERRORS). */
 int fs_errno(int rc);
 /* The condition of a waiting request: 0 to go on, -EINTR on a FUSE
