@@ -193,6 +193,11 @@ static enum cs_kind cs_classify(struct vdi_cstream *s, const VDC_Command *cmd, u
 	case VDC_Flush:
 		*code = ERROR_SUCCESS;
 		return CS_ANSWER;
+	case VDC_Discard:
+		/* the stream keeps nothing to discard: offered, it succeeds */
+		if (s->features & VDF_Discard)
+			*code = ERROR_SUCCESS;
+		return CS_ANSWER;
 	case VDC_PrepareToFreeze:
 	case VDC_Snapshot:
 	case VDC_MountSnapshot:

@@ -78,29 +78,31 @@ static int parse_timeout(const char *s, uint32_t *out)
 	return parse_u32(s, out);
 }
 
+/* What a set may offer: only what the stream adapter answers (D48).
+ * The snapshot bits come with a snapshot configuration (snapshot.c). */
+#define FS_FEATURES_ANSWERED ((uint32_t)(VDF_RequestComplete | VDF_Discard))
+
 static int feature_word(const char *w, size_t n, uint32_t *f, int *nocomplete)
 {
 	static const struct { const char *name; uint32_t mode, bits; } words[] = {
 		{ "pipe", 1, VDF_LikePipe },
-		{ "tape", 1, VDF_LikeTape },
-		{ "disk", 1, VDF_LikeDisk },
-		{ "removable", 0, VDF_Removable },
 		{ "complete", 0, VDF_RequestComplete },
+		{ "discard", 0, VDF_Discard },
 	};
-	const uint32_t modes = VDF_LikeTape | VDF_LikeDisk;
+	static const char *const unanswered[] = { "tape", "disk", "removable" };
 	size_t i;
 
 	if (n == 10 && !strncmp(w, "nocomplete", n)) {
 		*nocomplete = 1;
 		return 0;
 	}
+	for (i = 0; i < sizeof(unanswered) / sizeof(unanswered[0]); i++)
+		if (strlen(unanswered[i]) == n && !strncmp(w, unanswered[i], n))
+			return -ENOTSUP;
 	for (i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
 		if (strlen(words[i].name) != n || strncmp(w, words[i].name, n))
 			continue;
-		if (words[i].mode)
-			*f = (*f & ~modes) | words[i].bits;
-		else
-			*f |= words[i].bits;
+		*f |= words[i].bits;
 		return 0;
 	}
 	return -EINVAL;
@@ -112,13 +114,21 @@ static int parse_features(const char *s, uint32_t *out)
 	int nocomplete = 0;
 	const char *p = s;
 
-	if (isdigit((unsigned char)*s))
-		return parse_u32(s, out);
+	if (isdigit((unsigned char)*s)) {
+		int rc = parse_u32(s, &f);
+
+		if (!rc && (f & ~FS_FEATURES_ANSWERED))
+			return -ENOTSUP;
+		if (!rc)
+			*out = f;
+		return rc;
+	}
 	while (*p) {
 		size_t n = strcspn(p, "+|");
+		int rc = n ? feature_word(p, n, &f, &nocomplete) : -EINVAL;
 
-		if (!n || feature_word(p, n, &f, &nocomplete))
-			return -EINVAL;
+		if (rc)
+			return rc;
 		p += n;
 		if (*p)
 			p++;
@@ -224,7 +234,12 @@ int fs_cfg_apply(struct fs_setcfg *c, const char *kv, char *err, size_t errlen)
 	memcpy(key, kv, n);
 	key[n] = '\0';
 	rc = apply_value(c, key, eq + 1);
-	if (rc == -EINVAL && !strcmp(key, "sqlvdi"))
+	if (rc == -ENOTSUP) {
+		snprintf(err, errlen, "option 'features': '%s' is not offered: vdifs answers only pipe-like "
+			 "streams (complete, discard; snapshot_cmd= for snapshots), not the tape, disk or "
+			 "removable commands (marks, positions, media changes) a server would send", eq + 1);
+		rc = -EINVAL;
+	} else if (rc == -EINVAL && !strcmp(key, "sqlvdi"))
 		snprintf(err, errlen, "option 'sqlvdi': '%s' is not an absolute path of a library", eq + 1);
 	else if (rc == -EINVAL && !strcmp(key, "backend"))
 		snprintf(err, errlen, "option 'backend': '%s' is neither libvdi nor sqlvdi", eq + 1);
@@ -290,21 +305,14 @@ int fs_cfg_check(const struct fs_setcfg *c, char *err, size_t errlen)
 
 void fs_features_format(uint32_t f, char *buf, size_t len)
 {
-	const uint32_t known = VDF_LikeTape | VDF_LikeDisk | VDF_Removable |
-			       VDF_RequestComplete;
-	const char *mode = "pipe";
+	const uint32_t snap = VDF_SnapshotPrepare | VDF_EnumFrozenFiles;
 
-	if ((f & VDF_LikeTape) == VDF_LikeTape)
-		mode = "tape";
-	else if (f & VDF_LikeDisk)
-		mode = "disk";
-	if (f & ~known) {
+	if (f & ~(FS_FEATURES_ANSWERED | snap)) {
 		snprintf(buf, len, "0x%x", f);
 		return;
 	}
-	snprintf(buf, len, "%s%s%s", mode,
-		 (f & VDF_Removable) && strcmp(mode, "tape") ? "+removable" : "",
-		 (f & VDF_RequestComplete) ? "+complete" : "+nocomplete");
+	snprintf(buf, len, "pipe%s%s%s", (f & VDF_RequestComplete) ? "+complete" : "+nocomplete",
+		 (f & VDF_Discard) ? "+discard" : "", (f & snap) ? "+snapshot" : "");
 }
 
 void fs_cfg_format(const struct fs_setcfg *c, char *buf, size_t len)

@@ -91,14 +91,17 @@ static int parse_features(const char *list, uint32_t *features)
 	int rc = 0;
 
 	for (char *t = strtok_r(copy, ",", &save); t && rc == 0; t = strtok_r(NULL, ",", &save)) {
-		if (strcmp(t, "removable") == 0)
-			*features |= VDF_Removable;
-		else if (strcmp(t, "discard") == 0)
+		if (strcmp(t, "discard") == 0)
 			*features |= VDF_Discard;
 		else if (strcmp(t, "request-complete") == 0)
 			*features |= VDF_RequestComplete;
-		else {
-			cli_err("invalid --features '%s': unknown feature '%s' (removable, discard, request-complete)",
+		else if (!strcmp(t, "removable") || !strcmp(t, "tape") || !strcmp(t, "disk")) {
+			/* offered only what is answered (D48) */
+			cli_err("invalid --features '%s': '%s' is not offered: vdi pipe answers pipe-like streams "
+				"only (discard, request-complete; --snapshot-cmd for snapshots)", list, t);
+			rc = -1;
+		} else {
+			cli_err("invalid --features '%s': unknown feature '%s' (discard, request-complete)",
 				list, t);
 			rc = -1;
 		}

@@ -844,7 +844,7 @@ static void *srv_commands(void *a)
 	struct vdi_sstream *w;
 	static const uint32_t codes[] = {VDC_ClearError, VDC_Rewind,	VDC_GetPosition,
 					 VDC_Complete,	 VDC_WriteMark, VDC_Flush,
-					 VDC_Snapshot};
+					 VDC_Snapshot,	 VDC_Discard};
 	struct tl_cmd t;
 	uint8_t *buf;
 	int rc;
@@ -876,7 +876,7 @@ static void *srv_commands(void *a)
 	return NULL;
 }
 
-START_TEST(test_unsupported_commands)
+static void unsupported_case(uint32_t client_features)
 {
 	struct tl_pair_opts o;
 	uint8_t *ref = ref_new(12, 5000);
@@ -884,6 +884,7 @@ START_TEST(test_unsupported_commands)
 	struct rig r;
 
 	rig_opts(&o, 1, VDF_WriteMedia, 512, 64 * KIB, 5);
+	o.client_features = client_features;
 	rig_up(&r, &o, 4, WAIT_MS);
 	job_init(&s, &r, 0, ref, 5000, 3);
 	job_init(&c, &r, 0, ref, 5000, 4);
@@ -898,6 +899,8 @@ START_TEST(test_unsupported_commands)
 	ck_assert_int_eq(s.codes[4], ERROR_NOT_SUPPORTED); /* WriteMark */
 	ck_assert_int_eq(s.codes[5], ERROR_SUCCESS);	   /* Flush */
 	ck_assert_int_eq(s.codes[6], ERROR_NOT_SUPPORTED); /* Snapshot, no handler */
+	/* Discard: a stream keeps nothing; offered, it succeeds (F31) */
+	ck_assert_int_eq(s.codes[7], client_features & VDF_Discard ? ERROR_SUCCESS : ERROR_NOT_SUPPORTED);
 	ck_assert_int_eq(s.cmd_rc, ERROR_NOT_SUPPORTED);   /* Read on a backup */
 	JOB_OK(&s);
 	JOB_OK(&c);
@@ -908,6 +911,17 @@ START_TEST(test_unsupported_commands)
 	ck_assert_int_eq(c.bad, -1);
 	free(ref);
 	rig_finish_ok(&r);
+}
+
+START_TEST(test_unsupported_commands)
+{
+	unsupported_case(0);
+}
+END_TEST
+
+START_TEST(test_discard_when_offered)
+{
+	unsupported_case(VDF_Discard);
 }
 END_TEST
 
@@ -1957,6 +1971,7 @@ static Suite *stream_suite(void)
 	tcase_add_test(tc, test_close_at_exact_end);
 	tcase_add_test(tc, test_complete_aborted_by_reader);
 	tcase_add_test(tc, test_unsupported_commands);
+	tcase_add_test(tc, test_discard_when_offered);
 	tcase_add_test(tc, test_snapshot_commands_reach_handler);
 	tcase_add_test(tc, test_snapshot_refused_by_handler);
 	tcase_add_test(tc, test_frozen_files_listed);
