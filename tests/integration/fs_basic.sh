@@ -100,6 +100,16 @@ rmdir "$MNT/$SET"
 rm "$MNT/.config/$SET"
 check ".config file removed" test ! -e "$MNT/.config/$SET"
 
+# --- a set offers only what vdifs answers (F31) -----------------------
+new_set
+for f in tape disk pipe+removable 0x173; do
+	expect_err "features=$f refused (not answered)" "Invalid argument" \
+		bash -c 'printf "features=%s\n" "$2" > "$1"' _ "$MNT/.config/$SET" "$f"
+done
+check "... and /.status says why" grep -q "^last-error: .config: option 'features': '0x173' is not offered" "$MNT/.status"
+check "features=pipe+discard accepted" bash -c 'printf "features=pipe+discard\n" > "$1"' _ "$MNT/.config/$SET"
+rm -f "$MNT/.config/$SET"
+
 # --- rmdir rules and abort from the shell -----------------------------
 new_set
 mkdir "$MNT/$SET"
