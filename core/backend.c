@@ -36,25 +36,25 @@ enum bs_state {
 struct vdi_bdev {
 	struct vdi_bset *set;
 	void *impl;
-	int saw_close;                  /* atomic: VD_E_CLOSE returned */
+	int saw_close; /* atomic: VD_E_CLOSE returned */
 	char name[VDI_MAX_NAME + 1];
 };
 
 struct vdi_bset {
 	const struct vdi_backend *b;
 	void *impl;
-	int borrowed;                   /* vdi_bdev_wrap: impl is the caller's */
-	pthread_mutex_t lock;           /* fields below, but the atomics */
+	int borrowed;         /* vdi_bdev_wrap: impl is the caller's */
+	pthread_mutex_t lock; /* fields below, but the atomics */
 	enum bs_state state;
-	int closed_once;                /* a set was closed on this object */
+	int closed_once; /* a set was closed on this object */
 	int aborted;
 	char reason[160];
 	char instance[VDI_MAX_INSTANCE + 1];
 	char name[VDI_MAX_NAME + 1];
-	VDConfig cfg;                   /* client's, then the final one */
+	VDConfig cfg; /* client's, then the final one */
 	uint32_t ndev;
 	struct vdi_bdev *devs[VDI_MAX_DEVICES];
-	uint64_t bytes, commands;       /* atomics */
+	uint64_t bytes, commands; /* atomics */
 };
 
 /* ------------------------------------------------------------------ */
@@ -112,7 +112,7 @@ static int lv_get_command(void *dev, uint32_t timeout_ms, VDC_Command **cmd)
 }
 
 static int lv_complete_command(void *dev, VDC_Command *cmd, uint32_t code, uint32_t bytes,
-			       uint64_t position)
+                               uint64_t position)
 {
 	return vdi_client_complete_command(dev, cmd, code, bytes, position);
 }
@@ -163,7 +163,8 @@ int vdi_backend_load(const char *path, struct vdi_backend **out)
 	b->ops = &vdi_sqlvdi_ops;
 	if ((size_t)snprintf(b->name, sizeof(b->name), "sqlvdi:%s", path) >= sizeof(b->name)) {
 		free(b);
-		return vdi_fail(VD_E_INVALID, "sqlvdi library path is longer than %d bytes", PATH_MAX);
+		return vdi_fail(VD_E_INVALID, "sqlvdi library path is longer than %d bytes",
+		                PATH_MAX);
 	}
 	rc = vdi_sqlvdi_load(b, path);
 	if (rc) {
@@ -291,10 +292,11 @@ int vdi_bset_set_group(struct vdi_bset *s, gid_t group)
 	if (!s)
 		return vdi_fail(VD_E_INVALID, "set object is NULL");
 	if (!s->b->ops->set_group)
-		return vdi_fail(VD_E_NOTSUPPORTED,
-				"%s: sharing a set with a group is not supported: the library sets the modes "
-				"of its shared objects from the process umask",
-				s->b->name);
+		return vdi_fail(
+			VD_E_NOTSUPPORTED,
+			"%s: sharing a set with a group is not supported: the library sets the modes "
+			"of its shared objects from the process umask",
+			s->b->name);
 	return s->b->ops->set_group(s->impl, group);
 }
 
@@ -306,7 +308,9 @@ int vdi_bset_create(struct vdi_bset *s, const char *instance, const char *name, 
 	if (!s || !name || !cfg)
 		return vdi_fail(VD_E_INVALID, "set Create: NULL argument");
 	pthread_mutex_lock(&s->lock);
-	rc = s->state == BS_EMPTY ? 0 : vdi_fail(VD_E_PROTOCOL, "set Create: a set is already open on this object");
+	rc = s->state == BS_EMPTY
+	             ? 0
+	             : vdi_fail(VD_E_PROTOCOL, "set Create: a set is already open on this object");
 	pthread_mutex_unlock(&s->lock);
 	if (rc)
 		return rc;
@@ -371,8 +375,9 @@ int vdi_bset_open_device(struct vdi_bset *s, const char *name, struct vdi_bdev *
 		pthread_mutex_unlock(&s->lock);
 		free(d);
 		vdi_bset_signal_abort(s);
-		return vdi_fail(VD_E_UNEXPECTED, "%s: OpenDevice('%s') succeeded for a 65th device; set aborted",
-				s->b->name, name);
+		return vdi_fail(VD_E_UNEXPECTED,
+		                "%s: OpenDevice('%s') succeeded for a 65th device; set aborted",
+		                s->b->name, name);
 	}
 	s->devs[s->ndev++] = d;
 	pthread_mutex_unlock(&s->lock);
@@ -492,7 +497,7 @@ int vdi_bdev_get_command(struct vdi_bdev *d, uint32_t timeout_ms, VDC_Command **
 }
 
 int vdi_bdev_complete_command(struct vdi_bdev *d, VDC_Command *cmd, uint32_t code, uint32_t bytes,
-			      uint64_t position)
+                              uint64_t position)
 {
 	int data, rc;
 
@@ -541,7 +546,7 @@ int vdi_bdev_wrap(struct vdi_client_device *dev, struct vdi_bdev **out)
 		pthread_mutex_destroy(&s->lock);
 		free(s);
 		return vdi_fail(VD_E_MEMORY, "cannot open stream on device '%s': out of memory",
-				vdi_client_device_name(dev));
+		                vdi_client_device_name(dev));
 	}
 	s->impl = vdi_client_device_set(dev);
 	s->borrowed = 1;

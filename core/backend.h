@@ -27,7 +27,7 @@
 #include "vdi.h"
 
 struct vdi_backend_ops {
-	const char *kind;                       /* "libvdi", "sqlvdi" */
+	const char *kind; /* "libvdi", "sqlvdi" */
 	int (*set_new)(const struct vdi_backend *b, void **set);
 	void (*set_free)(void *set);
 	int (*set_group)(void *set, gid_t group);
@@ -42,13 +42,13 @@ struct vdi_backend_ops {
 	int (*info)(void *set, struct vdi_set_info *info);
 	int (*get_command)(void *dev, uint32_t timeout_ms, VDC_Command **cmd);
 	int (*complete_command)(void *dev, VDC_Command *cmd, uint32_t code, uint32_t bytes,
-				uint64_t position);
+	                        uint64_t position);
 };
 
 struct vdi_backend {
 	const struct vdi_backend_ops *ops;
-	char name[PATH_MAX + 8];                /* "libvdi" or "sqlvdi:<path>" */
-	void *priv;                             /* backend's own (sqlvdi: symbols) */
+	char name[PATH_MAX + 8]; /* "libvdi" or "sqlvdi:<path>" */
+	void *priv;              /* backend's own (sqlvdi: symbols) */
 };
 
 /* backend_sqlvdi.c */

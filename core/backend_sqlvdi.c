@@ -45,8 +45,8 @@ typedef int (*sq_get_configuration_fn)(void *self, time_t timeout, VDConfig *cfg
 typedef int (*sq_open_device_fn)(void *self, char *name, void **dev);
 typedef int (*sq_noarg_fn)(void *self);
 typedef int (*sq_get_command_fn)(void *self, time_t timeout, VDC_Command **cmd);
-typedef int (*sq_complete_command_fn)(void *self, VDC_Command *cmd, int code,
-				   unsigned long bytes, int64_t position);
+typedef int (*sq_complete_command_fn)(void *self, VDC_Command *cmd, int code, unsigned long bytes,
+                                      int64_t position);
 
 struct sq_syms {
 	void *lib;
@@ -82,7 +82,8 @@ static const struct sq_member {
 	{ "_ZN22ClientVirtualDeviceSet11SignalAbortEv", "ClientVirtualDeviceSet::SignalAbort()",
 	  offsetof(struct sq_syms, signal_abort) },
 	{ "_ZN19ClientVirtualDevice10GetCommandElPP11VDC_Command",
-	  "ClientVirtualDevice::GetCommand(long, VDC_Command**)", offsetof(struct sq_syms, get_command) },
+	  "ClientVirtualDevice::GetCommand(long, VDC_Command**)",
+	  offsetof(struct sq_syms, get_command) },
 	{ "_ZN19ClientVirtualDevice15CompleteCommandEP11VDC_Commandiml",
 	  "ClientVirtualDevice::CompleteCommand(VDC_Command*, int, unsigned long, long)",
 	  offsetof(struct sq_syms, complete_command) },
@@ -95,14 +96,14 @@ static const struct sq_member {
 struct sq_set {
 	const struct vdi_backend *b;
 	const struct sq_syms *sym;
-	int aborted;                 /* atomic: this process signalled abort */
+	int aborted; /* atomic: this process signalled abort */
 	char name[VDI_MAX_NAME + 1];
 	alignas(16) unsigned char obj[SQ_OBJECT_SIZE];
 };
 
 struct sq_dev {
 	struct sq_set *set;
-	void *obj;                   /* the library's ClientVirtualDevice */
+	void *obj; /* the library's ClientVirtualDevice */
 	char name[VDI_MAX_NAME + 1];
 };
 
@@ -129,7 +130,7 @@ int vdi_sqlvdi_load(struct vdi_backend *b, const char *path)
 		err = dlerror();
 		free(sym);
 		return vdi_fail(VD_E_INVALID, "sqlvdi library '%s' cannot be loaded: %s", path,
-				err ? err : "unknown error");
+		                err ? err : "unknown error");
 	}
 	for (i = 0; i < VDI_ARRAY_SIZE(sq_members); i++) {
 		void *fn = dlsym(sym->lib, sq_members[i].symbol);
@@ -137,10 +138,11 @@ int vdi_sqlvdi_load(struct vdi_backend *b, const char *path)
 		if (!fn) {
 			dlclose(sym->lib);
 			free(sym);
-			return vdi_fail(VD_E_INVALID,
-					"sqlvdi library '%s' is not a library with Microsoft's Linux VDI ABI: "
-					"it has no %s (symbol %s)",
-					path, sq_members[i].what, sq_members[i].symbol);
+			return vdi_fail(
+				VD_E_INVALID,
+				"sqlvdi library '%s' is not a library with Microsoft's Linux VDI ABI: "
+				"it has no %s (symbol %s)",
+				path, sq_members[i].what, sq_members[i].symbol);
 		}
 		/* POSIX: a function pointer converts to and from void *. */
 		memcpy((char *)sym + sq_members[i].offset, &fn, sizeof(fn));
@@ -183,9 +185,9 @@ static int sq_failed(const struct sq_set *s, int rc, const char *member, const c
 {
 	if (dev)
 		return vdi_fail(rc, "%s: %s on device '%s' of set '%s' returned %s%s", s->b->name,
-				member, dev, s->name, vdi_strerror(rc), sq_meaning(s, rc));
+		                member, dev, s->name, vdi_strerror(rc), sq_meaning(s, rc));
 	return vdi_fail(rc, "%s: %s of set '%s' returned %s%s", s->b->name, member, s->name,
-			vdi_strerror(rc), sq_meaning(s, rc));
+	                vdi_strerror(rc), sq_meaning(s, rc));
 }
 
 static int sq_set_new(const struct vdi_backend *b, void **out)
@@ -216,10 +218,11 @@ static int sq_create(void *set, const char *instance, const char *name, const VD
 	int rc;
 
 	if (instance)
-		return vdi_fail(VD_E_INSTANCE_NAME,
-				"%s: set '%s': instance '%s' refused: SQL Server on Linux has no named "
-				"instances, and Microsoft's API takes none",
-				s->b->name, name, instance);
+		return vdi_fail(
+			VD_E_INSTANCE_NAME,
+			"%s: set '%s': instance '%s' refused: SQL Server on Linux has no named "
+			"instances, and Microsoft's API takes none",
+			s->b->name, name, instance);
 	snprintf(s->name, sizeof(s->name), "%s", name);
 	__atomic_store_n(&s->aborted, 0, __ATOMIC_RELAXED);
 	/* The API takes char *: hand it a copy it may keep. */
@@ -230,8 +233,8 @@ static int sq_create(void *set, const char *instance, const char *name, const VD
 static int sq_aborted(const struct sq_set *s, const char *call, const char *dev)
 {
 	return vdi_fail(VD_E_ABORT, "%s: %s%s%s%s of set '%s' ended: this client signalled abort",
-			s->b->name, call, dev ? " on device '" : "", dev ? dev : "", dev ? "'" : "",
-			s->name);
+	                s->b->name, call, dev ? " on device '" : "", dev ? dev : "", dev ? "'" : "",
+	                s->name);
 }
 
 /* A wait of timeout_ms: one call, or 1 s calls for ever (see the top). */
@@ -243,8 +246,8 @@ static int sq_get_configuration(void *set, uint32_t timeout_ms, VDConfig *cfg)
 	do {
 		if (__atomic_load_n(&s->aborted, __ATOMIC_RELAXED))
 			return sq_aborted(s, "ClientVirtualDeviceSet::GetConfiguration", NULL);
-		rc = s->sym->get_configuration(s->obj, forever ? (time_t)SQ_SLICE_MS : sq_timeout(timeout_ms),
-					       cfg);
+		rc = s->sym->get_configuration(
+			s->obj, forever ? (time_t)SQ_SLICE_MS : sq_timeout(timeout_ms), cfg);
 	} while (forever && rc == VD_E_TIMEOUT);
 	return rc ? sq_failed(s, rc, "ClientVirtualDeviceSet::GetConfiguration", NULL) : 0;
 }
@@ -256,16 +259,19 @@ static int sq_open_device(void *set, const char *name, void **out)
 	int rc;
 
 	if (!d)
-		return vdi_fail(VD_E_MEMORY, "%s: OpenDevice '%s': out of memory", s->b->name, name);
+		return vdi_fail(VD_E_MEMORY, "%s: OpenDevice '%s': out of memory", s->b->name,
+		                name);
 	snprintf(d->name, sizeof(d->name), "%s", name);
 	rc = s->sym->open_device(s->obj, d->name, &d->obj);
 	if (!rc && !d->obj)
 		rc = VD_E_UNEXPECTED;
 	if (rc) {
 		free(d);
-		return vdi_fail(rc, "%s: ClientVirtualDeviceSet::OpenDevice('%s') of set '%s' returned %s%s",
-				s->b->name, name, s->name, vdi_strerror(rc),
-				rc == VD_E_UNEXPECTED ? " (success with no device)" : "");
+		return vdi_fail(
+			rc,
+			"%s: ClientVirtualDeviceSet::OpenDevice('%s') of set '%s' returned %s%s",
+			s->b->name, name, s->name, vdi_strerror(rc),
+			rc == VD_E_UNEXPECTED ? " (success with no device)" : "");
 	}
 	d->set = s;
 	*out = d;
@@ -306,18 +312,20 @@ static int sq_get_command(void *dev, uint32_t timeout_ms, VDC_Command **cmd)
 	do {
 		if (__atomic_load_n(&s->aborted, __ATOMIC_RELAXED))
 			return sq_aborted(s, "ClientVirtualDevice::GetCommand", d->name);
-		rc = s->sym->get_command(d->obj, forever ? (time_t)SQ_SLICE_MS : sq_timeout(timeout_ms), cmd);
+		rc = s->sym->get_command(
+			d->obj, forever ? (time_t)SQ_SLICE_MS : sq_timeout(timeout_ms), cmd);
 	} while (forever && rc == VD_E_TIMEOUT);
 	if (rc == VD_E_CLOSE)
 		return VD_E_CLOSE; /* the normal end: no message */
 	if (!rc && !*cmd)
-		return vdi_fail(VD_E_UNEXPECTED, "%s: GetCommand on device '%s' succeeded with no command",
-				s->b->name, d->name);
+		return vdi_fail(VD_E_UNEXPECTED,
+		                "%s: GetCommand on device '%s' succeeded with no command",
+		                s->b->name, d->name);
 	return rc ? sq_failed(s, rc, "ClientVirtualDevice::GetCommand", d->name) : 0;
 }
 
 static int sq_complete_command(void *dev, VDC_Command *cmd, uint32_t code, uint32_t bytes,
-			       uint64_t position)
+                               uint64_t position)
 {
 	struct sq_dev *d = dev;
 	int rc = d->set->sym->complete_command(d->obj, cmd, (int)code, bytes, (int64_t)position);

@@ -40,16 +40,16 @@
 #include <time.h>
 #include <unistd.h>
 
-#define vdi_load_acquire(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define vdi_load_acquire(p)     __atomic_load_n((p), __ATOMIC_ACQUIRE)
 #define vdi_store_release(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
-#define vdi_load_relaxed(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define vdi_load_relaxed(p)     __atomic_load_n((p), __ATOMIC_RELAXED)
 #define vdi_store_relaxed(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
-#define vdi_atomic_inc(p) __atomic_add_fetch((p), 1, __ATOMIC_SEQ_CST)
-#define vdi_atomic_dec(p) __atomic_sub_fetch((p), 1, __ATOMIC_SEQ_CST)
-#define vdi_atomic_add(p, v) __atomic_add_fetch((p), (v), __ATOMIC_RELAXED)
-#define vdi_cas(p, expected, desired)                                         \
-	__atomic_compare_exchange_n((p), (expected), (desired), 0,            \
-				    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)
+#define vdi_atomic_inc(p)       __atomic_add_fetch((p), 1, __ATOMIC_SEQ_CST)
+#define vdi_atomic_dec(p)       __atomic_sub_fetch((p), 1, __ATOMIC_SEQ_CST)
+#define vdi_atomic_add(p, v)    __atomic_add_fetch((p), (v), __ATOMIC_RELAXED)
+#define vdi_cas(p, expected, desired)                                                \
+	__atomic_compare_exchange_n((p), (expected), (desired), 0, __ATOMIC_SEQ_CST, \
+	                            __ATOMIC_SEQ_CST)
 
 /* Sleeps while *word == expected, at most timeout_ms.  Shared (not
  * private) futex: the word lives in memory mapped by several processes.

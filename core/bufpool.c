@@ -68,7 +68,8 @@ static uint64_t layout_size(const struct vdi_bufpool *p)
 
 	for (i = 0; i < p->nreqs; i++) {
 		for (j = 0; j < p->reqs[i].count; j++) {
-			cursor = align_up(cursor + p->prefix, p->reqs[i].alignment) + p->reqs[i].size;
+			cursor = align_up(cursor + p->prefix, p->reqs[i].alignment) +
+			         p->reqs[i].size;
 			if (cursor > AREA_LIMIT)
 				return UINT64_MAX;
 		}
@@ -88,15 +89,17 @@ static int add_buffers(struct vdi_bufpool *p, uint32_t area)
 	n = realloc(p->bufs, (p->nbufs + total) * sizeof(*n));
 	if (!n)
 		return vdi_fail(VD_E_MEMORY, "server: out of memory for %llu buffer records",
-				(unsigned long long)total);
+		                (unsigned long long)total);
 	p->bufs = n;
 	for (i = 0; i < p->nreqs; i++) {
 		for (j = 0; j < p->reqs[i].count; j++) {
 			struct vdi_buf *b = &p->bufs[p->nbufs++];
 
 			cursor = align_up(cursor + p->prefix, p->reqs[i].alignment);
-			*b = (struct vdi_buf){ .area = area, .off = cursor,
-					       .cap = p->reqs[i].size, .align = p->reqs[i].alignment };
+			*b = (struct vdi_buf){ .area = area,
+				               .off = cursor,
+				               .cap = p->reqs[i].size,
+				               .align = p->reqs[i].alignment };
 			cursor += p->reqs[i].size;
 		}
 	}
@@ -113,10 +116,12 @@ int vdi_bufpool_commit(struct vdi_bufpool *p, struct vdi_region *r, uint64_t *ar
 	if (!p->nreqs)
 		return 0;
 	if (k >= VDI_MAX_AREAS)
-		rc = vdi_fail(VD_E_MEMORY, "set '%s': all %d buffer areas are in use", r->name, VDI_MAX_AREAS);
+		rc = vdi_fail(VD_E_MEMORY, "set '%s': all %d buffer areas are in use", r->name,
+		              VDI_MAX_AREAS);
 	else if (size == UINT64_MAX)
-		rc = vdi_fail(VD_E_MEMORY, "set '%s': requested buffers exceed %llu bytes in one area",
-			      r->name, (unsigned long long)AREA_LIMIT);
+		rc = vdi_fail(VD_E_MEMORY,
+		              "set '%s': requested buffers exceed %llu bytes in one area", r->name,
+		              (unsigned long long)AREA_LIMIT);
 	else
 		rc = vdi_area_create(r, k, size, &p->areas[k]);
 	if (!rc)

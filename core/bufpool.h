@@ -17,19 +17,19 @@ struct vdi_bufreq {
 
 struct vdi_buf {
 	uint32_t area;
-	uint64_t off;       /* data start within the area */
-	uint32_t cap;       /* data bytes it can hold */
-	uint32_t align;     /* alignment it was laid out for */
-	uint32_t size;      /* size given to AllocateBuffer */
-	uint8_t in_use;     /* allocated */
-	uint8_t busy;       /* referenced by an outstanding command */
+	uint64_t off;   /* data start within the area */
+	uint32_t cap;   /* data bytes it can hold */
+	uint32_t align; /* alignment it was laid out for */
+	uint32_t size;  /* size given to AllocateBuffer */
+	uint8_t in_use; /* allocated */
+	uint8_t busy;   /* referenced by an outstanding command */
 };
 
 struct vdi_bufpool {
 	uint32_t prefix, alignment;
-	struct vdi_bufreq *reqs;     /* pending, not yet laid out */
+	struct vdi_bufreq *reqs; /* pending, not yet laid out */
 	size_t nreqs;
-	struct vdi_buf *bufs;        /* sorted by (area, off) */
+	struct vdi_buf *bufs; /* sorted by (area, off) */
 	size_t nbufs;
 	struct vdi_area_map areas[VDI_MAX_AREAS];
 	uint32_t area_count;
@@ -41,7 +41,8 @@ int vdi_bufpool_request(struct vdi_bufpool *p, uint32_t size, uint32_t alignment
 /* Lays the pending requests out in a new area (none if nothing pending);
  * *area_bytes receives its size.  The requests are consumed either way. */
 int vdi_bufpool_commit(struct vdi_bufpool *p, struct vdi_region *r, uint64_t *area_bytes);
-uint32_t vdi_bufpool_count_requested(const struct vdi_bufpool *p, uint32_t size, uint32_t alignment);
+uint32_t vdi_bufpool_count_requested(const struct vdi_bufpool *p, uint32_t size,
+                                     uint32_t alignment);
 uint32_t vdi_bufpool_count_free(const struct vdi_bufpool *p, uint32_t size, uint32_t alignment);
 struct vdi_buf *vdi_bufpool_alloc(struct vdi_bufpool *p, uint32_t size, uint32_t alignment);
 /* The buffer whose data starts at addr, or NULL. */

@@ -36,9 +36,9 @@
 #include "validate.h"
 
 struct cslot {
-	VDC_Command vc;     /* handed to the caller */
-	uint32_t handle;    /* buffer handle of a Read/Write, else 0 */
-	uint8_t held;       /* fetched and not yet completed */
+	VDC_Command vc;  /* handed to the caller */
+	uint32_t handle; /* buffer handle of a Read/Write, else 0 */
+	uint8_t held;    /* fetched and not yet completed */
 };
 
 struct vdi_client_device {
@@ -46,11 +46,11 @@ struct vdi_client_device {
 	struct vdi_shm_device *sd;
 	uint32_t index;
 	char name[VDI_MAX_NAME + 1];
-	uint32_t head;          /* cmd ring: our consumer index */
-	uint32_t done_tail;     /* done ring: our producer index */
+	uint32_t head;      /* cmd ring: our consumer index */
+	uint32_t done_tail; /* done ring: our producer index */
 	int saw_close;
-	uint32_t nheld;         /* slots held (written under lock, read atomically) */
-	pthread_mutex_t lock;   /* done ring production, slots[].held, nheld */
+	uint32_t nheld;       /* slots held (written under lock, read atomically) */
+	pthread_mutex_t lock; /* done ring production, slots[].held, nheld */
 	struct cslot slots[VDI_QUEUE_DEPTH];
 };
 
@@ -58,9 +58,9 @@ struct vdi_client_device {
  * it; c->devs[i], d->saw_close and d->nheld likewise: relaxed atomics, since each
  * is a single word whose readers only need some recent value and the
  * shared-memory facts they guard are read with acquire separately. */
-#define get_state(c) __atomic_load_n(&(c)->state, __ATOMIC_RELAXED)
+#define get_state(c)    __atomic_load_n(&(c)->state, __ATOMIC_RELAXED)
 #define set_state(c, v) __atomic_store_n(&(c)->state, (v), __ATOMIC_RELAXED)
-#define get_dev(c, i) __atomic_load_n(&(c)->devs[i], __ATOMIC_ACQUIRE)
+#define get_dev(c, i)   __atomic_load_n(&(c)->devs[i], __ATOMIC_ACQUIRE)
 
 struct vdi_client {
 	pthread_mutex_t lock;
@@ -70,10 +70,10 @@ struct vdi_client {
 	uint32_t mode;
 	gid_t gid;
 	struct vdi_region r;
-	VDConfig cfg;           /* final, validated */
+	VDConfig cfg; /* final, validated */
 	struct vdi_area_map areas[VDI_MAX_AREAS];
 	struct vdi_client_device *devs[VDI_MAX_DEVICES];
-	uint64_t last_watch_ms;  /* server_gone's rate limit */
+	uint64_t last_watch_ms; /* server_gone's rate limit */
 };
 
 /* ------------------------------------------------------------------ */
@@ -92,7 +92,7 @@ static int all_devices_done(struct vdi_client *c)
 			return 0;
 		d = get_dev(c, i);
 		if (d && (!__atomic_load_n(&d->saw_close, __ATOMIC_RELAXED) ||
-			  __atomic_load_n(&d->nheld, __ATOMIC_RELAXED)))
+		          __atomic_load_n(&d->nheld, __ATOMIC_RELAXED)))
 			return 0;
 	}
 	return 1;
@@ -193,7 +193,7 @@ int vdi_client_set_group(struct vdi_client *c, gid_t group)
  * (the object must be free) and the names.  *inst: the instance's
  * canonical name. */
 static int check_open(struct vdi_client *c, enum vdi_call call, const char *instance,
-		      const char *name, const char **inst)
+                      const char *name, const char **inst)
 {
 	int rc = check_state(c, call);
 
@@ -205,7 +205,7 @@ static int check_open(struct vdi_client *c, enum vdi_call call, const char *inst
 }
 
 int vdi_client_create_ex(struct vdi_client *c, const char *instance, const char *name,
-			 const VDConfig *cfg)
+                         const VDConfig *cfg)
 {
 	const char *inst;
 	int rc;
@@ -241,19 +241,21 @@ static int is_pow2(uint32_t v)
 /* The server's final configuration, read once and checked (D28). */
 static int load_final_config(struct vdi_client *c)
 {
-	VDConfig f = c->r.hdr->final_cfg;  /* one copy, then only the copy */
+	VDConfig f = c->r.hdr->final_cfg; /* one copy, then only the copy */
 	const VDConfig *mine = &c->r.hdr->client_cfg;
 	uint32_t server_bits = VDF_WriteMedia | VDF_ReadMedia | VDF_CompleteEnabled;
 	const char *bad = NULL;
 
 	if (f.deviceCount != c->r.device_count)
 		bad = "device count";
-	else if (!is_pow2(f.blockSize) || f.blockSize < VDI_MIN_BLOCKSIZE || f.blockSize > VDI_MAX_BLOCKSIZE)
+	else if (!is_pow2(f.blockSize) || f.blockSize < VDI_MIN_BLOCKSIZE ||
+	         f.blockSize > VDI_MAX_BLOCKSIZE)
 		bad = "block size";
 	else if (!f.maxTransferSize || f.maxTransferSize % VDI_MAXTRANSFER_UNIT ||
-		 f.maxTransferSize > VDI_MAX_MAXTRANSFER)
+	         f.maxTransferSize > VDI_MAX_MAXTRANSFER)
 		bad = "maximum transfer size";
-	else if (!is_pow2(f.alignment) || f.alignment < f.blockSize || f.alignment > VDI_MAX_ALIGNMENT)
+	else if (!is_pow2(f.alignment) || f.alignment < f.blockSize ||
+	         f.alignment > VDI_MAX_ALIGNMENT)
 		bad = "alignment";
 	else if (f.prefixZoneSize != mine->prefixZoneSize)
 		bad = "prefix zone size";
@@ -262,8 +264,11 @@ static int load_final_config(struct vdi_client *c)
 	else if (!(f.features & (VDF_WriteMedia | VDF_ReadMedia)))
 		bad = "direction";
 	if (bad) {
-		vdi_region_abort(&c->r, "protocol violation by server: final configuration has a bad %s", bad);
-		return vdi_fail(VD_E_PROTOCOL, "set '%s': server's configuration has a bad %s", c->r.name, bad);
+		vdi_region_abort(&c->r,
+		                 "protocol violation by server: final configuration has a bad %s",
+		                 bad);
+		return vdi_fail(VD_E_PROTOCOL, "set '%s': server's configuration has a bad %s",
+		                c->r.name, bad);
 	}
 	c->cfg = f;
 	return 0;
@@ -283,16 +288,20 @@ int vdi_client_open_in_secondary_ex(struct vdi_client *c, const char *instance, 
 		goto out;
 	rc = vdi_region_open(&c->r, inst, name);
 	if (rc == VD_E_INVALID) /* spec: the set was not created */
-		rc = vdi_fail(VD_E_PROTOCOL, "client OpenInSecondary: no set '%s' is ready (instance %s)",
-			      name, inst);
+		rc = vdi_fail(VD_E_PROTOCOL,
+		              "client OpenInSecondary: no set '%s' is ready (instance %s)", name,
+		              inst);
 	if (rc)
 		goto out;
 	if (vdi_region_aborted(&c->r))
 		rc = vdi_fail(VD_E_ABORT, "client OpenInSecondary: set '%s' is aborted", name);
 	else if (vdi_load_acquire(&c->r.hdr->phase) < VDI_SET_INITIALIZING)
-		rc = vdi_fail(VD_E_PROTOCOL, "client OpenInSecondary: set '%s' is not configured yet", name);
-	else if (vdi_load_acquire(&c->r.hdr->client_closed) || !vdi_shm_proc_alive(&c->r.hdr->creator))
-		rc = vdi_fail(VD_E_PROTOCOL, "client OpenInSecondary: the primary of set '%s' is gone", name);
+		rc = vdi_fail(VD_E_PROTOCOL,
+		              "client OpenInSecondary: set '%s' is not configured yet", name);
+	else if (vdi_load_acquire(&c->r.hdr->client_closed) ||
+	         !vdi_shm_proc_alive(&c->r.hdr->creator))
+		rc = vdi_fail(VD_E_PROTOCOL,
+		              "client OpenInSecondary: the primary of set '%s' is gone", name);
 	else
 		rc = load_final_config(c);
 	if (rc) {
@@ -331,7 +340,8 @@ static int wait_configured(struct vdi_client *c, uint32_t timeout_ms)
 	vdi_deadline_start(&dl, timeout_ms);
 	for (;;) {
 		if (vdi_region_aborted(&c->r))
-			return vdi_state_check(&c->r, VDI_CALL_C_GET_CONFIGURATION, VDI_SET_ABORTED);
+			return vdi_state_check(&c->r, VDI_CALL_C_GET_CONFIGURATION,
+			                       VDI_SET_ABORTED);
 		if (config_ready(c))
 			return 0;
 		slice = vdi_deadline_slice(&dl);
@@ -339,8 +349,10 @@ static int wait_configured(struct vdi_client *c, uint32_t timeout_ms)
 			/* Even a poll (timeout 0) must tell a dead server. */
 			if (server_gone(c))
 				continue;
-			return vdi_fail(VD_E_TIMEOUT, "client GetConfiguration: no server configured set '%s' within %u ms",
-					c->r.name, timeout_ms);
+			return vdi_fail(
+				VD_E_TIMEOUT,
+				"client GetConfiguration: no server configured set '%s' within %u ms",
+				c->r.name, timeout_ms);
 		}
 		if (!vdi_wait_slice(&h->config_seq, &h->config_waiters, config_ready, c, slice))
 			server_gone(c);
@@ -404,7 +416,9 @@ static int claim_device(struct vdi_client *c, const char *name, uint32_t *index)
 	if (rc)
 		return rc;
 	if (all_devices_claimed(c)) {
-		rc = vdi_fail(VD_E_OPEN, "client OpenDevice: every device of set '%s' is already open", c->r.name);
+		rc = vdi_fail(VD_E_OPEN,
+		              "client OpenDevice: every device of set '%s' is already open",
+		              c->r.name);
 		goto out;
 	}
 	i = vdi_region_find_device(&c->r, name, "client");
@@ -416,7 +430,8 @@ static int claim_device(struct vdi_client *c, const char *name, uint32_t *index)
 	/* What this process holds is decided by private state; shared
 	 * memory only says what other processes claim. */
 	if (c->devs[i] || vdi_load_acquire(&sd->client_state) != VDI_DEV_C_UNOPENED) {
-		rc = vdi_fail(VD_E_PROTOCOL, "client OpenDevice: device '%s' is already open", name);
+		rc = vdi_fail(VD_E_PROTOCOL, "client OpenDevice: device '%s' is already open",
+		              name);
 		goto out;
 	}
 	vdi_proc_self(&sd->client);
@@ -550,7 +565,8 @@ int vdi_client_get_buffer_handle(struct vdi_client *c, const uint8_t *buffer, ui
 			continue;
 		pthread_mutex_lock(&d->lock);
 		for (j = 0; j < VDI_QUEUE_DEPTH; j++) {
-			if (d->slots[j].held && d->slots[j].handle && d->slots[j].vc.buffer == buffer) {
+			if (d->slots[j].held && d->slots[j].handle &&
+			    d->slots[j].vc.buffer == buffer) {
 				*handle = d->slots[j].handle;
 				/* D30: given out, so MapBufferHandle of any
 				 * process may map it until the completion.
@@ -564,8 +580,10 @@ int vdi_client_get_buffer_handle(struct vdi_client *c, const uint8_t *buffer, ui
 	}
 	pthread_mutex_unlock(&c->lock);
 	if (rc)
-		return vdi_fail(rc, "client GetBufferHandle: %p is not the buffer of a command this process holds",
-				(const void *)buffer);
+		return vdi_fail(
+			rc,
+			"client GetBufferHandle: %p is not the buffer of a command this process holds",
+			(const void *)buffer);
 	return 0;
 }
 
@@ -602,12 +620,14 @@ int vdi_client_map_buffer_handle(struct vdi_client *c, uint32_t handle, uint8_t 
 	pthread_mutex_lock(&c->lock);
 	rc = check_state(c, VDI_CALL_C_MAP_BUFFER_HANDLE);
 	if (!rc && !(size = issued_size(c, handle)))
-		rc = vdi_fail(VD_E_INVALID,
-			      "client MapBufferHandle: 0x%08x is no handle GetBufferHandle gave out for a command held in set '%s'",
-			      handle, c->r.name);
+		rc = vdi_fail(
+			VD_E_INVALID,
+			"client MapBufferHandle: 0x%08x is no handle GetBufferHandle gave out for a command held in set '%s'",
+			handle, c->r.name);
 	else if (!rc && !(p = handle_to_addr(c, handle, size)))
-		rc = vdi_fail(VD_E_INVALID, "client MapBufferHandle: 0x%08x names no buffer of set '%s'",
-			      handle, c->r.name);
+		rc = vdi_fail(VD_E_INVALID,
+		              "client MapBufferHandle: 0x%08x names no buffer of set '%s'", handle,
+		              c->r.name);
 	pthread_mutex_unlock(&c->lock);
 	if (!rc)
 		*buffer = p;
@@ -621,8 +641,10 @@ static int violation(struct vdi_client_device *d, const char *what, uint32_t val
 {
 	struct vdi_client *c = d->set;
 
-	vdi_region_abort(&c->r, "protocol violation by server on device '%s': %s %u", d->name, what, value);
-	return vdi_fail(VD_E_PROTOCOL, "client GetCommand: device '%s': server sent %s %u", d->name, what, value);
+	vdi_region_abort(&c->r, "protocol violation by server on device '%s': %s %u", d->name, what,
+	                 value);
+	return vdi_fail(VD_E_PROTOCOL, "client GetCommand: device '%s': server sent %s %u", d->name,
+	                what, value);
 }
 
 static int is_data(uint32_t code)
@@ -755,8 +777,9 @@ static int wait_command(struct vdi_client_device *d, uint32_t timeout_ms, VDC_Co
 		if (!slice) {
 			if (server_gone(c))
 				continue; /* aborted now: reported at the top */
-			return vdi_fail(VD_E_TIMEOUT, "client GetCommand: device '%s': no command within %u ms",
-					d->name, timeout_ms);
+			return vdi_fail(VD_E_TIMEOUT,
+			                "client GetCommand: device '%s': no command within %u ms",
+			                d->name, timeout_ms);
 		}
 		if (!vdi_wait_slice(&d->sd->cmd_seq, &d->sd->cmd_waiters, command_ready, d, slice))
 			server_gone(c);
@@ -792,7 +815,7 @@ static void count_completion(struct vdi_client_device *d, const struct cslot *cs
 }
 
 int vdi_client_complete_command(struct vdi_client_device *d, VDC_Command *cmd, uint32_t code,
-				uint32_t bytes, uint64_t position)
+                                uint32_t bytes, uint64_t position)
 {
 	struct vdi_client *c;
 	struct cslot *cs;
@@ -806,8 +829,10 @@ int vdi_client_complete_command(struct vdi_client_device *d, VDC_Command *cmd, u
 	c = d->set;
 	if ((char *)cmd < (char *)d->slots || (char *)cmd >= (char *)(d->slots + VDI_QUEUE_DEPTH) ||
 	    ((char *)cmd - (char *)d->slots) % sizeof(struct cslot))
-		return vdi_fail(VD_E_INVALID, "client CompleteCommand: device '%s': %p is not a command of this device",
-				d->name, (void *)cmd);
+		return vdi_fail(
+			VD_E_INVALID,
+			"client CompleteCommand: device '%s': %p is not a command of this device",
+			d->name, (void *)cmd);
 	idx = (uint32_t)(((char *)cmd - (char *)d->slots) / sizeof(struct cslot));
 	cs = &d->slots[idx];
 	ss = &d->sd->slots[idx];
@@ -823,12 +848,16 @@ int vdi_client_complete_command(struct vdi_client_device *d, VDC_Command *cmd, u
 		goto out;
 	}
 	if (!cs->held) {
-		rc = vdi_fail(VD_E_INVALID, "client CompleteCommand: device '%s': command is not outstanding", d->name);
+		rc = vdi_fail(VD_E_INVALID,
+		              "client CompleteCommand: device '%s': command is not outstanding",
+		              d->name);
 		goto out;
 	}
 	if (is_data((uint32_t)cmd->commandCode) && bytes > (uint32_t)cmd->size) {
-		rc = vdi_fail(VD_E_INVALID, "client CompleteCommand: device '%s': %u bytes transferred exceeds the command's %d",
-			      d->name, bytes, cmd->size);
+		rc = vdi_fail(
+			VD_E_INVALID,
+			"client CompleteCommand: device '%s': %u bytes transferred exceeds the command's %d",
+			d->name, bytes, cmd->size);
 		goto out;
 	}
 	if (d->done_tail - vdi_load_acquire(&d->sd->done.head) >= VDI_QUEUE_DEPTH) {
@@ -880,7 +909,7 @@ int vdi_client_signal_abort(struct vdi_client *c)
 	rc = check_state(c, VDI_CALL_C_SIGNAL_ABORT);
 	if (!rc)
 		vdi_region_abort(&c->r, "client %s (pid %d) signalled abort",
-				 c->secondary ? "secondary" : "primary", (int)getpid());
+		                 c->secondary ? "secondary" : "primary", (int)getpid());
 	return rc;
 }
 
@@ -900,16 +929,20 @@ static int close_check(struct vdi_client *c, char *name, size_t len, int *unfini
 
 		if (d)
 			dev_open = !__atomic_load_n(&d->saw_close, __ATOMIC_RELAXED) ||
-				   __atomic_load_n(&d->nheld, __ATOMIC_RELAXED);
+			           __atomic_load_n(&d->nheld, __ATOMIC_RELAXED);
 		else if (c->secondary)
 			continue; /* a secondary answers for its own devices */
 		else
 			dev_open = vdi_load_acquire(&sd->client_state) == VDI_DEV_C_OPEN;
 		if (dev_open && !open) {
 			open = 1;
-			snprintf(name, len, "%.*s", VDI_MAX_NAME, d ? d->name : sd->named ? sd->name : "?");
+			snprintf(name, len, "%.*s", VDI_MAX_NAME,
+			         d           ? d->name
+			         : sd->named ? sd->name
+			                     : "?");
 		}
-		if (dev_open || (!c->secondary && vdi_load_acquire(&sd->server_state) != VDI_DEV_S_CLOSED))
+		if (dev_open ||
+		    (!c->secondary && vdi_load_acquire(&sd->server_state) != VDI_DEV_S_CLOSED))
 			*unfinished = 1;
 	}
 	return open;
@@ -957,15 +990,19 @@ int vdi_client_close(struct vdi_client *c)
 		int unfinished, open = close_check(c, dev, sizeof(dev), &unfinished);
 
 		if (open) {
-			vdi_region_abort(&c->r, "client closed set '%s' with device '%s' still open",
-					 c->r.name, dev);
-			rc = vdi_fail(VD_E_OPEN, "client Close: device '%s' of set '%s' is still open; the set was aborted",
-				      dev, c->r.name);
+			vdi_region_abort(&c->r,
+			                 "client closed set '%s' with device '%s' still open",
+			                 c->r.name, dev);
+			rc = vdi_fail(
+				VD_E_OPEN,
+				"client Close: device '%s' of set '%s' is still open; the set was aborted",
+				dev, c->r.name);
 		} else if (unfinished) {
 			/* The primary leaves before the server finished: the
 			 * server must fail, not wait for a client that left. */
-			vdi_region_abort(&c->r, "client closed set '%s' before the end of the transfer",
-					 c->r.name);
+			vdi_region_abort(&c->r,
+			                 "client closed set '%s' before the end of the transfer",
+			                 c->r.name);
 		}
 	}
 	release_all(c);

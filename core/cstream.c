@@ -88,23 +88,23 @@ void __tsan_release(void *addr);
 struct vdi_cstream {
 	struct vdi_bdev *dev;
 	struct vdi_bset *set;
-	int wrapped;	    /* dev wraps a libvdi device (vdi_cstream_new) */
-	uint32_t timeout;   /* bounds each wait for a command */
-	uint32_t features;  /* negotiated (VDConfig.features) */
-	uint32_t direction; /* VDF_WriteMedia, VDF_ReadMedia, 0 unknown */
-	VDC_Command *cur;   /* head command: fetched, not completed */
-	uint32_t off;	    /* bytes of cur taken (backup) / filled */
-	uint64_t bytes;	    /* bytes moved through the stream */
-	int closed;	    /* VD_E_CLOSE seen: no command will come */
-	int writer_done;    /* restore: close(ok=1) answers reads EOF */
-	int complete_acked; /* backup: VDC_Complete completed */
+	int wrapped;                     /* dev wraps a libvdi device (vdi_cstream_new) */
+	uint32_t timeout;                /* bounds each wait for a command */
+	uint32_t features;               /* negotiated (VDConfig.features) */
+	uint32_t direction;              /* VDF_WriteMedia, VDF_ReadMedia, 0 unknown */
+	VDC_Command *cur;                /* head command: fetched, not completed */
+	uint32_t off;                    /* bytes of cur taken (backup) / filled */
+	uint64_t bytes;                  /* bytes moved through the stream */
+	int closed;                      /* VD_E_CLOSE seen: no command will come */
+	int writer_done;                 /* restore: close(ok=1) answers reads EOF */
+	int complete_acked;              /* backup: VDC_Complete completed */
 	vdi_cstream_snapshot_fn snap_fn; /* snapshot commands go here */
 	void *snap_ctx;
-	int in_fileinfo;    /* between FileInfoBegin and FileInfoEnd */
-	char *files;        /* frozen files, '\n'-separated (malloc'ed) */
+	int in_fileinfo; /* between FileInfoBegin and FileInfoEnd */
+	char *files;     /* frozen files, '\n'-separated (malloc'ed) */
 	size_t files_len;
-	int error;	    /* sticky VD_E_* code, 0 if none */
-	char msg[320];	    /* message of the sticky error */
+	int error;     /* sticky VD_E_* code, 0 if none */
+	char msg[320]; /* message of the sticky error */
 };
 
 /* The frozen-file list of a VDC_Write between FileInfoBegin and End: one
@@ -122,7 +122,7 @@ static uint32_t cs_fileinfo(struct vdi_cstream *s, const VDC_Command *cmd)
 			continue;
 		if (s->files_len == VDI_CSTREAM_FILES_MAX) {
 			vdi_log(VDI_LOG_WARN, "device '%s': frozen-file list over %u bytes refused",
-				vdi_bdev_name(s->dev), VDI_CSTREAM_FILES_MAX);
+			        vdi_bdev_name(s->dev), VDI_CSTREAM_FILES_MAX);
 			return ERROR_INVALID_PARAMETER;
 		}
 		s->files[s->files_len++] = ch;
@@ -142,9 +142,9 @@ static uint32_t cs_snapshot(struct vdi_cstream *s, uint32_t code)
 
 /* What the stream does with a command at the head. */
 enum cs_kind {
-	CS_DATA,   /* data of this stream: hand out bytes or room */
-	CS_END,	   /* VDC_Complete of a backup: end of stream, keep pending */
-	CS_ANSWER, /* complete at once with the code given */
+	CS_DATA,       /* data of this stream: hand out bytes or room */
+	CS_END,        /* VDC_Complete of a backup: end of stream, keep pending */
+	CS_ANSWER,     /* complete at once with the code given */
 	CS_ANSWER_ALL, /* the same, reporting every byte transferred */
 };
 
@@ -190,9 +190,7 @@ static enum cs_kind cs_classify(struct vdi_cstream *s, const VDC_Command *cmd, u
 	want = s->direction == VDF_ReadMedia ? VDC_Read : VDC_Write;
 	switch (cmd->commandCode) {
 	case VDC_ClearError:
-	case VDC_Flush:
-		*code = ERROR_SUCCESS;
-		return CS_ANSWER;
+	case VDC_Flush: *code = ERROR_SUCCESS; return CS_ANSWER;
 	case VDC_Discard:
 		/* the stream keeps nothing to discard: offered, it succeeds */
 		if (s->features & VDF_Discard)
@@ -296,18 +294,18 @@ static int cs_ready(struct vdi_cstream *s, uint32_t timeout)
 				return rc;
 		}
 		switch (cs_classify(s, s->cur, &code)) {
-		case CS_DATA:
-			return 1;
-		case CS_END:
-			return 0;
+		case CS_DATA: return 1;
+		case CS_END: return 0;
 		case CS_ANSWER:
 		case CS_ANSWER_ALL:
 			if (code != ERROR_SUCCESS)
 				vdi_log(VDI_LOG_INFO, "device '%s': %s completed with %s",
-					cs_name(s), vdi_strcommand((uint32_t)s->cur->commandCode),
-					vdi_strcompletion(code));
-			rc = cs_finish(s, code, code == ERROR_SUCCESS && s->cur->commandCode == VDC_Write
-						    ? (uint32_t)s->cur->size : 0);
+				        cs_name(s), vdi_strcommand((uint32_t)s->cur->commandCode),
+				        vdi_strcompletion(code));
+			rc = cs_finish(s, code,
+			               code == ERROR_SUCCESS && s->cur->commandCode == VDC_Write
+			                       ? (uint32_t)s->cur->size
+			                       : 0);
 			if (rc)
 				return rc;
 		}
@@ -332,7 +330,7 @@ int vdi_cstream_open(struct vdi_bdev *d, uint32_t timeout_ms, struct vdi_cstream
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return vdi_fail(VD_E_MEMORY, "cannot open stream on device '%s': out of memory",
-				vdi_bdev_name(d));
+		                vdi_bdev_name(d));
 	s->dev = d;
 	s->set = vdi_bdev_set(d);
 	s->timeout = timeout_ms;
@@ -391,10 +389,10 @@ static int cs_check(const struct vdi_cstream *s, uint32_t dir, const char *what)
 {
 	if (s->direction && s->direction != dir)
 		return vdi_fail(VD_E_PROTOCOL, "cannot %s device '%s': it is a %s stream", what,
-				cs_name(s), dir == VDF_WriteMedia ? "restore" : "backup");
+		                cs_name(s), dir == VDF_WriteMedia ? "restore" : "backup");
 	if (dir == VDF_ReadMedia && s->writer_done)
 		return vdi_fail(VD_E_PROTOCOL, "cannot write device '%s': stream closed",
-				cs_name(s));
+		                cs_name(s));
 	return 0;
 }
 
@@ -432,11 +430,11 @@ static int cs_take(struct vdi_cstream *s, size_t n, int32_t code, const char *wh
 		return 0;
 	if (!s->cur || s->cur->commandCode != code || n > (size_t)s->cur->size - s->off)
 		return vdi_fail(VD_E_INVALID, "cannot %s %zu bytes on device '%s': only %zu %s",
-				what, n, cs_name(s),
-				s->cur && s->cur->commandCode == code
-				    ? (size_t)s->cur->size - s->off
-				    : (size_t)0,
-				code == VDC_Write ? "bytes were peeked" : "bytes were reserved");
+		                what, n, cs_name(s),
+		                s->cur && s->cur->commandCode == code
+		                        ? (size_t)s->cur->size - s->off
+		                        : (size_t)0,
+		                code == VDC_Write ? "bytes were peeked" : "bytes were reserved");
 	s->off += (uint32_t)n;
 	s->bytes += n;
 	if (s->off < (uint32_t)s->cur->size)
@@ -493,8 +491,8 @@ ssize_t vdi_cstream_reserve(struct vdi_cstream *s, void **ptr, size_t len)
 	rc = cs_ready(s, s->timeout);
 	if (rc == 0)
 		return vdi_fail(VD_E_CLOSE,
-				"cannot write device '%s': the server closed it after %llu bytes",
-				cs_name(s), (unsigned long long)s->bytes);
+		                "cannot write device '%s': the server closed it after %llu bytes",
+		                cs_name(s), (unsigned long long)s->bytes);
 	if (rc < 0)
 		return rc;
 	left = (size_t)s->cur->size - s->off;
@@ -544,9 +542,9 @@ static int cs_truncated(struct vdi_cstream *s)
 
 	cs_abort(s, 0);
 	return vdi_fail(VD_E_ABORT,
-			"stream on device '%s' closed before its end: %u bytes at byte offset %llu "
-			"unread, set aborted",
-			cs_name(s), left, (unsigned long long)s->bytes);
+	                "stream on device '%s' closed before its end: %u bytes at byte offset %llu "
+	                "unread, set aborted",
+	                cs_name(s), left, (unsigned long long)s->bytes);
 }
 
 /*
@@ -565,9 +563,9 @@ static int cs_close_backup(struct vdi_cstream *s)
 		if (rc == VD_E_TIMEOUT && !s->complete_acked) {
 			cs_abort(s, 0);
 			return vdi_fail(VD_E_ABORT,
-					"stream on device '%s' closed before its end: no end of "
-					"stream within %u ms after %llu bytes, set aborted",
-					cs_name(s), s->timeout, (unsigned long long)s->bytes);
+			                "stream on device '%s' closed before its end: no end of "
+			                "stream within %u ms after %llu bytes, set aborted",
+			                cs_name(s), s->timeout, (unsigned long long)s->bytes);
 		}
 		if (rc < 0)
 			return rc;
@@ -597,7 +595,7 @@ static int cs_close_restore(struct vdi_cstream *s)
 	}
 	rc = cs_ready(s, s->timeout);
 	return rc > 0 ? vdi_fail(VD_E_UNEXPECTED, "device '%s': data command after end", cs_name(s))
-		      : rc;
+	              : rc;
 }
 
 int vdi_cstream_end(struct vdi_cstream *s)
@@ -607,15 +605,19 @@ int vdi_cstream_end(struct vdi_cstream *s)
 	if (!s)
 		return vdi_fail(VD_E_INVALID, "cannot end stream: null stream");
 	if (s->direction != VDF_WriteMedia)
-		return vdi_fail(VD_E_PROTOCOL, "cannot end stream on device '%s' early: a restore stream ends at close",
-				cs_name(s));
+		return vdi_fail(
+			VD_E_PROTOCOL,
+			"cannot end stream on device '%s' early: a restore stream ends at close",
+			cs_name(s));
 	if (s->error)
 		return cs_replay(s);
 	if (s->complete_acked || (s->closed && !s->cur))
 		return 0;
 	if (!s->cur || s->cur->commandCode != VDC_Complete)
-		return vdi_fail(VD_E_PROTOCOL, "cannot end stream on device '%s': not at its end (byte offset %llu)",
-				cs_name(s), (unsigned long long)s->bytes);
+		return vdi_fail(
+			VD_E_PROTOCOL,
+			"cannot end stream on device '%s': not at its end (byte offset %llu)",
+			cs_name(s), (unsigned long long)s->bytes);
 	rc = cs_finish(s, ERROR_SUCCESS, 0);
 	if (rc)
 		return rc;

@@ -275,5 +275,5 @@ int vdi_leftover_remove(const struct vdi_leftover *l)
 		return vdi_shm_reclaim(l->instance, l->name, l->area, &seen);
 	}
 	return vdi_fail(VD_E_INVALID, "remove leftover: kind %d is none of vdi_leftover_kind",
-			(int)l->kind);
+	                (int)l->kind);
 }

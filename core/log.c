@@ -130,16 +130,17 @@ int vdi_fail_errno(int err, const char *fmt, ...)
 	int rc;
 
 	switch (err) {
-	case ENOMEM: case ENOSPC: case EFBIG: case EMFILE: case ENFILE:
-		rc = VD_E_MEMORY; break;
-	case EACCES: case EPERM:
-		rc = VD_E_SECURITY; break;
-	case ENOENT:
-		rc = VD_E_INVALID; break;
-	case EEXIST: case EBUSY:
-		rc = VD_E_BUSY; break;
-	default:
-		rc = VD_E_UNEXPECTED; break;
+	case ENOMEM:
+	case ENOSPC:
+	case EFBIG:
+	case EMFILE:
+	case ENFILE: rc = VD_E_MEMORY; break;
+	case EACCES:
+	case EPERM: rc = VD_E_SECURITY; break;
+	case ENOENT: rc = VD_E_INVALID; break;
+	case EEXIST:
+	case EBUSY: rc = VD_E_BUSY; break;
+	default: rc = VD_E_UNEXPECTED; break;
 	}
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -209,11 +210,25 @@ const char *vdi_strcompletion(uint32_t code)
 const char *vdi_strcommand(uint32_t code)
 {
 	static const char *const names[] = {
-		NULL, "VDC_Read", "VDC_Write", "VDC_ClearError", "VDC_Rewind",
-		"VDC_WriteMark", "VDC_SkipMarks", "VDC_SkipBlocks", "VDC_Load",
-		"VDC_GetPosition", "VDC_SetPosition", "VDC_Discard", "VDC_Flush",
-		"VDC_Snapshot", "VDC_MountSnapshot", "VDC_PrepareToFreeze",
-		"VDC_FileInfoBegin", "VDC_FileInfoEnd", "VDC_GetError",
+		NULL,
+		"VDC_Read",
+		"VDC_Write",
+		"VDC_ClearError",
+		"VDC_Rewind",
+		"VDC_WriteMark",
+		"VDC_SkipMarks",
+		"VDC_SkipBlocks",
+		"VDC_Load",
+		"VDC_GetPosition",
+		"VDC_SetPosition",
+		"VDC_Discard",
+		"VDC_Flush",
+		"VDC_Snapshot",
+		"VDC_MountSnapshot",
+		"VDC_PrepareToFreeze",
+		"VDC_FileInfoBegin",
+		"VDC_FileInfoEnd",
+		"VDC_GetError",
 		"VDC_Complete",
 	};
 	static _Thread_local char unknown[24];

@@ -38,8 +38,8 @@
 #include "validate.h"
 
 struct sslot {
-	VDS_Command *cmd;   /* outstanding command, NULL if free */
-	size_t buf;         /* index in the pool, or SIZE_MAX */
+	VDS_Command *cmd; /* outstanding command, NULL if free */
+	size_t buf;       /* index in the pool, or SIZE_MAX */
 };
 
 struct vdi_server_device {
@@ -48,8 +48,8 @@ struct vdi_server_device {
 	uint32_t index;
 	char name[VDI_MAX_NAME + 1];
 	int closed;
-	uint32_t tail;          /* cmd ring: our producer index */
-	uint32_t done_head;     /* done ring: our consumer index */
+	uint32_t tail;      /* cmd ring: our producer index */
+	uint32_t done_head; /* done ring: our consumer index */
 	uint32_t outstanding;
 	uint32_t nfree;
 	uint32_t free_slots[VDI_QUEUE_DEPTH];
@@ -61,16 +61,16 @@ struct vdi_server {
 	pthread_cond_t agent_done;
 	enum vdi_set_state state; /* under lock; read by the agent's cond */
 	struct vdi_region r;
-	VDConfig cfg;           /* client's inputs, then the final config */
+	VDConfig cfg; /* client's inputs, then the final config */
 	struct vdi_bufpool pool;
 	struct vdi_server_device *devs[VDI_MAX_DEVICES];
 	uint32_t opened, closed_count;
-	uint32_t outstanding;   /* all devices */
+	uint32_t outstanding; /* all devices */
 	int agent_running, agent_stop;
 	uint64_t last_progress_ms;
 };
 
-#define get_state(s) __atomic_load_n(&(s)->state, __ATOMIC_RELAXED)
+#define get_state(s)    __atomic_load_n(&(s)->state, __ATOMIC_RELAXED)
 #define set_state(s, v) __atomic_store_n(&(s)->state, (v), __ATOMIC_RELAXED)
 
 static enum vdi_set_state server_state(struct vdi_server *s)
@@ -140,12 +140,13 @@ void vdi_server_free(struct vdi_server *s)
 static int claim_set(struct vdi_region *r, VDConfig *cfg_out)
 {
 	struct vdi_shm_header *h = r->hdr;
-	VDConfig cfg = h->client_cfg;  /* one copy, validated below */
+	VDConfig cfg = h->client_cfg; /* one copy, validated below */
 	int rc;
 
 	if (vdi_check_client_config(&cfg))
-		return vdi_fail(VD_E_PROTOCOL, "server Open: set '%s' holds an invalid client configuration: %s",
-				r->name, vdi_last_error());
+		return vdi_fail(VD_E_PROTOCOL,
+		                "server Open: set '%s' holds an invalid client configuration: %s",
+		                r->name, vdi_last_error());
 	if (vdi_region_aborted(r)) {
 		char why[VDI_REASON_MAX];
 
@@ -153,17 +154,19 @@ static int claim_set(struct vdi_region *r, VDConfig *cfg_out)
 		return vdi_fail(VD_E_ABORT, "server Open: set '%s' is aborted: %s", r->name, why);
 	}
 	if (vdi_load_acquire(&h->client_closed) || !vdi_shm_proc_alive(&h->creator))
-		return vdi_fail(VD_E_INVALID, "server Open: the client that created set '%s' (pid %d) is gone",
-				r->name, (int)h->creator.pid);
+		return vdi_fail(VD_E_INVALID,
+		                "server Open: the client that created set '%s' (pid %d) is gone",
+		                r->name, (int)h->creator.pid);
 	rc = vdi_region_lock(r);
 	if (rc)
 		return rc;
 	if (h->server.pid)
 		rc = vdi_fail(VD_E_BUSY, "server Open: set '%s' is already opened by server pid %d",
-			      r->name, (int)h->server.pid);
+		              r->name, (int)h->server.pid);
 	else if (vdi_load_acquire(&h->phase) != VDI_SET_CREATED)
-		rc = vdi_fail(VD_E_BUSY, "server Open: set '%s' is in phase %u with no server (corrupt)",
-			      r->name, vdi_load_relaxed(&h->phase));
+		rc = vdi_fail(VD_E_BUSY,
+		              "server Open: set '%s' is in phase %u with no server (corrupt)",
+		              r->name, vdi_load_relaxed(&h->phase));
 	else
 		vdi_proc_self(&h->server);
 	vdi_region_unlock(r);
@@ -175,7 +178,7 @@ static int claim_set(struct vdi_region *r, VDConfig *cfg_out)
 /* Maps and claims the set into r, waiting up to timeout_ms for a client
  * to create it.  Runs without s->lock: nothing of s is touched. */
 static int open_region_waiting(struct vdi_region *r, VDConfig *cfg, const char *inst,
-			       const char *name, uint32_t timeout_ms)
+                               const char *name, uint32_t timeout_ms)
 {
 	struct vdi_deadline dl;
 	int rc;
@@ -197,7 +200,7 @@ static int open_region_waiting(struct vdi_region *r, VDConfig *cfg, const char *
 }
 
 int vdi_server_open_wait(struct vdi_server *s, const char *instance, const char *name,
-			 uint32_t timeout_ms)
+                         uint32_t timeout_ms)
 {
 	struct vdi_region r;
 	VDConfig cfg;
@@ -269,16 +272,19 @@ static int check_server_features(const struct vdi_server *s, uint32_t f)
 	uint32_t dir = f & (VDF_WriteMedia | VDF_ReadMedia);
 
 	if (f & ~(server_bits | s->cfg.features))
-		return vdi_fail(VD_E_INVALID,
-				"server BeginConfiguration: features 0x%08x carry bits 0x%08x the client did not request",
-				f, f & ~(server_bits | s->cfg.features));
+		return vdi_fail(
+			VD_E_INVALID,
+			"server BeginConfiguration: features 0x%08x carry bits 0x%08x the client did not request",
+			f, f & ~(server_bits | s->cfg.features));
 	if (dir != VDF_WriteMedia && dir != VDF_ReadMedia)
-		return vdi_fail(VD_E_INVALID,
-				"server BeginConfiguration: features 0x%08x must hold exactly one of VDF_WriteMedia (0x10000) and VDF_ReadMedia (0x20000)",
-				f);
+		return vdi_fail(
+			VD_E_INVALID,
+			"server BeginConfiguration: features 0x%08x must hold exactly one of VDF_WriteMedia (0x10000) and VDF_ReadMedia (0x20000)",
+			f);
 	if ((f & VDF_CompleteEnabled) && !(s->cfg.features & VDF_RequestComplete))
-		return vdi_fail(VD_E_INVALID,
-				"server BeginConfiguration: VDF_CompleteEnabled without the client's VDF_RequestComplete");
+		return vdi_fail(
+			VD_E_INVALID,
+			"server BeginConfiguration: VDF_CompleteEnabled without the client's VDF_RequestComplete");
 	return 0;
 }
 
@@ -291,21 +297,26 @@ static int check_geometry(uint32_t *block, uint32_t *align, uint32_t *maxxfer)
 	if (!*align)
 		*align = *block;
 	if (!is_pow2(*block) || *block < VDI_MIN_BLOCKSIZE || *block > VDI_MAX_BLOCKSIZE)
-		return vdi_fail(VD_E_INVALID, "server BeginConfiguration: block size %u is not a power of two in %d..%d",
-				*block, VDI_MIN_BLOCKSIZE, VDI_MAX_BLOCKSIZE);
+		return vdi_fail(
+			VD_E_INVALID,
+			"server BeginConfiguration: block size %u is not a power of two in %d..%d",
+			*block, VDI_MIN_BLOCKSIZE, VDI_MAX_BLOCKSIZE);
 	if (*maxxfer % VDI_MAXTRANSFER_UNIT || *maxxfer > VDI_MAX_MAXTRANSFER)
-		return vdi_fail(VD_E_INVALID,
-				"server BeginConfiguration: maximum transfer size %u is not a multiple of %d up to %d",
-				*maxxfer, VDI_MAXTRANSFER_UNIT, VDI_MAX_MAXTRANSFER);
+		return vdi_fail(
+			VD_E_INVALID,
+			"server BeginConfiguration: maximum transfer size %u is not a multiple of %d up to %d",
+			*maxxfer, VDI_MAXTRANSFER_UNIT, VDI_MAX_MAXTRANSFER);
 	if (!is_pow2(*align) || *align < *block || *align > VDI_MAX_ALIGNMENT)
-		return vdi_fail(VD_E_INVALID,
-				"server BeginConfiguration: alignment %u must be a power of two from the block size %u to %d (D1: arguments are features, blockSize, alignment)",
-				*align, *block, VDI_MAX_ALIGNMENT);
+		return vdi_fail(
+			VD_E_INVALID,
+			"server BeginConfiguration: alignment %u must be a power of two from the block size %u to %d (D1: arguments are features, blockSize, alignment)",
+			*align, *block, VDI_MAX_ALIGNMENT);
 	return 0;
 }
 
 int vdi_server_begin_configuration(struct vdi_server *s, uint32_t features, uint32_t block_size,
-				   uint32_t alignment, uint32_t max_transfer_size, uint32_t timeout_ms)
+                                   uint32_t alignment, uint32_t max_transfer_size,
+                                   uint32_t timeout_ms)
 {
 	int rc;
 
@@ -339,7 +350,7 @@ out:
  * first, under s->lock: the state, then size and alignment (*alignment
  * becomes the effective one, D10). */
 static int check_request(struct vdi_server *s, enum vdi_call call, uint32_t size,
-			 uint32_t *alignment)
+                         uint32_t *alignment)
 {
 	int rc = check_state(s, call);
 
@@ -351,7 +362,7 @@ static int check_request(struct vdi_server *s, enum vdi_call call, uint32_t size
 		return vdi_fail(VD_E_INVALID, "%s: size is 0", vdi_call_name(call));
 	if (!is_pow2(*alignment) || *alignment > VDI_MAX_ALIGNMENT)
 		return vdi_fail(VD_E_INVALID, "%s: alignment %u is not a power of two up to %d",
-				vdi_call_name(call), *alignment, VDI_MAX_ALIGNMENT);
+		                vdi_call_name(call), *alignment, VDI_MAX_ALIGNMENT);
 	if (*alignment < s->cfg.alignment)
 		*alignment = s->cfg.alignment; /* never looser than the set's */
 	return 0;
@@ -369,7 +380,8 @@ static void publish_area(struct vdi_server *s, uint64_t bytes)
 	vdi_store_relaxed(&h->final_cfg.bufferAreaSize, s->cfg.bufferAreaSize);
 }
 
-int vdi_server_request_buffers(struct vdi_server *s, uint32_t size, uint32_t alignment, uint32_t count)
+int vdi_server_request_buffers(struct vdi_server *s, uint32_t size, uint32_t alignment,
+                               uint32_t count)
 {
 	uint64_t bytes;
 	int rc;
@@ -396,7 +408,7 @@ out:
 }
 
 int vdi_server_query_available_buffers(struct vdi_server *s, uint32_t size, uint32_t alignment,
-				       uint32_t *count)
+                                       uint32_t *count)
 {
 	int rc;
 
@@ -408,8 +420,8 @@ int vdi_server_query_available_buffers(struct vdi_server *s, uint32_t size, uint
 	/* D11: while Configurable, what EndConfiguration would lay out. */
 	if (!rc)
 		*count = get_state(s) == VDI_SET_CONFIGURABLE
-				 ? vdi_bufpool_count_requested(&s->pool, size, alignment)
-				 : vdi_bufpool_count_free(&s->pool, size, alignment);
+		                 ? vdi_bufpool_count_requested(&s->pool, size, alignment)
+		                 : vdi_bufpool_count_free(&s->pool, size, alignment);
 	pthread_mutex_unlock(&s->lock);
 	return rc;
 }
@@ -482,7 +494,8 @@ static int next_unopened(struct vdi_server *s)
 		}
 		return (int)i;
 	}
-	return vdi_fail(VD_E_OPEN, "server OpenDevice: every device of set '%s' is open", s->r.name);
+	return vdi_fail(VD_E_OPEN, "server OpenDevice: every device of set '%s' is open",
+	                s->r.name);
 }
 
 static int pick_device(struct vdi_server *s, const char *name)
@@ -498,7 +511,8 @@ static int pick_device(struct vdi_server *s, const char *name)
 		i = vdi_region_find_device(&s->r, name, "server");
 	vdi_region_unlock(&s->r);
 	if (i >= 0 && s->devs[i])
-		return vdi_fail(VD_E_PROTOCOL, "server OpenDevice: device '%s' is already open", name);
+		return vdi_fail(VD_E_PROTOCOL, "server OpenDevice: device '%s' is already open",
+		                name);
 	return i;
 }
 
@@ -519,7 +533,8 @@ int vdi_server_open_device(struct vdi_server *s, const char *name, struct vdi_se
 	if (rc)
 		goto out;
 	if (s->opened == s->r.device_count) {
-		rc = vdi_fail(VD_E_OPEN, "server OpenDevice: every device of set '%s' is open", s->r.name);
+		rc = vdi_fail(VD_E_OPEN, "server OpenDevice: every device of set '%s' is open",
+		              s->r.name);
 		goto out;
 	}
 	i = rc = pick_device(s, name);
@@ -552,7 +567,8 @@ const char *vdi_server_device_name(const struct vdi_server_device *d)
 /* ------------------------------------------------------------------ */
 /* buffers */
 
-int vdi_server_allocate_buffer(struct vdi_server *s, uint8_t **buffer, uint32_t size, uint32_t alignment)
+int vdi_server_allocate_buffer(struct vdi_server *s, uint8_t **buffer, uint32_t size,
+                               uint32_t alignment)
 {
 	struct vdi_buf *b;
 	int rc;
@@ -568,8 +584,10 @@ int vdi_server_allocate_buffer(struct vdi_server *s, uint8_t **buffer, uint32_t 
 		goto out;
 	b = vdi_bufpool_alloc(&s->pool, size, alignment);
 	if (!b) {
-		rc = vdi_fail(VD_E_MEMORY, "server AllocateBuffer: no free buffer of %u bytes aligned to %u in set '%s'",
-			      size, alignment, s->r.name);
+		rc = vdi_fail(
+			VD_E_MEMORY,
+			"server AllocateBuffer: no free buffer of %u bytes aligned to %u in set '%s'",
+			size, alignment, s->r.name);
 		goto out;
 	}
 	*buffer = vdi_bufpool_addr(&s->pool, b);
@@ -592,13 +610,16 @@ int vdi_server_free_buffer(struct vdi_server *s, uint8_t *buffer, uint32_t size)
 		goto out;
 	b = vdi_bufpool_find(&s->pool, buffer);
 	if (!b || !b->in_use)
-		rc = vdi_fail(VD_E_INVALID, "server FreeBuffer: %p is not an allocated buffer", (void *)buffer);
+		rc = vdi_fail(VD_E_INVALID, "server FreeBuffer: %p is not an allocated buffer",
+		              (void *)buffer);
 	else if (b->size != size)
-		rc = vdi_fail(VD_E_INVALID, "server FreeBuffer: size %u differs from the %u bytes allocated",
-			      size, b->size);
+		rc = vdi_fail(VD_E_INVALID,
+		              "server FreeBuffer: size %u differs from the %u bytes allocated",
+		              size, b->size);
 	else if (b->busy && !vdi_region_aborted(&s->r))
-		rc = vdi_fail(VD_E_INVALID, "server FreeBuffer: buffer %p belongs to an outstanding command",
-			      (void *)buffer);
+		rc = vdi_fail(VD_E_INVALID,
+		              "server FreeBuffer: buffer %p belongs to an outstanding command",
+		              (void *)buffer);
 	else
 		b->in_use = 0;
 out:
@@ -646,20 +667,27 @@ static int bind_buffer(struct vdi_server_device *d, const VDS_Command *cmd, size
 	struct vdi_buf *b;
 
 	if (!cmd->size || cmd->size % s->cfg.blockSize || cmd->size > s->cfg.maxTransferSize)
-		return vdi_fail(VD_E_INVALID,
-				"server SendCommand: device '%s': %s size %u is not a multiple of the block size %u up to %u",
-				d->name, vdi_strcommand(cmd->commandCode), cmd->size, s->cfg.blockSize,
-				s->cfg.maxTransferSize);
+		return vdi_fail(
+			VD_E_INVALID,
+			"server SendCommand: device '%s': %s size %u is not a multiple of the block size %u up to %u",
+			d->name, vdi_strcommand(cmd->commandCode), cmd->size, s->cfg.blockSize,
+			s->cfg.maxTransferSize);
 	b = vdi_bufpool_find(&s->pool, cmd->buffer);
 	if (!b || !b->in_use)
-		return vdi_fail(VD_E_INVALID, "server SendCommand: device '%s': %s buffer %p is not an allocated shared buffer",
-				d->name, vdi_strcommand(cmd->commandCode), (void *)cmd->buffer);
+		return vdi_fail(
+			VD_E_INVALID,
+			"server SendCommand: device '%s': %s buffer %p is not an allocated shared buffer",
+			d->name, vdi_strcommand(cmd->commandCode), (void *)cmd->buffer);
 	if (b->size < cmd->size)
-		return vdi_fail(VD_E_INVALID, "server SendCommand: device '%s': %s of %u bytes exceeds its %u-byte buffer",
-				d->name, vdi_strcommand(cmd->commandCode), cmd->size, b->size);
+		return vdi_fail(
+			VD_E_INVALID,
+			"server SendCommand: device '%s': %s of %u bytes exceeds its %u-byte buffer",
+			d->name, vdi_strcommand(cmd->commandCode), cmd->size, b->size);
 	if (b->busy)
-		return vdi_fail(VD_E_INVALID, "server SendCommand: device '%s': buffer %p is already in an outstanding command",
-				d->name, (void *)cmd->buffer);
+		return vdi_fail(
+			VD_E_INVALID,
+			"server SendCommand: device '%s': buffer %p is already in an outstanding command",
+			d->name, (void *)cmd->buffer);
 	b->busy = 1;
 	*index = (size_t)(b - s->pool.bufs);
 	return 0;
@@ -677,13 +705,16 @@ static int queue_command(struct vdi_server_device *d, VDS_Command *cmd)
 	if (rc)
 		return rc;
 	if (d->closed)
-		return vdi_fail(VD_E_PROTOCOL, "server SendCommand: device '%s' is closed", d->name);
+		return vdi_fail(VD_E_PROTOCOL, "server SendCommand: device '%s' is closed",
+		                d->name);
 	if (cmd->commandCode < VDC_MIN_CODE || cmd->commandCode > VDC_MAX_CODE)
-		return vdi_fail(VD_E_INVALID, "server SendCommand: device '%s': command code %u is not 1..19",
-				d->name, cmd->commandCode);
+		return vdi_fail(VD_E_INVALID,
+		                "server SendCommand: device '%s': command code %u is not 1..19",
+		                d->name, cmd->commandCode);
 	if (!d->nfree)
-		return vdi_fail(VD_E_QUEUE_FULL, "server SendCommand: device '%s' has %d commands outstanding",
-				d->name, VDI_QUEUE_DEPTH);
+		return vdi_fail(VD_E_QUEUE_FULL,
+		                "server SendCommand: device '%s' has %d commands outstanding",
+		                d->name, VDI_QUEUE_DEPTH);
 	if (is_data(cmd->commandCode) && (rc = bind_buffer(d, cmd, &buf)))
 		return rc;
 	idx = d->free_slots[--d->nfree];
@@ -712,7 +743,8 @@ int vdi_server_send_command(struct vdi_server_device *d, VDS_Command *cmd)
 
 	vdi_clear_error();
 	if (!d || !cmd || !cmd->completionRoutine)
-		return vdi_fail(VD_E_INVALID, "server SendCommand: NULL device, command or completion routine");
+		return vdi_fail(VD_E_INVALID,
+		                "server SendCommand: NULL device, command or completion routine");
 	pthread_mutex_lock(&d->set->lock);
 	rc = queue_command(d, cmd);
 	pthread_mutex_unlock(&d->set->lock);
@@ -740,7 +772,8 @@ int vdi_server_close_device(struct vdi_server_device *d)
 	pthread_mutex_lock(&s->lock);
 	rc = check_state(s, VDI_CALL_S_CLOSE_DEVICE);
 	if (!rc && d->closed) {
-		rc = vdi_fail(VD_E_CLOSE, "server CloseDevice: device '%s' is already closed", d->name);
+		rc = vdi_fail(VD_E_CLOSE, "server CloseDevice: device '%s' is already closed",
+		              d->name);
 	} else if (!rc) {
 		d->closed = 1;
 		/* Release pairs with the client's acquire in wait_command:
@@ -787,7 +820,8 @@ static VDS_Command *retire(struct vdi_server_device *d, uint32_t idx)
 
 static void bad_completion(struct vdi_server_device *d, const char *what, uint32_t value)
 {
-	vdi_region_abort(&d->set->r, "protocol violation by client on device '%s': %s %u", d->name, what, value);
+	vdi_region_abort(&d->set->r, "protocol violation by client on device '%s': %s %u", d->name,
+	                 what, value);
 }
 
 /* Pops up to room completions of d into out[]; under s->lock.  Returns
@@ -816,7 +850,8 @@ static int drain_device(struct vdi_server_device *d, struct done *out, int room)
 		}
 		ss = &d->sd->slots[idx];
 		cmd = d->slots[idx].cmd;
-		out[n] = (struct done){ cmd, ss->completion_code, ss->bytes_transferred, ss->out_position };
+		out[n] = (struct done){ cmd, ss->completion_code, ss->bytes_transferred,
+			                ss->out_position };
 		if (is_data(cmd->commandCode) && out[n].bytes > cmd->size) {
 			bad_completion(d, "bytes transferred above the command size", out[n].bytes);
 			break;
@@ -880,7 +915,8 @@ static void abort_outstanding(struct vdi_server *s)
 
 			for (k = 0; d && k < VDI_QUEUE_DEPTH && n < BATCH; k++)
 				if (d->slots[k].cmd)
-					list[n++] = (struct done){ retire(d, k), ERROR_OPERATION_ABORTED, 0, 0 };
+					list[n++] = (struct done){ retire(d, k),
+						                   ERROR_OPERATION_ABORTED, 0, 0 };
 		}
 		pthread_mutex_unlock(&s->lock);
 		deliver(list, n);
@@ -925,16 +961,19 @@ static void agent_watch(struct vdi_server *s)
 	for (i = 0; i < s->r.device_count; i++) {
 		struct vdi_shm_device *sd = vdi_shm_dev(h, i);
 
-		if (vdi_load_acquire(&sd->client_state) == VDI_DEV_C_OPEN && !vdi_shm_proc_alive(&sd->client)) {
+		if (vdi_load_acquire(&sd->client_state) == VDI_DEV_C_OPEN &&
+		    !vdi_shm_proc_alive(&sd->client)) {
 			vdi_region_abort(&s->r, "client process %d driving device '%s' died",
-					 (int)sd->client.pid, s->devs[i] ? s->devs[i]->name : "?");
+			                 (int)sd->client.pid, s->devs[i] ? s->devs[i]->name : "?");
 			return;
 		}
 	}
 	pthread_mutex_lock(&s->lock);
 	if (limit && s->outstanding && vdi_now_ms() - s->last_progress_ms > limit)
-		vdi_region_abort(&s->r, "client completed no command for %llu ms (serverTimeOut %u ms)",
-				 (unsigned long long)(vdi_now_ms() - s->last_progress_ms), s->cfg.serverTimeOut);
+		vdi_region_abort(&s->r,
+		                 "client completed no command for %llu ms (serverTimeOut %u ms)",
+		                 (unsigned long long)(vdi_now_ms() - s->last_progress_ms),
+		                 s->cfg.serverTimeOut);
 	pthread_mutex_unlock(&s->lock);
 }
 
@@ -959,7 +998,8 @@ static void agent_loop(struct vdi_server *s)
 		deliver(list, n);
 		if (n)
 			continue;
-		if (vdi_region_aborted(&s->r) || __atomic_load_n(&s->agent_stop, __ATOMIC_RELAXED)) {
+		if (vdi_region_aborted(&s->r) ||
+		    __atomic_load_n(&s->agent_stop, __ATOMIC_RELAXED)) {
 			abort_outstanding(s);
 			return;
 		}
@@ -992,7 +1032,8 @@ int vdi_server_execute_completion_agent(struct vdi_server *s)
 	st = server_state(s);
 	rc = vdi_state_check(&s->r, VDI_CALL_S_EXECUTE_COMPLETION_AGENT, st);
 	if (!rc && s->agent_running)
-		rc = vdi_fail(VD_E_PROTOCOL, "server ExecuteCompletionAgent: the agent is already running");
+		rc = vdi_fail(VD_E_PROTOCOL,
+		              "server ExecuteCompletionAgent: the agent is already running");
 	if (rc) {
 		int orphans = st == VDI_SET_ABORTED && !s->agent_running;
 
@@ -1077,10 +1118,12 @@ static int close_check(struct vdi_server *s, enum vdi_set_state st)
 		return 0;
 	for (i = 0; i < s->r.device_count; i++) {
 		if (s->devs[i] && !s->devs[i]->closed) {
-			vdi_region_abort(&s->r, "server closed set '%s' with device '%s' open", s->r.name,
-					 s->devs[i]->name);
-			return vdi_fail(VD_E_PROTOCOL, "server Close: device '%s' of set '%s' is still open; the set was aborted",
-					s->devs[i]->name, s->r.name);
+			vdi_region_abort(&s->r, "server closed set '%s' with device '%s' open",
+			                 s->r.name, s->devs[i]->name);
+			return vdi_fail(
+				VD_E_PROTOCOL,
+				"server Close: device '%s' of set '%s' is still open; the set was aborted",
+				s->devs[i]->name, s->r.name);
 		}
 	}
 	vdi_region_abort(&s->r, "server closed set '%s' before the end of the transfer", s->r.name);

@@ -37,8 +37,7 @@
 
 void vdi_deadline_start(struct vdi_deadline *d, uint32_t timeout_ms)
 {
-	d->end_ms = vdi_timeout_infinite(timeout_ms) ? UINT64_MAX
-						      : vdi_now_ms() + timeout_ms;
+	d->end_ms = vdi_timeout_infinite(timeout_ms) ? UINT64_MAX : vdi_now_ms() + timeout_ms;
 }
 
 uint32_t vdi_deadline_slice(const struct vdi_deadline *d)
@@ -53,8 +52,8 @@ uint32_t vdi_deadline_slice(const struct vdi_deadline *d)
 	return d->end_ms - now < VDI_SLICE_MS ? (uint32_t)(d->end_ms - now) : VDI_SLICE_MS;
 }
 
-int vdi_wait_slice(uint32_t *seq, uint32_t *waiters, int (*cond)(void *ctx),
-		   void *ctx, uint32_t slice_ms)
+int vdi_wait_slice(uint32_t *seq, uint32_t *waiters, int (*cond)(void *ctx), void *ctx,
+                   uint32_t slice_ms)
 {
 	uint32_t seen;
 	int ok;
@@ -221,8 +220,10 @@ int vdi_region_find_device(struct vdi_region *r, const char *name, const char *s
 			return (int)i;
 	}
 	if (free_slot < 0)
-		return vdi_fail(VD_E_INVALID, "%s OpenDevice: set '%s' has no device named '%s' (all %u are named)",
-				side, r->name, name, r->device_count);
+		return vdi_fail(
+			VD_E_INVALID,
+			"%s OpenDevice: set '%s' has no device named '%s' (all %u are named)", side,
+			r->name, name, r->device_count);
 	snprintf(vdi_shm_dev(r->hdr, (uint32_t)free_slot)->name, VDI_MAX_NAME + 1, "%s", name);
 	/* Release: the name is complete before anyone can match it. */
 	vdi_store_release(&vdi_shm_dev(r->hdr, (uint32_t)free_slot)->named, 1u);
@@ -254,8 +255,9 @@ int vdi_region_lock(struct vdi_region *r)
 			continue;
 		}
 		if (vdi_now_ms() - start > VDI_LOCK_LIMIT_MS)
-			return vdi_fail(VD_E_PROTOCOL, "set '%s': lock held by pid %u for more than %u ms",
-					r->name, owner, VDI_LOCK_LIMIT_MS);
+			return vdi_fail(VD_E_PROTOCOL,
+			                "set '%s': lock held by pid %u for more than %u ms",
+			                r->name, owner, VDI_LOCK_LIMIT_MS);
 		vdi_atomic_inc(&r->hdr->lock_waiters);
 		vdi_futex_wait(w, owner, 10);
 		vdi_atomic_dec(&r->hdr->lock_waiters);
@@ -321,7 +323,8 @@ static int size_fd(int fd, size_t size, const char *shm_name)
 static int set_access(int fd, uint32_t mode, gid_t gid, const char *shm_name)
 {
 	if (mode == 0660 && fchown(fd, (uid_t)-1, gid) < 0)
-		return vdi_fail_errno(errno, "cannot give '%s' to group %u", shm_name, (unsigned)gid);
+		return vdi_fail_errno(errno, "cannot give '%s' to group %u", shm_name,
+		                      (unsigned)gid);
 	if (fchmod(fd, mode) < 0)
 		return vdi_fail_errno(errno, "cannot set mode %o on '%s'", mode, shm_name);
 	return 0;
@@ -374,7 +377,7 @@ static uint64_t object_bytes(const char *name)
 /* Reads what the control region holds (D16) into p; the header is
  * untrusted, and only compared and reported. */
 static void probe_header(const struct vdi_region *r, const struct vdi_shm_header *h,
-			 const struct stat *st, struct vdi_shm_probe *p)
+                         const struct stat *st, struct vdi_shm_probe *p)
 {
 	char area[300];
 	uint32_t k;
@@ -406,7 +409,8 @@ static int probe_control(const struct vdi_region *r, struct vdi_shm_probe *p)
 
 	fd = shm_open(r->shm_name, O_RDONLY | O_CLOEXEC, 0);
 	if (fd < 0)
-		return vdi_fail_errno(errno, "cannot inspect set '%s' ('%s')", r->name, r->shm_name);
+		return vdi_fail_errno(errno, "cannot inspect set '%s' ('%s')", r->name,
+		                      r->shm_name);
 	if (fstat(fd, &st) < 0) {
 		err = errno;
 		close(fd);
@@ -468,7 +472,7 @@ int vdi_shm_probe(const char *instance, const char *name, int area, struct vdi_s
 }
 
 int vdi_shm_reclaim(const char *instance, const char *name, int area,
-		    const struct vdi_shm_probe *seen)
+                    const struct vdi_shm_probe *seen)
 {
 	struct vdi_shm_probe now;
 	struct vdi_region r;
@@ -480,8 +484,8 @@ int vdi_shm_reclaim(const char *instance, const char *name, int area,
 		return rc;
 	if (now.state == VDI_PROBE_LIVE || now.state != seen->state ||
 	    (now.state == VDI_PROBE_STALE && memcmp(now.set_id, seen->set_id, sizeof(now.set_id))))
-		return vdi_fail(VD_E_BUSY, "set '%s' (instance %s) is in use again; it is kept", name,
-				instance);
+		return vdi_fail(VD_E_BUSY, "set '%s' (instance %s) is in use again; it is kept",
+		                name, instance);
 	memset(&r, 0, sizeof(r));
 	region_names(&r, instance, name);
 	/* Between the probe and the unlink a process could make the name
@@ -497,7 +501,7 @@ int vdi_shm_reclaim(const char *instance, const char *name, int area,
 	if (err)
 		return vdi_fail_errno(err, "cannot remove '%s'", obj);
 	vdi_log(VDI_LOG_INFO, "set '%s' (instance %s): removed '%s', left by dead processes", name,
-		instance, obj);
+	        instance, obj);
 	return 0;
 }
 
@@ -532,12 +536,15 @@ static int open_exclusive(struct vdi_region *r, uint32_t mode)
 		if (live < 0)
 			return live;
 		if (live)
-			return vdi_fail(VD_E_BUSY, "set '%s' already exists and its creator is alive",
-					r->name);
-		vdi_log(VDI_LOG_INFO, "set '%s': reclaiming objects left by dead processes", r->name);
+			return vdi_fail(VD_E_BUSY,
+			                "set '%s' already exists and its creator is alive",
+			                r->name);
+		vdi_log(VDI_LOG_INFO, "set '%s': reclaiming objects left by dead processes",
+		        r->name);
 		unlink_names(r);
 	}
-	return vdi_fail(VD_E_BUSY, "set '%s': name still taken after removing a stale set", r->name);
+	return vdi_fail(VD_E_BUSY, "set '%s': name still taken after removing a stale set",
+	                r->name);
 }
 
 static void init_header(struct vdi_region *r, const VDConfig *cfg, uint32_t mode, gid_t gid)
@@ -572,7 +579,7 @@ static void init_header(struct vdi_region *r, const VDConfig *cfg, uint32_t mode
 }
 
 int vdi_region_create(struct vdi_region *r, const char *instance, const char *name,
-		      const VDConfig *cfg, uint32_t mode, gid_t gid)
+                      const VDConfig *cfg, uint32_t mode, gid_t gid)
 {
 	void *p = NULL;
 	int fd, rc;
@@ -613,18 +620,23 @@ static int validate_header(struct vdi_region *r, size_t file_size)
 		return vdi_fail(VD_E_PROTOCOL, "set '%s': bad magic in '%s'", r->name, r->shm_name);
 	if (h->version != VDI_SHM_VERSION || h->header_size != sizeof(*h) ||
 	    h->device_size != sizeof(struct vdi_shm_device))
-		return vdi_fail(VD_E_PROTOCOL,
-				"set '%s': layout version %u (header %u, device %u bytes) is not ours (%u, %zu, %zu)",
-				r->name, h->version, h->header_size, h->device_size, VDI_SHM_VERSION,
-				sizeof(*h), sizeof(struct vdi_shm_device));
+		return vdi_fail(
+			VD_E_PROTOCOL,
+			"set '%s': layout version %u (header %u, device %u bytes) is not ours (%u, %zu, %zu)",
+			r->name, h->version, h->header_size, h->device_size, VDI_SHM_VERSION,
+			sizeof(*h), sizeof(struct vdi_shm_device));
 	n = h->client_cfg.deviceCount;
 	if (n < 1 || n > VDI_MAX_DEVICES)
-		return vdi_fail(VD_E_PROTOCOL, "set '%s': device count %u in shared memory", r->name, n);
+		return vdi_fail(VD_E_PROTOCOL, "set '%s': device count %u in shared memory",
+		                r->name, n);
 	if (h->total_size != vdi_shm_region_size(n) || file_size < vdi_shm_region_size(n))
-		return vdi_fail(VD_E_PROTOCOL,
-				"set '%s': header says %llu bytes and the file has %zu; %zu expected for %u devices",
-				r->name, (unsigned long long)h->total_size, file_size, vdi_shm_region_size(n), n);
-	if (strncmp(h->name, r->name, sizeof(h->name)) || strncmp(h->instance, r->instance, sizeof(r->instance)))
+		return vdi_fail(
+			VD_E_PROTOCOL,
+			"set '%s': header says %llu bytes and the file has %zu; %zu expected for %u devices",
+			r->name, (unsigned long long)h->total_size, file_size,
+			vdi_shm_region_size(n), n);
+	if (strncmp(h->name, r->name, sizeof(h->name)) ||
+	    strncmp(h->instance, r->instance, sizeof(r->instance)))
 		return vdi_fail(VD_E_PROTOCOL, "set '%s': the region names another set", r->name);
 	r->device_count = n;
 	memcpy(r->set_id, h->set_id, sizeof(r->set_id));
@@ -642,8 +654,9 @@ int vdi_region_open(struct vdi_region *r, const char *instance, const char *name
 	fd = shm_open(r->shm_name, O_RDWR | O_CLOEXEC, 0);
 	if (fd < 0) {
 		if (errno == ENOENT)
-			return vdi_fail(VD_E_INVALID, "no virtual device set named '%s' (instance %s)",
-					name, instance);
+			return vdi_fail(VD_E_INVALID,
+			                "no virtual device set named '%s' (instance %s)", name,
+			                instance);
 		return vdi_fail_errno(errno, "cannot open set '%s'", name);
 	}
 	if (fstat(fd, &st) < 0 || (size_t)st.st_size < sizeof(struct vdi_shm_header)) {
@@ -700,7 +713,8 @@ static int map_aligned(int fd, size_t size, const char *shm_name, struct vdi_are
 	res = mmap(NULL, reserve, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (res == MAP_FAILED)
 		return vdi_fail_errno(errno, "cannot reserve address space for '%s'", shm_name);
-	base = (uint8_t *)(((uintptr_t)res + VDI_MAX_ALIGNMENT - 1) & ~(uintptr_t)(VDI_MAX_ALIGNMENT - 1));
+	base = (uint8_t *)(((uintptr_t)res + VDI_MAX_ALIGNMENT - 1) &
+	                   ~(uintptr_t)(VDI_MAX_ALIGNMENT - 1));
 	if (mmap(base, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED) {
 		int err = errno;
 

@@ -46,12 +46,12 @@
 
 #include "vdi.h"
 
-#define VDI_SHM_MAGIC 0x53494456u /* "VDIS" little-endian */
-#define VDI_SHM_VERSION 3u
-#define VDI_MAX_AREAS 64
+#define VDI_SHM_MAGIC        0x53494456u /* "VDIS" little-endian */
+#define VDI_SHM_VERSION      3u
+#define VDI_MAX_AREAS        64
 #define VDI_DEFAULT_INSTANCE "MSSQLSERVER"
-#define VDI_RING_MASK (VDI_QUEUE_DEPTH - 1)
-#define VDI_REASON_MAX 160
+#define VDI_RING_MASK        (VDI_QUEUE_DEPTH - 1)
+#define VDI_REASON_MAX       160
 
 _Static_assert((VDI_QUEUE_DEPTH & VDI_RING_MASK) == 0, "ring size is a power of two");
 
@@ -62,8 +62,8 @@ _Static_assert((VDI_QUEUE_DEPTH & VDI_RING_MASK) == 0, "ring size is a power of 
  * and TERMINATED (every device closed).  Those values are the layout's:
  * pinned here. */
 _Static_assert(VDI_SET_CREATED == 1 && VDI_SET_CONNECTED == 2 && VDI_SET_CONFIGURABLE == 3 &&
-		       VDI_SET_INITIALIZING == 4 && VDI_SET_ACTIVE == 5 && VDI_SET_TERMINATED == 6,
-	       "phase values are part of the layout");
+                       VDI_SET_INITIALIZING == 4 && VDI_SET_ACTIVE == 5 && VDI_SET_TERMINATED == 6,
+               "phase values are part of the layout");
 
 /* Per-device states. */
 enum vdi_dev_server_state {
@@ -79,9 +79,9 @@ enum vdi_dev_client_state {
 
 /* A process, identified beyond pid reuse by its start time. */
 struct vdi_shm_proc {
-	int32_t pid;          /* 0 = none */
+	int32_t pid; /* 0 = none */
 	uint32_t pad;
-	uint64_t start_time;  /* /proc/<pid>/stat field 22, clock ticks */
+	uint64_t start_time; /* /proc/<pid>/stat field 22, clock ticks */
 };
 _Static_assert(sizeof(struct vdi_shm_proc) == 16, "proc layout");
 
@@ -121,47 +121,47 @@ struct vdi_shm_device {
 	uint32_t server_state;       /* server; enum vdi_dev_server_state */
 	uint32_t client_state;       /* client; enum vdi_dev_client_state */
 	uint32_t pad0;
-	struct vdi_shm_proc client;  /* client process driving it (lock) */
-	uint32_t cmd_seq;            /* futex: server bumps on push/close */
-	uint32_t cmd_waiters;        /* client sleepers on cmd_seq */
-	uint64_t bytes;              /* client: data bytes completed */
-	uint64_t commands;           /* client: commands completed */
+	struct vdi_shm_proc client; /* client process driving it (lock) */
+	uint32_t cmd_seq;           /* futex: server bumps on push/close */
+	uint32_t cmd_waiters;       /* client sleepers on cmd_seq */
+	uint64_t bytes;             /* client: data bytes completed */
+	uint64_t commands;          /* client: commands completed */
 	uint32_t pad1[18];
-	struct vdi_shm_ring cmd;     /* server -> client */
-	struct vdi_shm_ring done;    /* client -> server */
+	struct vdi_shm_ring cmd;  /* server -> client */
+	struct vdi_shm_ring done; /* client -> server */
 	struct vdi_shm_slot slots[VDI_QUEUE_DEPTH];
 };
 _Static_assert(offsetof(struct vdi_shm_device, cmd) % 64 == 0, "ring alignment");
 _Static_assert(sizeof(struct vdi_shm_device) % 64 == 0, "device alignment");
 
 struct vdi_shm_area {
-	uint64_t size;     /* server, before area_count covers it */
+	uint64_t size; /* server, before area_count covers it */
 	uint64_t pad;
 };
 
 struct vdi_shm_header {
-	uint32_t magic;              /* creator, stored last (release) */
-	uint32_t version;            /* creator */
-	uint32_t header_size;        /* creator: sizeof(struct vdi_shm_header) */
-	uint32_t device_size;        /* creator: sizeof(struct vdi_shm_device) */
-	uint64_t total_size;         /* creator: bytes of the region */
-	uint8_t set_id[16];          /* creator: random, tells reuse apart */
+	uint32_t magic;                           /* creator, stored last (release) */
+	uint32_t version;                         /* creator */
+	uint32_t header_size;                     /* creator: sizeof(struct vdi_shm_header) */
+	uint32_t device_size;                     /* creator: sizeof(struct vdi_shm_device) */
+	uint64_t total_size;                      /* creator: bytes of the region */
+	uint8_t set_id[16];                       /* creator: random, tells reuse apart */
 	char instance[VDI_MAX_INSTANCE + 1 + 15]; /* creator */
-	char name[VDI_MAX_NAME + 1]; /* creator */
-	uint32_t mode;               /* creator: 0600 or 0660 */
-	uint32_t gid;                /* creator: group if mode is 0660 */
-	VDConfig client_cfg;         /* creator: the client's inputs */
+	char name[VDI_MAX_NAME + 1];              /* creator */
+	uint32_t mode;                            /* creator: 0600 or 0660 */
+	uint32_t gid;                             /* creator: group if mode is 0660 */
+	VDConfig client_cfg;                      /* creator: the client's inputs */
 	uint32_t pad0;
-	VDConfig final_cfg;          /* server, before phase INITIALIZING */
+	VDConfig final_cfg; /* server, before phase INITIALIZING */
 	uint32_t pad1;
-	uint32_t phase;              /* server; enum vdi_set_state, above */
-	uint32_t abort;              /* anyone: 0 -> 1 once (CAS), sticky */
-	uint32_t reason_ready;       /* abort winner: reason is complete */
-	uint32_t lock;               /* set lock: owner pid or 0 (shm.c) */
+	uint32_t phase;        /* server; enum vdi_set_state, above */
+	uint32_t abort;        /* anyone: 0 -> 1 once (CAS), sticky */
+	uint32_t reason_ready; /* abort winner: reason is complete */
+	uint32_t lock;         /* set lock: owner pid or 0 (shm.c) */
 	uint32_t lock_waiters;
-	uint32_t config_seq;         /* futex: phase change, abort */
+	uint32_t config_seq; /* futex: phase change, abort */
 	uint32_t config_waiters;
-	uint32_t done_seq;           /* futex: completion pushed, abort */
+	uint32_t done_seq; /* futex: completion pushed, abort */
 	uint32_t done_waiters;
 	uint32_t area_count;         /* server: areas[0..n) are valid */
 	uint32_t client_closed;      /* primary client: Close done */
@@ -178,8 +178,7 @@ _Static_assert(sizeof(struct vdi_shm_device) == 12800, "device layout");
 
 static inline size_t vdi_shm_region_size(uint32_t device_count)
 {
-	return sizeof(struct vdi_shm_header) +
-	       (size_t)device_count * sizeof(struct vdi_shm_device);
+	return sizeof(struct vdi_shm_header) + (size_t)device_count * sizeof(struct vdi_shm_device);
 }
 
 static inline struct vdi_shm_device *vdi_shm_dev(struct vdi_shm_header *h, uint32_t i)
@@ -193,10 +192,10 @@ static inline struct vdi_shm_device *vdi_shm_dev(struct vdi_shm_header *h, uint3
 
 /* A mapped control region as seen by one process. */
 struct vdi_region {
-	struct vdi_shm_header *hdr;  /* NULL when not mapped */
+	struct vdi_shm_header *hdr; /* NULL when not mapped */
 	size_t size;
-	uint32_t device_count;       /* validated copy */
-	uint8_t set_id[16];          /* validated copy */
+	uint32_t device_count; /* validated copy */
+	uint8_t set_id[16];    /* validated copy */
 	char instance[VDI_MAX_INSTANCE + 1];
 	char name[VDI_MAX_NAME + 1];
 	char shm_name[256];
@@ -204,15 +203,15 @@ struct vdi_region {
 
 /* A mapped buffer area as seen by one process. */
 struct vdi_area_map {
-	uint8_t *base;   /* data of the area, aligned to VDI_MAX_ALIGNMENT */
-	size_t size;     /* length validated with fstat */
-	void *reserve;   /* the whole reservation, for munmap */
+	uint8_t *base; /* data of the area, aligned to VDI_MAX_ALIGNMENT */
+	size_t size;   /* length validated with fstat */
+	void *reserve; /* the whole reservation, for munmap */
 	size_t reserve_size;
 };
 
 /* Control region.  create: O_EXCL, reclaiming a stale one (D16). */
 int vdi_region_create(struct vdi_region *r, const char *instance, const char *name,
-		      const VDConfig *cfg, uint32_t mode, gid_t gid);
+                      const VDConfig *cfg, uint32_t mode, gid_t gid);
 /* Maps an existing region and validates everything in its header. */
 int vdi_region_open(struct vdi_region *r, const char *instance, const char *name);
 void vdi_region_unmap(struct vdi_region *r);
@@ -243,7 +242,7 @@ int vdi_shm_probe(const char *instance, const char *name, int area, struct vdi_s
  * control region with every area of its set, or one orphan area.
  * VD_E_BUSY if it is in use now or is another set than seen. */
 int vdi_shm_reclaim(const char *instance, const char *name, int area,
-		    const struct vdi_shm_probe *seen);
+                    const struct vdi_shm_probe *seen);
 
 /* Buffer areas. */
 int vdi_area_create(struct vdi_region *r, uint32_t k, size_t size, struct vdi_area_map *m);
@@ -279,12 +278,12 @@ void vdi_region_wake_all(struct vdi_region *r);
 
 /* One slice of a wait: sleeps on seq/waiters while cond(ctx) is false,
  * at most min(remaining, 100 ms).  Returns 1 if cond became true. */
-int vdi_wait_slice(uint32_t *seq, uint32_t *waiters, int (*cond)(void *ctx),
-		   void *ctx, uint32_t slice_ms);
+int vdi_wait_slice(uint32_t *seq, uint32_t *waiters, int (*cond)(void *ctx), void *ctx,
+                   uint32_t slice_ms);
 
 /* Deadline helpers for the sliced waits. */
 struct vdi_deadline {
-	uint64_t end_ms;  /* UINT64_MAX = forever */
+	uint64_t end_ms; /* UINT64_MAX = forever */
 };
 void vdi_deadline_start(struct vdi_deadline *d, uint32_t timeout_ms);
 /* Remaining slice (<= 100 ms), 0 if expired. */

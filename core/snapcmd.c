@@ -29,7 +29,7 @@
 
 #include "internal.h"
 
-#define SNAP_POLL_MS 100
+#define SNAP_POLL_MS  100
 #define SNAP_ERR_TAIL 400
 
 static const char *phase_of(uint32_t code)
@@ -136,7 +136,7 @@ static const char *last_line(char *tail, size_t len)
 }
 
 uint32_t vdi_snapshot_run(struct vdi_cstream *s, const char *command, uint32_t code,
-			  const char *files, char *err, size_t errlen)
+                          const char *files, char *err, size_t errlen)
 {
 	struct vdi_bdev *dev = vdi_cstream_device(s);
 	struct vdi_bset *set = vdi_bdev_set(dev);
@@ -160,7 +160,8 @@ uint32_t vdi_snapshot_run(struct vdi_cstream *s, const char *command, uint32_t c
 		vdi_bset_info(set, &info);
 	env = env_new(info.name, vdi_bdev_name(dev), phase, files ? files : "");
 	if (!env || pipe2(pfd, O_CLOEXEC)) {
-		snprintf(err, errlen, "snapshot command: no %s: %s", env ? "pipe" : "memory", strerror(errno));
+		snprintf(err, errlen, "snapshot command: no %s: %s", env ? "pipe" : "memory",
+		         strerror(errno));
 		env_free(env);
 		return ERROR_NO_SYSTEM_RESOURCES;
 	}
@@ -195,18 +196,22 @@ uint32_t vdi_snapshot_run(struct vdi_cstream *s, const char *command, uint32_t c
 	close(pfd[0]);
 	kill(-pid, SIGKILL); /* what it left behind in its group */
 	if (aborted) {
-		snprintf(err, errlen, "snapshot command (%s of device '%s') killed: the set was aborted while it ran",
-			 phase, vdi_bdev_name(dev));
+		snprintf(
+			err, errlen,
+			"snapshot command (%s of device '%s') killed: the set was aborted while it ran",
+			phase, vdi_bdev_name(dev));
 		return ERROR_OPERATION_ABORTED;
 	}
 	if (w == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0)
 		return ERROR_SUCCESS;
 	if (w == pid && WIFSIGNALED(st))
-		snprintf(err, errlen, "snapshot command (%s of device '%s') killed by signal %d%s%s", phase,
-			 vdi_bdev_name(dev), WTERMSIG(st), tlen ? ": " : "", last_line(tail, tlen));
+		snprintf(err, errlen,
+		         "snapshot command (%s of device '%s') killed by signal %d%s%s", phase,
+		         vdi_bdev_name(dev), WTERMSIG(st), tlen ? ": " : "", last_line(tail, tlen));
 	else
-		snprintf(err, errlen, "snapshot command (%s of device '%s') failed with exit status %d%s%s",
-			 phase, vdi_bdev_name(dev), w == pid ? WEXITSTATUS(st) : -1, tlen ? ": " : "",
-			 last_line(tail, tlen));
+		snprintf(err, errlen,
+		         "snapshot command (%s of device '%s') failed with exit status %d%s%s",
+		         phase, vdi_bdev_name(dev), w == pid ? WEXITSTATUS(st) : -1,
+		         tlen ? ": " : "", last_line(tail, tlen));
 	return ERROR_OPERATION_ABORTED;
 }

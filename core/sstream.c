@@ -76,12 +76,12 @@
 #define SS_TICK_MS 100 /* abort check interval of an idle waiter */
 
 struct ss_buf {
-	VDS_Command cmd;	   /* completionContext = this buffer */
-	uint8_t *data;		   /* from vdi_server_allocate_buffer */
+	VDS_Command cmd;           /* completionContext = this buffer */
+	uint8_t *data;             /* from vdi_server_allocate_buffer */
 	struct vdi_sstream *owner; /* stream that sent it */
-	uint64_t offset;	   /* stream byte offset of data[0] */
-	struct ss_buf *next;	   /* free list link (lock) */
-	int done;		   /* routine ran (lock) */
+	uint64_t offset;           /* stream byte offset of data[0] */
+	struct ss_buf *next;       /* free list link (lock) */
+	int done;                  /* routine ran (lock) */
 };
 
 struct vdi_sstream_pool {
@@ -93,9 +93,9 @@ struct vdi_sstream_pool {
 	pthread_mutex_t lock;
 	pthread_cond_t cond; /* completion, release, abort */
 	struct ss_buf *free; /* (lock) */
-	uint32_t nfree;	     /* (lock) */
+	uint32_t nfree;      /* (lock) */
 	uint32_t streams;    /* (lock) open streams */
-	int aborted;	     /* (lock) set seen aborted */
+	int aborted;         /* (lock) set seen aborted */
 	uint64_t checked;    /* (lock) last abort check, ms */
 };
 
@@ -110,9 +110,9 @@ struct vdi_sstream {
 	struct vdi_sstream_pool *p;
 	struct vdi_server_device *dev;
 	uint32_t tsize; /* bytes per data command */
-	int restore;	/* VDF_ReadMedia stream */
+	int restore;    /* VDF_ReadMedia stream */
 	uint64_t bytes; /* caller bytes moved */
-	uint64_t sent;	/* offset of the next data command */
+	uint64_t sent;  /* offset of the next data command */
 	/* backup */
 	struct ss_buf *cur; /* buffer being filled */
 	uint32_t fill;
@@ -120,12 +120,12 @@ struct vdi_sstream {
 	struct ss_buf **ring; /* p->count slots */
 	uint32_t head, tail;  /* free running */
 	uint32_t off, avail;  /* head: bytes copied out / valid */
-	int head_ok;	      /* head's completion was checked */
-	int eof;	      /* end seen at or before the head */
-	int ended;	      /* end consumed: read returns 0 */
+	int head_ok;          /* head's completion was checked */
+	int eof;              /* end seen at or before the head */
+	int ended;            /* end consumed: read returns 0 */
 	/* non-data command */
 	VDS_Command ctl;
-	int ctl_busy;	       /* (lock) ctl in flight */
+	int ctl_busy;          /* (lock) ctl in flight */
 	uint32_t inflight;     /* (lock) commands sent, not completed */
 	struct ss_fault first; /* (lock) first failed command */
 	struct ss_fault fatal; /* (lock) first failed data command */
@@ -199,16 +199,11 @@ static int ss_wait(struct vdi_sstream_pool *p, uint64_t deadline)
 static int ss_code_rc(uint32_t code)
 {
 	switch (code) {
-	case ERROR_OPERATION_ABORTED:
-		return VD_E_ABORT;
-	case ERROR_NO_SYSTEM_RESOURCES:
-		return VD_E_QUEUE_FULL;
-	case ERROR_INVALID_HANDLE:
-		return VD_E_PROTOCOL;
-	case ERROR_INVALID_PARAMETER:
-		return VD_E_INVALID;
-	default:
-		return VD_E_IO_ERROR;
+	case ERROR_OPERATION_ABORTED: return VD_E_ABORT;
+	case ERROR_NO_SYSTEM_RESOURCES: return VD_E_QUEUE_FULL;
+	case ERROR_INVALID_HANDLE: return VD_E_PROTOCOL;
+	case ERROR_INVALID_PARAMETER: return VD_E_INVALID;
+	default: return VD_E_IO_ERROR;
 	}
 }
 
@@ -217,27 +212,27 @@ static int ss_report(const struct vdi_sstream *w, const struct ss_fault *f)
 {
 	if (f->code == ERROR_SUCCESS)
 		return vdi_fail(
-		    VD_E_IO_ERROR,
-		    "stream on device '%s' failed: %s at byte offset %llu moved %u of %u bytes",
-		    ss_name(w), vdi_strcommand(f->command), (unsigned long long)f->offset, f->bytes,
-		    f->size);
+			VD_E_IO_ERROR,
+			"stream on device '%s' failed: %s at byte offset %llu moved %u of %u bytes",
+			ss_name(w), vdi_strcommand(f->command), (unsigned long long)f->offset,
+			f->bytes, f->size);
 	return vdi_fail(
-	    ss_code_rc(f->code),
-	    "stream on device '%s' failed: %s at byte offset %llu completed with %s (%u)",
-	    ss_name(w), vdi_strcommand(f->command), (unsigned long long)f->offset,
-	    vdi_strcompletion(f->code), f->code);
+		ss_code_rc(f->code),
+		"stream on device '%s' failed: %s at byte offset %llu completed with %s (%u)",
+		ss_name(w), vdi_strcommand(f->command), (unsigned long long)f->offset,
+		vdi_strcompletion(f->code), f->code);
 }
 
 /* Records a failed command; lock held. */
 static void ss_record(struct vdi_sstream *w, const VDS_Command *cmd, uint64_t offset, int fatal)
 {
 	struct ss_fault f = {
-	    .set = 1,
-	    .command = cmd->commandCode,
-	    .code = cmd->completionCode,
-	    .bytes = cmd->bytesTransferred,
-	    .size = cmd->size,
-	    .offset = offset,
+		.set = 1,
+		.command = cmd->commandCode,
+		.code = cmd->completionCode,
+		.bytes = cmd->bytesTransferred,
+		.size = cmd->size,
+		.offset = offset,
 	};
 
 	if (!w->first.set)
@@ -265,8 +260,8 @@ static int ss_abort_fail(struct vdi_sstream *w)
 	if (w->first.set && w->first.code == ERROR_OPERATION_ABORTED)
 		return ss_report(w, &w->first);
 	return vdi_fail(VD_E_ABORT,
-			"stream on device '%s': the set was aborted after byte offset %llu",
-			ss_name(w), (unsigned long long)(w->restore ? w->bytes : w->sent));
+	                "stream on device '%s': the set was aborted after byte offset %llu",
+	                ss_name(w), (unsigned long long)(w->restore ? w->bytes : w->sent));
 }
 
 /* 0, or the stream's failure (failed data command, abort); lock held. */
@@ -283,7 +278,7 @@ static int ss_wait_fail(struct vdi_sstream *w, int rc, const char *what)
 {
 	if (rc == VD_E_TIMEOUT)
 		return vdi_fail(rc, "stream on device '%s': no %s within %u ms", ss_name(w), what,
-				w->p->timeout);
+		                w->p->timeout);
 	return ss_abort_fail(w);
 }
 
@@ -322,8 +317,8 @@ static void ss_data_done(VDS_Command *cmd)
 			ss_record(w, cmd, b->offset, 1);
 		ss_put(p, b);
 	} else if (cmd->completionCode != ERROR_SUCCESS &&
-		   cmd->completionCode != ERROR_HANDLE_EOF &&
-		   cmd->completionCode != ERROR_NO_DATA_DETECTED) {
+	           cmd->completionCode != ERROR_HANDLE_EOF &&
+	           cmd->completionCode != ERROR_NO_DATA_DETECTED) {
 		ss_record(w, cmd, b->offset, 0); /* fatal in order, at the head */
 	}
 	pthread_cond_broadcast(&p->cond);
@@ -413,7 +408,7 @@ static struct vdi_sstream_pool *ss_pool_alloc(uint32_t count)
 }
 
 int vdi_sstream_pool_new(struct vdi_server *s, uint32_t buffer_count, uint32_t timeout_ms,
-			 struct vdi_sstream_pool **out)
+                         struct vdi_sstream_pool **out)
 {
 	struct vdi_sstream_pool *p;
 	uint32_t n = 0;
@@ -423,7 +418,7 @@ int vdi_sstream_pool_new(struct vdi_server *s, uint32_t buffer_count, uint32_t t
 		*out = NULL;
 	if (!out || !s || !buffer_count || buffer_count > 1u << 20)
 		return vdi_fail(VD_E_INVALID, "cannot create stream pool: %s",
-				!out || !s ? "null argument" : "bad buffer count");
+		                !out || !s ? "null argument" : "bad buffer count");
 	p = ss_pool_alloc(buffer_count);
 	if (!p)
 		return vdi_fail(VD_E_MEMORY, "cannot create stream pool: out of memory");
@@ -456,7 +451,7 @@ void vdi_sstream_pool_free(struct vdi_sstream_pool *p)
 		return;
 	if (p->streams) {
 		vdi_log(VDI_LOG_ERROR, "stream pool freed with %u streams open: leaked",
-			p->streams);
+		        p->streams);
 		return;
 	}
 	ss_pool_release(p, p->count);
@@ -465,7 +460,7 @@ void vdi_sstream_pool_free(struct vdi_sstream_pool *p)
 /* -------------------------------------------------------------- streams */
 
 int vdi_sstream_open(struct vdi_sstream_pool *p, struct vdi_server_device *d,
-		     uint32_t transfer_size, struct vdi_sstream **out)
+                     uint32_t transfer_size, struct vdi_sstream **out)
 {
 	uint32_t bs = p ? p->cfg.blockSize : 0, mts = p ? p->cfg.maxTransferSize : 0;
 	struct vdi_sstream *w;
@@ -478,16 +473,16 @@ int vdi_sstream_open(struct vdi_sstream_pool *p, struct vdi_server_device *d,
 		transfer_size = mts;
 	if (!bs || transfer_size % bs || transfer_size > mts)
 		return vdi_fail(VD_E_INVALID,
-				"cannot open stream on device '%s': transfer size %u is not a "
-				"multiple of %u up to %u",
-				vdi_server_device_name(d), transfer_size, bs, mts);
+		                "cannot open stream on device '%s': transfer size %u is not a "
+		                "multiple of %u up to %u",
+		                vdi_server_device_name(d), transfer_size, bs, mts);
 	w = calloc(1, sizeof(*w));
 	if (w && (p->cfg.features & VDF_ReadMedia))
 		w->ring = calloc(p->count, sizeof(*w->ring));
 	if (!w || ((p->cfg.features & VDF_ReadMedia) && !w->ring)) {
 		free(w);
 		return vdi_fail(VD_E_MEMORY, "cannot open stream on device '%s': out of memory",
-				vdi_server_device_name(d));
+		                vdi_server_device_name(d));
 	}
 	w->p = p;
 	w->dev = d;
@@ -547,7 +542,7 @@ static int ss_check_dir(const struct vdi_sstream *w, int restore, const char *wh
 	if (w->restore == restore)
 		return 0;
 	return vdi_fail(VD_E_PROTOCOL, "cannot %s stream on device '%s': it is a %s stream", what,
-			ss_name(w), w->restore ? "restore" : "backup");
+	                ss_name(w), w->restore ? "restore" : "backup");
 }
 
 /* --------------------------------------------------------------- backup */
@@ -805,8 +800,9 @@ int vdi_sstream_advance(struct vdi_sstream *r, size_t n)
 	pthread_mutex_lock(&r->p->lock);
 	b = r->head != r->tail ? r->ring[r->head % r->p->count] : NULL;
 	if (!b || !b->done || !r->head_ok || n > r->avail - r->off) {
-		rc = vdi_fail(VD_E_INVALID, "stream on device '%s': advance by %zu beyond the %u bytes peeked",
-			      ss_name(r), n, b && r->head_ok ? r->avail - r->off : 0);
+		rc = vdi_fail(VD_E_INVALID,
+		              "stream on device '%s': advance by %zu beyond the %u bytes peeked",
+		              ss_name(r), n, b && r->head_ok ? r->avail - r->off : 0);
 	} else {
 		r->off += (uint32_t)n;
 		r->bytes += n;
@@ -843,7 +839,7 @@ static ssize_t ss_read_locked(struct vdi_sstream *r, uint8_t *dst, size_t len)
 		rc = ss_wait(r->p, deadline);
 		if (rc)
 			return ss_wait_fail(r, rc,
-					    r->head == r->tail ? "free buffer" : "completed read");
+			                    r->head == r->tail ? "free buffer" : "completed read");
 	}
 	ss_reap(r);
 	return (ssize_t)done;
@@ -897,9 +893,9 @@ static int ss_ctl_result(struct vdi_sstream *w)
 	    code == ERROR_NO_SYSTEM_RESOURCES || code == ERROR_INVALID_HANDLE ||
 	    code == ERROR_INVALID_PARAMETER) /* made by the engine (D8) */
 		return vdi_fail(ss_code_rc(code),
-				"stream on device '%s': %s after byte offset %llu failed with %s",
-				ss_name(w), vdi_strcommand(w->ctl.commandCode),
-				(unsigned long long)w->sent, vdi_strcompletion(code));
+		                "stream on device '%s': %s after byte offset %llu failed with %s",
+		                ss_name(w), vdi_strcommand(w->ctl.commandCode),
+		                (unsigned long long)w->sent, vdi_strcompletion(code));
 	return (int)code;
 }
 
@@ -909,12 +905,12 @@ int vdi_sstream_command(struct vdi_sstream *w, uint32_t code)
 
 	if (!w || code == VDC_Read || code == VDC_Write)
 		return vdi_fail(VD_E_INVALID, "cannot send command on stream: %s",
-				w ? "data command" : "null stream");
+		                w ? "data command" : "null stream");
 	pthread_mutex_lock(&w->p->lock);
 	rc = w->ctl_busy
-		 ? vdi_fail(VD_E_PROTOCOL, "stream on device '%s': previous command still pending",
-			    ss_name(w))
-		 : ss_status(w);
+	             ? vdi_fail(VD_E_PROTOCOL,
+	                        "stream on device '%s': previous command still pending", ss_name(w))
+	             : ss_status(w);
 	if (!rc) {
 		memset(&w->ctl, 0, sizeof(w->ctl));
 		w->ctl.commandCode = code;
@@ -947,9 +943,9 @@ static int ss_settle(struct vdi_sstream *w)
 		vdi_server_signal_abort(p->srv);
 		pthread_mutex_lock(&p->lock);
 		rc = vdi_fail(
-		    VD_E_TIMEOUT,
-		    "stream on device '%s': commands still outstanding after %u ms, set aborted",
-		    ss_name(w), p->timeout);
+			VD_E_TIMEOUT,
+			"stream on device '%s': commands still outstanding after %u ms, set aborted",
+			ss_name(w), p->timeout);
 	}
 	while (w->inflight)
 		pthread_cond_wait(&p->cond, &p->lock); /* abort completes all */
@@ -970,8 +966,8 @@ int vdi_sstream_close(struct vdi_sstream *w)
 		rc = ss_status(w);
 	if (!rc && w->cur && w->fill)
 		rc = vdi_fail(VD_E_PROTOCOL,
-			      "stream on device '%s' closed with %u bytes written but not drained",
-			      ss_name(w), w->fill);
+		              "stream on device '%s' closed with %u bytes written but not drained",
+		              ss_name(w), w->fill);
 	if (w->cur)
 		ss_put(p, w->cur);
 	while (w->head != w->tail)

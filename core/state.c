@@ -17,24 +17,20 @@
 #include "shm.h"
 #include "state.h"
 
-#define P VD_E_PROTOCOL
-#define A VD_E_ABORT
-#define C VD_E_CLOSE
+#define P  VD_E_PROTOCOL
+#define A  VD_E_ABORT
+#define C  VD_E_CLOSE
 #define NO VD_E_UNEXPECTED
 
 #define VDI_SET_STATE_COUNT (VDI_SET_CORRUPT + 1)
 
 /* Columns as in the spec; the states no object is ever in read as NO. */
-#define ROW(dne, connected, configurable, initializing, active, terminated, abort) \
-	{                                                                   \
-		[VDI_SET_DNE] = (dne), [VDI_SET_CREATED] = NO,              \
-		[VDI_SET_CONNECTED] = (connected),                          \
-		[VDI_SET_CONFIGURABLE] = (configurable),                    \
-		[VDI_SET_INITIALIZING] = (initializing),                    \
-		[VDI_SET_ACTIVE] = (active),                                \
-		[VDI_SET_TERMINATED] = (terminated),                        \
-		[VDI_SET_ABORTED] = (abort), [VDI_SET_CLOSED] = NO,         \
-		[VDI_SET_CORRUPT] = NO,                                     \
+#define ROW(dne, connected, configurable, initializing, active, terminated, abort)                \
+	{                                                                                         \
+		[VDI_SET_DNE] = (dne), [VDI_SET_CREATED] = NO, [VDI_SET_CONNECTED] = (connected), \
+		[VDI_SET_CONFIGURABLE] = (configurable), [VDI_SET_INITIALIZING] = (initializing), \
+		[VDI_SET_ACTIVE] = (active), [VDI_SET_TERMINATED] = (terminated),                 \
+		[VDI_SET_ABORTED] = (abort), [VDI_SET_CLOSED] = NO, [VDI_SET_CORRUPT] = NO,       \
 	}
 
 /* A matrix, aligned by column. */
@@ -155,22 +151,21 @@ int vdi_state_check(const struct vdi_region *r, enum vdi_call call, enum vdi_set
 	int cell = vdi_state_cell(call, st);
 
 	switch (cell) {
-	case 0:
-		return 0;
+	case 0: return 0;
 	case A:
 		vdi_region_reason(r, why, sizeof(why));
 		return vdi_fail(A, "%s: set '%s' is aborted: %s", name, r->name, why);
-	case C:
-		return vdi_fail(C, "%s: every device of set '%s' is already closed", name, r->name);
+	case C: return vdi_fail(C, "%s: every device of set '%s' is already closed", name, r->name);
 	case P:
 		if (st == VDI_SET_DNE)
 			return vdi_fail(P, "%s: no set is open on this object", name);
 		if (vdi_state_cell(call, VDI_SET_DNE) == 0)
-			return vdi_fail(P, "%s: a set is already open on this object (it is %s)", name,
-					vdi_set_state_name(st));
-		return vdi_fail(P, "%s: not valid while the set is %s", name, vdi_set_state_name(st));
+			return vdi_fail(P, "%s: a set is already open on this object (it is %s)",
+			                name, vdi_set_state_name(st));
+		return vdi_fail(P, "%s: not valid while the set is %s", name,
+		                vdi_set_state_name(st));
 	default:
 		return vdi_fail(VD_E_UNEXPECTED, "%s: internal error: the object is in state %d",
-				name, (int)st);
+		                name, (int)st);
 	}
 }

@@ -34,17 +34,17 @@ struct vdi_region;
 /* Every call of the two halves that depends on the state. */
 enum vdi_call {
 	/* client half: IClientVirtualDeviceSet2, IClientVirtualDevice */
-	VDI_CALL_C_CREATE,                /* Create, CreateEx */
+	VDI_CALL_C_CREATE, /* Create, CreateEx */
 	VDI_CALL_C_GET_CONFIGURATION,
 	VDI_CALL_C_OPEN_DEVICE,
 	VDI_CALL_C_GET_COMMAND,
 	VDI_CALL_C_COMPLETE_COMMAND,
 	VDI_CALL_C_SIGNAL_ABORT,
 	VDI_CALL_C_CLOSE,
-	VDI_CALL_C_OPEN_IN_SECONDARY,     /* OpenInSecondary(Ex) */
+	VDI_CALL_C_OPEN_IN_SECONDARY, /* OpenInSecondary(Ex) */
 	VDI_CALL_C_GET_BUFFER_HANDLE,
 	VDI_CALL_C_MAP_BUFFER_HANDLE,
-	VDI_CALL_C_SET_GROUP,             /* libvdi: vdi_client_set_group */
+	VDI_CALL_C_SET_GROUP, /* libvdi: vdi_client_set_group */
 	/* server half: IServerVirtualDeviceSet2, IServerVirtualDevice */
 	VDI_CALL_S_OPEN,
 	VDI_CALL_S_GET_CONFIGURATION,

@@ -52,8 +52,8 @@
 
 #include "internal.h"
 
-#define BLK 512u
-#define PAX_MAX 4096u
+#define BLK        512u
+#define PAX_MAX    4096u
 #define SEQ_DIGITS 10
 
 /* ------------------------------------------------------------------ */
@@ -67,8 +67,9 @@ int vdi_tar_member_name(char *buf, size_t len, const char *device, uint64_t seq)
 		return vdi_fail(VD_E_INVALID, "tar member name: bad argument");
 	n = snprintf(buf, len, "%s.%0*llu", device, SEQ_DIGITS, (unsigned long long)seq);
 	if (n < 0 || (size_t)n >= len)
-		return vdi_fail(VD_E_INVALID, "tar member name of device '%s' does not fit %zu bytes",
-				device, len);
+		return vdi_fail(VD_E_INVALID,
+		                "tar member name of device '%s' does not fit %zu bytes", device,
+		                len);
 	return 0;
 }
 
@@ -181,13 +182,13 @@ struct tdev {
 	unsigned k;
 	pthread_t th;
 	int started;
-	enum job job;        /* t->m: what the worker is asked to do */
-	int busy;            /* t->m: the worker is inside a stream call */
-	int have;            /* t->m: a peek result is ready */
-	ssize_t n;           /* t->m: its bytes, 0 = end of stream, or VD_E_* */
+	enum job job; /* t->m: what the worker is asked to do */
+	int busy;     /* t->m: the worker is inside a stream call */
+	int have;     /* t->m: a peek result is ready */
+	ssize_t n;    /* t->m: its bytes, 0 = end of stream, or VD_E_* */
 	const void *p;
-	char msg[320];       /* its vdi_last_error() */
-	int closed;          /* t->m: the stream was closed (rc below) */
+	char msg[320]; /* its vdi_last_error() */
+	int closed;    /* t->m: the stream was closed (rc below) */
 	int close_rc;
 	uint64_t seq;        /* next member sequence (caller's thread) */
 	int ended;           /* end marker emitted / seen (caller's thread) */
@@ -197,31 +198,31 @@ struct tdev {
 struct vdi_tarstream {
 	uint32_t direction;
 	unsigned n;
-	struct vdi_bset *set;    /* of every stream: aborting it wakes them all */
+	struct vdi_bset *set; /* of every stream: aborting it wakes them all */
 	pthread_mutex_t m;
-	pthread_cond_t c;        /* workers -> caller */
-	pthread_cond_t jobs;     /* caller -> workers */
+	pthread_cond_t c;                        /* workers -> caller */
+	pthread_cond_t jobs;                     /* caller -> workers */
 	unsigned ready[VDI_MAX_DEVICES], nready; /* t->m: devices with a result, in order */
 	time_t mtime;
-	uint64_t bytes;          /* archive bytes moved */
-	int error;               /* sticky VD_E_*; msg says why */
+	uint64_t bytes; /* archive bytes moved */
+	int error;      /* sticky VD_E_*; msg says why */
 	char msg[480];
 	/* backup: what the reader is handed next */
 	unsigned char hdr[3 * BLK];
 	size_t hdr_len, hdr_off;
-	int cur;                 /* device whose chunk is being read, -1 */
+	int cur; /* device whose chunk is being read, -1 */
 	uint64_t chunk_left;
-	int eoa;                 /* end-of-archive blocks handed out */
+	int eoa; /* end-of-archive blocks handed out */
 	/* restore: the parser */
-	size_t fill;             /* bytes of hdr (one block) or pax collected */
-	int in_pax;              /* collecting a pax / GNU long name body */
+	size_t fill; /* bytes of hdr (one block) or pax collected */
+	int in_pax;  /* collecting a pax / GNU long name body */
 	char pax_type;
 	uint64_t pax_left;
 	char pax[PAX_MAX + 1];
 	size_t pax_len;
 	char longname[PAX_MAX + 1];
 	int zero_blocks;
-	uint64_t member_off;     /* archive offset of the current header */
+	uint64_t member_off; /* archive offset of the current header */
 	char member[PAX_MAX + 160];
 	struct tdev d[];
 };
@@ -317,7 +318,9 @@ static int workers_start(struct vdi_tarstream *t)
 		t->d[k].started = !rc;
 	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	return rc ? vdi_fail(VD_E_MEMORY, "tar stream: cannot start a worker thread: %s", strerror(rc)) : 0;
+	return rc ? vdi_fail(VD_E_MEMORY, "tar stream: cannot start a worker thread: %s",
+	                     strerror(rc))
+	          : 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -333,7 +336,8 @@ int vdi_tarstream_open(struct vdi_cstream *const *streams, unsigned n, struct vd
 		return vdi_fail(VD_E_INVALID, "tar stream: no result pointer");
 	*out = NULL;
 	if (!streams || !n || n > VDI_MAX_DEVICES)
-		return vdi_fail(VD_E_INVALID, "tar stream: needs 1..%d device streams", VDI_MAX_DEVICES);
+		return vdi_fail(VD_E_INVALID, "tar stream: needs 1..%d device streams",
+		                VDI_MAX_DEVICES);
 	t = calloc(1, sizeof(*t) + n * sizeof(t->d[0]));
 	if (!t)
 		return vdi_fail(VD_E_MEMORY, "tar stream: out of memory");
@@ -357,8 +361,10 @@ int vdi_tarstream_open(struct vdi_cstream *const *streams, unsigned n, struct vd
 			pthread_cond_destroy(&t->c);
 			pthread_cond_destroy(&t->jobs);
 			free(t);
-			return vdi_fail(VD_E_INVALID, "tar stream: device %u is not a stream of the same set "
-					"and direction as device 0", k);
+			return vdi_fail(VD_E_INVALID,
+			                "tar stream: device %u is not a stream of the same set "
+			                "and direction as device 0",
+			                k);
 		}
 		snprintf(d->name, sizeof(d->name), "%s", vdi_bdev_name(vdi_cstream_device(d->s)));
 	}
@@ -414,8 +420,9 @@ static int next_piece_locked(struct vdi_tarstream *t)
 	d->have = 0;
 	n = d->n;
 	if (n < 0)
-		return t_fail(t, (int)n, "tar stream: device '%s' failed after archive byte %llu: %s",
-			      d->name, (unsigned long long)t->bytes, d->msg);
+		return t_fail(t, (int)n,
+		              "tar stream: device '%s' failed after archive byte %llu: %s", d->name,
+		              (unsigned long long)t->bytes, d->msg);
 	vdi_tar_member_name(name, sizeof(name), d->name, d->seq++);
 	t->hdr_len = member_header(t->hdr, name, (uint64_t)n, t->mtime);
 	t->hdr_off = 0;
@@ -444,7 +451,8 @@ ssize_t vdi_tarstream_peek(struct vdi_tarstream *t, const void **ptr, size_t len
 	for (;;) {
 		if (t->hdr_off < t->hdr_len) {
 			*ptr = t->hdr + t->hdr_off;
-			return (ssize_t)(len < t->hdr_len - t->hdr_off ? len : t->hdr_len - t->hdr_off);
+			return (ssize_t)(len < t->hdr_len - t->hdr_off ? len
+			                                               : t->hdr_len - t->hdr_off);
 		}
 		if (t->cur >= 0) {
 			const void *p;
@@ -453,10 +461,11 @@ ssize_t vdi_tarstream_peek(struct vdi_tarstream *t, const void **ptr, size_t len
 			ssize_t n = vdi_cstream_peek(t->d[t->cur].s, &p, want);
 
 			if (n <= 0)
-				return t_fail(t, n ? (int)n : VD_E_UNEXPECTED,
-					      "tar stream: device '%s' lost its chunk at archive byte %llu: %s",
-					      t->d[t->cur].name, (unsigned long long)t->bytes,
-					      n ? vdi_last_error() : "end of stream");
+				return t_fail(
+					t, n ? (int)n : VD_E_UNEXPECTED,
+					"tar stream: device '%s' lost its chunk at archive byte %llu: %s",
+					t->d[t->cur].name, (unsigned long long)t->bytes,
+					n ? vdi_last_error() : "end of stream");
 			*ptr = p;
 			return n;
 		}
@@ -490,18 +499,20 @@ int vdi_tarstream_advance(struct vdi_tarstream *t, size_t n)
 		return 0;
 	if (t->hdr_off < t->hdr_len) {
 		if (n > t->hdr_len - t->hdr_off)
-			return vdi_fail(VD_E_INVALID, "tar stream: advance of %zu bytes past a header", n);
+			return vdi_fail(VD_E_INVALID,
+			                "tar stream: advance of %zu bytes past a header", n);
 		t->hdr_off += n;
 		t->bytes += n;
 		return 0;
 	}
 	if (t->cur < 0 || n > t->chunk_left)
-		return vdi_fail(VD_E_INVALID, "tar stream: advance of %zu bytes that were not peeked", n);
+		return vdi_fail(VD_E_INVALID,
+		                "tar stream: advance of %zu bytes that were not peeked", n);
 	d = &t->d[t->cur];
 	rc = vdi_cstream_advance(d->s, n);
 	if (rc)
 		return t_fail(t, rc, "tar stream: device '%s' at archive byte %llu: %s", d->name,
-			      (unsigned long long)t->bytes, vdi_last_error());
+		              (unsigned long long)t->bytes, vdi_last_error());
 	t->bytes += n;
 	t->chunk_left -= n;
 	if (!t->chunk_left) {
@@ -540,9 +551,9 @@ static int bad_member(struct vdi_tarstream *t, const char *why)
 {
 	if (t->member[0])
 		return t_fail(t, VD_E_INVALID, "tar stream: member '%s' at archive offset %llu: %s",
-			      t->member, (unsigned long long)t->member_off, why);
+		              t->member, (unsigned long long)t->member_off, why);
 	return t_fail(t, VD_E_INVALID, "tar stream: %s at archive offset %llu", why,
-		      (unsigned long long)t->member_off);
+	              (unsigned long long)t->member_off);
 }
 
 static int parse_octal(const char *f, size_t w, uint64_t *out)
@@ -592,14 +603,15 @@ static int pax_records(struct vdi_tarstream *t)
 		char *sp, *eq, *end = t->pax + off;
 		unsigned long rl = strtoul(end, &sp, 10);
 
-		if (sp == end || *sp != ' ' || !rl || rl > t->pax_len - off || t->pax[off + rl - 1] != '\n')
+		if (sp == end || *sp != ' ' || !rl || rl > t->pax_len - off ||
+		    t->pax[off + rl - 1] != '\n')
 			return bad_member(t, "corrupt pax header");
 		eq = memchr(sp + 1, '=', rl - (size_t)(sp + 1 - end));
 		if (!eq)
 			return bad_member(t, "corrupt pax record");
 		if (eq - (sp + 1) == 4 && !memcmp(sp + 1, "path", 4))
 			snprintf(t->longname, sizeof(t->longname), "%.*s",
-				 (int)(end + rl - 1 - (eq + 1)), eq + 1);
+			         (int)(end + rl - 1 - (eq + 1)), eq + 1);
 		off += rl;
 	}
 	return 0;
@@ -625,17 +637,19 @@ static int start_member(struct vdi_tarstream *t, uint64_t size)
 	int k;
 
 	if (vdi_tar_member_parse(t->member, dev, sizeof(dev), &seq))
-		return bad_member(t, "not a member <device>.<10-digit sequence> of a vdifs archive");
+		return bad_member(t,
+		                  "not a member <device>.<10-digit sequence> of a vdifs archive");
 	k = device_of(t, dev);
 	if (k < 0)
-		return bad_member(t, "no device of this set has that name (the restore set needs the "
-				  "backup set's name)");
+		return bad_member(t,
+		                  "no device of this set has that name (the restore set needs the "
+		                  "backup set's name)");
 	d = &t->d[k];
 	if (d->ended)
 		return bad_member(t, "data after the end of that device's stream");
 	if (seq != d->seq) {
-		snprintf(why, sizeof(why), "out of sequence: device '%s' expects member %llu", d->name,
-			 (unsigned long long)d->seq);
+		snprintf(why, sizeof(why), "out of sequence: device '%s' expects member %llu",
+		         d->name, (unsigned long long)d->seq);
 		return bad_member(t, why);
 	}
 	d->seq++;
@@ -695,12 +709,8 @@ static int header_block(struct vdi_tarstream *t)
 			return 0; /* the directory of the members */
 		return bad_member(t, "a directory");
 	case '0':
-	case '\0':
-		member_name(t, h);
-		return start_member(t, size);
-	default:
-		member_name(t, h);
-		return bad_member(t, "not a regular file");
+	case '\0': member_name(t, h); return start_member(t, size);
+	default: member_name(t, h); return bad_member(t, "not a regular file");
 	}
 }
 
@@ -732,10 +742,11 @@ ssize_t vdi_tarstream_reserve(struct vdi_tarstream *t, void **ptr, size_t len)
 		ssize_t n = vdi_cstream_reserve(d->s, ptr, want);
 
 		if (n <= 0)
-			return t_fail(t, n ? (int)n : VD_E_UNEXPECTED,
-				      "tar stream: member '%s' at archive offset %llu: device '%s' takes no more: %s",
-				      t->member, (unsigned long long)t->member_off, d->name,
-				      n ? vdi_last_error() : "no room");
+			return t_fail(
+				t, n ? (int)n : VD_E_UNEXPECTED,
+				"tar stream: member '%s' at archive offset %llu: device '%s' takes no more: %s",
+				t->member, (unsigned long long)t->member_off, d->name,
+				n ? vdi_last_error() : "no room");
 		return n;
 	}
 	/* a header block, or a pax body padded to whole blocks */
@@ -767,11 +778,14 @@ int vdi_tarstream_commit(struct vdi_tarstream *t, size_t n)
 		struct tdev *d = &t->d[t->cur];
 
 		if (n > t->chunk_left)
-			return vdi_fail(VD_E_INVALID, "tar stream: commit of %zu bytes that were not reserved", n);
+			return vdi_fail(VD_E_INVALID,
+			                "tar stream: commit of %zu bytes that were not reserved",
+			                n);
 		rc = vdi_cstream_commit(d->s, n);
 		if (rc)
-			return t_fail(t, rc, "tar stream: member '%s' at archive offset %llu: %s", t->member,
-				      (unsigned long long)t->member_off, vdi_last_error());
+			return t_fail(t, rc, "tar stream: member '%s' at archive offset %llu: %s",
+			              t->member, (unsigned long long)t->member_off,
+			              vdi_last_error());
 		t->bytes += n;
 		t->chunk_left -= n;
 		if (!t->chunk_left)
@@ -779,7 +793,8 @@ int vdi_tarstream_commit(struct vdi_tarstream *t, size_t n)
 		return 0;
 	}
 	if (n > BLK - t->fill)
-		return vdi_fail(VD_E_INVALID, "tar stream: commit of %zu bytes that were not reserved", n);
+		return vdi_fail(VD_E_INVALID,
+		                "tar stream: commit of %zu bytes that were not reserved", n);
 	t->fill += n;
 	t->bytes += n;
 	if (t->fill < BLK)
@@ -828,18 +843,23 @@ static int restore_complete(struct vdi_tarstream *t)
 	if (t->error)
 		return t_replay(t);
 	if (t->cur >= 0 || t->fill || t->in_pax)
-		return t_fail(t, VD_E_ABORT, "tar stream: archive truncated inside member '%s' at archive offset %llu",
-			      t->member, (unsigned long long)t->bytes);
+		return t_fail(
+			t, VD_E_ABORT,
+			"tar stream: archive truncated inside member '%s' at archive offset %llu",
+			t->member, (unsigned long long)t->bytes);
 	for (k = 0; k < t->n; k++)
 		if (!t->d[k].ended)
-			return t_fail(t, VD_E_ABORT,
-				      "tar stream: archive ended at offset %llu before the end of device '%s' "
-				      "(%llu members; truncated archive?)",
-				      (unsigned long long)t->bytes, t->d[k].name,
-				      (unsigned long long)t->d[k].seq);
+			return t_fail(
+				t, VD_E_ABORT,
+				"tar stream: archive ended at offset %llu before the end of device '%s' "
+				"(%llu members; truncated archive?)",
+				(unsigned long long)t->bytes, t->d[k].name,
+				(unsigned long long)t->d[k].seq);
 	if (t->zero_blocks < 2)
-		return t_fail(t, VD_E_ABORT, "tar stream: no end-of-archive blocks at offset %llu (truncated archive?)",
-			      (unsigned long long)t->bytes);
+		return t_fail(
+			t, VD_E_ABORT,
+			"tar stream: no end-of-archive blocks at offset %llu (truncated archive?)",
+			(unsigned long long)t->bytes);
 	return 0;
 }
 
@@ -851,8 +871,10 @@ static int finish(struct vdi_tarstream *t, int ok)
 	int rc = 0;
 
 	for (k = 0; k < t->n; k++)
-		if (t->d[k].started && ok && t->d[k].s && !t->d[k].closed && t->direction == VDF_WriteMedia)
-			vdi_cstream_end(t->d[k].s); /* acknowledge VDC_Complete first, all devices */
+		if (t->d[k].started && ok && t->d[k].s && !t->d[k].closed &&
+		    t->direction == VDF_WriteMedia)
+			vdi_cstream_end(
+				t->d[k].s); /* acknowledge VDC_Complete first, all devices */
 	/* A worker blocked in its stream wakes by the abort of the set
 	 * (the set, not a stream: a worker may be freeing its stream). */
 	if (!ok && t->set)
@@ -872,7 +894,8 @@ static int finish(struct vdi_tarstream *t, int ok)
 			pthread_cond_wait(&t->c, &t->m);
 		if (d->closed && d->close_rc && !rc) {
 			rc = d->close_rc;
-			t_fail(t, rc, "tar stream: device '%s' did not end normally: %s", d->name, d->msg);
+			t_fail(t, rc, "tar stream: device '%s' did not end normally: %s", d->name,
+			       d->msg);
 		}
 		if (d->started) {
 			d->job = JOB_QUIT;
@@ -899,14 +922,15 @@ int vdi_tarstream_end(struct vdi_tarstream *t)
 	if (t->error)
 		return t_replay(t);
 	if (t->direction != VDF_WriteMedia || !t->eoa || t->hdr_off < t->hdr_len)
-		return vdi_fail(VD_E_PROTOCOL, "tar stream: not at the end of a backup archive (byte %llu)",
-				(unsigned long long)t->bytes);
+		return vdi_fail(VD_E_PROTOCOL,
+		                "tar stream: not at the end of a backup archive (byte %llu)",
+		                (unsigned long long)t->bytes);
 	/* every worker is idle: each device's end marker was its last job */
 	for (k = 0; k < t->n; k++) {
 		rc = vdi_cstream_end(t->d[k].s);
 		if (rc)
-			return t_fail(t, rc, "tar stream: the end of device '%s' failed: %s", t->d[k].name,
-				      vdi_last_error());
+			return t_fail(t, rc, "tar stream: the end of device '%s' failed: %s",
+			              t->d[k].name, vdi_last_error());
 	}
 	return 0;
 }
@@ -917,8 +941,10 @@ int vdi_tarstream_close(struct vdi_tarstream *t, int ok)
 
 	if (!t)
 		return vdi_fail(VD_E_INVALID, "tar stream close: NULL stream");
-	if (ok && t->direction == VDF_WriteMedia && (!t->eoa || t->hdr_off < t->hdr_len) && !t->error)
-		t_fail(t, VD_E_ABORT, "tar stream closed before the end of the archive, at byte %llu; set aborted",
+	if (ok && t->direction == VDF_WriteMedia && (!t->eoa || t->hdr_off < t->hdr_len) &&
+	    !t->error)
+		t_fail(t, VD_E_ABORT,
+		       "tar stream closed before the end of the archive, at byte %llu; set aborted",
 		       (unsigned long long)t->bytes);
 	if (ok && t->direction == VDF_ReadMedia)
 		restore_complete(t);

@@ -86,7 +86,7 @@ extern "C" {
 /* ---------------------------------------------------------------------
  * Return codes (vdierror.h).  MAKE_HRESULT(1, 0x77, n) read as int.
  */
-#define NOERROR 0
+#define NOERROR            0
 #define VD_E_NOTOPEN       ((int)0x80770002) /* object was not open */
 #define VD_E_TIMEOUT       ((int)0x80770003) /* wait timed out */
 #define VD_E_ABORT         ((int)0x80770004) /* abort in progress */
@@ -102,8 +102,8 @@ extern "C" {
 #define VD_E_BUSY          ((int)0x8077000F) /* resource busy (name in use) */
 /* Used by the spec's SendCommand page but defined in no header: we take
  * the next two unused codes of facility 0x77 (docs/decisions.md D6). */
-#define VD_E_QUEUE_FULL    ((int)0x80770010) /* device command queue full */
-#define VD_E_IO_ERROR      ((int)0x80770011) /* device in IO-ERROR state */
+#define VD_E_QUEUE_FULL ((int)0x80770010) /* device command queue full */
+#define VD_E_IO_ERROR   ((int)0x80770011) /* device in IO-ERROR state */
 
 /* Name of a return code ("VD_E_ABORT", "NOERROR", "0x80770099" style for
  * unknown values).  Returns a pointer to static storage. */
@@ -113,22 +113,22 @@ const char *vdi_strerror(int rc);
  * Win32 completion codes used with VDI (spec 6.6).
  */
 #ifndef ERROR_SUCCESS
-#define ERROR_SUCCESS              0
+#define ERROR_SUCCESS 0
 #endif
-#define ERROR_INVALID_HANDLE       6
-#define ERROR_ARENA_TRASHED        7
-#define ERROR_HANDLE_EOF           38
-#define ERROR_HANDLE_DISK_FULL     39
-#define ERROR_NOT_SUPPORTED        50
-#define ERROR_INVALID_PARAMETER    87
-#define ERROR_DISK_FULL            112
-#define ERROR_OPERATION_ABORTED    995
-#define ERROR_END_OF_MEDIA         1100
-#define ERROR_FILEMARK_DETECTED    1101
-#define ERROR_NO_DATA_DETECTED     1104
-#define ERROR_IO_DEVICE            1117
-#define ERROR_EOM_OVERFLOW         1129
-#define ERROR_NO_SYSTEM_RESOURCES  1450
+#define ERROR_INVALID_HANDLE      6
+#define ERROR_ARENA_TRASHED       7
+#define ERROR_HANDLE_EOF          38
+#define ERROR_HANDLE_DISK_FULL    39
+#define ERROR_NOT_SUPPORTED       50
+#define ERROR_INVALID_PARAMETER   87
+#define ERROR_DISK_FULL           112
+#define ERROR_OPERATION_ABORTED   995
+#define ERROR_END_OF_MEDIA        1100
+#define ERROR_FILEMARK_DETECTED   1101
+#define ERROR_NO_DATA_DETECTED    1104
+#define ERROR_IO_DEVICE           1117
+#define ERROR_EOM_OVERFLOW        1129
+#define ERROR_NO_SYSTEM_RESOURCES 1450
 
 /* Name of a Win32 completion code, or "ERROR_<n>" for others. */
 const char *vdi_strcompletion(uint32_t code);
@@ -144,16 +144,16 @@ char *vdi_escape_text(char *out, size_t len, const char *in);
 /* ---------------------------------------------------------------------
  * Limits.
  */
-#define VDI_MAX_DEVICES     64
-#define VDI_MAX_NAME        127   /* bytes of a set or device name, no NUL */
-#define VDI_MAX_INSTANCE    16    /* bytes of an instance name */
-#define VDI_QUEUE_DEPTH     256   /* outstanding commands per device (D7) */
-#define VDI_MIN_BLOCKSIZE   512
-#define VDI_MAX_BLOCKSIZE   65536
+#define VDI_MAX_DEVICES      64
+#define VDI_MAX_NAME         127 /* bytes of a set or device name, no NUL */
+#define VDI_MAX_INSTANCE     16  /* bytes of an instance name */
+#define VDI_QUEUE_DEPTH      256 /* outstanding commands per device (D7) */
+#define VDI_MIN_BLOCKSIZE    512
+#define VDI_MAX_BLOCKSIZE    65536
 #define VDI_MAXTRANSFER_UNIT 65536
-#define VDI_MAX_MAXTRANSFER 4194304
-#define VDI_MAX_ALIGNMENT   65536
-#define VDI_MAX_PREFIX      65536
+#define VDI_MAX_MAXTRANSFER  4194304
+#define VDI_MAX_ALIGNMENT    65536
+#define VDI_MAX_PREFIX       65536
 
 /* ---------------------------------------------------------------------
  * Feature bits.  The three enums carry the names of Microsoft's headers
@@ -161,25 +161,25 @@ char *vdi_escape_text(char *out, size_t len, const char *in);
  * Microsoft-API header, takes them from here instead of a second copy.
  */
 enum VDFeatures {
-	VDF_Removable        = 0x00000001,
-	VDF_Rewind           = 0x00000002,
-	VDF_Position         = 0x00000010,
-	VDF_SkipBlocks       = 0x00000020,
-	VDF_ReversePosition  = 0x00000040,
-	VDF_Discard          = 0x00000080,
-	VDF_FileMarks        = 0x00000100,
-	VDF_RandomAccess     = 0x00000200,
-	VDF_SnapshotPrepare  = 0x00000400,
-	VDF_EnumFrozenFiles  = 0x00000800,
-	VDF_VSSWriter        = 0x00001000,
-	VDF_RequestComplete  = 0x00002000,
-	VDF_WriteMedia       = 0x00010000,
-	VDF_ReadMedia        = 0x00020000,
-	VDF_CompleteEnabled  = 0x00040000,
-	VDF_LatchStats       = (int)0x80000000,
-	VDF_LikePipe         = 0x00000000,
-	VDF_LikeTape         = 0x00000173,
-	VDF_LikeDisk         = 0x00000200,
+	VDF_Removable = 0x00000001,
+	VDF_Rewind = 0x00000002,
+	VDF_Position = 0x00000010,
+	VDF_SkipBlocks = 0x00000020,
+	VDF_ReversePosition = 0x00000040,
+	VDF_Discard = 0x00000080,
+	VDF_FileMarks = 0x00000100,
+	VDF_RandomAccess = 0x00000200,
+	VDF_SnapshotPrepare = 0x00000400,
+	VDF_EnumFrozenFiles = 0x00000800,
+	VDF_VSSWriter = 0x00001000,
+	VDF_RequestComplete = 0x00002000,
+	VDF_WriteMedia = 0x00010000,
+	VDF_ReadMedia = 0x00020000,
+	VDF_CompleteEnabled = 0x00040000,
+	VDF_LatchStats = (int)0x80000000,
+	VDF_LikePipe = 0x00000000,
+	VDF_LikeTape = 0x00000173,
+	VDF_LikeDisk = 0x00000200,
 };
 
 /* Command codes. */
@@ -226,11 +226,11 @@ typedef struct VDConfig {
 	uint32_t alignment;             /* data start alignment, 0 or 2^n */
 	uint32_t softFileMarkBlockSize; /* only with VDF_FileMarks */
 	uint32_t EOMWarningSize;
-	uint32_t serverTimeOut;         /* ms, 0 = infinite */
-	uint32_t blockSize;             /* server: BLOCKSIZE */
-	uint32_t maxIODepth;            /* server: always 4 */
-	uint32_t maxTransferSize;       /* server: MAXTRANSFERSIZE */
-	uint32_t bufferAreaSize;        /* server: bytes of all buffer areas */
+	uint32_t serverTimeOut;   /* ms, 0 = infinite */
+	uint32_t blockSize;       /* server: BLOCKSIZE */
+	uint32_t maxIODepth;      /* server: always 4 */
+	uint32_t maxTransferSize; /* server: MAXTRANSFERSIZE */
+	uint32_t bufferAreaSize;  /* server: bytes of all buffer areas */
 } VDConfig;
 
 /* Client view of a command.  Read-only to the client; valid until it is
@@ -252,12 +252,12 @@ typedef struct VDS_Command {
 	uint32_t commandCode;
 	uint32_t size;
 	uint64_t inPosition;
-	uint64_t outPosition;              /* filled on completion */
-	uint8_t *buffer;                   /* server address of data zone */
+	uint64_t outPosition;                    /* filled on completion */
+	uint8_t *buffer;                         /* server address of data zone */
 	VDS_CompletionRoutine completionRoutine; /* mandatory */
-	void *completionContext;           /* opaque to VDI */
-	uint32_t completionCode;           /* filled on completion */
-	uint32_t bytesTransferred;         /* filled on completion */
+	void *completionContext;                 /* opaque to VDI */
+	uint32_t completionCode;                 /* filled on completion */
+	uint32_t bytesTransferred;               /* filled on completion */
 } VDS_Command;
 
 /* ---------------------------------------------------------------------
@@ -301,40 +301,34 @@ int vdi_client_set_group(struct vdi_client *c, gid_t group);
  * VD_E_NOTSUPPORTED (bad cfg field), VD_E_INVALID (bad name),
  * VD_E_INSTANCE_NAME, VD_E_BUSY, VD_E_SECURITY, VD_E_MEMORY. */
 int vdi_client_create(struct vdi_client *c, const char *name, const VDConfig *cfg);
-int vdi_client_create_ex(struct vdi_client *c, const char *instance,
-			 const char *name, const VDConfig *cfg);
+int vdi_client_create_ex(struct vdi_client *c, const char *instance, const char *name,
+                         const VDConfig *cfg);
 
 /* Waits until the server ended configuration; copies the final config. */
-int vdi_client_get_configuration(struct vdi_client *c, uint32_t timeout_ms,
-				 VDConfig *cfg);
+int vdi_client_get_configuration(struct vdi_client *c, uint32_t timeout_ms, VDConfig *cfg);
 
 /* Opens a device by name (the first device carries the set's name).  On
  * failure *out is NULL.  The device handle is freed by vdi_client_close. */
-int vdi_client_open_device(struct vdi_client *c, const char *name,
-			   struct vdi_client_device **out);
+int vdi_client_open_device(struct vdi_client *c, const char *name, struct vdi_client_device **out);
 
 int vdi_client_close(struct vdi_client *c);
 int vdi_client_signal_abort(struct vdi_client *c);
 int vdi_client_open_in_secondary(struct vdi_client *c, const char *name);
-int vdi_client_open_in_secondary_ex(struct vdi_client *c, const char *instance,
-				    const char *name);
+int vdi_client_open_in_secondary_ex(struct vdi_client *c, const char *instance, const char *name);
 /* Buffer handles (D24, D30): GetBufferHandle turns the data address of
  * a Read/Write command this process holds into a 32-bit handle; any
  * process of the set maps it with MapBufferHandle until the command is
  * completed.  Errors: VD_E_PROTOCOL (no set), VD_E_ABORT, VD_E_INVALID
  * (not the buffer of a held command / not a handle given out, or its
  * command completed). */
-int vdi_client_get_buffer_handle(struct vdi_client *c, const uint8_t *buffer,
-				 uint32_t *handle);
-int vdi_client_map_buffer_handle(struct vdi_client *c, uint32_t handle,
-				 uint8_t **buffer);
+int vdi_client_get_buffer_handle(struct vdi_client *c, const uint8_t *buffer, uint32_t *handle);
+int vdi_client_map_buffer_handle(struct vdi_client *c, uint32_t handle, uint8_t **buffer);
 
 /* Device: *cmd is borrowed until completed.  VD_E_CLOSE = normal end. */
-int vdi_client_get_command(struct vdi_client_device *d, uint32_t timeout_ms,
-			   VDC_Command **cmd);
+int vdi_client_get_command(struct vdi_client_device *d, uint32_t timeout_ms, VDC_Command **cmd);
 int vdi_client_complete_command(struct vdi_client_device *d, VDC_Command *cmd,
-				uint32_t completion_code,
-				uint32_t bytes_transferred, uint64_t position);
+                                uint32_t completion_code, uint32_t bytes_transferred,
+                                uint64_t position);
 
 /* Name of an open device (borrowed, valid until close) and its set. */
 const char *vdi_client_device_name(const struct vdi_client_device *d);
@@ -352,28 +346,27 @@ void vdi_server_free(struct vdi_server *s);
 /* Open: waits at most timeout_ms for a client to create the set (0 =
  * do not wait, the spec's behaviour: VD_E_INVALID at once).  This wait is
  * a libvdi extension; vdi_server_open() below is the spec's call. */
-int vdi_server_open_wait(struct vdi_server *s, const char *instance,
-			 const char *name, uint32_t timeout_ms);
+int vdi_server_open_wait(struct vdi_server *s, const char *instance, const char *name,
+                         uint32_t timeout_ms);
 int vdi_server_open(struct vdi_server *s, const char *instance, const char *name);
 int vdi_server_get_configuration(struct vdi_server *s, VDConfig *cfg);
 /* Header argument order (spec 15.1): features, blockSize, alignment. */
-int vdi_server_begin_configuration(struct vdi_server *s, uint32_t features,
-				   uint32_t block_size, uint32_t alignment,
-				   uint32_t max_transfer_size, uint32_t timeout_ms);
-int vdi_server_request_buffers(struct vdi_server *s, uint32_t size,
-			       uint32_t alignment, uint32_t count);
-int vdi_server_query_available_buffers(struct vdi_server *s, uint32_t size,
-				       uint32_t alignment, uint32_t *count);
+int vdi_server_begin_configuration(struct vdi_server *s, uint32_t features, uint32_t block_size,
+                                   uint32_t alignment, uint32_t max_transfer_size,
+                                   uint32_t timeout_ms);
+int vdi_server_request_buffers(struct vdi_server *s, uint32_t size, uint32_t alignment,
+                               uint32_t count);
+int vdi_server_query_available_buffers(struct vdi_server *s, uint32_t size, uint32_t alignment,
+                                       uint32_t *count);
 int vdi_server_end_configuration(struct vdi_server *s);
 /* Blocks on the calling thread, running completion routines, until all
  * devices are closed and all commands completed, or abort, or close. */
 int vdi_server_execute_completion_agent(struct vdi_server *s);
 /* name NULL or "" hands out the next unopened device.  VD_E_OPEN when
  * every device has been handed out.  *out is freed by vdi_server_close. */
-int vdi_server_open_device(struct vdi_server *s, const char *name,
-			   struct vdi_server_device **out);
-int vdi_server_allocate_buffer(struct vdi_server *s, uint8_t **buffer,
-			       uint32_t size, uint32_t alignment);
+int vdi_server_open_device(struct vdi_server *s, const char *name, struct vdi_server_device **out);
+int vdi_server_allocate_buffer(struct vdi_server *s, uint8_t **buffer, uint32_t size,
+                               uint32_t alignment);
 int vdi_server_free_buffer(struct vdi_server *s, uint8_t *buffer, uint32_t size);
 /* 1 if buffer is the data start of one of this set's buffers, else 0. */
 int vdi_server_is_shared_buffer(struct vdi_server *s, const uint8_t *buffer);
@@ -423,17 +416,17 @@ const char *vdi_set_state_name(enum vdi_set_state state);
 struct vdi_set_info {
 	char instance[VDI_MAX_INSTANCE + 1];
 	char name[VDI_MAX_NAME + 1];
-	enum vdi_set_state state;   /* CREATED .. CORRUPT, never DNE */
+	enum vdi_set_state state; /* CREATED .. CORRUPT, never DNE */
 	uint32_t device_count;
 	uint32_t features;
 	uint32_t block_size;
 	uint32_t max_transfer_size;
-	uint64_t bytes;             /* data bytes completed, all devices */
-	uint64_t commands;          /* commands completed, all devices */
-	pid_t client_pid;           /* 0 if none */
-	pid_t server_pid;           /* 0 if none */
+	uint64_t bytes;    /* data bytes completed, all devices */
+	uint64_t commands; /* commands completed, all devices */
+	pid_t client_pid;  /* 0 if none */
+	pid_t server_pid;  /* 0 if none */
 	int client_alive, server_alive;
-	char abort_reason[160];     /* empty unless aborted */
+	char abort_reason[160]; /* empty unless aborted */
 };
 /* Calls fn for each set on the machine visible to this user; stops and
  * returns fn's value if non-zero.  Returns 0 or a VD_E_* code. */
@@ -458,7 +451,7 @@ enum vdi_leftover_kind {
 };
 struct vdi_leftover {
 	enum vdi_leftover_kind kind;
-	char object[256];             /* its name in /dev/shm */
+	char object[256]; /* its name in /dev/shm */
 	char instance[VDI_MAX_INSTANCE + 1];
 	char name[VDI_MAX_NAME + 1];  /* of the set */
 	int area;                     /* AREA: its index k; else -1 */
@@ -538,7 +531,7 @@ int vdi_bset_set_group(struct vdi_bset *s, gid_t group);
 /* Create: instance NULL or "" is the default; a named instance is
  * VD_E_INSTANCE_NAME on sqlvdi (SQL Server on Linux has none). */
 int vdi_bset_create(struct vdi_bset *s, const char *instance, const char *name,
-		    const VDConfig *cfg);
+                    const VDConfig *cfg);
 int vdi_bset_get_configuration(struct vdi_bset *s, uint32_t timeout_ms, VDConfig *cfg);
 /* *out is freed by vdi_bset_close. */
 int vdi_bset_open_device(struct vdi_bset *s, const char *name, struct vdi_bdev **out);
@@ -558,7 +551,7 @@ const struct vdi_backend *vdi_bset_backend(const struct vdi_bset *s);
  * on sqlvdi). */
 int vdi_bdev_get_command(struct vdi_bdev *d, uint32_t timeout_ms, VDC_Command **cmd);
 int vdi_bdev_complete_command(struct vdi_bdev *d, VDC_Command *cmd, uint32_t completion_code,
-			      uint32_t bytes_transferred, uint64_t position);
+                              uint32_t bytes_transferred, uint64_t position);
 const char *vdi_bdev_name(const struct vdi_bdev *d);
 struct vdi_bset *vdi_bdev_set(const struct vdi_bdev *d);
 
@@ -593,8 +586,7 @@ struct vdi_cstream;
  * a device of libvdi's client half opened with vdi_client_open_device.
  * The device and its set are borrowed: they must outlive the stream. */
 int vdi_cstream_open(struct vdi_bdev *d, uint32_t timeout_ms, struct vdi_cstream **out);
-int vdi_cstream_new(struct vdi_client_device *d, uint32_t timeout_ms,
-		    struct vdi_cstream **out);
+int vdi_cstream_new(struct vdi_client_device *d, uint32_t timeout_ms, struct vdi_cstream **out);
 /* Direction negotiated by the server (known from creation, since the
  * device exists only after configuration): VDF_WriteMedia (backup: read
  * the stream) or VDF_ReadMedia (restore: write it). */
@@ -632,7 +624,7 @@ uint64_t vdi_cstream_bytes(const struct vdi_cstream *s);
  * these commands complete with ERROR_NOT_SUPPORTED. */
 #define VDI_CSTREAM_FILES_MAX 65536u
 typedef uint32_t (*vdi_cstream_snapshot_fn)(void *ctx, struct vdi_cstream *s, uint32_t command,
-					    const char *files);
+                                            const char *files);
 void vdi_cstream_on_snapshot(struct vdi_cstream *s, vdi_cstream_snapshot_fn fn, void *ctx);
 /* A ready-made answer for a snapshot handler: runs `/bin/sh -c command`
  * with VDI_SET, VDI_DEVICE, VDI_PHASE (prepare, snapshot or mount) and
@@ -642,7 +634,7 @@ void vdi_cstream_on_snapshot(struct vdi_cstream *s, vdi_cstream_snapshot_fn fn, 
  * err.  If the set is aborted while it runs (the server's freeze limit,
  * its death, a user's abort) its process group is killed. */
 uint32_t vdi_snapshot_run(struct vdi_cstream *s, const char *command, uint32_t code,
-			  const char *files, char *err, size_t errlen);
+                          const char *files, char *err, size_t errlen);
 /* The device the stream runs over (borrowed; for a stream made with
  * vdi_cstream_new, a wrapping of it that lives as long as the stream). */
 struct vdi_bdev *vdi_cstream_device(const struct vdi_cstream *s);
@@ -676,8 +668,7 @@ struct vdi_bdev *vdi_cstream_device(const struct vdi_cstream *s);
  */
 struct vdi_tarstream;
 
-int vdi_tarstream_open(struct vdi_cstream *const *streams, unsigned n,
-		       struct vdi_tarstream **out);
+int vdi_tarstream_open(struct vdi_cstream *const *streams, unsigned n, struct vdi_tarstream **out);
 uint32_t vdi_tarstream_direction(const struct vdi_tarstream *t);
 /* Backup: the next bytes of the archive (valid until the next call). */
 ssize_t vdi_tarstream_peek(struct vdi_tarstream *t, const void **ptr, size_t len);
@@ -717,8 +708,8 @@ int vdi_tar_member_parse(const char *name, char *device, size_t devlen, uint64_t
 struct vdi_sstream_pool;
 struct vdi_sstream;
 
-int vdi_sstream_pool_new(struct vdi_server *s, uint32_t buffer_count,
-			 uint32_t timeout_ms, struct vdi_sstream_pool **out);
+int vdi_sstream_pool_new(struct vdi_server *s, uint32_t buffer_count, uint32_t timeout_ms,
+                         struct vdi_sstream_pool **out);
 void vdi_sstream_pool_free(struct vdi_sstream_pool *p);
 
 /* Backup: bytes written are sent as VDC_Write commands of transfer_size
@@ -731,7 +722,7 @@ void vdi_sstream_pool_free(struct vdi_sstream_pool *p);
  * count / the devices the server opened (or the streams open, if more),
  * so one that starts first leaves room for the others. */
 int vdi_sstream_open(struct vdi_sstream_pool *p, struct vdi_server_device *d,
-		     uint32_t transfer_size, struct vdi_sstream **out);
+                     uint32_t transfer_size, struct vdi_sstream **out);
 ssize_t vdi_sstream_write(struct vdi_sstream *w, const void *buf, size_t len);
 ssize_t vdi_sstream_read(struct vdi_sstream *r, void *buf, size_t len);
 /* Zero-copy restore: points *ptr at up to len bytes of the oldest

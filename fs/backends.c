@@ -27,8 +27,8 @@ struct loaded {
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct loaded *list; /* lock */
 
-int fs_backend_get(const struct fs_setcfg *c, const struct vdi_backend **out,
-		   char *err, size_t errlen)
+int fs_backend_get(const struct fs_setcfg *c, const struct vdi_backend **out, char *err,
+                   size_t errlen)
 {
 	const char *path = c->sqlvdi_path[0] ? c->sqlvdi_path : VDI_SQLVDI_DEFAULT_PATH;
 	struct loaded *l;

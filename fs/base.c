@@ -16,7 +16,7 @@
 
 static int log_level = VDI_LOG_WARN;
 static int log_syslog;
-static int log_requests;	/* -d: one line per request */
+static int log_requests; /* -d: one line per request */
 static uint64_t rq_next_id;
 
 void fs_log_setup(int debug, int use_syslog)
@@ -83,8 +83,7 @@ void fs_engine_sink(void *ctx, enum vdi_log_level level, const char *msg)
 	log_line(level, line);
 }
 
-void fs_rq_begin(struct fs_rq *r, fuse_req_t req, const char *op,
-		 fuse_ino_t ino, size_t size)
+void fs_rq_begin(struct fs_rq *r, fuse_req_t req, const char *op, fuse_ino_t ino, size_t size)
 {
 	r->req = req;
 	r->op = op;
@@ -107,8 +106,8 @@ void fs_rq_end(struct fs_rq *r, long result)
 	else
 		snprintf(res, sizeof(res), "%ld", result);
 	fs_log(VDI_LOG_DEBUG, "req %llu %s ino %llu size %zu -> %s %lluus",
-	       (unsigned long long)r->id, r->op, (unsigned long long)r->ino,
-	       r->size, res, (unsigned long long)(now_us() - r->t0_us));
+	       (unsigned long long)r->id, r->op, (unsigned long long)r->ino, r->size, res,
+	       (unsigned long long)(now_us() - r->t0_us));
 }
 
 /* The one place where a libvdi code becomes an errno (STYLE.md rule 4);
@@ -130,13 +129,12 @@ int fs_errno(int rc)
 	case VD_E_OPEN: return EBUSY;
 	case VD_E_QUEUE_FULL: return EAGAIN;
 	case VD_E_CLOSE: return ENOSPC; /* the server takes no more bytes */
-	case VD_E_ABORT: /* fall through: the set failed */
+	case VD_E_ABORT:                /* fall through: the set failed */
 	case VD_E_PROTOCOL:
 	case VD_E_IO_ERROR:
 	case VD_E_UNEXPECTED:
 	case VD_E_NOTOPEN:
-	default:
-		return EIO;
+	default: return EIO;
 	}
 }
 

@@ -84,7 +84,10 @@ static int parse_timeout(const char *s, uint32_t *out)
 
 static int feature_word(const char *w, size_t n, uint32_t *f, int *nocomplete)
 {
-	static const struct { const char *name; uint32_t mode, bits; } words[] = {
+	static const struct {
+		const char *name;
+		uint32_t mode, bits;
+	} words[] = {
 		{ "pipe", 1, VDF_LikePipe },
 		{ "complete", 0, VDF_RequestComplete },
 		{ "discard", 0, VDF_Discard },
@@ -133,8 +136,7 @@ static int parse_features(const char *s, uint32_t *out)
 		if (*p)
 			p++;
 	}
-	*out = nocomplete ? f & ~(uint32_t)VDF_RequestComplete
-			  : f | VDF_RequestComplete;
+	*out = nocomplete ? f & ~(uint32_t)VDF_RequestComplete : f | VDF_RequestComplete;
 	return 0;
 }
 
@@ -183,8 +185,7 @@ static int apply_value(struct fs_setcfg *c, const char *key, const char *val)
 		return parse_u32(val, &c->server_timeout_ms);
 	} else if (!strcmp(key, "blksize")) {
 		/* the kernel reports a power of two: insist on one */
-		if (parse_u32(val, &v) || v < 512 || v > VDI_MAX_MAXTRANSFER ||
-		    (v & (v - 1)))
+		if (parse_u32(val, &v) || v < 512 || v > VDI_MAX_MAXTRANSFER || (v & (v - 1)))
 			return -EINVAL;
 		c->blksize = v;
 	} else if (!strcmp(key, "group") && !strcmp(val, "none")) {
@@ -235,14 +236,19 @@ int fs_cfg_apply(struct fs_setcfg *c, const char *kv, char *err, size_t errlen)
 	key[n] = '\0';
 	rc = apply_value(c, key, eq + 1);
 	if (rc == -ENOTSUP) {
-		snprintf(err, errlen, "option 'features': '%s' is not offered: vdifs answers only pipe-like "
-			 "streams (complete, discard; snapshot_cmd= for snapshots), not the tape, disk or "
-			 "removable commands (marks, positions, media changes) a server would send", eq + 1);
+		snprintf(
+			err, errlen,
+			"option 'features': '%s' is not offered: vdifs answers only pipe-like "
+			"streams (complete, discard; snapshot_cmd= for snapshots), not the tape, disk or "
+			"removable commands (marks, positions, media changes) a server would send",
+			eq + 1);
 		rc = -EINVAL;
 	} else if (rc == -EINVAL && !strcmp(key, "sqlvdi"))
-		snprintf(err, errlen, "option 'sqlvdi': '%s' is not an absolute path of a library", eq + 1);
+		snprintf(err, errlen, "option 'sqlvdi': '%s' is not an absolute path of a library",
+		         eq + 1);
 	else if (rc == -EINVAL && !strcmp(key, "backend"))
-		snprintf(err, errlen, "option 'backend': '%s' is neither libvdi nor sqlvdi", eq + 1);
+		snprintf(err, errlen, "option 'backend': '%s' is neither libvdi nor sqlvdi",
+		         eq + 1);
 	else if (rc == -EINVAL)
 		snprintf(err, errlen, "option '%s': bad value '%s'", key, eq + 1);
 	else if (rc == -ENOENT)
@@ -290,14 +296,17 @@ int fs_cfg_parse(struct fs_setcfg *c, const char *text, char *err, size_t errlen
 int fs_cfg_check(const struct fs_setcfg *c, char *err, size_t errlen)
 {
 	if (c->sqlvdi && c->has_group) {
-		snprintf(err, errlen, "option 'group' needs backend=libvdi: a sqlvdi library sets the "
-			 "modes of its shared objects from the umask (start vdifs with umask 007 by a "
-			 "member of the group, see vdifs(1))");
+		snprintf(
+			err, errlen,
+			"option 'group' needs backend=libvdi: a sqlvdi library sets the "
+			"modes of its shared objects from the umask (start vdifs with umask 007 by a "
+			"member of the group, see vdifs(1))");
 		return -EINVAL;
 	}
 	if (c->sqlvdi && c->instance[0]) {
-		snprintf(err, errlen, "option 'instance' needs backend=libvdi: SQL Server on Linux has "
-			 "no named instances");
+		snprintf(err, errlen,
+		         "option 'instance' needs backend=libvdi: SQL Server on Linux has "
+		         "no named instances");
 		return -EINVAL;
 	}
 	return 0;
@@ -312,7 +321,7 @@ void fs_features_format(uint32_t f, char *buf, size_t len)
 		return;
 	}
 	snprintf(buf, len, "pipe%s%s%s", (f & VDF_RequestComplete) ? "+complete" : "+nocomplete",
-		 (f & VDF_Discard) ? "+discard" : "", (f & snap) ? "+snapshot" : "");
+	         (f & VDF_Discard) ? "+discard" : "", (f & snap) ? "+snapshot" : "");
 }
 
 void fs_cfg_format(const struct fs_setcfg *c, char *buf, size_t len)
@@ -327,15 +336,15 @@ void fs_cfg_format(const struct fs_setcfg *c, char *buf, size_t len)
 	if (c->has_group)
 		snprintf(grp, sizeof(grp), " group=%u", (unsigned)c->group);
 	snprintf(buf, len,
-		 "devices=%u features=%s open_timeout=%s server_timeout=%u blksize=%u%s%s%s%s%s",
-		 c->devices, feat, tmo, c->server_timeout_ms, c->blksize, grp,
-		 c->instance[0] ? " instance=" : "", c->instance,
-		 c->sqlvdi ? " sqlvdi=" : "",
-		 c->sqlvdi ? (c->sqlvdi_path[0] ? c->sqlvdi_path : VDI_SQLVDI_DEFAULT_PATH) : "");
+	         "devices=%u features=%s open_timeout=%s server_timeout=%u blksize=%u%s%s%s%s%s",
+	         c->devices, feat, tmo, c->server_timeout_ms, c->blksize, grp,
+	         c->instance[0] ? " instance=" : "", c->instance, c->sqlvdi ? " sqlvdi=" : "",
+	         c->sqlvdi ? (c->sqlvdi_path[0] ? c->sqlvdi_path : VDI_SQLVDI_DEFAULT_PATH) : "");
 	if (c->snapshot_manual || c->snapshot_cmd[0]) {
 		size_t n = strlen(buf);
 
-		snprintf(buf + n, len - n, "%s%s", c->snapshot_manual ? " snapshot=manual" : " snapshot_cmd=",
-			 c->snapshot_manual ? "" : c->snapshot_cmd);
+		snprintf(buf + n, len - n, "%s%s",
+		         c->snapshot_manual ? " snapshot=manual" : " snapshot_cmd=",
+		         c->snapshot_manual ? "" : c->snapshot_cmd);
 	}
 }

@@ -48,8 +48,8 @@ static int dev_fail(struct fs_handle *h, const char *why, const char *what)
 	struct fs_dev *dev = &h->set->dev[h->dev];
 
 	h->failed = 1;
-	fs_set_abort(h->set, "device '%s': %s failed at byte %llu: %s",
-		     dev->name, what, (unsigned long long)dev->pos, why);
+	fs_set_abort(h->set, "device '%s': %s failed at byte %llu: %s", dev->name, what,
+	             (unsigned long long)dev->pos, why);
 	return EIO;
 }
 
@@ -92,15 +92,15 @@ void fs_devfile_read(struct fs_rq *r, struct fs_handle *h, size_t size)
 	rc = fuse_reply_buf(r->req, n ? p : NULL, (size_t)n);
 	if (!rc && n > 0) {
 		if (dev->t ? vdi_tarstream_advance(dev->t, (size_t)n)
-			   : vdi_cstream_advance(dev->s, (size_t)n)) {
+		           : vdi_cstream_advance(dev->s, (size_t)n)) {
 			dev_fail(h, vdi_last_error(), "read");
 		} else {
 			dev_note_data(dev, (size_t)n);
 			fs_pump_prefetch(&dev->pump, size);
 		}
 	} else if (rc) {
-		fs_log(VDI_LOG_WARN, "device '%s': reply of %zd bytes not delivered: %s",
-		       dev->name, n, strerror(-rc));
+		fs_log(VDI_LOG_WARN, "device '%s': reply of %zd bytes not delivered: %s", dev->name,
+		       n, strerror(-rc));
 	}
 	pthread_mutex_unlock(&dev->io);
 }
@@ -123,9 +123,8 @@ static int dev_check_turn(struct fs_handle *h, off_t off)
 /* Restore: copy a write into the buffers of the server's VDC_Reads.
  * 0 or -errno (msg has the reason of a failure of the stream: -ENOSPC is
  * a server that reads no more); *done counts the bytes delivered. */
-static int dev_write_some(struct fs_rq *r, struct fs_handle *h,
-			  struct fuse_bufvec *bufv, size_t total, size_t *done,
-			  char *msg, size_t msglen)
+static int dev_write_some(struct fs_rq *r, struct fs_handle *h, struct fuse_bufvec *bufv,
+                          size_t total, size_t *done, char *msg, size_t msglen)
 {
 	struct fs_dev *dev = &h->set->dev[h->dev];
 
@@ -143,11 +142,11 @@ static int dev_write_some(struct fs_rq *r, struct fs_handle *h,
 		c = fuse_buf_copy(&dst, bufv, 0);
 		if (c <= 0) {
 			snprintf(msg, msglen, "copy from the write request failed: %s",
-				 strerror(c < 0 ? (int)-c : EIO));
+			         strerror(c < 0 ? (int)-c : EIO));
 			return c < 0 ? (int)c : -EIO;
 		}
 		rc = dev->t ? vdi_tarstream_commit(dev->t, (size_t)c)
-			    : vdi_cstream_commit(dev->s, (size_t)c);
+		            : vdi_cstream_commit(dev->s, (size_t)c);
 		if (rc) {
 			snprintf(msg, msglen, "%s", vdi_last_error());
 			return -fs_errno(rc);
@@ -158,8 +157,7 @@ static int dev_write_some(struct fs_rq *r, struct fs_handle *h,
 	return 0;
 }
 
-void fs_devfile_write(struct fs_rq *r, struct fs_handle *h,
-		      struct fuse_bufvec *bufv, off_t off)
+void fs_devfile_write(struct fs_rq *r, struct fs_handle *h, struct fuse_bufvec *bufv, off_t off)
 {
 	struct fs_dev *dev = &h->set->dev[h->dev];
 	size_t total = fuse_buf_size(bufv), done = 0;
@@ -179,16 +177,19 @@ void fs_devfile_write(struct fs_rq *r, struct fs_handle *h,
 	if ((rc == -ENOSPC || rc == -EINTR) && done > 0)
 		rc = 0; /* a short write: the writer goes on or learns next time */
 	if (rc == -ENOSPC || rc == -ESPIPE || rc == -EINTR) {
-		fs_log(VDI_LOG_WARN, "device '%s': write at byte %llu refused: %s",
-		       dev->name, (unsigned long long)dev->pos, strerror(-rc));
+		fs_log(VDI_LOG_WARN, "device '%s': write at byte %llu refused: %s", dev->name,
+		       (unsigned long long)dev->pos, strerror(-rc));
 		h->failed = rc != -EINTR;
 		pthread_mutex_unlock(&dev->io);
 		fs_reply_err(r, -rc);
 		return;
 	}
 	if (rc)
-		rc = dev_fail(h, rc == -ESHUTDOWN ? "unmounted" :
-			      msg[0] ? msg : strerror(-rc), "write");
+		rc = dev_fail(h,
+		              rc == -ESHUTDOWN ? "unmounted"
+		              : msg[0]         ? msg
+		                               : strerror(-rc),
+		              "write");
 	pthread_mutex_unlock(&dev->io);
 	if (rc)
 		fs_reply_err(r, rc);
@@ -250,7 +251,8 @@ int fs_devfile_flush(struct fs_handle *h, pid_t pid, int *end)
 	sig = closer_killed_by(pid);
 	if (sig && !h->killed) {
 		h->killed = sig;
-		fs_log(VDI_LOG_WARN, "set '%s': device '%s': pid %d killed by signal %d while holding the device",
+		fs_log(VDI_LOG_WARN,
+		       "set '%s': device '%s': pid %d killed by signal %d while holding the device",
 		       h->set->name, h->set->dev[h->dev].name, (int)pid, sig);
 	}
 	if (!h->writer && !h->killed && !h->failed && h->set->dev[h->dev].at_eof) {
@@ -271,7 +273,7 @@ void fs_devfile_release(struct fs_handle *h)
 		return;
 	if (h->killed)
 		snprintf(why, sizeof(why), "%s killed by signal %d",
-			 h->writer ? "writer" : "reader", h->killed);
+		         h->writer ? "writer" : "reader", h->killed);
 	else if (h->failed)
 		snprintf(why, sizeof(why), "%s failed", h->writer ? "write" : "read");
 	else

@@ -30,7 +30,7 @@ static int wait_configured_locked(fuse_req_t req, struct fs_set *set)
 		if (ms & 0x80000000u) /* infinite */
 			pthread_cond_wait(&set->cond, &set->lock);
 		else if (pthread_cond_timedwait(&set->cond, &set->lock, &end) == ETIMEDOUT &&
-			 set->state == SET_WAITING)
+		         set->state == SET_WAITING)
 			return -ETIMEDOUT;
 	}
 	return 0;
@@ -95,8 +95,8 @@ static int dev_attach_locked(struct fs_set *set, int k)
 		return -EIO;
 	rc = vdi_bset_open_device(set->client, dev->name, &dev->vd);
 	if (rc) {
-		fs_set_error_locked(set, "device '%s': open failed: %s",
-				    dev->name, vdi_last_error());
+		fs_set_error_locked(set, "device '%s': open failed: %s", dev->name,
+		                    vdi_last_error());
 		return -fs_errno(rc);
 	}
 	/* no timeout: a blocked stream call is woken by the abort that a
@@ -104,8 +104,8 @@ static int dev_attach_locked(struct fs_set *set, int k)
 	 * watch raises, and an orderly close must wait for VD_E_CLOSE */
 	rc = vdi_cstream_open(dev->vd, VDI_INFINITE, &dev->s);
 	if (rc) {
-		fs_set_error_locked(set, "device '%s': stream failed: %s",
-				    dev->name, vdi_last_error());
+		fs_set_error_locked(set, "device '%s': stream failed: %s", dev->name,
+		                    vdi_last_error());
 		return -fs_errno(rc);
 	}
 	fs_snapshot_attach(set, dev->s);
@@ -143,7 +143,8 @@ static int tar_attach_locked(struct fs_set *set, int k)
 	}
 	rc = vdi_tarstream_open(s, set->cfg.devices, &tar->t);
 	if (rc) {
-		fs_set_error_locked(set, "'%s': tar stream failed: %s", tar->name, vdi_last_error());
+		fs_set_error_locked(set, "'%s': tar stream failed: %s", tar->name,
+		                    vdi_last_error());
 		for (i = 0; i < set->cfg.devices; i++)
 			vdi_cstream_close(s[i], 0);
 		fs_set_fail_locked(set);
@@ -196,10 +197,11 @@ int fs_member_open(fuse_req_t req, struct fs_set *set, int k, uint64_t seq, cons
 	else if (dev->state == DEV_OPEN && (!dev->by_members || dev->member_open))
 		rc = -EBUSY; /* a file or another member streams it now */
 	else if (seq != dev->next_seq) {
-		fs_set_error_locked(set, "member '%s' out of sequence: device '%s' expects member %llu "
-				    "(at byte %llu of its stream)",
-				    name, dev->name, (unsigned long long)dev->next_seq,
-				    (unsigned long long)dev->pos);
+		fs_set_error_locked(set,
+		                    "member '%s' out of sequence: device '%s' expects member %llu "
+		                    "(at byte %llu of its stream)",
+		                    name, dev->name, (unsigned long long)dev->next_seq,
+		                    (unsigned long long)dev->pos);
 		fs_set_fail_locked(set);
 		rc = -EINVAL;
 	}
@@ -247,8 +249,8 @@ int fs_dev_open(fuse_req_t req, struct fs_set *set, int k, int writer)
 	if (!rc) {
 		rc = fs_pump_start(&dev->pump, dev->s, dev->t, writer);
 		if (rc)
-			fs_set_error_locked(set, "device '%s': no thread: %s",
-					    dev->name, strerror(-rc));
+			fs_set_error_locked(set, "device '%s': no thread: %s", dev->name,
+			                    strerror(-rc));
 	}
 	if (rc) {
 		/* Only what this call attached is undone: a refused open
@@ -278,8 +280,8 @@ int fs_dev_open(fuse_req_t req, struct fs_set *set, int k, int writer)
 	dev->writer = writer;
 	dev->pos = 0;
 	dev->at_eof = 0;
-	fs_log(VDI_LOG_INFO, "set '%s': device '%s' opened for %s", set->name,
-	       dev->name, writer ? "restore (writing)" : "backup (reading)");
+	fs_log(VDI_LOG_INFO, "set '%s': device '%s' opened for %s", set->name, dev->name,
+	       writer ? "restore (writing)" : "backup (reading)");
 	pthread_mutex_unlock(&set->lock);
 	fs_wake_off(req);
 	return writer ? 1 : 0;
@@ -288,8 +290,7 @@ int fs_dev_open(fuse_req_t req, struct fs_set *set, int k, int writer)
 /* Stops the pump and closes the stream (dev->io held).  A pump still
  * waiting for the server means the stream did not end: abort first,
  * which is what wakes it. */
-static int dev_stream_end(struct fs_set *set, struct fs_dev *dev, int *ok,
-			  const char **why)
+static int dev_stream_end(struct fs_set *set, struct fs_dev *dev, int *ok, const char **why)
 {
 	struct vdi_cstream *s = dev->s;
 	struct vdi_tarstream *t = dev->t;
@@ -300,8 +301,8 @@ static int dev_stream_end(struct fs_set *set, struct fs_dev *dev, int *ok,
 	}
 	if (!*ok) {
 		pthread_mutex_lock(&set->lock);
-		fs_set_error_locked(set, "device '%s': %s at byte %llu", dev->name,
-				    *why, (unsigned long long)dev->pos);
+		fs_set_error_locked(set, "device '%s': %s at byte %llu", dev->name, *why,
+		                    (unsigned long long)dev->pos);
 		fs_set_fail_locked(set);
 		pthread_mutex_unlock(&set->lock);
 	}
@@ -327,7 +328,8 @@ int fs_dev_end(struct fs_set *set, int k)
 		return 0;
 	pthread_mutex_lock(&set->lock);
 	fs_set_error_locked(set, "device '%s': end of stream failed at byte %llu: %s", dev->name,
-			    (unsigned long long)pos, dev->s || dev->t ? vdi_last_error() : "no stream");
+	                    (unsigned long long)pos,
+	                    dev->s || dev->t ? vdi_last_error() : "no stream");
 	fs_set_fail_locked(set);
 	pthread_mutex_unlock(&set->lock);
 	return -EIO;
@@ -347,8 +349,7 @@ void fs_dev_release(struct fs_set *set, int k, int ok, const char *why)
 	pthread_mutex_lock(&set->lock);
 	if (ok && rc) {
 		fs_set_error_locked(set, "device '%s': end of stream failed at byte %llu: %s",
-				    dev->name, (unsigned long long)pos,
-				    vdi_last_error());
+		                    dev->name, (unsigned long long)pos, vdi_last_error());
 		ok = 0;
 	}
 	dev->state = ok ? DEV_DONE : DEV_FAILED;
@@ -357,8 +358,8 @@ void fs_dev_release(struct fs_set *set, int k, int ok, const char *why)
 		tar_devices_end_locked(set, ok);
 	if (!ok)
 		fs_set_fail_locked(set);
-	fs_log(VDI_LOG_INFO, "set '%s': device '%s' closed after %llu bytes (%s)",
-	       set->name, dev->name, (unsigned long long)pos, ok ? "ok" : why);
+	fs_log(VDI_LOG_INFO, "set '%s': device '%s' closed after %llu bytes (%s)", set->name,
+	       dev->name, (unsigned long long)pos, ok ? "ok" : why);
 	set->open_handles--;
 	fs_set_maybe_finish_locked(set);
 	pthread_cond_broadcast(&set->cond);

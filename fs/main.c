@@ -43,44 +43,39 @@ struct cmdline {
 };
 
 static const struct fuse_opt cmd_opts[] = {
-	FUSE_OPT_KEY("-h", K_HELP),
-	FUSE_OPT_KEY("--help", K_HELP),
-	FUSE_OPT_KEY("-V", K_VERSION),
-	FUSE_OPT_KEY("--version", K_VERSION),
-	FUSE_OPT_KEY("-f", K_FG),
-	FUSE_OPT_KEY("-d", K_DEBUG),
-	FUSE_OPT_KEY("debug", K_DEBUG),
-	FUSE_OPT_END
+	FUSE_OPT_KEY("-h", K_HELP),     FUSE_OPT_KEY("--help", K_HELP),
+	FUSE_OPT_KEY("-V", K_VERSION),  FUSE_OPT_KEY("--version", K_VERSION),
+	FUSE_OPT_KEY("-f", K_FG),       FUSE_OPT_KEY("-d", K_DEBUG),
+	FUSE_OPT_KEY("debug", K_DEBUG), FUSE_OPT_END
 };
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: vdifs [SOURCE] MOUNTPOINT [-f] [-d] [-o opt[,opt...]]\n"
-		"\n"
-		"A VDI client whose virtual devices are files:\n"
-		"  mkdir MOUNT/SET            create a virtual device set\n"
-		"  MOUNT/SET/SET, SET1, ...   its devices (read = backup, write = restore)\n"
-		"  cat MOUNT/SET/.status      state, devices, bytes, rate, last error\n"
-		"  echo abort > MOUNT/SET/.control\n"
-		"  MOUNT/.config/SET          per-set options, written before mkdir\n"
-		"\n"
-		"  -f                 stay in the foreground\n"
-		"  -d                 foreground, one log line per request\n"
-		"  -o devices=N       devices per set (1..64, default 1)\n"
-		"  -o features=W+W    pipe|tape|disk, removable, complete, nocomplete\n"
-		"                     (default pipe+complete)\n"
-		"  -o open_timeout=MS open() waits that long for the server (60000, inf)\n"
-		"  -o server_timeout=MS  VDConfig.serverTimeOut (0 = infinite)\n"
-		"  -o blksize=N       st_blksize before configuration (1048576)\n"
-		"  -o group=G         share sets with group G (modes 0660/0770)\n"
-		"  -o instance=NAME   SQL Server instance name of the sets\n"
-		"  -o sqlvdi[=PATH]   client backend: a library with Microsoft's ABI, for\n"
-		"                     SQL Server on Linux (" VDI_SQLVDI_DEFAULT_PATH ")\n"
-		"  -o backend=libvdi  libvdi's own client half (default; vdi exec)\n"
-		"  -o allow_other     let other users in (modes and group apply)\n"
-		"\n"
-		"See vdifs(1).\n");
+	fprintf(f, "usage: vdifs [SOURCE] MOUNTPOINT [-f] [-d] [-o opt[,opt...]]\n"
+	           "\n"
+	           "A VDI client whose virtual devices are files:\n"
+	           "  mkdir MOUNT/SET            create a virtual device set\n"
+	           "  MOUNT/SET/SET, SET1, ...   its devices (read = backup, write = restore)\n"
+	           "  cat MOUNT/SET/.status      state, devices, bytes, rate, last error\n"
+	           "  echo abort > MOUNT/SET/.control\n"
+	           "  MOUNT/.config/SET          per-set options, written before mkdir\n"
+	           "\n"
+	           "  -f                 stay in the foreground\n"
+	           "  -d                 foreground, one log line per request\n"
+	           "  -o devices=N       devices per set (1..64, default 1)\n"
+	           "  -o features=W+W    pipe|tape|disk, removable, complete, nocomplete\n"
+	           "                     (default pipe+complete)\n"
+	           "  -o open_timeout=MS open() waits that long for the server (60000, inf)\n"
+	           "  -o server_timeout=MS  VDConfig.serverTimeOut (0 = infinite)\n"
+	           "  -o blksize=N       st_blksize before configuration (1048576)\n"
+	           "  -o group=G         share sets with group G (modes 0660/0770)\n"
+	           "  -o instance=NAME   SQL Server instance name of the sets\n"
+	           "  -o sqlvdi[=PATH]   client backend: a library with Microsoft's ABI, for\n"
+	           "                     SQL Server on Linux (" VDI_SQLVDI_DEFAULT_PATH ")\n"
+	           "  -o backend=libvdi  libvdi's own client half (default; vdi exec)\n"
+	           "  -o allow_other     let other users in (modes and group apply)\n"
+	           "\n"
+	           "See vdifs(1).\n");
 }
 
 static int cmd_proc(void *data, const char *arg, int key, struct fuse_args *out)
@@ -137,13 +132,11 @@ static int parse_cmdline(struct fuse_args *args, struct cmdline *c)
 		usage(stderr);
 		return -1;
 	}
-	snprintf(opt, sizeof(opt), "-ofsname=%s",
-		 c->npos == 2 ? c->pos[0] : "vdifs");
+	snprintf(opt, sizeof(opt), "-ofsname=%s", c->npos == 2 ? c->pos[0] : "vdifs");
 	/* the kernel checks modes: other users only with allow_other, and
 	 * then the set's mode and group decide */
 	if (fuse_opt_add_arg(args, "-odefault_permissions") ||
-	    fuse_opt_add_arg(args, "-osubtype=vdifs") ||
-	    fuse_opt_add_arg(args, opt))
+	    fuse_opt_add_arg(args, "-osubtype=vdifs") || fuse_opt_add_arg(args, opt))
 		return -1;
 	return 0;
 }
@@ -180,8 +173,8 @@ static int run_loop(struct fuse_session *se)
 	return rc;
 }
 
-static int mount_and_run(struct vdifs *fs, struct fuse_args *args,
-			 const char *mountpoint, int foreground, int debug)
+static int mount_and_run(struct vdifs *fs, struct fuse_args *args, const char *mountpoint,
+                         int foreground, int debug)
 {
 	struct fuse_session *se;
 	int rc = 1;

@@ -56,8 +56,7 @@ static void r_attr(struct fs_rq *r, const struct stat *st)
  * (the opener was interrupted at that moment): clean up here. */
 static void handle_drop(struct fs_handle *h);
 
-static void r_open(struct fs_rq *r, struct fs_handle *h,
-		   struct fuse_file_info *fi)
+static void r_open(struct fs_rq *r, struct fs_handle *h, struct fuse_file_info *fi)
 {
 	fi->fh = (uint64_t)(uintptr_t)h;
 	fs_rq_end(r, 0);
@@ -75,8 +74,8 @@ static gid_t file_gid(struct vdifs *fs, const struct fs_setcfg *cfg)
 	return cfg->has_group ? cfg->group : fs->gid;
 }
 
-static void st_init(struct vdifs *fs, struct stat *st, fuse_ino_t ino, mode_t type,
-		    mode_t perm, const struct fs_setcfg *cfg, time_t t)
+static void st_init(struct vdifs *fs, struct stat *st, fuse_ino_t ino, mode_t type, mode_t perm,
+                    const struct fs_setcfg *cfg, time_t t)
 {
 	memset(st, 0, sizeof(*st));
 	st->st_ino = ino;
@@ -99,12 +98,10 @@ static int attr_root(struct vdifs *fs, fuse_ino_t ino, struct stat *st)
 
 	switch (FS_INO_SLOT(ino)) {
 	case SLOT_ROOT:
-		st_init(fs, st, ino, S_IFDIR, perm_of(d, 0755) | (d->has_group ? 0020 : 0),
-			d, fs->mounted_wall);
+		st_init(fs, st, ino, S_IFDIR, perm_of(d, 0755) | (d->has_group ? 0020 : 0), d,
+		        fs->mounted_wall);
 		return 0;
-	case SLOT_ROOT_STATUS:
-		st_init(fs, st, ino, S_IFREG, 0444, d, time(NULL));
-		return 0;
+	case SLOT_ROOT_STATUS: st_init(fs, st, ino, S_IFREG, 0444, d, time(NULL)); return 0;
 	case SLOT_CONFIG_DIR:
 		st_init(fs, st, ino, S_IFDIR, perm_of(d, 0700), d, fs->mounted_wall);
 		return 0;
@@ -118,8 +115,7 @@ static int attr_cfgfile(struct vdifs *fs, fuse_ino_t ino, struct stat *st)
 
 	if (fs_cfgfile_get_id(fs, FS_INO_ID(ino), &f))
 		return -ENOENT;
-	st_init(fs, st, ino, S_IFREG, perm_of(&fs->defaults, 0600),
-		&fs->defaults, f.mtime);
+	st_init(fs, st, ino, S_IFREG, perm_of(&fs->defaults, 0600), &fs->defaults, f.mtime);
 	st->st_size = (off_t)f.len;
 	st->st_blocks = (blkcnt_t)((f.len + 511) / 512);
 	return 0;
@@ -137,7 +133,7 @@ static int attr_set(struct vdifs *fs, struct fs_set *set, fuse_ino_t ino, struct
 	} else if (slot == SLOT_SET_CONTROL) {
 		st_init(fs, st, ino, S_IFREG, perm_of(c, 0200), c, set->created_wall);
 	} else if ((slot >= SLOT_DEV0 && slot - SLOT_DEV0 <= c->devices) ||
-		   (slot >= SLOT_MEMBER0 && slot - SLOT_MEMBER0 < c->devices)) {
+	           (slot >= SLOT_MEMBER0 && slot - SLOT_MEMBER0 < c->devices)) {
 		/* size 0 and 0 blocks: not sparse, read to end of file */
 		st_init(fs, st, ino, S_IFREG, perm_of(c, 0600), c, set->created_wall);
 		st->st_blksize = fs_set_blksize(set);
@@ -263,8 +259,8 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 /* Copy tools set times, modes and owners, and truncate before writing:
  * accepted and ignored on device files (DESIGN.md decision 6). */
-static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
-		       int to_set, struct fuse_file_info *fi)
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+                       struct fuse_file_info *fi)
 {
 	struct vdifs *fs = fuse_req_userdata(req);
 	struct fs_handle *h = fi ? (struct fs_handle *)(uintptr_t)fi->fh : NULL;
@@ -293,8 +289,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		r_attr(&r, &st);
 }
 
-static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
-		     mode_t mode)
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
 	struct vdifs *fs = fuse_req_userdata(req);
 	struct fs_rq r;
@@ -346,7 +341,7 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (parent == FS_INO(0, SLOT_CONFIG_DIR)) {
 		rc = -fs_cfgfile_remove(fs, name);
 	} else if (FS_INO_ID(parent) && FS_INO_SLOT(parent) == SLOT_SET_DIR &&
-		   (set = fs_set_get_id(fs, FS_INO_ID(parent)))) {
+	           (set = fs_set_get_id(fs, FS_INO_ID(parent)))) {
 		k = fs_set_dev_index(set, name);
 		if (k >= 0) {
 			pthread_mutex_lock(&set->lock);
@@ -396,8 +391,8 @@ static void handle_free(struct fs_handle *h)
 	free(h);
 }
 
-static int open_dev(fuse_req_t req, struct fs_set *set, int k,
-		    struct fuse_file_info *fi, struct fs_handle *h)
+static int open_dev(fuse_req_t req, struct fs_set *set, int k, struct fuse_file_info *fi,
+                    struct fs_handle *h)
 {
 	int acc = fi->flags & O_ACCMODE;
 	int writer = acc == O_RDONLY ? 0 : acc == O_WRONLY ? 1 : 2;
@@ -417,7 +412,7 @@ static int open_dev(fuse_req_t req, struct fs_set *set, int k,
 }
 
 static int open_text(struct vdifs *fs, struct fs_handle *h, struct fs_set *set,
-		     struct fuse_file_info *fi)
+                     struct fuse_file_info *fi)
 {
 	h->kind = H_TEXT;
 	h->text = set ? fs_set_status(set, &h->len) : fs_root_status(fs, &h->len);
@@ -451,8 +446,7 @@ static int open_cfg(struct vdifs *fs, struct fs_handle *h, uint32_t id, struct f
 	return 0;
 }
 
-static int open_ino(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
-		    struct fs_handle *h)
+static int open_ino(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct fs_handle *h)
 {
 	struct vdifs *fs = fuse_req_userdata(req);
 	unsigned slot = FS_INO_SLOT(ino);
@@ -501,7 +495,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 /* tar -x of a set's archive into the set directory creates its members
  * <dev>.<seq> (vdi.h, "Set stream"): each appends to its device. */
 static int create_member(fuse_req_t req, struct fs_set *set, const char *name,
-			 struct fuse_file_info *fi, struct fs_handle *h, fuse_ino_t *ino)
+                         struct fuse_file_info *fi, struct fs_handle *h, fuse_ino_t *ino)
 {
 	char dev[VDI_MAX_NAME + 1];
 	uint64_t seq;
@@ -512,8 +506,11 @@ static int create_member(fuse_req_t req, struct fs_set *set, const char *name,
 	k = fs_set_dev_index(set, dev);
 	if (k < 0 || fs_is_tar(set, k)) {
 		pthread_mutex_lock(&set->lock);
-		fs_set_error_locked(set, "member '%s': no device '%s' in this set (the restore set needs the "
-				    "backup set's name)", name, dev);
+		fs_set_error_locked(
+			set,
+			"member '%s': no device '%s' in this set (the restore set needs the "
+			"backup set's name)",
+			name, dev);
 		fs_set_fail_locked(set);
 		pthread_mutex_unlock(&set->lock);
 		return -EINVAL;
@@ -535,8 +532,7 @@ static int create_member(fuse_req_t req, struct fs_set *set, const char *name,
 }
 
 static int create_dev(fuse_req_t req, fuse_ino_t parent, const char *name,
-		      struct fuse_file_info *fi, struct fs_handle *h,
-		      fuse_ino_t *ino)
+                      struct fuse_file_info *fi, struct fs_handle *h, fuse_ino_t *ino)
 {
 	struct vdifs *fs = fuse_req_userdata(req);
 	struct fs_set *set = fs_set_get_id(fs, FS_INO_ID(parent));
@@ -555,8 +551,8 @@ static int create_dev(fuse_req_t req, fuse_ino_t parent, const char *name,
 	return open_dev(req, set, k, fi, h);
 }
 
-static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
-		      mode_t mode, struct fuse_file_info *fi)
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                      struct fuse_file_info *fi)
 {
 	struct vdifs *fs = fuse_req_userdata(req);
 	struct fs_handle *h = handle_new(H_TEXT);
@@ -661,8 +657,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	handle_free(h);
 }
 
-static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
-		     struct fuse_file_info *fi)
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	struct fs_rq r;
 
@@ -676,7 +671,7 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
  * Data: text files.
  */
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		    struct fuse_file_info *fi)
+                    struct fuse_file_info *fi)
 {
 	struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
 	struct fs_rq r;
@@ -722,8 +717,8 @@ static int control_command(struct fs_handle *h, const char *text)
 	return -EINVAL;
 }
 
-static int text_write(struct vdifs *fs, struct fs_handle *h, struct fuse_bufvec *bufv,
-		      off_t off, size_t total)
+static int text_write(struct vdifs *fs, struct fs_handle *h, struct fuse_bufvec *bufv, off_t off,
+                      size_t total)
 {
 	struct fuse_bufvec dst = FUSE_BUFVEC_INIT(total);
 	char buf[FS_MAX_CONFIG_TEXT];
@@ -746,8 +741,8 @@ static int text_write(struct vdifs *fs, struct fs_handle *h, struct fuse_bufvec 
 	return fs_cfgfile_store(fs, h->cfg_id, h->text, h->len);
 }
 
-static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bufv,
-			 off_t off, struct fuse_file_info *fi)
+static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bufv, off_t off,
+                         struct fuse_file_info *fi)
 {
 	struct vdifs *fs = fuse_req_userdata(req);
 	struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
@@ -774,8 +769,7 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *buf
 /* ---------------------------------------------------------------------
  * Directories: a snapshot taken at opendir, served by index.
  */
-static int dir_add(struct fs_handle *h, size_t *cap, const char *name,
-		   fuse_ino_t ino, mode_t mode)
+static int dir_add(struct fs_handle *h, size_t *cap, const char *name, fuse_ino_t ino, mode_t mode)
 {
 	if (h->nents == *cap) {
 		size_t ncap = *cap ? *cap * 2 : 16;
@@ -802,8 +796,7 @@ static int dir_fill_root(struct vdifs *fs, struct fs_handle *h, size_t *cap)
 	rc |= dir_add(h, cap, ".config", FS_INO(0, SLOT_CONFIG_DIR), S_IFDIR);
 	pthread_mutex_lock(&fs->lock);
 	for (l = fs->sets; l && !rc; l = l->next)
-		rc = dir_add(h, cap, l->set->name, FS_INO(l->set->id, SLOT_SET_DIR),
-			     S_IFDIR);
+		rc = dir_add(h, cap, l->set->name, FS_INO(l->set->id, SLOT_SET_DIR), S_IFDIR);
 	pthread_mutex_unlock(&fs->lock);
 	return rc;
 }
@@ -833,8 +826,7 @@ static int dir_fill_set(struct vdifs *fs, struct fs_handle *h, size_t *cap, uint
 	pthread_mutex_lock(&set->lock);
 	for (k = 0; k <= set->cfg.devices && !rc; k++)
 		if (!set->dev[k].hidden)
-			rc = dir_add(h, cap, set->dev[k].name,
-				     FS_INO(id, SLOT_DEV0 + k), S_IFREG);
+			rc = dir_add(h, cap, set->dev[k].name, FS_INO(id, SLOT_DEV0 + k), S_IFREG);
 	pthread_mutex_unlock(&set->lock);
 	fs_set_put(set);
 	return rc;
@@ -874,7 +866,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 }
 
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		       struct fuse_file_info *fi)
+                       struct fuse_file_info *fi)
 {
 	struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
 	struct fs_rq r;
@@ -889,8 +881,8 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 	for (i = off > 0 ? (size_t)off : 0; i < h->nents; i++) {
 		struct stat st = { .st_ino = h->ents[i].ino, .st_mode = h->ents[i].mode };
-		size_t n = fuse_add_direntry(req, buf + pos, size - pos,
-					     h->ents[i].name, &st, (off_t)(i + 1));
+		size_t n = fuse_add_direntry(req, buf + pos, size - pos, h->ents[i].name, &st,
+		                             (off_t)(i + 1));
 
 		if (n > size - pos)
 			break;

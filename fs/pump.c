@@ -65,7 +65,7 @@ static void *pump_main(void *arg)
 		p = NULL;
 		if (pm->t)
 			n = pm->writer ? vdi_tarstream_reserve(pm->t, &p, len)
-				       : vdi_tarstream_peek(pm->t, (const void **)&p, len);
+			               : vdi_tarstream_peek(pm->t, (const void **)&p, len);
 		else if (pm->writer)
 			n = vdi_cstream_reserve(pm->s, &p, len);
 		else
@@ -147,8 +147,8 @@ void fs_pump_prefetch(struct fs_pump *pm, size_t len)
 	pthread_mutex_unlock(&pm->m);
 }
 
-ssize_t fs_pump_get(struct fs_pump *pm, fuse_req_t req, size_t len, void **p,
-		    char *msg, size_t msglen)
+ssize_t fs_pump_get(struct fs_pump *pm, fuse_req_t req, size_t len, void **p, char *msg,
+                    size_t msglen)
 {
 	struct fs_wake w;
 	ssize_t n;

@@ -116,8 +116,7 @@ uint32_t fs_set_blksize(struct fs_set *set)
 	uint32_t b;
 
 	pthread_mutex_lock(&set->lock);
-	b = set->state == SET_WAITING ? set->cfg.blksize
-				       : set->vcfg.maxTransferSize;
+	b = set->state == SET_WAITING ? set->cfg.blksize : set->vcfg.maxTransferSize;
 	pthread_mutex_unlock(&set->lock);
 	return b ? b : set->cfg.blksize;
 }
@@ -170,11 +169,9 @@ static struct fs_set *set_alloc(struct vdifs *fs, const char *name, const struct
 		if (k == cfg->devices)
 			snprintf(set->dev[k].name, sizeof(set->dev[k].name), "%s.tar", name);
 		else if (k == 0)
-			snprintf(set->dev[k].name, sizeof(set->dev[k].name),
-				 "%s", name);
+			snprintf(set->dev[k].name, sizeof(set->dev[k].name), "%s", name);
 		else
-			snprintf(set->dev[k].name, sizeof(set->dev[k].name),
-				 "%s%u", name, k);
+			snprintf(set->dev[k].name, sizeof(set->dev[k].name), "%s%u", name, k);
 	}
 	set->t_created = fs_now_ms();
 	set->created_wall = time(NULL);
@@ -218,12 +215,11 @@ static int client_create(struct fs_set *set)
 	if (!rc && set->cfg.has_group)
 		rc = vdi_bset_set_group(set->client, set->cfg.group);
 	if (!rc)
-		rc = vdi_bset_create(set->client,
-				     set->cfg.instance[0] ? set->cfg.instance : NULL,
-				     set->name, &vc);
+		rc = vdi_bset_create(set->client, set->cfg.instance[0] ? set->cfg.instance : NULL,
+		                     set->name, &vc);
 	if (rc) {
-		fs_root_error_locked(set->fs, "mkdir '%s': create of the set failed: %s",
-			   set->name, vdi_last_error());
+		fs_root_error_locked(set->fs, "mkdir '%s': create of the set failed: %s", set->name,
+		                     vdi_last_error());
 		vdi_bset_free(set->client);
 		set->client = NULL;
 	}
@@ -262,7 +258,8 @@ static void *config_waiter(void *arg)
 		set->vcfg = cfg;
 		set->state = SET_CONFIGURED;
 		set->t_configured = fs_now_ms();
-		fs_log(VDI_LOG_INFO, "set '%s': configured by the server: blocksize %u, maxtransfersize %u, features 0x%x",
+		fs_log(VDI_LOG_INFO,
+		       "set '%s': configured by the server: blocksize %u, maxtransfersize %u, features 0x%x",
 		       set->name, cfg.blockSize, cfg.maxTransferSize, cfg.features);
 	} else if (set->state == SET_WAITING) {
 		fs_set_error_locked(set, "waiting for the server failed: %s", why);
@@ -305,7 +302,7 @@ static int waiter_start_locked(struct vdifs *fs, struct fs_set *set)
 		set->waiter_active = 0;
 		fs->waiters--;
 		fs_root_error_locked(fs, "mkdir '%s': no thread to wait for the server: %s",
-				     set->name, strerror(rc));
+		                     set->name, strerror(rc));
 	}
 	return -rc;
 }
@@ -341,8 +338,8 @@ int fs_set_create(struct vdifs *fs, const char *name, struct fs_set **out)
 		goto out;
 	rc = check_name(name, cfg.devices);
 	if (rc) {
-		fs_root_error_locked(fs, "mkdir '%s': not a valid set name for %u device(s)",
-			   name, cfg.devices);
+		fs_root_error_locked(fs, "mkdir '%s': not a valid set name for %u device(s)", name,
+		                     cfg.devices);
 		goto out;
 	}
 	rc = -EEXIST;
@@ -461,8 +458,7 @@ static void client_close_locked(struct fs_set *set)
 		vdi_bset_signal_abort(set->client);
 	rc = vdi_bset_close(set->client);
 	if (rc && set->state == SET_DONE) {
-		fs_set_error_locked(set, "close of the set failed: %s",
-				    vdi_last_error());
+		fs_set_error_locked(set, "close of the set failed: %s", vdi_last_error());
 		set->state = SET_FAILED;
 	}
 	vdi_bset_free(set->client);
@@ -567,8 +563,9 @@ again:
 			wait_releases(fs, set);
 			goto again;
 		}
-		fs_root_error_locked(fs, "rmdir '%s': set is busy (a device is open or a server is attached)",
-				     name);
+		fs_root_error_locked(
+			fs, "rmdir '%s': set is busy (a device is open or a server is attached)",
+			name);
 		goto out;
 	}
 	if (set->client && set->state != SET_DONE) {

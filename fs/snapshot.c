@@ -41,17 +41,19 @@ int fs_snapshot_configured(const struct fs_setcfg *c)
 
 static const char *phase_name(uint32_t code)
 {
-	return code == VDC_PrepareToFreeze ? "prepare" : code == VDC_MountSnapshot ? "mount" : "snapshot";
+	return code == VDC_PrepareToFreeze ? "prepare"
+	       : code == VDC_MountSnapshot ? "mount"
+	                                   : "snapshot";
 }
 
 void fs_snapshot_status_locked(struct fs_set *set, char *buf, size_t len)
 {
 	if (set->snap_waiting)
 		snprintf(buf, len, "frozen, waiting for snapshot-done (phase %s, device '%s')",
-			 phase_name(set->snap_phase), set->snap_dev);
+		         phase_name(set->snap_phase), set->snap_dev);
 	else if (set->snap_phase)
 		snprintf(buf, len, "frozen, running the snapshot command (phase %s, device '%s')",
-			 phase_name(set->snap_phase), set->snap_dev);
+		         phase_name(set->snap_phase), set->snap_dev);
 	else
 		snprintf(buf, len, "%s", set->snap_last[0] ? set->snap_last : "none yet");
 }
@@ -98,9 +100,11 @@ static uint32_t handler(void *ctx, struct vdi_cstream *s, uint32_t code, const c
 		pthread_mutex_lock(&set->lock);
 	}
 	if (answer != ERROR_SUCCESS)
-		fs_set_error_locked(set, "%s", err[0] ? err : "snapshot refused or the set aborted while frozen");
+		fs_set_error_locked(set, "%s",
+		                    err[0] ? err
+		                           : "snapshot refused or the set aborted while frozen");
 	snprintf(set->snap_last, sizeof(set->snap_last), "%s %s (device '%s')", phase_name(code),
-		 answer == ERROR_SUCCESS ? "done" : "failed", set->snap_dev);
+	         answer == ERROR_SUCCESS ? "done" : "failed", set->snap_dev);
 	set->snap_phase = 0;
 	pthread_cond_broadcast(&set->cond);
 	pthread_mutex_unlock(&set->lock);
@@ -119,7 +123,8 @@ int fs_snapshot_answer(struct fs_set *set, int ok)
 
 	pthread_mutex_lock(&set->lock);
 	if (!set->snap_waiting) {
-		fs_log(VDI_LOG_WARN, "set '%s': snapshot-%s written to .control, but no snapshot waits",
+		fs_log(VDI_LOG_WARN,
+		       "set '%s': snapshot-%s written to .control, but no snapshot waits",
 		       set->name, ok ? "done" : "failed");
 		rc = -EINVAL;
 	} else {

@@ -51,8 +51,10 @@ static void sb_printf(struct sbuf *b, const char *fmt, ...)
 static const char *set_state_name(enum fs_set_state s)
 {
 	static const char *const names[] = {
-		[SET_WAITING] = "waiting", [SET_CONFIGURED] = "active",
-		[SET_DONE] = "done", [SET_FAILED] = "failed",
+		[SET_WAITING] = "waiting",
+		[SET_CONFIGURED] = "active",
+		[SET_DONE] = "done",
+		[SET_FAILED] = "failed",
 	};
 	return names[s];
 }
@@ -82,8 +84,8 @@ static double rate_mb(uint64_t bytes, double secs)
 
 /* One line per device: name, state, bytes, rate, elapsed.  No total and
  * no ETA: a device is a stream whose length only the server knows. */
-static void status_devices_locked(struct sbuf *b, struct fs_set *set,
-				  uint64_t *bytes, uint64_t *t0, uint64_t *t1)
+static void status_devices_locked(struct sbuf *b, struct fs_set *set, uint64_t *bytes, uint64_t *t0,
+                                  uint64_t *t1)
 {
 	uint64_t now = fs_now_ms();
 	uint32_t k;
@@ -99,7 +101,7 @@ static void status_devices_locked(struct sbuf *b, struct fs_set *set,
 			continue; /* the tar file: shown once used */
 
 		sb_printf(b, "device: %s %s %llu bytes, %.1f MB/s, %.3f s\n", d->name,
-			  dev_state_name(d), (unsigned long long)pos, rate_mb(pos, secs), secs);
+		          dev_state_name(d), (unsigned long long)pos, rate_mb(pos, secs), secs);
 		*bytes += pos;
 		if (tf && (!*t0 || tf < *t0))
 			*t0 = tf;
@@ -126,22 +128,23 @@ static void status_set_locked(struct sbuf *b, struct fs_set *set)
 	sb_printf(b, "backend: %s\n", vdi_backend_name(set->backend));
 	sb_printf(b, "config: %s\n", cfg);
 	if (set->state != SET_WAITING && set->vcfg.maxTransferSize) {
-		fs_features_format(set->vcfg.features & ~(uint32_t)(VDF_WriteMedia |
-			VDF_ReadMedia | VDF_CompleteEnabled), feat, sizeof(feat));
+		fs_features_format(set->vcfg.features & ~(uint32_t)(VDF_WriteMedia | VDF_ReadMedia |
+		                                                    VDF_CompleteEnabled),
+		                   feat, sizeof(feat));
 		sb_printf(b, "operation: %s\n",
-			  set->vcfg.features & VDF_WriteMedia ? "backup" :
-			  set->vcfg.features & VDF_ReadMedia ? "restore" : "unknown");
+		          set->vcfg.features & VDF_WriteMedia  ? "backup"
+		          : set->vcfg.features & VDF_ReadMedia ? "restore"
+		                                               : "unknown");
 		sb_printf(b, "blocksize: %u\nmaxtransfersize: %u\nfeatures: 0x%x %s%s\n",
-			  set->vcfg.blockSize, set->vcfg.maxTransferSize,
-			  set->vcfg.features, feat,
-			  set->vcfg.features & VDF_CompleteEnabled ? " complete-enabled" : "");
+		          set->vcfg.blockSize, set->vcfg.maxTransferSize, set->vcfg.features, feat,
+		          set->vcfg.features & VDF_CompleteEnabled ? " complete-enabled" : "");
 	}
 	/* alive/gone only while the set is open: a snapshot would lie */
 	if (vdi_backend_is_sqlvdi(set->backend))
 		sb_printf(b, "server: unknown (the sqlvdi backend cannot see it)\n");
 	else
 		sb_printf(b, "server: %d%s\n", have ? (int)info.server_pid : 0,
-			  live && info.server_pid ? (info.server_alive ? " alive" : " gone") : "");
+		          live && info.server_pid ? (info.server_alive ? " alive" : " gone") : "");
 	if (fs_snapshot_configured(&set->cfg)) {
 		fs_snapshot_status_locked(set, snap, sizeof(snap));
 		sb_printf(b, "snapshot: %s\n", snap);
@@ -152,8 +155,8 @@ static void status_set_locked(struct sbuf *b, struct fs_set *set)
 		t1 = now;
 	secs = span_s(t0, t1);
 	rate = rate_mb(bytes, secs);
-	sb_printf(b, "bytes: %llu\nelapsed: %.3f s\nrate: %.1f MB/s\n",
-		  (unsigned long long)bytes, secs, rate);
+	sb_printf(b, "bytes: %llu\nelapsed: %.3f s\nrate: %.1f MB/s\n", (unsigned long long)bytes,
+	          secs, rate);
 	sb_printf(b, "last-error: %s\n", set->last_error[0] ? set->last_error : "none");
 }
 
@@ -178,7 +181,7 @@ char *fs_root_status(struct vdifs *fs, size_t *len)
 	fs_cfg_format(&fs->defaults, cfg, sizeof(cfg));
 	pthread_mutex_lock(&fs->lock);
 	sb_printf(&b, "mount-defaults: %s\nlast-error: %s\n", cfg,
-		  fs->last_error[0] ? fs->last_error : "none");
+	          fs->last_error[0] ? fs->last_error : "none");
 	pthread_mutex_unlock(&fs->lock);
 	n = fs_sets_snapshot(fs, &v);
 	for (i = 0; i < n; i++) {

@@ -94,7 +94,7 @@
 /* How long rmdir waits for the RELEASE of files closed just before. */
 #define FS_RMDIR_WAIT_MS 5000u
 /* FUSE request size and default st_blksize before configuration. */
-#define FS_IO_SIZE (1u << 20)
+#define FS_IO_SIZE         (1u << 20)
 #define FS_MAX_CONFIG_TEXT 4096
 
 struct vdifs;
@@ -137,8 +137,7 @@ struct fs_rq {
 	size_t size;
 	uint64_t t0_us;
 };
-void fs_rq_begin(struct fs_rq *r, fuse_req_t req, const char *op,
-		 fuse_ino_t ino, size_t size);
+void fs_rq_begin(struct fs_rq *r, fuse_req_t req, const char *op, fuse_ino_t ino, size_t size);
 /* Logs "<result>" for the request (no reply sent here). */
 void fs_rq_end(struct fs_rq *r, long result);
 /* Replies, each logged with -d. */
@@ -186,18 +185,18 @@ void fs_features_format(uint32_t features, char *buf, size_t len);
 /* The thread that waits on a device's stream for FUSE requests (pump.c). */
 struct fs_pump {
 	pthread_t th;
-	pthread_mutex_t m;           /* protects the fields below */
+	pthread_mutex_t m; /* protects the fields below */
 	pthread_cond_t c;
-	struct vdi_cstream *s;       /* a device's stream, or */
-	struct vdi_tarstream *t;     /* the set's tar stream */
-	int writer;                  /* reserve (restore) or peek (backup) */
+	struct vdi_cstream *s;   /* a device's stream, or */
+	struct vdi_tarstream *t; /* the set's tar stream */
+	int writer;              /* reserve (restore) or peek (backup) */
 	int started, quit;
-	int busy;                    /* inside a stream call */
-	size_t want;                 /* a request asked for this many bytes */
-	int have;                    /* result below is ready */
-	ssize_t n;                   /* bytes (>= 0) or VD_E_* */
+	int busy;    /* inside a stream call */
+	size_t want; /* a request asked for this many bytes */
+	int have;    /* result below is ready */
+	ssize_t n;   /* bytes (>= 0) or VD_E_* */
 	void *p;
-	char msg[320];               /* vdi_last_error() of a failed call */
+	char msg[320]; /* vdi_last_error() of a failed call */
 };
 
 /* One of s and t (the other NULL). */
@@ -209,77 +208,77 @@ void fs_pump_stop(struct fs_pump *pm);
  * set, or -errno: the stream's failure through fs_errno (msg gets its
  * text), -EINTR when the request was interrupted, -ESHUTDOWN when the
  * session ends (nothing was consumed in either case). */
-ssize_t fs_pump_get(struct fs_pump *pm, fuse_req_t req, size_t len, void **p,
-		    char *msg, size_t msglen);
+ssize_t fs_pump_get(struct fs_pump *pm, fuse_req_t req, size_t len, void **p, char *msg,
+                    size_t msglen);
 /* Backup: start the next peek now (the stream is the pump's until the
  * next fs_pump_get returns). */
 void fs_pump_prefetch(struct fs_pump *pm, size_t len);
 
 enum fs_dev_state {
-	DEV_IDLE,    /* not opened by any file handle yet */
-	DEV_OPEN,    /* a reader or writer holds the stream */
-	DEV_DONE,    /* stream ended normally and was closed */
-	DEV_FAILED,  /* stream ended with an error or an abort */
+	DEV_IDLE,   /* not opened by any file handle yet */
+	DEV_OPEN,   /* a reader or writer holds the stream */
+	DEV_DONE,   /* stream ended normally and was closed */
+	DEV_FAILED, /* stream ended with an error or an abort */
 };
 
 struct fs_dev {
-	char name[VDI_MAX_NAME + 8];  /* "<set>.tar" may pass 127 bytes */
+	char name[VDI_MAX_NAME + 8]; /* "<set>.tar" may pass 127 bytes */
 	pthread_mutex_t io;          /* serializes the stream calls */
 	/* fields below: set->lock, except s/pos which dev->io protects
 	 * while the device is DEV_OPEN */
 	enum fs_dev_state state;
-	int hidden;                  /* unlinked (tar -x replaces files) */
-	int writer;                  /* open for restore */
+	int hidden; /* unlinked (tar -x replaces files) */
+	int writer; /* open for restore */
 	struct vdi_bdev *vd;
 	struct vdi_cstream *s;
-	struct vdi_tarstream *t;     /* the tar device: its stream */
-	int by_tar;                  /* a device whose stream the tar owns */
-	int by_members;              /* fed by member files <dev>.<seq> */
-	int member_open;             /* a member file of it is open */
-	uint64_t next_seq;           /* the member it takes next */
-	struct fs_pump pump;         /* waits on s (or t) for the requests */
-	uint64_t pos;                /* bytes moved through the stream */
-	int at_eof;                  /* reader saw end of stream */
-	uint64_t t_first, t_last;    /* ms of first and last data */
+	struct vdi_tarstream *t;  /* the tar device: its stream */
+	int by_tar;               /* a device whose stream the tar owns */
+	int by_members;           /* fed by member files <dev>.<seq> */
+	int member_open;          /* a member file of it is open */
+	uint64_t next_seq;        /* the member it takes next */
+	struct fs_pump pump;      /* waits on s (or t) for the requests */
+	uint64_t pos;             /* bytes moved through the stream */
+	int at_eof;               /* reader saw end of stream */
+	uint64_t t_first, t_last; /* ms of first and last data */
 };
 
 enum fs_set_state {
-	SET_WAITING,     /* created; no server configuration yet */
-	SET_CONFIGURED,  /* server ended configuration; streaming */
-	SET_DONE,        /* every device ended normally; client closed */
-	SET_FAILED,      /* aborted or failed; see last_error */
+	SET_WAITING,    /* created; no server configuration yet */
+	SET_CONFIGURED, /* server ended configuration; streaming */
+	SET_DONE,       /* every device ended normally; client closed */
+	SET_FAILED,     /* aborted or failed; see last_error */
 };
 
 struct fs_set {
-	struct vdifs *fs;            /* the mount it belongs to */
-	uint32_t id;                 /* FS_INO(id, ...) */
+	struct vdifs *fs; /* the mount it belongs to */
+	uint32_t id;      /* FS_INO(id, ...) */
 	char name[VDI_MAX_NAME + 1];
 	struct fs_setcfg cfg;
-	int refs;                    /* fs->lock */
-	int removed;                 /* fs->lock: rmdir'ed or unmounting */
+	int refs;    /* fs->lock */
+	int removed; /* fs->lock: rmdir'ed or unmounting */
 
 	pthread_mutex_t lock;
-	pthread_cond_t cond;         /* state changes (set->lock) */
+	pthread_cond_t cond; /* state changes (set->lock) */
 	enum fs_set_state state;
 	/* snapshot backups (snapshot.c), under set->lock */
-	uint32_t snap_phase;         /* command being answered, 0 none */
+	uint32_t snap_phase; /* command being answered, 0 none */
 	char snap_dev[VDI_MAX_NAME + 1];
-	uint32_t snap_answer;        /* manual: .control's answer, */
-	int snap_answered;           /* once given */
-	int snap_waiting;            /* manual: waiting for .control */
-	char snap_last[256];         /* what happened last, for .status */
-	int waiter_active;           /* the configuration waiter is in its call */
-	int close_pending;           /* close the client when it returns */
-	const struct vdi_backend *backend; /* the client library of the set */
-	struct vdi_bset *client;     /* NULL once closed */
-	VDConfig vcfg;               /* valid from SET_CONFIGURED */
-	int open_handles;            /* device handles open */
+	uint32_t snap_answer;                      /* manual: .control's answer, */
+	int snap_answered;                         /* once given */
+	int snap_waiting;                          /* manual: waiting for .control */
+	char snap_last[256];                       /* what happened last, for .status */
+	int waiter_active;                         /* the configuration waiter is in its call */
+	int close_pending;                         /* close the client when it returns */
+	const struct vdi_backend *backend;         /* the client library of the set */
+	struct vdi_bset *client;                   /* NULL once closed */
+	VDConfig vcfg;                             /* valid from SET_CONFIGURED */
+	int open_handles;                          /* device handles open */
 	uint64_t t_created, t_configured, t_ended; /* ms, monotonic */
 	time_t created_wall;
 	struct vdi_set_info last_info; /* snapshot taken before close */
 	int have_info;
 	char last_error[384];
-	struct fs_dev dev[];         /* cfg.devices entries, then the tar */
+	struct fs_dev dev[]; /* cfg.devices entries, then the tar */
 };
 
 /* A file written in /.config. */
@@ -305,11 +304,11 @@ struct vdifs {
 	gid_t gid;
 	time_t mounted_wall;
 
-	pthread_mutex_t lock;        /* registry */
+	pthread_mutex_t lock; /* registry */
 	struct fs_set_link *sets;
 	struct fs_cfgfile *cfgfiles;
 	uint32_t next_id;
-	char last_error[384];        /* of the last failed mkdir/rmdir */
+	char last_error[384]; /* of the last failed mkdir/rmdir */
 
 	pthread_t watcher;
 	int watcher_started;
@@ -321,8 +320,8 @@ struct vdifs {
 /* Inode numbers: (id << 8) | slot.  id 0 is the root's objects; set and
  * config-file ids come from one counter and are never reused. */
 #define FS_INO(id, slot) (((fuse_ino_t)(id) << 8) | (fuse_ino_t)(slot))
-#define FS_INO_ID(ino) ((uint32_t)((ino) >> 8))
-#define FS_INO_SLOT(ino) ((unsigned)((ino) & 0xff))
+#define FS_INO_ID(ino)   ((uint32_t)((ino) >> 8))
+#define FS_INO_SLOT(ino) ((unsigned)((ino)&0xff))
 enum {
 	SLOT_ROOT = 1,        /* id 0: FUSE_ROOT_ID */
 	SLOT_ROOT_STATUS = 2, /* id 0 */
@@ -330,11 +329,11 @@ enum {
 	SLOT_SET_DIR = 0,     /* id = set */
 	SLOT_SET_STATUS = 1,
 	SLOT_SET_CONTROL = 2,
-	SLOT_DEV0 = 3,        /* device k: SLOT_DEV0 + k; the tar file is
+	SLOT_DEV0 = 3,                                  /* device k: SLOT_DEV0 + k; the tar file is
 			       * device cfg.devices */
 	SLOT_MEMBER0 = SLOT_DEV0 + VDI_MAX_DEVICES + 1, /* an open member
 			       * file <dev>.<seq> of device k: + k */
-	SLOT_CFGFILE = 0xff,  /* id = config file */
+	SLOT_CFGFILE = 0xff,                            /* id = config file */
 };
 
 /* Sets (sets.c). */
@@ -420,8 +419,8 @@ char *fs_root_status(struct vdifs *fs, size_t *len);
 /* Client backends (backends.c): the library of a configuration, loaded
  * once per path and kept until unmount.  0, or -EINVAL with the reason
  * (path, missing symbol) in err. */
-int fs_backend_get(const struct fs_setcfg *c, const struct vdi_backend **out,
-		   char *err, size_t errlen);
+int fs_backend_get(const struct fs_setcfg *c, const struct vdi_backend **out, char *err,
+                   size_t errlen);
 void fs_backends_free(void);
 
 /* ---------------------------------------------------------------------
@@ -438,27 +437,25 @@ struct fs_dirent {
 struct fs_handle {
 	struct fs_handle *prev, *next; /* all handles: handles_lock */
 	enum fs_hkind kind;
-	struct fs_set *set;      /* H_DEV, H_TEXT of a set, H_CONTROL: a ref */
-	int dev;                 /* H_DEV: index */
-	int writer;              /* H_DEV: restore direction */
-	int append;              /* H_DEV: O_APPEND, offsets mean nothing */
-	int killed;              /* H_DEV: signal that killed the closer */
-	int failed;              /* H_DEV: an I/O error happened */
-	int ended;               /* H_DEV: stream already ended (at flush) */
-	int member;              /* H_DEV: a member file <dev>.<seq> */
-	uint64_t base;           /* H_DEV: stream position at its open */
-	uint32_t cfg_id;         /* H_CFG */
-	char *text;              /* H_TEXT, H_CFG: contents */
+	struct fs_set *set; /* H_DEV, H_TEXT of a set, H_CONTROL: a ref */
+	int dev;            /* H_DEV: index */
+	int writer;         /* H_DEV: restore direction */
+	int append;         /* H_DEV: O_APPEND, offsets mean nothing */
+	int killed;         /* H_DEV: signal that killed the closer */
+	int failed;         /* H_DEV: an I/O error happened */
+	int ended;          /* H_DEV: stream already ended (at flush) */
+	int member;         /* H_DEV: a member file <dev>.<seq> */
+	uint64_t base;      /* H_DEV: stream position at its open */
+	uint32_t cfg_id;    /* H_CFG */
+	char *text;         /* H_TEXT, H_CFG: contents */
 	size_t len;
-	struct fs_dirent *ents;  /* H_DIR */
+	struct fs_dirent *ents; /* H_DIR */
 	size_t nents;
 };
 
-
 /* Device files (devfile.c). */
 void fs_devfile_read(struct fs_rq *r, struct fs_handle *h, size_t size);
-void fs_devfile_write(struct fs_rq *r, struct fs_handle *h,
-		      struct fuse_bufvec *bufv, off_t off);
+void fs_devfile_write(struct fs_rq *r, struct fs_handle *h, struct fuse_bufvec *bufv, off_t off);
 /* FLUSH by process pid: notes a killed closer; ends a reader at EOF
  * (fs_dev_end), then sets *end: after replying (0 or -EIO, the result),
  * the caller must fs_dev_release(set, dev, ok = result == 0, ...), which

@@ -27,12 +27,10 @@ static void watch_one(struct fs_set *set)
 		return;
 	}
 	if (set->state == SET_CONFIGURED && set->open_handles == 0 &&
-		   !vdi_bset_info(set->client, &info) &&
-		   (info.state == VDI_SET_ABORTED ||
-		    (info.server_pid && !info.server_alive))) {
+	    !vdi_bset_info(set->client, &info) &&
+	    (info.state == VDI_SET_ABORTED || (info.server_pid && !info.server_alive))) {
 		fs_set_error_locked(set, "the set ended while no device was open: %s",
-				    info.abort_reason[0] ? info.abort_reason
-							 : "server gone");
+		                    info.abort_reason[0] ? info.abort_reason : "server gone");
 		fs_set_fail_locked(set);
 	}
 	fs_set_maybe_finish_locked(set);

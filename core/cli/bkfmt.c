@@ -92,8 +92,8 @@ uint32_t bk_chunk_len(const struct bk_header *h, uint64_t index)
 	return h->chunk_size;
 }
 
-void bk_header_init(struct bk_header *h, const uint8_t id[16], const char *db,
-		    uint64_t total_size, uint32_t stripes)
+void bk_header_init(struct bk_header *h, const uint8_t id[16], const char *db, uint64_t total_size,
+                    uint32_t stripes)
 {
 	memset(h, 0, sizeof(*h));
 	h->version = BK_VERSION;
@@ -136,32 +136,36 @@ static int is_pow2(uint64_t v)
 static int header_fields_check(const struct bk_header *h, char *err, size_t errlen)
 {
 	if (h->stripes < 1 || h->stripes > BK_MAX_STRIPES || h->stripe >= h->stripes)
-		fmt_err(err, errlen, "corrupt backup header: stripe %u of %u", h->stripe + 1, h->stripes);
+		fmt_err(err, errlen, "corrupt backup header: stripe %u of %u", h->stripe + 1,
+		        h->stripes);
 	else if (!is_pow2(h->block_size) || h->block_size < 512 || h->block_size > 65536)
 		fmt_err(err, errlen, "corrupt backup header: block size %u", h->block_size);
-	else if (!is_pow2(h->chunk_size) || h->chunk_size < BK_MIN_CHUNK || h->chunk_size > BK_MAX_CHUNK)
+	else if (!is_pow2(h->chunk_size) || h->chunk_size < BK_MIN_CHUNK ||
+	         h->chunk_size > BK_MAX_CHUNK)
 		fmt_err(err, errlen, "corrupt backup header: chunk size %u", h->chunk_size);
 	else if (h->chunk_count != (h->total_size + h->chunk_size - 1) / h->chunk_size ||
-		 h->total_size > (UINT64_MAX >> 2))
+	         h->total_size > (UINT64_MAX >> 2))
 		fmt_err(err, errlen, "corrupt backup header: %llu chunks for %llu bytes",
-			(unsigned long long)h->chunk_count, (unsigned long long)h->total_size);
+		        (unsigned long long)h->chunk_count, (unsigned long long)h->total_size);
 	else
 		return 0;
 	return -1;
 }
 
-int bk_header_decode(struct bk_header *h, const uint8_t in[BK_HEADER_SIZE],
-		     char *err, size_t errlen)
+int bk_header_decode(struct bk_header *h, const uint8_t in[BK_HEADER_SIZE], char *err,
+                     size_t errlen)
 {
 	memset(h, 0, sizeof(*h));
 	if (memcmp(in, BK_MAGIC, 8) != 0) {
-		fmt_err(err, errlen, "not a vdi backup: foreign data where the '%s' header belongs", BK_MAGIC);
+		fmt_err(err, errlen, "not a vdi backup: foreign data where the '%s' header belongs",
+		        BK_MAGIC);
 		return -1;
 	}
 	h->version = get32(in + 8);
 	if (h->version != BK_VERSION || get32(in + 12) != BK_HEADER_SIZE) {
-		fmt_err(err, errlen, "unsupported backup format version %u (header size %u): this vdi reads version %u",
-			h->version, get32(in + 12), BK_VERSION);
+		fmt_err(err, errlen,
+		        "unsupported backup format version %u (header size %u): this vdi reads version %u",
+		        h->version, get32(in + 12), BK_VERSION);
 		return -1;
 	}
 	h->crc = get32(in + BK_HEADER_SIZE - 4);
@@ -185,8 +189,7 @@ int bk_header_decode(struct bk_header *h, const uint8_t in[BK_HEADER_SIZE],
 
 /* ------------------------------------------------------------ writing */
 
-void bk_writer_init(struct bk_writer *w, const struct bk_header *h,
-		    bk_write_fn fn, void *ctx)
+void bk_writer_init(struct bk_writer *w, const struct bk_header *h, bk_write_fn fn, void *ctx)
 {
 	memset(w, 0, sizeof(*w));
 	w->write = fn;
@@ -220,8 +223,7 @@ int bk_write_header(struct bk_writer *w)
 	return emit(w, buf, sizeof(buf));
 }
 
-int bk_write_chunk(struct bk_writer *w, uint64_t index, const void *data,
-		   uint32_t len)
+int bk_write_chunk(struct bk_writer *w, uint64_t index, const void *data, uint32_t len)
 {
 	uint8_t hdr[BK_CHUNK_HDR_SIZE];
 	uint32_t data_crc = crc32c(0, data, len);
@@ -273,8 +275,8 @@ static int pread_full(int fd, uint8_t *buf, uint32_t len, uint64_t off)
 	return 0;
 }
 
-int bk_backup_stripe(struct bk_writer *w, int fd, uint8_t *buf,
-		     uint64_t *done, char *err, size_t errlen)
+int bk_backup_stripe(struct bk_writer *w, int fd, uint8_t *buf, uint64_t *done, char *err,
+                     size_t errlen)
 {
 	const struct bk_header *h = &w->h;
 	int rc = bk_write_header(w);
@@ -285,8 +287,8 @@ int bk_backup_stripe(struct bk_writer *w, int fd, uint8_t *buf,
 
 		if (e < 0) {
 			fmt_err(err, errlen, "cannot read database '%s' at byte offset %llu: %s",
-				h->db, (unsigned long long)(i * h->chunk_size),
-				e == -EIO ? "file shrank during the backup" : strerror(-e));
+			        h->db, (unsigned long long)(i * h->chunk_size),
+			        e == -EIO ? "file shrank during the backup" : strerror(-e));
 			return -1;
 		}
 		rc = bk_write_chunk(w, i, buf, len);
@@ -300,8 +302,7 @@ int bk_backup_stripe(struct bk_writer *w, int fd, uint8_t *buf,
 
 /* ------------------------------------------------------------ reading */
 
-void bk_reader_init(struct bk_reader *r, bk_read_fn fn, void *ctx,
-		    const char *device)
+void bk_reader_init(struct bk_reader *r, bk_read_fn fn, void *ctx, const char *device)
 {
 	memset(r, 0, sizeof(*r));
 	r->read = fn;
@@ -315,8 +316,7 @@ void bk_reader_set_peek(struct bk_reader *r, bk_peek_fn peek, bk_advance_fn adva
 	r->advance = advance;
 }
 
-static void rerr(struct bk_reader *r, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+static void rerr(struct bk_reader *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void rerr(struct bk_reader *r, const char *fmt, ...)
 {
@@ -353,8 +353,7 @@ static int read_full(struct bk_reader *r, void *buf, size_t len, size_t *got)
 /* Reads len bytes and folds them into the stream CRC; *crc_out (if not
  * NULL) receives crc32c(0, buf, len) so the caller need not compute it
  * again. */
-static int take_crc(struct bk_reader *r, void *buf, size_t len, const char *what,
-		    uint32_t *crc_out)
+static int take_crc(struct bk_reader *r, void *buf, size_t len, const char *what, uint32_t *crc_out)
 {
 	size_t got;
 	uint32_t crc;
@@ -391,9 +390,12 @@ int bk_read_header(struct bk_reader *r)
 		if (got == 0)
 			rerr(r, "stripe is empty: no backup header");
 		else if (got >= 8 && memcmp(buf, BK_MAGIC, 8) != 0)
-			rerr(r, "not a vdi backup: foreign data where the '%s' header belongs", BK_MAGIC);
+			rerr(r, "not a vdi backup: foreign data where the '%s' header belongs",
+			     BK_MAGIC);
 		else
-			rerr(r, "stripe truncated at byte offset %zu: stream ended inside the backup header", got);
+			rerr(r,
+			     "stripe truncated at byte offset %zu: stream ended inside the backup header",
+			     got);
 		return -1;
 	}
 	if (bk_header_decode(&r->h, buf, msg, sizeof(msg)) < 0) {
@@ -418,10 +420,11 @@ static int check_chunk_hdr(struct bk_reader *r, const uint8_t *hdr, uint64_t at)
 	}
 	if (index != r->next_index || len != bk_chunk_len(&r->h, index) ||
 	    get64(hdr + 16) != index * r->h.chunk_size) {
-		rerr(r, "unexpected chunk at byte offset %llu: got chunk %llu (%u bytes), expected chunk %llu (%u bytes) of stripe %u",
+		rerr(r,
+		     "unexpected chunk at byte offset %llu: got chunk %llu (%u bytes), expected chunk %llu (%u bytes) of stripe %u",
 		     (unsigned long long)at, (unsigned long long)index, len,
-		     (unsigned long long)r->next_index,
-		     bk_chunk_len(&r->h, r->next_index), r->h.stripe + 1);
+		     (unsigned long long)r->next_index, bk_chunk_len(&r->h, r->next_index),
+		     r->h.stripe + 1);
 		return -1;
 	}
 	return 0;
@@ -448,7 +451,7 @@ static int pwrite_all(struct bk_reader *r, int fd, const uint8_t *buf, size_t le
 /* Chunk data through peek/advance: checksummed and written to fd (if >=
  * 0) at off straight from the source's memory, piece by piece. */
 static int take_data_in_place(struct bk_reader *r, int fd, off_t off, uint32_t len,
-			      uint32_t *crc_out)
+                              uint32_t *crc_out)
 {
 	uint32_t crc = 0;
 	size_t got = 0;
@@ -459,11 +462,13 @@ static int take_data_in_place(struct bk_reader *r, int fd, off_t off, uint32_t l
 
 		if (n < 0) {
 			r->source_error = 1;
-			rerr(r, "read failed at byte offset %llu", (unsigned long long)(r->offset + got));
+			rerr(r, "read failed at byte offset %llu",
+			     (unsigned long long)(r->offset + got));
 			return -1;
 		}
 		if (n == 0) {
-			rerr(r, "stripe truncated at byte offset %llu: stream ended inside chunk data",
+			rerr(r,
+			     "stripe truncated at byte offset %llu: stream ended inside chunk data",
 			     (unsigned long long)(r->offset + got));
 			return -1;
 		}
@@ -472,7 +477,8 @@ static int take_data_in_place(struct bk_reader *r, int fd, off_t off, uint32_t l
 			return -1;
 		if (r->advance(r->ctx, (size_t)n) < 0) {
 			r->source_error = 1;
-			rerr(r, "read failed at byte offset %llu", (unsigned long long)(r->offset + got));
+			rerr(r, "read failed at byte offset %llu",
+			     (unsigned long long)(r->offset + got));
 			return -1;
 		}
 		got += (size_t)n;
@@ -483,8 +489,7 @@ static int take_data_in_place(struct bk_reader *r, int fd, off_t off, uint32_t l
 	return 0;
 }
 
-static int read_chunk(struct bk_reader *r, const uint8_t *hdr, int fd,
-		      uint8_t *buf, uint64_t *done)
+static int read_chunk(struct bk_reader *r, const uint8_t *hdr, int fd, uint8_t *buf, uint64_t *done)
 {
 	uint64_t at = r->offset - BK_CHUNK_HDR_SIZE;
 	uint64_t index = r->next_index;
@@ -527,7 +532,8 @@ static int read_trailer(struct bk_reader *r, const uint8_t *first)
 	if (take(r, t + BK_CHUNK_HDR_SIZE, BK_TRAILER_SIZE - BK_CHUNK_HDR_SIZE, "the trailer") < 0)
 		return -1;
 	if (crc32c(0, t, 60) != get32(t + 60)) {
-		rerr(r, "corrupt trailer at byte offset %llu: checksum mismatch", (unsigned long long)at);
+		rerr(r, "corrupt trailer at byte offset %llu: checksum mismatch",
+		     (unsigned long long)at);
 		return -1;
 	}
 	r->t.stripe = get32(t + 4);
@@ -536,19 +542,22 @@ static int read_trailer(struct bk_reader *r, const uint8_t *first)
 	memcpy(r->t.id, t + 24, 16);
 	r->t.stream_crc = get32(t + 40);
 	if (r->chunks != want) {
-		rerr(r, "incomplete stripe %u: trailer at byte offset %llu after %llu of %llu chunks",
-		     r->h.stripe + 1, (unsigned long long)at,
-		     (unsigned long long)r->chunks, (unsigned long long)want);
+		rerr(r,
+		     "incomplete stripe %u: trailer at byte offset %llu after %llu of %llu chunks",
+		     r->h.stripe + 1, (unsigned long long)at, (unsigned long long)r->chunks,
+		     (unsigned long long)want);
 		return -1;
 	}
 	if (r->t.stripe != r->h.stripe || memcmp(r->t.id, r->h.id, 16) != 0 ||
 	    r->t.chunks != r->chunks || r->t.data_bytes != r->data_bytes) {
-		rerr(r, "trailer at byte offset %llu does not match the stripe header (foreign or mixed stripe)",
+		rerr(r,
+		     "trailer at byte offset %llu does not match the stripe header (foreign or mixed stripe)",
 		     (unsigned long long)at);
 		return -1;
 	}
 	if (r->t.stream_crc != crc_before) {
-		rerr(r, "corrupt stripe %u: whole-stream checksum mismatch (trailer %08x, computed %08x)",
+		rerr(r,
+		     "corrupt stripe %u: whole-stream checksum mismatch (trailer %08x, computed %08x)",
 		     r->h.stripe + 1, r->t.stream_crc, crc_before);
 		return -1;
 	}
@@ -597,7 +606,8 @@ int bk_read_body(struct bk_reader *r, int fd, uint8_t *buf, uint64_t *done)
 			return -1;
 		}
 		if (r->next_index >= r->h.chunk_count) {
-			rerr(r, "unexpected chunk at byte offset %llu: stripe %u holds only %llu chunks",
+			rerr(r,
+			     "unexpected chunk at byte offset %llu: stripe %u holds only %llu chunks",
 			     (unsigned long long)(r->offset - sizeof(hdr)), r->h.stripe + 1,
 			     (unsigned long long)bk_stripe_chunks(&r->h, r->h.stripe));
 			return -1;
@@ -644,27 +654,28 @@ static int set_add_locked(struct bk_set *s, const struct bk_header *h, const cha
 		bk_id_format(s->ref.id, a);
 		bk_id_format(h->id, b);
 		fmt_err(s->err, sizeof(s->err),
-			"stripes of different backups: device '%s' holds backup %s of '%s', device '%s' holds backup %s of '%s'",
-			s->ref_device, a, s->ref.db, device, b, h->db);
+		        "stripes of different backups: device '%s' holds backup %s of '%s', device '%s' holds backup %s of '%s'",
+		        s->ref_device, a, s->ref.db, device, b, h->db);
 		return -1;
 	}
 	if (!s->lenient && h->stripes != s->ndev) {
 		fmt_err(s->err, sizeof(s->err),
-			"incomplete stripe set: backup of '%s' has %u stripes, %u device%s given (device '%s' holds stripe %u)",
-			h->db, h->stripes, s->ndev, s->ndev == 1 ? "" : "s", device, h->stripe + 1);
+		        "incomplete stripe set: backup of '%s' has %u stripes, %u device%s given (device '%s' holds stripe %u)",
+		        h->db, h->stripes, s->ndev, s->ndev == 1 ? "" : "s", device, h->stripe + 1);
 		return -1;
 	}
 	if (s->owner[h->stripe]) {
-		fmt_err(s->err, sizeof(s->err), "stripe %u of %u given twice: devices '%s' and '%s'",
-			h->stripe + 1, h->stripes, s->owner[h->stripe], device);
+		fmt_err(s->err, sizeof(s->err),
+		        "stripe %u of %u given twice: devices '%s' and '%s'", h->stripe + 1,
+		        h->stripes, s->owner[h->stripe], device);
 		return -1;
 	}
 	s->owner[h->stripe] = device;
 	return 0;
 }
 
-int bk_set_add(struct bk_set *s, const struct bk_header *h, const char *device,
-	       char *err, size_t errlen)
+int bk_set_add(struct bk_set *s, const struct bk_header *h, const char *device, char *err,
+               size_t errlen)
 {
 	int rc;
 
@@ -689,8 +700,9 @@ int bk_set_complete(struct bk_set *s, char *err, size_t errlen)
 	} else if (!s->lenient) {
 		for (uint32_t k = 0; k < s->ref.stripes; k++) {
 			if (!s->owner[k]) {
-				fmt_err(s->err, sizeof(s->err), "incomplete stripe set: stripe %u of %u is missing",
-					k + 1, s->ref.stripes);
+				fmt_err(s->err, sizeof(s->err),
+				        "incomplete stripe set: stripe %u of %u is missing", k + 1,
+				        s->ref.stripes);
 				rc = -1;
 				break;
 			}

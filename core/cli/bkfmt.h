@@ -43,19 +43,19 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define BK_MAGIC "VDIBAKv1"
-#define BK_VERSION 1
-#define BK_HEADER_SIZE 512
+#define BK_MAGIC          "VDIBAKv1"
+#define BK_VERSION        1
+#define BK_HEADER_SIZE    512
 #define BK_CHUNK_HDR_SIZE 32
-#define BK_TRAILER_SIZE 64
-#define BK_CHUNK_SIZE (1u << 20)
-#define BK_MIN_CHUNK (1u << 12)
-#define BK_MAX_CHUNK (1u << 26)
-#define BK_MAX_PADDING 65535
-#define BK_MAX_STRIPES 64
-#define BK_DB_LEN 128
-#define BK_DESC_LEN 256
-#define BK_ERR_LEN 512
+#define BK_TRAILER_SIZE   64
+#define BK_CHUNK_SIZE     (1u << 20)
+#define BK_MIN_CHUNK      (1u << 12)
+#define BK_MAX_CHUNK      (1u << 26)
+#define BK_MAX_PADDING    65535
+#define BK_MAX_STRIPES    64
+#define BK_DB_LEN         128
+#define BK_DESC_LEN       256
+#define BK_ERR_LEN        512
 
 /* CRC32C (Castagnoli), chainable: crc32c(crc32c(0, a), b) equals
  * crc32c(0, a followed by b).  Uses SSE4.2 when the CPU has it. */
@@ -73,9 +73,9 @@ struct bk_header {
 	uint32_t block_size, max_transfer_size, chunk_size;
 	uint64_t total_size, chunk_count;
 	int64_t time;
-	char db[BK_DB_LEN];        /* NUL-terminated */
+	char db[BK_DB_LEN]; /* NUL-terminated */
 	char description[BK_DESC_LEN];
-	uint32_t crc;              /* filled by encode / decode */
+	uint32_t crc; /* filled by encode / decode */
 };
 
 struct bk_trailer {
@@ -89,12 +89,12 @@ struct bk_trailer {
 uint64_t bk_stripe_chunks(const struct bk_header *h, uint32_t stripe);
 uint32_t bk_chunk_len(const struct bk_header *h, uint64_t index);
 /* Fills chunk_count from total_size and chunk_size. */
-void bk_header_init(struct bk_header *h, const uint8_t id[16], const char *db,
-		    uint64_t total_size, uint32_t stripes);
+void bk_header_init(struct bk_header *h, const uint8_t id[16], const char *db, uint64_t total_size,
+                    uint32_t stripes);
 void bk_header_encode(struct bk_header *h, uint8_t out[BK_HEADER_SIZE]);
 /* 0, or -1 with a message (without device context) in err. */
-int bk_header_decode(struct bk_header *h, const uint8_t in[BK_HEADER_SIZE],
-		     char *err, size_t errlen);
+int bk_header_decode(struct bk_header *h, const uint8_t in[BK_HEADER_SIZE], char *err,
+                     size_t errlen);
 void bk_id_format(const uint8_t id[16], char out[37]);
 
 /* ------------------------------------------------------------ writing */
@@ -107,22 +107,20 @@ struct bk_writer {
 	void *ctx;
 	struct bk_header h;
 	uint32_t stream_crc;
-	uint64_t offset;       /* stripe bytes written */
+	uint64_t offset; /* stripe bytes written */
 	uint64_t chunks, data_bytes;
 };
 
-void bk_writer_init(struct bk_writer *w, const struct bk_header *h,
-		    bk_write_fn fn, void *ctx);
+void bk_writer_init(struct bk_writer *w, const struct bk_header *h, bk_write_fn fn, void *ctx);
 int bk_write_header(struct bk_writer *w);
-int bk_write_chunk(struct bk_writer *w, uint64_t index, const void *data,
-		   uint32_t len);
+int bk_write_chunk(struct bk_writer *w, uint64_t index, const void *data, uint32_t len);
 int bk_write_trailer(struct bk_writer *w);
 /* Writes the whole stripe w->h.stripe, reading the database from fd
  * (pread).  buf holds chunk_size bytes.  *done (if not NULL) is
  * incremented atomically by each chunk's length.  Returns 0, -1 with
  * err filled for a read error, or the sink's negative value. */
-int bk_backup_stripe(struct bk_writer *w, int fd, uint8_t *buf,
-		     uint64_t *done, char *err, size_t errlen);
+int bk_backup_stripe(struct bk_writer *w, int fd, uint8_t *buf, uint64_t *done, char *err,
+                     size_t errlen);
 
 /* ------------------------------------------------------------ reading */
 
@@ -138,23 +136,22 @@ typedef int (*bk_advance_fn)(void *ctx, size_t n);
 
 struct bk_reader {
 	bk_read_fn read;
-	bk_peek_fn peek;       /* NULL: chunk data goes through read */
+	bk_peek_fn peek; /* NULL: chunk data goes through read */
 	bk_advance_fn advance;
 	void *ctx;
-	const char *device;    /* for messages; borrowed */
+	const char *device; /* for messages; borrowed */
 	struct bk_header h;
 	struct bk_trailer t;
 	uint32_t stream_crc;
 	uint32_t stream_crc_before_record; /* checksum up to the last record */
-	uint64_t offset;       /* stripe bytes consumed */
-	uint64_t next_index;   /* next chunk index expected */
+	uint64_t offset;                   /* stripe bytes consumed */
+	uint64_t next_index;               /* next chunk index expected */
 	uint64_t chunks, data_bytes;
-	int source_error;      /* the read callback failed (not a format error) */
+	int source_error; /* the read callback failed (not a format error) */
 	char err[BK_ERR_LEN];
 };
 
-void bk_reader_init(struct bk_reader *r, bk_read_fn fn, void *ctx,
-		    const char *device);
+void bk_reader_init(struct bk_reader *r, bk_read_fn fn, void *ctx, const char *device);
 /* Chunk data through peek/advance (same ctx as read).  Data is written
  * before its checksum is known, so the file must be a temporary one that
  * is discarded unless bk_read_body succeeds. */
@@ -170,12 +167,12 @@ int bk_read_body(struct bk_reader *r, int fd, uint8_t *buf, uint64_t *done);
 /* Collects the stripe headers of one restore, from several threads. */
 struct bk_set {
 	pthread_mutex_t lock;
-	unsigned ndev;          /* devices given */
+	unsigned ndev; /* devices given */
 	int have_ref;
-	struct bk_header ref;   /* first header seen */
+	struct bk_header ref; /* first header seen */
 	const char *ref_device;
 	const char *owner[BK_MAX_STRIPES]; /* device holding stripe k */
-	int lenient;            /* HEADERONLY: a missing stripe is no error */
+	int lenient;                       /* HEADERONLY: a missing stripe is no error */
 	char err[BK_ERR_LEN];
 };
 
@@ -183,8 +180,8 @@ void bk_set_init(struct bk_set *s, unsigned ndev, int lenient);
 void bk_set_release(struct bk_set *s);
 /* Registers a stripe header read from `device` (borrowed for the life
  * of the set).  0, or -1 with s->err (also copied into err). */
-int bk_set_add(struct bk_set *s, const struct bk_header *h, const char *device,
-	       char *err, size_t errlen);
+int bk_set_add(struct bk_set *s, const struct bk_header *h, const char *device, char *err,
+               size_t errlen);
 /* After every device was added: 0 if every stripe is present. */
 int bk_set_complete(struct bk_set *s, char *err, size_t errlen);
 

@@ -81,8 +81,7 @@ void cli_vdi_err(int rc, const char *fmt, ...)
 	cli_err("%s: %s: %s", buf, vdi_strerror(rc), vdi_last_error());
 }
 
-int cli_parse_uint(const char *opt, const char *s, uint64_t min, uint64_t max,
-		   uint64_t *out)
+int cli_parse_uint(const char *opt, const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
 	char *end;
 	unsigned long long v;
@@ -96,8 +95,8 @@ int cli_parse_uint(const char *opt, const char *s, uint64_t min, uint64_t max,
 	*out = v;
 	return 0;
 bad:
-	cli_err("invalid %s '%s': must be a decimal number from %llu to %llu",
-		opt, s ? s : "", (unsigned long long)min, (unsigned long long)max);
+	cli_err("invalid %s '%s': must be a decimal number from %llu to %llu", opt, s ? s : "",
+	        (unsigned long long)min, (unsigned long long)max);
 	return -1;
 }
 
@@ -188,11 +187,8 @@ static const struct {
 	const char *name;
 	int (*fn)(int argc, char **argv);
 } commands[] = {
-	{ "exec", cmd_exec },
-	{ "pipe", cmd_pipe },
-	{ "ls", cmd_ls },
-	{ "abort", cmd_abort },
-	{ "doctor", cmd_doctor },
+	{ "exec", cmd_exec },   { "pipe", cmd_pipe },     { "ls", cmd_ls },
+	{ "abort", cmd_abort }, { "doctor", cmd_doctor },
 };
 
 int cli_main(int argc, char **argv)
@@ -210,6 +206,6 @@ int cli_main(int argc, char **argv)
 		if (strcmp(argv[1], commands[i].name) == 0)
 			return commands[i].fn(argc - 1, argv + 1);
 	cli_err("unknown command '%s': expected exec, pipe, ls, abort or doctor (vdi --help)",
-		argv[1]);
+	        argv[1]);
 	return CLI_EXIT_USAGE;
 }

@@ -23,8 +23,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CLI_EXIT_OK 0
-#define CLI_EXIT_FAIL 1
+#define CLI_EXIT_OK    0
+#define CLI_EXIT_FAIL  1
 #define CLI_EXIT_USAGE 2
 
 int cli_main(int argc, char **argv);
@@ -42,8 +42,7 @@ void cli_vdi_err(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 
  * "infinite" for VDI_INFINITE.  0 or -1 (message printed). */
 int cli_parse_ms(const char *opt, const char *s, uint32_t *out);
 /* Parses an unsigned decimal in [min, max] for option `opt`. */
-int cli_parse_uint(const char *opt, const char *s, uint64_t min, uint64_t max,
-		   uint64_t *out);
+int cli_parse_uint(const char *opt, const char *s, uint64_t min, uint64_t max, uint64_t *out);
 
 /* Monotonic seconds. */
 double cli_now(void);

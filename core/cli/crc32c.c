@@ -65,8 +65,7 @@ static void table_build(void)
 	}
 	for (uint32_t i = 0; i < 256; i++)
 		for (int t = 1; t < 8; t++)
-			table[t][i] = (table[t - 1][i] >> 8) ^
-				      table[0][table[t - 1][i] & 0xff];
+			table[t][i] = (table[t - 1][i] >> 8) ^ table[0][table[t - 1][i] & 0xff];
 }
 
 static uint32_t crc_sw(uint32_t crc, const uint8_t *p, size_t len)
@@ -79,9 +78,8 @@ static uint32_t crc_sw(uint32_t crc, const uint8_t *p, size_t len)
 		memcpy(&hi, p + 4, 4);
 		lo ^= crc; /* little-endian host assumed (x86-64, aarch64) */
 		crc = table[7][lo & 0xff] ^ table[6][(lo >> 8) & 0xff] ^
-		      table[5][(lo >> 16) & 0xff] ^ table[4][lo >> 24] ^
-		      table[3][hi & 0xff] ^ table[2][(hi >> 8) & 0xff] ^
-		      table[1][(hi >> 16) & 0xff] ^ table[0][hi >> 24];
+		      table[5][(lo >> 16) & 0xff] ^ table[4][lo >> 24] ^ table[3][hi & 0xff] ^
+		      table[2][(hi >> 8) & 0xff] ^ table[1][(hi >> 16) & 0xff] ^ table[0][hi >> 24];
 		p += 8;
 		len -= 8;
 	}
@@ -91,8 +89,7 @@ static uint32_t crc_sw(uint32_t crc, const uint8_t *p, size_t len)
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("sse4.2")))
-static uint32_t crc_hw(uint32_t crc, const uint8_t *p, size_t len)
+__attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t crc, const uint8_t *p, size_t len)
 {
 	uint64_t c = crc;
 
@@ -141,8 +138,8 @@ uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b)
 #define LANES_MIN 12288 /* below this, one chain is as fast */
 
 /* Three independent chains over three thirds of the buffer. */
-__attribute__((target("sse4.2")))
-static uint32_t crc_hw3(uint32_t crc, const uint8_t *p, size_t len)
+__attribute__((target("sse4.2"))) static uint32_t crc_hw3(uint32_t crc, const uint8_t *p,
+                                                          size_t len)
 {
 	size_t third = (len / 3) & ~(size_t)7, i;
 	uint64_t c0 = ~crc, c1 = 0xFFFFFFFFu, c2 = 0xFFFFFFFFu;

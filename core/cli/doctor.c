@@ -87,12 +87,15 @@ static void check_fuse(struct doctor *d)
 	struct stat st;
 
 	if (stat("/dev/fuse", &st) < 0)
-		say(d, "FIX", "/dev/fuse: %s: load the fuse module (modprobe fuse); in a container, pass the device (--device /dev/fuse)",
+		say(d, "FIX",
+		    "/dev/fuse: %s: load the fuse module (modprobe fuse); in a container, pass the device (--device /dev/fuse)",
 		    strerror(errno));
 	else if (!S_ISCHR(st.st_mode))
-		say(d, "FIX", "/dev/fuse: not a character device: remove it and load the fuse module (modprobe fuse)");
+		say(d, "FIX",
+		    "/dev/fuse: not a character device: remove it and load the fuse module (modprobe fuse)");
 	else if (access("/dev/fuse", R_OK | W_OK) < 0)
-		say(d, "FIX", "/dev/fuse: not readable and writable by you (mode %04o, owner uid %u): give it its usual mode (chmod 0666 /dev/fuse)",
+		say(d, "FIX",
+		    "/dev/fuse: not readable and writable by you (mode %04o, owner uid %u): give it its usual mode (chmod 0666 /dev/fuse)",
 		    (unsigned)(st.st_mode & 07777), (unsigned)st.st_uid);
 	else
 		say(d, "ok", "/dev/fuse: a character device you can read and write");
@@ -121,7 +124,8 @@ static void check_fusermount(struct doctor *d)
 	struct stat st;
 
 	if (find_in_path("fusermount3", path, sizeof(path)) < 0) {
-		say(d, "FIX", "fusermount3: not found in PATH: install fuse3 (apt-get install fuse3)");
+		say(d, "FIX",
+		    "fusermount3: not found in PATH: install fuse3 (apt-get install fuse3)");
 		return;
 	}
 	if (geteuid() == 0) {
@@ -129,7 +133,8 @@ static void check_fusermount(struct doctor *d)
 		return;
 	}
 	if (stat(path, &st) < 0 || st.st_uid != 0 || !(st.st_mode & S_ISUID))
-		say(d, "FIX", "fusermount3: %s is not setuid root, so vdifs cannot mount as a user: chmod u+s %s (owner root), or mount as root",
+		say(d, "FIX",
+		    "fusermount3: %s is not setuid root, so vdifs cannot mount as a user: chmod u+s %s (owner root), or mount as root",
 		    path, path);
 	else
 		say(d, "ok", "fusermount3: %s, setuid root", path);
@@ -145,25 +150,28 @@ static void check_shm(struct doctor *d)
 	int fd, err;
 
 	if (stat("/dev/shm", &st) < 0 || !S_ISDIR(st.st_mode)) {
-		say(d, "FIX", "/dev/shm: missing: mount a tmpfs there (mount -t tmpfs -o mode=1777 tmpfs /dev/shm)");
+		say(d, "FIX",
+		    "/dev/shm: missing: mount a tmpfs there (mount -t tmpfs -o mode=1777 tmpfs /dev/shm)");
 		return;
 	}
 	snprintf(name, sizeof(name), "/vdi-doctor.%d", (int)getpid());
 	fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
 	if (fd < 0) {
-		say(d, "FIX", "/dev/shm: you cannot create shared memory objects: %s: it must be writable by everyone, with the sticky bit (chmod 1777 /dev/shm)",
+		say(d, "FIX",
+		    "/dev/shm: you cannot create shared memory objects: %s: it must be writable by everyone, with the sticky bit (chmod 1777 /dev/shm)",
 		    strerror(errno));
 		return;
 	}
 	err = ftruncate(fd, 65536) < 0 ? errno : 0;
 	close(fd);
 	if (shm_unlink(name) < 0) {
-		say(d, "FIX", "/dev/shm: you cannot remove the object you made (/dev/shm%s): %s", name,
-		    strerror(errno));
+		say(d, "FIX", "/dev/shm: you cannot remove the object you made (/dev/shm%s): %s",
+		    name, strerror(errno));
 		return;
 	}
 	if (err) {
-		say(d, "FIX", "/dev/shm: you cannot size a shared memory object: %s", strerror(err));
+		say(d, "FIX", "/dev/shm: you cannot size a shared memory object: %s",
+		    strerror(err));
 		return;
 	}
 	if (statvfs("/dev/shm", &sv) == 0)
@@ -188,19 +196,23 @@ static void describe(const struct vdi_leftover *l, char *buf, size_t len)
 	switch (l->kind) {
 	case VDI_LEFTOVER_SET:
 		if (l->server_pid)
-			snprintf(buf, len, "leftover set '%s' (instance %s, %s) of dead client pid %d and dead server pid %d",
-				 l->name, l->instance, size, (int)l->client_pid, (int)l->server_pid);
+			snprintf(
+				buf, len,
+				"leftover set '%s' (instance %s, %s) of dead client pid %d and dead server pid %d",
+				l->name, l->instance, size, (int)l->client_pid, (int)l->server_pid);
 		else
-			snprintf(buf, len, "leftover set '%s' (instance %s, %s) of dead client pid %d, never opened by a server",
-				 l->name, l->instance, size, (int)l->client_pid);
+			snprintf(
+				buf, len,
+				"leftover set '%s' (instance %s, %s) of dead client pid %d, never opened by a server",
+				l->name, l->instance, size, (int)l->client_pid);
 		break;
 	case VDI_LEFTOVER_DEBRIS:
 		snprintf(buf, len, "debris /dev/shm/%s (%s): named like a set but holds none",
-			 l->object, size);
+		         l->object, size);
 		break;
 	case VDI_LEFTOVER_AREA:
 		snprintf(buf, len, "orphan buffer area /dev/shm/%s (%s) of set '%s', which is gone",
-			 l->object, size, l->name);
+		         l->object, size, l->name);
 		break;
 	}
 }
@@ -227,7 +239,8 @@ static int one_leftover(void *arg, const struct vdi_leftover *l)
 	else if (rc == VD_E_INVALID)
 		say(sc->d, "ok", "%s: already gone", what);
 	else
-		say(sc->d, "FIX", "%s: cannot remove it: %s (remove it as its owner or root: rm /dev/shm/%s)",
+		say(sc->d, "FIX",
+		    "%s: cannot remove it: %s (remove it as its owner or root: rm /dev/shm/%s)",
 		    what, vdi_last_error(), l->object);
 	return 0;
 }
@@ -290,26 +303,30 @@ static void check_mssql(struct doctor *d)
 	gid_t mssql_gid;
 
 	if (!g) {
-		say(d, "skip", "group mssql: none on this machine (SQL Server for Linux is not installed)");
+		say(d, "skip",
+		    "group mssql: none on this machine (SQL Server for Linux is not installed)");
 		return;
 	}
 	mssql_gid = g->gr_gid;
 	if (in_group(mssql_gid))
 		say(d, "ok", "group mssql: you are a member");
 	else
-		say(d, "FIX", "group mssql: you are not a member, so SQL Server's sets are closed to you: usermod -aG mssql $USER, then log in again");
+		say(d, "FIX",
+		    "group mssql: you are not a member, so SQL Server's sets are closed to you: usermod -aG mssql $USER, then log in again");
 	me = getpwuid(geteuid());
 	g = getgrgid(getegid());
 	snprintf(my_group, sizeof(my_group), "%s", g ? g->gr_name : "?");
 	mssql = getpwnam("mssql");
 	if (!mssql || !me || me->pw_uid == 0 || me->pw_uid == mssql->pw_uid) {
-		say(d, "skip", "user mssql in your group: %s", !mssql ? "no user mssql" : "not needed for you");
+		say(d, "skip", "user mssql in your group: %s",
+		    !mssql ? "no user mssql" : "not needed for you");
 		return;
 	}
 	if (user_in_group(mssql, getegid()))
 		say(d, "ok", "user mssql is in your group '%s'", my_group);
 	else
-		say(d, "FIX", "user mssql is not in your group '%s', so SQL Server cannot open your sets: usermod -aG %s mssql, then restart SQL Server",
+		say(d, "FIX",
+		    "user mssql is not in your group '%s', so SQL Server cannot open your sets: usermod -aG %s mssql, then restart SQL Server",
 		    my_group, my_group);
 }
 
@@ -329,8 +346,8 @@ static void check_libsqlvdi(struct doctor *d)
 	}
 	fd = open(LIBSQLVDI, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
-		say(d, "FIX", "%s: not readable by you: %s: make it readable (chmod a+r %s)", LIBSQLVDI,
-		    strerror(errno), LIBSQLVDI);
+		say(d, "FIX", "%s: not readable by you: %s: make it readable (chmod a+r %s)",
+		    LIBSQLVDI, strerror(errno), LIBSQLVDI);
 		return;
 	}
 	n = read(fd, id, sizeof(id));
@@ -385,7 +402,7 @@ int cmd_doctor(int argc, char **argv)
 	}
 	if (d.instance && bad_instance(d.instance)) {
 		cli_err("invalid instance name '%s': 1..%d letters, digits, '_' or '$'", d.instance,
-			VDI_MAX_INSTANCE);
+		        VDI_MAX_INSTANCE);
 		return CLI_EXIT_USAGE;
 	}
 	check_fuse(&d);

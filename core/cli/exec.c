@@ -43,7 +43,7 @@
 #include "progress.h"
 
 #define DEFAULT_DATA_DIR "/var/lib/vdi"
-#define MAX_STATEMENT (1 << 20)
+#define MAX_STATEMENT    (1 << 20)
 
 void job_fail(struct job *j, const char *fmt, ...)
 {
@@ -91,7 +91,7 @@ static void test_pause_init(struct job *j)
 		j->pause_bytes = n;
 	}
 	snprintf(j->pause_point, sizeof(j->pause_point), "%s",
-		 strncmp(p, "bytes=", 6) ? p : "bytes");
+	         strncmp(p, "bytes=", 6) ? p : "bytes");
 }
 
 /* The first thread at the point stops the process; another thread that
@@ -102,7 +102,7 @@ static void test_pause_now(struct job *j, const char *what)
 	int idle = 0;
 
 	if (!__atomic_compare_exchange_n(&j->paused, &idle, 1, 0, __ATOMIC_ACQ_REL,
-					 __ATOMIC_ACQUIRE)) {
+	                                 __ATOMIC_ACQUIRE)) {
 		while (__atomic_load_n(&j->paused, __ATOMIC_ACQUIRE) == 1)
 			usleep(1000);
 		return;
@@ -141,7 +141,8 @@ static char *read_all(FILE *f, const char *what)
 			char *nb = cap >= MAX_STATEMENT ? NULL : realloc(buf, cap * 2);
 
 			if (!nb) {
-				cli_err("cannot read statement from %s: longer than %d bytes", what, MAX_STATEMENT);
+				cli_err("cannot read statement from %s: longer than %d bytes", what,
+				        MAX_STATEMENT);
 				free(buf);
 				return NULL;
 			}
@@ -220,8 +221,14 @@ static int parse_args(struct job *j, int argc, char **argv, char **text)
 		switch (c) {
 		case 'f': file = optarg; break;
 		case 'D': j->data_dir = optarg; break;
-		case 't': if (cli_parse_ms("--timeout", optarg, &j->timeout_ms)) return -1; break;
-		case 'T': if (cli_parse_ms("--io-timeout", optarg, &j->io_timeout_ms)) return -1; break;
+		case 't':
+			if (cli_parse_ms("--timeout", optarg, &j->timeout_ms))
+				return -1;
+			break;
+		case 'T':
+			if (cli_parse_ms("--io-timeout", optarg, &j->io_timeout_ms))
+				return -1;
+			break;
 		case 'I': j->instance = optarg; break;
 		case 'q': j->quiet = 1; break;
 		default: cli_err("exec: bad option (vdi --help)"); return -1;
@@ -244,8 +251,8 @@ static int db_paths(struct job *j)
 	int n = snprintf(j->db_path, sizeof(j->db_path), "%s/%s.mdf", j->data_dir, j->st.db);
 
 	if (n < 0 || (size_t)n >= sizeof(j->db_path) ||
-	    snprintf(j->tmp_path, sizeof(j->tmp_path), "%s/.%s.mdf.vdi-XXXXXX",
-		     j->data_dir, j->st.db) >= (int)sizeof(j->tmp_path)) {
+	    snprintf(j->tmp_path, sizeof(j->tmp_path), "%s/.%s.mdf.vdi-XXXXXX", j->data_dir,
+	             j->st.db) >= (int)sizeof(j->tmp_path)) {
 		cli_err("database path for '%s' in '%s' is too long", j->st.db, j->data_dir);
 		return -1;
 	}
@@ -258,11 +265,13 @@ static int open_source(struct job *j)
 
 	j->db_fd = open(j->db_path, O_RDONLY | O_CLOEXEC);
 	if (j->db_fd < 0) {
-		cli_err("cannot open database '%s' ('%s'): %s", j->st.db, j->db_path, strerror(errno));
+		cli_err("cannot open database '%s' ('%s'): %s", j->st.db, j->db_path,
+		        strerror(errno));
 		return -1;
 	}
 	if (fstat(j->db_fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-		cli_err("cannot back up database '%s': '%s' is not a regular file", j->st.db, j->db_path);
+		cli_err("cannot back up database '%s': '%s' is not a regular file", j->st.db,
+		        j->db_path);
 		return -1;
 	}
 	j->total = (uint64_t)sb.st_size;
@@ -279,11 +288,12 @@ static int open_target(struct job *j)
 	if (stat(j->db_path, &sb) == 0) {
 		if (!j->st.replace) {
 			cli_err("cannot restore database '%s': '%s' exists (use WITH REPLACE to overwrite it)",
-				j->st.db, j->db_path);
+			        j->st.db, j->db_path);
 			return -1;
 		}
 		if (!S_ISREG(sb.st_mode)) {
-			cli_err("cannot restore database '%s': '%s' is not a regular file", j->st.db, j->db_path);
+			cli_err("cannot restore database '%s': '%s' is not a regular file",
+			        j->st.db, j->db_path);
 			return -1;
 		}
 		j->replacing = 1;
@@ -298,8 +308,8 @@ static int open_target(struct job *j)
 	}
 	j->db_fd = mkostemp(j->tmp_path, O_CLOEXEC);
 	if (j->db_fd < 0) {
-		cli_err("cannot restore database '%s': cannot create a file in '%s': %s",
-			j->st.db, j->data_dir, strerror(errno));
+		cli_err("cannot restore database '%s': cannot create a file in '%s': %s", j->st.db,
+		        j->data_dir, strerror(errno));
 		j->tmp_path[0] = '\0';
 		return -1;
 	}
@@ -327,11 +337,13 @@ static int name_tmpfile(struct job *j)
 		return 0;
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", j->db_fd);
 	for (unsigned i = 0; i < 100; i++) {
-		uint32_t r = (uint32_t)getpid() * 2654435761u ^ (uint32_t)(cli_now() * 1e6) ^ i * 40503u;
+		uint32_t r =
+			(uint32_t)getpid() * 2654435761u ^ (uint32_t)(cli_now() * 1e6) ^ i * 40503u;
 
 		snprintf(j->tmp_path + len - 6, 7, "%06x", (unsigned)(r & 0xffffff));
 		if (linkat(AT_FDCWD, proc, AT_FDCWD, j->tmp_path, AT_SYMLINK_FOLLOW) == 0 ||
-		    (errno == ENOENT && linkat(j->db_fd, "", AT_FDCWD, j->tmp_path, AT_EMPTY_PATH) == 0)) {
+		    (errno == ENOENT &&
+		     linkat(j->db_fd, "", AT_FDCWD, j->tmp_path, AT_EMPTY_PATH) == 0)) {
 			j->tmp_anon = 0;
 			return 0;
 		}
@@ -348,10 +360,10 @@ static int commit_target(struct job *j)
 	int dfd;
 
 	if (ftruncate(j->db_fd, (off_t)j->set.ref.total_size) != 0 ||
-	    fchmod(j->db_fd, j->mode) != 0 || fsync(j->db_fd) != 0 ||
-	    name_tmpfile(j) != 0 || rename(j->tmp_path, j->db_path) != 0) {
-		job_fail(j, "cannot install the restored file as '%s': %s",
-			 j->db_path, strerror(errno));
+	    fchmod(j->db_fd, j->mode) != 0 || fsync(j->db_fd) != 0 || name_tmpfile(j) != 0 ||
+	    rename(j->tmp_path, j->db_path) != 0) {
+		job_fail(j, "cannot install the restored file as '%s': %s", j->db_path,
+		         strerror(errno));
 		return -1;
 	}
 	j->tmp_path[0] = '\0';
@@ -383,8 +395,8 @@ static int srv_call(struct job *j, int rc, const char *call)
 {
 	if (rc == 0)
 		return 0;
-	job_fail(j, "virtual device set '%s': %s failed: %s: %s",
-		 j->st.dev[0], call, vdi_strerror(rc), vdi_last_error());
+	job_fail(j, "virtual device set '%s': %s failed: %s: %s", j->st.dev[0], call,
+	         vdi_strerror(rc), vdi_last_error());
 	return -1;
 }
 
@@ -398,8 +410,9 @@ static int open_wait(struct job *j, struct vdi_server *srv)
 
 	for (;;) {
 		double waited_ms = (cli_now() - t0) * 1000;
-		uint32_t left = infinite ? 100 : waited_ms < j->timeout_ms
-				? (uint32_t)(j->timeout_ms - waited_ms) : 0;
+		uint32_t left = infinite                    ? 100
+		                : waited_ms < j->timeout_ms ? (uint32_t)(j->timeout_ms - waited_ms)
+		                                            : 0;
 
 		rc = vdi_server_open_wait(srv, j->instance, j->st.dev[0], left < 100 ? left : 100);
 		if ((rc != VD_E_TIMEOUT && rc != VD_E_INVALID) || left <= 100 || job_failed(j))
@@ -413,7 +426,8 @@ static int open_set(struct job *j)
 	int rc = vdi_server_new(&srv);
 
 	if (rc < 0) {
-		job_fail(j, "cannot create a server object: %s: %s", vdi_strerror(rc), vdi_last_error());
+		job_fail(j, "cannot create a server object: %s: %s", vdi_strerror(rc),
+		         vdi_last_error());
 		return -1;
 	}
 	rc = open_wait(j, srv);
@@ -425,8 +439,10 @@ static int open_set(struct job *j)
 	if (job_failed(j))
 		return -1;
 	if (rc == VD_E_TIMEOUT || rc == VD_E_INVALID) {
-		job_fail(j, "cannot open virtual device set '%s': no client created it within %u ms (%s: %s)",
-			 j->st.dev[0], j->timeout_ms, vdi_strerror(rc), vdi_last_error());
+		job_fail(
+			j,
+			"cannot open virtual device set '%s': no client created it within %u ms (%s: %s)",
+			j->st.dev[0], j->timeout_ms, vdi_strerror(rc), vdi_last_error());
 		return -1;
 	}
 	return srv_call(j, rc, "Open");
@@ -441,18 +457,22 @@ static int configure(struct job *j)
 		return -1;
 	if (j->cfg.deviceCount != j->st.ndev) {
 		job_fail(j, "virtual device set '%s' has %u device%s but the statement names %u",
-			 j->st.dev[0], j->cfg.deviceCount, j->cfg.deviceCount == 1 ? "" : "s", j->st.ndev);
+		         j->st.dev[0], j->cfg.deviceCount, j->cfg.deviceCount == 1 ? "" : "s",
+		         j->st.ndev);
 		return -1;
 	}
 	features = j->st.kind == STMT_BACKUP ? VDF_WriteMedia : VDF_ReadMedia;
 	if (j->st.kind == STMT_BACKUP && (j->cfg.features & VDF_RequestComplete))
 		features |= VDF_CompleteEnabled;
 	j->features = features;
-	if (srv_call(j, vdi_server_begin_configuration(j->srv, features, j->st.blocksize, 0,
-						       j->st.maxtransfersize, j->timeout_ms),
-		     "BeginConfiguration") ||
-	    srv_call(j, vdi_server_request_buffers(j->srv, j->st.maxtransfersize, 0,
-						   j->st.buffercount), "RequestBuffers"))
+	if (srv_call(j,
+	             vdi_server_begin_configuration(j->srv, features, j->st.blocksize, 0,
+	                                            j->st.maxtransfersize, j->timeout_ms),
+	             "BeginConfiguration") ||
+	    srv_call(
+		    j,
+		    vdi_server_request_buffers(j->srv, j->st.maxtransfersize, 0, j->st.buffercount),
+		    "RequestBuffers"))
 		return -1;
 	exec_test_pause(j, "configuring");
 	if (srv_call(j, vdi_server_end_configuration(j->srv), "EndConfiguration"))
@@ -489,7 +509,7 @@ static int start_agent(struct job *j)
 	while (!job_failed(j)) {
 		if (__atomic_load_n(&j->agent_returned, __ATOMIC_ACQUIRE))
 			return srv_call(j, j->agent_rc ? j->agent_rc : VD_E_UNEXPECTED,
-					"ExecuteCompletionAgent");
+			                "ExecuteCompletionAgent");
 		if (vdi_set_info_get(j->instance, j->st.dev[0], &info) == 0 &&
 		    info.state == VDI_SET_ACTIVE)
 			return 0;
@@ -515,8 +535,9 @@ static int open_devices(struct job *j)
 		if (srv_call(j, vdi_server_open_device(j->srv, j->st.dev[k], &j->d[k].dev), call))
 			return -1;
 	}
-	return srv_call(j, vdi_sstream_pool_new(j->srv, j->st.buffercount, j->io_timeout_ms, &j->pool),
-			"allocating the buffer pool");
+	return srv_call(j,
+	                vdi_sstream_pool_new(j->srv, j->st.buffercount, j->io_timeout_ms, &j->pool),
+	                "allocating the buffer pool");
 }
 
 static void backup_header(struct job *j)
@@ -546,8 +567,8 @@ static void finish_devices(struct job *j)
 		int rc = vdi_server_close_device(j->d[k].dev);
 
 		if (rc < 0)
-			job_fail(j, "device '%s': CloseDevice failed: %s: %s",
-				 j->st.dev[k], vdi_strerror(rc), vdi_last_error());
+			job_fail(j, "device '%s': CloseDevice failed: %s: %s", j->st.dev[k],
+			         vdi_strerror(rc), vdi_last_error());
 	}
 }
 
@@ -571,8 +592,8 @@ static void teardown_set(struct job *j)
 		int rc = vdi_server_close(srv);
 
 		if (rc < 0 && !job_failed(j))
-			job_fail(j, "closing virtual device set '%s' failed: %s: %s",
-				 j->st.dev[0], vdi_strerror(rc), vdi_last_error());
+			job_fail(j, "closing virtual device set '%s' failed: %s: %s", j->st.dev[0],
+			         vdi_strerror(rc), vdi_last_error());
 		vdi_server_free(srv);
 	}
 }
@@ -586,8 +607,8 @@ static void on_signal(void *ctx, int signo)
 	struct job *j = ctx;
 
 	if (job_failed(j)) {
-		cli_err("%s: terminated by signal %d (%s) after: %s",
-			stmt_kind_name(j->st.kind), signo, strsignal(signo), j->err);
+		cli_err("%s: terminated by signal %d (%s) after: %s", stmt_kind_name(j->st.kind),
+		        signo, strsignal(signo), j->err);
 		_exit(CLI_EXIT_FAIL);
 	}
 	job_fail(j, "interrupted by signal %d (%s)", signo, strsignal(signo));
@@ -628,13 +649,13 @@ static void report(struct job *j, double elapsed)
 		fflush(stdout);
 	}
 	if (job_failed(j)) {
-		cli_err("%s %s%s%sfailed: %s", stmt_kind_name(j->st.kind),
-			j->st.db[0] ? "'" : "", j->st.db, j->st.db[0] ? "' " : "", j->err);
+		cli_err("%s %s%s%sfailed: %s", stmt_kind_name(j->st.kind), j->st.db[0] ? "'" : "",
+		        j->st.db, j->st.db[0] ? "' " : "", j->err);
 		return;
 	}
 	if (!j->quiet && isatty(2)) {
 		snprintf(what, sizeof(what), "%s%s%s", stmt_kind_name(j->st.kind),
-			 j->st.db[0] ? " " : "", j->st.db);
+		         j->st.db[0] ? " " : "", j->st.db);
 		progress_summary(line, sizeof(line), what, j->done, j->st.ndev, elapsed);
 		cli_err("%s", line);
 	}

@@ -26,16 +26,16 @@ struct job;
 
 struct devjob {
 	struct job *j;
-	unsigned k;                    /* clause index */
+	unsigned k; /* clause index */
 	struct vdi_server_device *dev;
 	struct vdi_sstream *s;
 	pthread_t thread;
 	int started;
 	uint8_t *buf;
-	int stalled;                   /* FAULT_STALL done */
-	uint32_t flushes;              /* FAULT_EXTRA_FLUSHES sent so far */
-	struct bk_reader r;            /* restore side */
-	struct bk_writer w;            /* backup side */
+	int stalled;        /* FAULT_STALL done */
+	uint32_t flushes;   /* FAULT_EXTRA_FLUSHES sent so far */
+	struct bk_reader r; /* restore side */
+	struct bk_writer w; /* backup side */
 };
 
 struct job {
@@ -48,10 +48,10 @@ struct job {
 	/* files */
 	char db_path[PATH_MAX];
 	char tmp_path[PATH_MAX];
-	int db_fd;                     /* backup: source; restore: temp file */
-	int tmp_anon;                  /* restore: the temp file has no name yet (O_TMPFILE) */
-	int replacing;                 /* restore: the target exists */
-	mode_t mode;                   /* restore: mode of the new file */
+	int db_fd;     /* backup: source; restore: temp file */
+	int tmp_anon;  /* restore: the temp file has no name yet (O_TMPFILE) */
+	int replacing; /* restore: the target exists */
+	mode_t mode;   /* restore: mode of the new file */
 	/* the set */
 	struct vdi_server *srv;
 	VDConfig cfg;
@@ -59,22 +59,22 @@ struct job {
 	struct vdi_sstream_pool *pool;
 	pthread_t agent;
 	int agent_started, agent_rc;
-	int agent_returned;            /* atomic */
+	int agent_returned; /* atomic */
 	struct devjob d[STMT_MAX_DEVICES];
 	/* the backup */
-	struct bk_header hdr;          /* backup: template of the headers */
-	struct bk_set set;             /* restore: headers seen */
-	uint64_t total;                /* database bytes (atomic) */
-	uint64_t done;                 /* database bytes moved (atomic) */
-	uint64_t wire;                 /* stripe bytes moved (atomic) */
+	struct bk_header hdr; /* backup: template of the headers */
+	struct bk_set set;    /* restore: headers seen */
+	uint64_t total;       /* database bytes (atomic) */
+	uint64_t done;        /* database bytes moved (atomic) */
+	uint64_t wire;        /* stripe bytes moved (atomic) */
 	/* VDI_TEST_PAUSE (exec.c, docs/vdi.1 TESTING) */
-	char pause_point[32];          /* "" = none */
-	uint64_t pause_bytes;          /* point "bytes=N" */
-	int paused;                    /* atomic: 1 stopping, 2 resumed */
+	char pause_point[32]; /* "" = none */
+	uint64_t pause_bytes; /* point "bytes=N" */
+	int paused;           /* atomic: 1 stopping, 2 resumed */
 	/* outcome */
 	pthread_mutex_t lock;
-	int failed;                    /* atomic */
-	char err[1024];                /* first failure, under lock */
+	int failed;     /* atomic */
+	char err[1024]; /* first failure, under lock */
 };
 
 /* Records the first failure and aborts the set.  Thread-safe. */

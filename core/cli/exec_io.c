@@ -63,14 +63,18 @@ static void stream_fail(struct devjob *d, const char *what, long long rc)
 		snprintf(why, sizeof(why), "%s", vdi_last_error());
 		if (vdi_server_get_configuration(j->srv, &cfg) == VD_E_ABORT) /* names the cause */
 			snprintf(why, sizeof(why), "%s", vdi_last_error());
-		job_fail(j, "device '%s': %s failed after %" PRIu64 " stream bytes: the set was aborted: %s",
-			 dev_name(d), what, d->s ? vdi_sstream_bytes(d->s) : 0, why);
+		job_fail(j,
+		         "device '%s': %s failed after %" PRIu64
+		         " stream bytes: the set was aborted: %s",
+		         dev_name(d), what, d->s ? vdi_sstream_bytes(d->s) : 0, why);
 	} else if (code)
-		job_fail(j, "device '%s': %s failed: client completed a command with %s (%u) at byte offset %" PRIu64,
-			 dev_name(d), what, vdi_strcompletion(code), code, off);
+		job_fail(
+			j,
+			"device '%s': %s failed: client completed a command with %s (%u) at byte offset %" PRIu64,
+			dev_name(d), what, vdi_strcompletion(code), code, off);
 	else
 		job_fail(j, "device '%s': %s failed: %s: %s", dev_name(d), what,
-			 vdi_strerror((int)rc), vdi_last_error());
+		         vdi_strerror((int)rc), vdi_last_error());
 }
 
 /* FAULT_ABORT_AFTER: how many of len bytes may still move; aborts the
@@ -91,7 +95,7 @@ static size_t fault_budget(struct devjob *d, size_t len)
 static void fault_abort(struct devjob *d)
 {
 	job_fail(d->j, "device '%s': aborted by FAULT_ABORT_AFTER=%" PRIu64 " (fault injection)",
-		 dev_name(d), d->j->st.fault_abort_after);
+	         dev_name(d), d->j->st.fault_abort_after);
 }
 
 static void fault_stall(struct devjob *d)
@@ -160,8 +164,8 @@ static int send_command(struct devjob *d, uint32_t code)
 		return -1;
 	}
 	if (rc != 0) {
-		job_fail(d->j, "device '%s': client completed %s with %s (%d)",
-			 dev_name(d), vdi_strcommand(code), vdi_strcompletion((uint32_t)rc), rc);
+		job_fail(d->j, "device '%s': client completed %s with %s (%d)", dev_name(d),
+		         vdi_strcommand(code), vdi_strcompletion((uint32_t)rc), rc);
 		return -1;
 	}
 	return 0;
@@ -293,7 +297,8 @@ static void *restore_main(void *arg)
 	fault_stall(d);
 	d->buf = malloc(r->h.chunk_size);
 	if (!d->buf) {
-		job_fail(j, "device '%s': out of memory for a %u-byte chunk", dev_name(d), r->h.chunk_size);
+		job_fail(j, "device '%s': out of memory for a %u-byte chunk", dev_name(d),
+		         r->h.chunk_size);
 		return NULL;
 	}
 	if (bk_read_body(r, out, d->buf, &j->done) < 0)
@@ -311,8 +316,8 @@ static int open_stream(struct devjob *d)
 
 	if (rc < 0) {
 		d->s = NULL;
-		job_fail(j, "device '%s': cannot open the stream: %s: %s",
-			 dev_name(d), vdi_strerror(rc), vdi_last_error());
+		job_fail(j, "device '%s': cannot open the stream: %s: %s", dev_name(d),
+		         vdi_strerror(rc), vdi_last_error());
 		return -1;
 	}
 	return 0;
@@ -355,7 +360,7 @@ int exec_run_devices(struct job *j)
 			d->s = NULL;
 			if (rc < 0 && !job_failed(j))
 				job_fail(j, "device '%s': closing the stream failed: %s: %s",
-					 dev_name(d), vdi_strerror(rc), vdi_last_error());
+				         dev_name(d), vdi_strerror(rc), vdi_last_error());
 		}
 		free(d->buf);
 		d->buf = NULL;
@@ -401,8 +406,8 @@ void exec_print_headers(struct job *j)
 
 		printf("Stripe            %u of %u  device '%s'  chunks %" PRIu64 "  bytes %" PRIu64
 		       "  header-crc32c %08x  stream-crc32c %08x\n",
-		       r->h.stripe + 1, r->h.stripes, j->st.dev[k], r->t.chunks,
-		       r->t.data_bytes, r->h.crc, r->t.stream_crc);
+		       r->h.stripe + 1, r->h.stripes, j->st.dev[k], r->t.chunks, r->t.data_bytes,
+		       r->h.crc, r->t.stream_crc);
 	}
 	fflush(stdout);
 }

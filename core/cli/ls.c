@@ -40,15 +40,14 @@ static int ls_one(void *arg, const struct vdi_set_info *i)
 	if (ctx->instance && strcmp(ctx->instance, i->instance) != 0)
 		return 0;
 	if (ctx->count++ == 0)
-		printf("%-12s %-38s %-18s %7s %6s %8s %14s %9s %-12s %-12s\n", "INSTANCE",
-		       "SET", "STATE", "DEVICES", "BLOCK", "MAXXFER", "BYTES", "COMMANDS",
-		       "CLIENT", "SERVER");
+		printf("%-12s %-38s %-18s %7s %6s %8s %14s %9s %-12s %-12s\n", "INSTANCE", "SET",
+		       "STATE", "DEVICES", "BLOCK", "MAXXFER", "BYTES", "COMMANDS", "CLIENT",
+		       "SERVER");
 	fmt_pid(cpid, sizeof(cpid), i->client_pid, i->client_alive);
 	fmt_pid(spid, sizeof(spid), i->server_pid, i->server_alive);
-	printf("%-12s %-38s %-18s %7u %6u %8u %14llu %9llu %-12s %-12s\n", i->instance,
-	       i->name, vdi_set_state_name(i->state), i->device_count, i->block_size,
-	       i->max_transfer_size, (unsigned long long)i->bytes,
-	       (unsigned long long)i->commands, cpid, spid);
+	printf("%-12s %-38s %-18s %7u %6u %8u %14llu %9llu %-12s %-12s\n", i->instance, i->name,
+	       vdi_set_state_name(i->state), i->device_count, i->block_size, i->max_transfer_size,
+	       (unsigned long long)i->bytes, (unsigned long long)i->commands, cpid, spid);
 	if (i->abort_reason[0])
 		printf("    abort reason: %s\n", i->abort_reason);
 	return 0;

@@ -41,7 +41,7 @@ struct pdev {
 	struct pipe_job *pj;
 	unsigned k;
 	char name[VDI_MAX_NAME + 1];
-	const char *path;            /* NULL or "-" = stdio */
+	const char *path; /* NULL or "-" = stdio */
 	int fd;
 	struct vdi_bdev *dev;
 	struct vdi_cstream *s;
@@ -58,20 +58,20 @@ struct pipe_job {
 	uint32_t timeout_ms, server_timeout_ms, io_timeout_ms;
 	const char *group;
 	int quiet;
-	int backup;                  /* direction from the server */
-	int sqlvdi;                  /* --sqlvdi given */
-	int tar;                     /* --tar: every device as one tar stream */
-	const char *snapshot_cmd;    /* --snapshot-cmd: the user's snapshot tool */
-	const char *tar_path;        /* its file (NULL or "-" = stdio) */
+	int backup;               /* direction from the server */
+	int sqlvdi;               /* --sqlvdi given */
+	int tar;                  /* --tar: every device as one tar stream */
+	const char *snapshot_cmd; /* --snapshot-cmd: the user's snapshot tool */
+	const char *tar_path;     /* its file (NULL or "-" = stdio) */
 	int tar_fd;
-	const char *sqlvdi_path;     /* its library (NULL: the default) */
-	struct vdi_backend *loaded;  /* the sqlvdi backend, if loaded */
+	const char *sqlvdi_path;           /* its library (NULL: the default) */
+	struct vdi_backend *loaded;        /* the sqlvdi backend, if loaded */
 	const struct vdi_backend *backend; /* libvdi or loaded */
 	struct vdi_bset *c;
 	struct pdev d[VDI_MAX_DEVICES];
 	pthread_mutex_t lock;
 	int failed;
-	int signalled;               /* (lock) signals received */
+	int signalled; /* (lock) signals received */
 };
 
 static void pipe_fail(struct pipe_job *pj)
@@ -98,11 +98,12 @@ static int parse_features(const char *list, uint32_t *features)
 		else if (!strcmp(t, "removable") || !strcmp(t, "tape") || !strcmp(t, "disk")) {
 			/* offered only what is answered (D48) */
 			cli_err("invalid --features '%s': '%s' is not offered: vdi pipe answers pipe-like streams "
-				"only (discard, request-complete; --snapshot-cmd for snapshots)", list, t);
+			        "only (discard, request-complete; --snapshot-cmd for snapshots)",
+			        list, t);
 			rc = -1;
 		} else {
 			cli_err("invalid --features '%s': unknown feature '%s' (discard, request-complete)",
-				list, t);
+			        list, t);
 			rc = -1;
 		}
 	}
@@ -141,10 +142,22 @@ static int parse_pipe_opts(struct pipe_job *pj, int argc, char **argv)
 			pj->ndev = (unsigned)v;
 			break;
 		case 'R': pj->features |= VDF_RequestComplete; break;
-		case 'F': if (parse_features(optarg, &pj->features)) return -1; break;
-		case 't': if (cli_parse_ms("--timeout", optarg, &pj->timeout_ms)) return -1; break;
-		case 'S': if (cli_parse_ms("--server-timeout", optarg, &pj->server_timeout_ms)) return -1; break;
-		case 'T': if (cli_parse_ms("--io-timeout", optarg, &pj->io_timeout_ms)) return -1; break;
+		case 'F':
+			if (parse_features(optarg, &pj->features))
+				return -1;
+			break;
+		case 't':
+			if (cli_parse_ms("--timeout", optarg, &pj->timeout_ms))
+				return -1;
+			break;
+		case 'S':
+			if (cli_parse_ms("--server-timeout", optarg, &pj->server_timeout_ms))
+				return -1;
+			break;
+		case 'T':
+			if (cli_parse_ms("--io-timeout", optarg, &pj->io_timeout_ms))
+				return -1;
+			break;
 		case 'g': pj->group = optarg; break;
 		case 'I': pj->instance = optarg; break;
 		case 'q': pj->quiet = 1; break;
@@ -177,7 +190,8 @@ static int setup_devices(struct pipe_job *pj, int nfiles, char **files)
 		return -1;
 	}
 	if (pj->tar && nfiles > 1) {
-		cli_err("pipe --tar: one archive FILE (or none: stdio) for all devices, got %d", nfiles);
+		cli_err("pipe --tar: one archive FILE (or none: stdio) for all devices, got %d",
+		        nfiles);
 		return -1;
 	}
 	if (pj->tar) {
@@ -191,9 +205,10 @@ static int setup_devices(struct pipe_job *pj, int nfiles, char **files)
 	if (pj->tar) {
 		/* the devices carry no file of their own */
 	} else if (nfiles > VDI_MAX_DEVICES || (nfiles && (unsigned)nfiles != pj->ndev) ||
-	    (!nfiles && pj->ndev != 1)) {
+	           (!nfiles && pj->ndev != 1)) {
 		cli_err("pipe: %u device%s need %u FILE argument%s, got %d", pj->ndev,
-			pj->ndev == 1 ? "" : "s", pj->ndev, pj->ndev == 1 ? " (or none)" : "s", nfiles);
+		        pj->ndev == 1 ? "" : "s", pj->ndev, pj->ndev == 1 ? " (or none)" : "s",
+		        nfiles);
 		return -1;
 	}
 	for (int i = 0, stdio = 0; i < nfiles; i++) {
@@ -205,11 +220,11 @@ static int setup_devices(struct pipe_job *pj, int nfiles, char **files)
 	for (unsigned k = 0; k < pj->ndev; k++) {
 		struct pdev *d = &pj->d[k];
 		int n = k ? snprintf(d->name, sizeof(d->name), "%s%u", pj->set, k)
-			  : snprintf(d->name, sizeof(d->name), "%s", pj->set);
+		          : snprintf(d->name, sizeof(d->name), "%s", pj->set);
 
 		if (n < 0 || (size_t)n >= sizeof(d->name)) {
 			cli_err("invalid set name '%s': device name '%s%u' would be longer than 127 bytes",
-				pj->set, pj->set, k);
+			        pj->set, pj->set, k);
 			return -1;
 		}
 		d->pj = pj;
@@ -233,9 +248,10 @@ static int pick_backend(struct pipe_job *pj)
 		return 0;
 	if (pj->group || pj->instance) {
 		cli_err("pipe: --%s needs the libvdi backend: %s", pj->group ? "group" : "instance",
-			pj->group ? "a sqlvdi library sets the modes of its shared objects from the umask "
-				    "(run with umask 007 as a member of the group)"
-				  : "SQL Server on Linux has no named instances");
+		        pj->group
+		                ? "a sqlvdi library sets the modes of its shared objects from the umask "
+		                  "(run with umask 007 as a member of the group)"
+		                : "SQL Server on Linux has no named instances");
 		return -1;
 	}
 	rc = vdi_backend_load(pj->sqlvdi_path, &pj->loaded);
@@ -266,7 +282,8 @@ static int create_set(struct pipe_job *pj)
 			return -1;
 		}
 		if ((rc = vdi_bset_set_group(pj->c, g->gr_gid)) < 0) {
-			cli_vdi_err(rc, "cannot share set '%s' with group '%s'", pj->set, pj->group);
+			cli_vdi_err(rc, "cannot share set '%s' with group '%s'", pj->set,
+			            pj->group);
 			return -1;
 		}
 	}
@@ -288,8 +305,8 @@ static int wait_server(struct pipe_job *pj)
 	int rc = vdi_bset_get_configuration(pj->c, pj->timeout_ms, &cfg);
 
 	if (rc == VD_E_TIMEOUT) {
-		cli_err("virtual device set '%s': no server configured it within %u ms",
-			pj->set, pj->timeout_ms);
+		cli_err("virtual device set '%s': no server configured it within %u ms", pj->set,
+		        pj->timeout_ms);
 		return -1;
 	}
 	if (rc < 0) {
@@ -308,10 +325,10 @@ static int open_path(const char *path, int backup, const char *whose, int *fd)
 		return 0;
 	}
 	*fd = backup ? open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666)
-		     : open(path, O_RDONLY | O_CLOEXEC);
+	             : open(path, O_RDONLY | O_CLOEXEC);
 	if (*fd < 0) {
 		cli_err("%s: cannot open '%s' for %s: %s", whose, path,
-			backup ? "the backup" : "the restore", strerror(errno));
+		        backup ? "the backup" : "the restore", strerror(errno));
 		return -1;
 	}
 	return 0;
@@ -370,7 +387,8 @@ static int open_devices(struct pipe_job *pj)
 static const char *fd_desc(const struct pdev *d)
 {
 	return d->path && strcmp(d->path, "-") ? d->path
-	       : d->pj->backup ? "standard output" : "standard input";
+	       : d->pj->backup                 ? "standard output"
+	                                       : "standard input";
 }
 
 static int write_full(int fd, const uint8_t *p, size_t len)
@@ -398,12 +416,13 @@ static int backup_loop(struct pdev *d)
 			break;
 		if (n < 0) {
 			cli_vdi_err((int)n, "device '%s': backup stream failed after %llu bytes",
-				    d->name, (unsigned long long)vdi_cstream_bytes(d->s));
+			            d->name, (unsigned long long)vdi_cstream_bytes(d->s));
 			return -1;
 		}
 		if (write_full(d->fd, p, (size_t)n) < 0) {
 			cli_err("device '%s': cannot write '%s' after %llu bytes: %s", d->name,
-				fd_desc(d), (unsigned long long)vdi_cstream_bytes(d->s), strerror(errno));
+			        fd_desc(d), (unsigned long long)vdi_cstream_bytes(d->s),
+			        strerror(errno));
 			return -1;
 		}
 		vdi_cstream_advance(d->s, (size_t)n);
@@ -434,21 +453,23 @@ static int restore_loop(struct pdev *d)
 
 		if (room <= 0) {
 			cli_vdi_err(room ? (int)room : VD_E_CLOSE,
-				    "device '%s': the server stopped reading after %llu bytes",
-				    d->name, (unsigned long long)vdi_cstream_bytes(d->s));
+			            "device '%s': the server stopped reading after %llu bytes",
+			            d->name, (unsigned long long)vdi_cstream_bytes(d->s));
 			return -1;
 		}
 		n = read_some(d->fd, p, (size_t)room);
 		if (n < 0) {
 			cli_err("device '%s': cannot read '%s' after %llu bytes: %s", d->name,
-				fd_desc(d), (unsigned long long)vdi_cstream_bytes(d->s), strerror(errno));
+			        fd_desc(d), (unsigned long long)vdi_cstream_bytes(d->s),
+			        strerror(errno));
 			return -1;
 		}
 		if (n == 0)
 			return 0;
 		if (vdi_cstream_commit(d->s, (size_t)n) < 0) {
-			cli_vdi_err(VD_E_ABORT, "device '%s': restore stream failed after %llu bytes",
-				    d->name, (unsigned long long)vdi_cstream_bytes(d->s));
+			cli_vdi_err(VD_E_ABORT,
+			            "device '%s': restore stream failed after %llu bytes", d->name,
+			            (unsigned long long)vdi_cstream_bytes(d->s));
 			return -1;
 		}
 	}
@@ -469,7 +490,7 @@ static void *dev_main(void *arg)
 	rc = vdi_cstream_close(s, 1);
 	if (rc < 0) {
 		cli_vdi_err(rc, "device '%s': the %s did not end normally", d->name,
-			    d->pj->backup ? "backup" : "restore");
+		            d->pj->backup ? "backup" : "restore");
 		pipe_fail(d->pj);
 		return NULL;
 	}
@@ -492,14 +513,16 @@ static int tar_backup(struct pipe_job *pj, struct vdi_tarstream *t)
 			return -1;
 		}
 		if (write_full(pj->tar_fd, p, (size_t)n) < 0) {
-			cli_err("tar backup of set '%s': cannot write the archive after %llu bytes: %s", pj->set,
-				(unsigned long long)vdi_tarstream_bytes(t), strerror(errno));
+			cli_err("tar backup of set '%s': cannot write the archive after %llu bytes: %s",
+			        pj->set, (unsigned long long)vdi_tarstream_bytes(t),
+			        strerror(errno));
 			return -1;
 		}
 		vdi_tarstream_advance(t, (size_t)n);
 	}
 	if (fsync(pj->tar_fd) != 0 && errno != EINVAL && errno != EROFS) {
-		cli_err("tar backup of set '%s': cannot flush the archive: %s", pj->set, strerror(errno));
+		cli_err("tar backup of set '%s': cannot flush the archive: %s", pj->set,
+		        strerror(errno));
 		return -1;
 	}
 	return 0;
@@ -512,13 +535,15 @@ static int tar_restore(struct pipe_job *pj, struct vdi_tarstream *t)
 		ssize_t room = vdi_tarstream_reserve(t, &p, IO_CHUNK), n;
 
 		if (room <= 0) {
-			cli_vdi_err(room ? (int)room : VD_E_CLOSE, "tar restore of set '%s' failed", pj->set);
+			cli_vdi_err(room ? (int)room : VD_E_CLOSE, "tar restore of set '%s' failed",
+			            pj->set);
 			return -1;
 		}
 		n = read_some(pj->tar_fd, p, (size_t)room);
 		if (n < 0) {
-			cli_err("tar restore of set '%s': cannot read the archive after %llu bytes: %s", pj->set,
-				(unsigned long long)vdi_tarstream_bytes(t), strerror(errno));
+			cli_err("tar restore of set '%s': cannot read the archive after %llu bytes: %s",
+			        pj->set, (unsigned long long)vdi_tarstream_bytes(t),
+			        strerror(errno));
 			return -1;
 		}
 		if (n == 0)
@@ -557,8 +582,8 @@ static void run_tar(struct pipe_job *pj)
 		pipe_fail(pj);
 	rc = vdi_tarstream_close(t, rc == 0);
 	if (rc < 0 && !pj->failed) {
-		cli_vdi_err(rc, "the tar %s of set '%s' did not end normally", pj->backup ? "backup" : "restore",
-			    pj->set);
+		cli_vdi_err(rc, "the tar %s of set '%s' did not end normally",
+		            pj->backup ? "backup" : "restore", pj->set);
 		pipe_fail(pj);
 	}
 	if (pj->tar_fd > STDERR_FILENO && close(pj->tar_fd) != 0 && pj->backup && !pj->failed) {
@@ -590,7 +615,8 @@ static void teardown(struct pipe_job *pj)
 		if (d->s)
 			vdi_cstream_close(d->s, 0);
 		if (d->fd > STDERR_FILENO && close(d->fd) != 0 && d->ok && pj->backup) {
-			cli_err("device '%s': cannot close '%s': %s", d->name, d->path, strerror(errno));
+			cli_err("device '%s': cannot close '%s': %s", d->name, d->path,
+			        strerror(errno));
 			pj->failed = 1;
 		}
 	}
@@ -617,7 +643,7 @@ static void on_signal(void *ctx, int signo)
 	again = pj->signalled++;
 	pthread_mutex_unlock(&pj->lock);
 	cli_err("virtual device set '%s': interrupted by signal %d (%s)%s", pj->set, signo,
-		strsignal(signo), again ? ", exiting" : "");
+	        strsignal(signo), again ? ", exiting" : "");
 	if (again) /* the orderly abort did not end the process: stop now */
 		_exit(CLI_EXIT_FAIL);
 	pipe_fail(pj);

@@ -36,8 +36,7 @@ void progress_bytes(char *buf, size_t len, double bytes)
 		snprintf(buf, len, "%.1f %s", bytes, units[u]);
 }
 
-void progress_line(char *buf, size_t len, uint64_t done, uint64_t total,
-		   double elapsed)
+void progress_line(char *buf, size_t len, uint64_t done, uint64_t total, double elapsed)
 {
 	char d[32], t[32], r[32], eta[32] = "";
 	double rate = elapsed > 0 ? (double)done / elapsed : 0;
@@ -53,24 +52,22 @@ void progress_line(char *buf, size_t len, uint64_t done, uint64_t total,
 	if (total) {
 		progress_bytes(t, sizeof(t), (double)total);
 		n = snprintf(buf, len, "%3u%%  %s of %s  %s/s%s",
-			     (unsigned)(done >= total ? 100 : done * 100 / total),
-			     d, t, r, eta);
+		             (unsigned)(done >= total ? 100 : done * 100 / total), d, t, r, eta);
 	} else {
 		n = snprintf(buf, len, "%s  %s/s", d, r);
 	}
 	(void)n;
 }
 
-void progress_summary(char *buf, size_t len, const char *label,
-		      uint64_t bytes, unsigned stripes, double elapsed)
+void progress_summary(char *buf, size_t len, const char *label, uint64_t bytes, unsigned stripes,
+                      double elapsed)
 {
 	char h[32], r[32];
 
 	progress_bytes(h, sizeof(h), (double)bytes);
 	progress_bytes(r, sizeof(r), elapsed > 0 ? (double)bytes / elapsed : 0);
-	snprintf(buf, len, "%s: %llu bytes (%s) in %u stripe%s, %.2f s, %s/s",
-		 label, (unsigned long long)bytes, h, stripes,
-		 stripes == 1 ? "" : "s", elapsed, r);
+	snprintf(buf, len, "%s: %llu bytes (%s) in %u stripe%s, %.2f s, %s/s", label,
+	         (unsigned long long)bytes, h, stripes, stripes == 1 ? "" : "s", elapsed, r);
 }
 
 static void tick(struct progress *p)
@@ -111,8 +108,8 @@ static void *progress_main(void *arg)
 	return NULL;
 }
 
-void progress_start(struct progress *p, enum progress_mode mode,
-		    const uint64_t *done, const uint64_t *total, unsigned step)
+void progress_start(struct progress *p, enum progress_mode mode, const uint64_t *done,
+                    const uint64_t *total, unsigned step)
 {
 	memset(p, 0, sizeof(*p));
 	p->mode = mode;

@@ -22,12 +22,12 @@ enum progress_mode { PROGRESS_OFF, PROGRESS_LIVE, PROGRESS_STATS };
 
 struct progress {
 	enum progress_mode mode;
-	const uint64_t *done;   /* bytes so far (atomic) */
-	const uint64_t *total;  /* bytes expected (atomic; 0 = unknown yet) */
-	unsigned step;          /* STATS percent step */
-	unsigned next_pct;      /* next STATS line */
+	const uint64_t *done;  /* bytes so far (atomic) */
+	const uint64_t *total; /* bytes expected (atomic; 0 = unknown yet) */
+	unsigned step;         /* STATS percent step */
+	unsigned next_pct;     /* next STATS line */
 	double start;
-	int drawn;              /* a live line is on screen */
+	int drawn; /* a live line is on screen */
 	pthread_t thread;
 	int running, stop;
 	pthread_mutex_t lock;
@@ -41,14 +41,13 @@ enum progress_mode progress_mode_pick(int quiet, int tty, int stats_given);
 void progress_bytes(char *buf, size_t len, double bytes);
 /* The live line without "\r": percent (if total known), bytes, rate,
  * ETA (if total and rate known). */
-void progress_line(char *buf, size_t len, uint64_t done, uint64_t total,
-		   double elapsed);
+void progress_line(char *buf, size_t len, uint64_t done, uint64_t total, double elapsed);
 /* "<label>: 268435456 bytes (256.0 MiB) in 2 stripes, 1.25 s, 204.8 MiB/s" */
-void progress_summary(char *buf, size_t len, const char *label,
-		      uint64_t bytes, unsigned stripes, double elapsed);
+void progress_summary(char *buf, size_t len, const char *label, uint64_t bytes, unsigned stripes,
+                      double elapsed);
 
-void progress_start(struct progress *p, enum progress_mode mode,
-		    const uint64_t *done, const uint64_t *total, unsigned step);
+void progress_start(struct progress *p, enum progress_mode mode, const uint64_t *done,
+                    const uint64_t *total, unsigned step);
 /* Stops the thread and clears the live line. */
 void progress_stop(struct progress *p);
 

@@ -36,7 +36,7 @@ struct token {
 };
 
 struct parser {
-	const char *p;  /* next unread character */
+	const char *p; /* next unread character */
 	unsigned line, col;
 	struct token tok; /* current token */
 	char *err;
@@ -44,8 +44,7 @@ struct parser {
 	int failed;
 };
 
-static void perr(struct parser *ps, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+static void perr(struct parser *ps, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void perr(struct parser *ps, const char *fmt, ...)
 {
@@ -87,7 +86,8 @@ static int skip_comment(struct parser *ps)
 		while (*ps->p && !(ps->p[0] == '*' && ps->p[1] == '/'))
 			advance(ps);
 		if (!*ps->p) {
-			perr(ps, "cannot parse statement: comment opened at line %u, column %u is not closed",
+			perr(ps,
+			     "cannot parse statement: comment opened at line %u, column %u is not closed",
 			     line, col);
 			return 0;
 		}
@@ -126,7 +126,8 @@ static void lex_delimited(struct parser *ps, char close, const char *what)
 	advance(ps); /* opening quote or bracket */
 	for (;;) {
 		if (!*ps->p) {
-			perr(ps, "cannot parse statement: %s opened at line %u, column %u is not closed",
+			perr(ps,
+			     "cannot parse statement: %s opened at line %u, column %u is not closed",
 			     what, t->line, t->col);
 			break;
 		}
@@ -224,8 +225,8 @@ static void expected(struct parser *ps, const char *what)
 {
 	char buf[96];
 
-	perr(ps, "cannot parse statement: expected %s, got %s at line %u, column %u",
-	     what, tok_desc(&ps->tok, buf, sizeof(buf)), ps->tok.line, ps->tok.col);
+	perr(ps, "cannot parse statement: expected %s, got %s at line %u, column %u", what,
+	     tok_desc(&ps->tok, buf, sizeof(buf)), ps->tok.line, ps->tok.col);
 }
 
 static int is_word(const struct parser *ps, const char *kw)
@@ -291,8 +292,8 @@ const char *stmt_name_problem(const char *name)
 
 static void copy_name(struct parser *ps, char *dst, const char *what)
 {
-	const char *why = ps->tok.too_long ? "is longer than 127 bytes"
-					   : stmt_name_problem(ps->tok.text);
+	const char *why =
+		ps->tok.too_long ? "is longer than 127 bytes" : stmt_name_problem(ps->tok.text);
 
 	if (why) {
 		perr(ps, "invalid %s '%.60s%s': %s", what, ps->tok.text,
@@ -308,10 +309,10 @@ static void copy_name(struct parser *ps, char *dst, const char *what)
 enum check { CHK_RANGE, CHK_POW2, CHK_MUL64K };
 enum vtype { V_NONE, V_NUM, V_OPTNUM, V_STR };
 
-#define K_BACKUP (1u << STMT_BACKUP)
+#define K_BACKUP  (1u << STMT_BACKUP)
 #define K_RESTORE (1u << STMT_RESTORE)
-#define K_READS ((1u << STMT_RESTORE) | (1u << STMT_VERIFYONLY) | (1u << STMT_HEADERONLY))
-#define K_ALL (K_BACKUP | K_READS)
+#define K_READS   ((1u << STMT_RESTORE) | (1u << STMT_VERIFYONLY) | (1u << STMT_HEADERONLY))
+#define K_ALL     (K_BACKUP | K_READS)
 
 struct optdef {
 	const char *name;
@@ -320,9 +321,9 @@ struct optdef {
 	enum vtype vt;
 	enum check chk;
 	uint64_t min, max;
-	const char *rule;    /* "must be ..." */
-	size_t field;        /* offsetof the value in struct stmt */
-	int wide;            /* field is uint64_t */
+	const char *rule; /* "must be ..." */
+	size_t field;     /* offsetof the value in struct stmt */
+	int wide;         /* field is uint64_t */
 };
 
 #define F(f) offsetof(struct stmt, f)
@@ -330,29 +331,23 @@ struct optdef {
 static const struct optdef optdefs[] = {
 	{ "BLOCKSIZE", OPT_BLOCKSIZE, K_ALL, V_NUM, CHK_POW2, 512, 65536,
 	  "must be a power of two from 512 to 65536", F(blocksize), 0 },
-	{ "MAXTRANSFERSIZE", OPT_MAXTRANSFERSIZE, K_ALL, V_NUM, CHK_MUL64K,
-	  65536, 4194304, "must be a multiple of 65536 from 65536 to 4194304",
-	  F(maxtransfersize), 0 },
-	{ "BUFFERCOUNT", OPT_BUFFERCOUNT, K_ALL, V_NUM, CHK_RANGE, 1,
-	  STMT_MAX_BUFFERCOUNT, "must be from 1 to 1024", F(buffercount), 0 },
-	{ "REPLACE", OPT_REPLACE, K_RESTORE, V_NONE, CHK_RANGE, 0, 0, "",
-	  F(replace), 0 },
-	{ "STATS", OPT_STATS, K_ALL, V_OPTNUM, CHK_RANGE, 1, 100,
-	  "must be from 1 to 100", F(stats), 0 },
-	{ "DESCRIPTION", OPT_DESCRIPTION, K_BACKUP, V_STR, CHK_RANGE, 0,
-	  STMT_MAX_DESCRIPTION, "must be a string of at most 255 bytes", 0, 0 },
-	{ "FAULT_ABORT_AFTER", OPT_FAULT_ABORT_AFTER, K_ALL, V_NUM, CHK_RANGE,
-	  0, INT64_MAX, "must be from 0 to 9223372036854775807",
-	  F(fault_abort_after), 1 },
-	{ "FAULT_STALL", OPT_FAULT_STALL, K_ALL, V_NUM, CHK_RANGE, 0,
-	  STMT_MAX_MS, "must be from 0 to 600000 (milliseconds)",
-	  F(fault_stall_ms), 0 },
-	{ "FAULT_EXTRA_FLUSHES", OPT_FAULT_EXTRA_FLUSHES, K_BACKUP, V_NUM,
-	  CHK_RANGE, 0, 1000, "must be from 0 to 1000",
-	  F(fault_extra_flushes), 0 },
-	{ "FAULT_LATE_COMPLETE", OPT_FAULT_LATE_COMPLETE, K_BACKUP, V_NUM,
-	  CHK_RANGE, 0, STMT_MAX_MS, "must be from 0 to 600000 (milliseconds)",
-	  F(fault_late_complete_ms), 0 },
+	{ "MAXTRANSFERSIZE", OPT_MAXTRANSFERSIZE, K_ALL, V_NUM, CHK_MUL64K, 65536, 4194304,
+	  "must be a multiple of 65536 from 65536 to 4194304", F(maxtransfersize), 0 },
+	{ "BUFFERCOUNT", OPT_BUFFERCOUNT, K_ALL, V_NUM, CHK_RANGE, 1, STMT_MAX_BUFFERCOUNT,
+	  "must be from 1 to 1024", F(buffercount), 0 },
+	{ "REPLACE", OPT_REPLACE, K_RESTORE, V_NONE, CHK_RANGE, 0, 0, "", F(replace), 0 },
+	{ "STATS", OPT_STATS, K_ALL, V_OPTNUM, CHK_RANGE, 1, 100, "must be from 1 to 100", F(stats),
+	  0 },
+	{ "DESCRIPTION", OPT_DESCRIPTION, K_BACKUP, V_STR, CHK_RANGE, 0, STMT_MAX_DESCRIPTION,
+	  "must be a string of at most 255 bytes", 0, 0 },
+	{ "FAULT_ABORT_AFTER", OPT_FAULT_ABORT_AFTER, K_ALL, V_NUM, CHK_RANGE, 0, INT64_MAX,
+	  "must be from 0 to 9223372036854775807", F(fault_abort_after), 1 },
+	{ "FAULT_STALL", OPT_FAULT_STALL, K_ALL, V_NUM, CHK_RANGE, 0, STMT_MAX_MS,
+	  "must be from 0 to 600000 (milliseconds)", F(fault_stall_ms), 0 },
+	{ "FAULT_EXTRA_FLUSHES", OPT_FAULT_EXTRA_FLUSHES, K_BACKUP, V_NUM, CHK_RANGE, 0, 1000,
+	  "must be from 0 to 1000", F(fault_extra_flushes), 0 },
+	{ "FAULT_LATE_COMPLETE", OPT_FAULT_LATE_COMPLETE, K_BACKUP, V_NUM, CHK_RANGE, 0,
+	  STMT_MAX_MS, "must be from 0 to 600000 (milliseconds)", F(fault_late_complete_ms), 0 },
 };
 
 static const struct optdef *find_opt(const char *name)
@@ -410,20 +405,20 @@ static void store(struct stmt *st, const struct optdef *o, uint64_t v)
 	}
 }
 
-static void parse_number_value(struct parser *ps, struct stmt *st,
-			       const struct optdef *o)
+static void parse_number_value(struct parser *ps, struct stmt *st, const struct optdef *o)
 {
 	uint64_t v;
 	char shown[80];
 
 	snprintf(shown, sizeof(shown), "%.60s", ps->tok.text);
 	if (ps->tok.type == T_END || (ps->tok.type == T_PUNCT && !is_punct(ps, '('))) {
-		perr(ps, "invalid %s: missing value after '=' at line %u, column %u",
-		     o->name, ps->tok.line, ps->tok.col);
+		perr(ps, "invalid %s: missing value after '=' at line %u, column %u", o->name,
+		     ps->tok.line, ps->tok.col);
 		return;
 	}
 	if (ps->tok.type != T_NUMBER || parse_u64(ps->tok.text, &v) != 0) {
-		perr(ps, "invalid %s '%s': must be a plain decimal number of %s (no sign, no K/KB/MB suffix); %s",
+		perr(ps,
+		     "invalid %s '%s': must be a plain decimal number of %s (no sign, no K/KB/MB suffix); %s",
 		     o->name, shown, o->chk == CHK_RANGE ? "units" : "bytes", o->rule);
 		return;
 	}
@@ -435,14 +430,13 @@ static void parse_number_value(struct parser *ps, struct stmt *st,
 	next(ps);
 }
 
-static void parse_string_value(struct parser *ps, struct stmt *st,
-			       const struct optdef *o)
+static void parse_string_value(struct parser *ps, struct stmt *st, const struct optdef *o)
 {
 	if (ps->tok.type != T_STRING) {
 		char buf[96];
 
-		perr(ps, "invalid %s %s: %s", o->name,
-		     tok_desc(&ps->tok, buf, sizeof(buf)), o->rule);
+		perr(ps, "invalid %s %s: %s", o->name, tok_desc(&ps->tok, buf, sizeof(buf)),
+		     o->rule);
 		return;
 	}
 	if (ps->tok.too_long || strlen(ps->tok.text) > STMT_MAX_DESCRIPTION) {
@@ -451,8 +445,8 @@ static void parse_string_value(struct parser *ps, struct stmt *st,
 	}
 	for (const char *c = ps->tok.text; *c; c++) {
 		if ((unsigned char)*c < 0x20 || *c == 0x7f) {
-			perr(ps, "invalid %s '%.40s': must not contain control characters",
-			     o->name, ps->tok.text);
+			perr(ps, "invalid %s '%.40s': must not contain control characters", o->name,
+			     ps->tok.text);
 			return;
 		}
 	}
@@ -470,13 +464,13 @@ static void parse_option(struct parser *ps, struct stmt *st)
 	}
 	o = find_opt(ps->tok.text);
 	if (!o) {
-		perr(ps, "unknown option '%.60s' at line %u, column %u: known options are BLOCKSIZE, BUFFERCOUNT, MAXTRANSFERSIZE, REPLACE, STATS, DESCRIPTION, FAULT_ABORT_AFTER, FAULT_STALL, FAULT_EXTRA_FLUSHES, FAULT_LATE_COMPLETE",
+		perr(ps,
+		     "unknown option '%.60s' at line %u, column %u: known options are BLOCKSIZE, BUFFERCOUNT, MAXTRANSFERSIZE, REPLACE, STATS, DESCRIPTION, FAULT_ABORT_AFTER, FAULT_STALL, FAULT_EXTRA_FLUSHES, FAULT_LATE_COMPLETE",
 		     ps->tok.text, ps->tok.line, ps->tok.col);
 		return;
 	}
 	if (!(o->kinds & (1u << st->kind))) {
-		perr(ps, "option %s is not valid with %s", o->name,
-		     stmt_kind_name(st->kind));
+		perr(ps, "option %s is not valid with %s", o->name, stmt_kind_name(st->kind));
 		return;
 	}
 	if (st->given & o->bit) {
@@ -516,7 +510,8 @@ static void parse_device(struct parser *ps, struct stmt *st)
 
 	if (ps->tok.type == T_WORD && !is_word(ps, "VIRTUAL_DEVICE") &&
 	    (is_word(ps, "DISK") || is_word(ps, "TAPE") || is_word(ps, "URL"))) {
-		perr(ps, "unsupported backup device type '%s' at line %u, column %u: only VIRTUAL_DEVICE is supported",
+		perr(ps,
+		     "unsupported backup device type '%s' at line %u, column %u: only VIRTUAL_DEVICE is supported",
 		     ps->tok.text, ps->tok.line, ps->tok.col);
 		return;
 	}
@@ -524,7 +519,8 @@ static void parse_device(struct parser *ps, struct stmt *st)
 	    !expect_punct(ps, '=', " after VIRTUAL_DEVICE"))
 		return;
 	if (ps->tok.type != T_STRING) {
-		perr(ps, "invalid VIRTUAL_DEVICE %s at line %u, column %u: must be a quoted string like 'name'",
+		perr(ps,
+		     "invalid VIRTUAL_DEVICE %s at line %u, column %u: must be a quoted string like 'name'",
 		     tok_desc(&ps->tok, buf, sizeof(buf)), ps->tok.line, ps->tok.col);
 		return;
 	}
@@ -534,7 +530,8 @@ static void parse_device(struct parser *ps, struct stmt *st)
 	}
 	for (unsigned i = 0; i < st->ndev; i++) {
 		if (strcmp(st->dev[i], ps->tok.text) == 0) {
-			perr(ps, "invalid VIRTUAL_DEVICE '%.60s': device named twice (clauses %u and %u)",
+			perr(ps,
+			     "invalid VIRTUAL_DEVICE '%.60s': device named twice (clauses %u and %u)",
 			     ps->tok.text, i + 1, st->ndev + 1);
 			return;
 		}
@@ -557,7 +554,8 @@ static void parse_dbname(struct parser *ps, struct stmt *st)
 {
 	if (ps->tok.type == T_WORD || ps->tok.type == T_QIDENT) {
 		if (ps->tok.type == T_WORD && ps->tok.text[0] == '@') {
-			perr(ps, "invalid database name '%s' at line %u, column %u: variables are not supported",
+			perr(ps,
+			     "invalid database name '%s' at line %u, column %u: variables are not supported",
 			     ps->tok.text, ps->tok.line, ps->tok.col);
 			return;
 		}
@@ -622,16 +620,15 @@ static void check_combination(struct parser *ps, const struct stmt *st)
 	uint64_t bytes = (uint64_t)st->buffercount * st->maxtransfersize;
 
 	if (bytes > STMT_MAX_BUFFER_BYTES)
-		perr(ps, "invalid BUFFERCOUNT '%u' with MAXTRANSFERSIZE '%u': buffers would take %llu bytes, at most %llu allowed",
-		     st->buffercount, st->maxtransfersize,
-		     (unsigned long long)bytes,
+		perr(ps,
+		     "invalid BUFFERCOUNT '%u' with MAXTRANSFERSIZE '%u': buffers would take %llu bytes, at most %llu allowed",
+		     st->buffercount, st->maxtransfersize, (unsigned long long)bytes,
 		     (unsigned long long)STMT_MAX_BUFFER_BYTES);
 }
 
 int stmt_parse(const char *text, struct stmt *st, char *err, size_t errlen)
 {
-	struct parser ps = { .p = text, .line = 1, .col = 1,
-			     .err = err, .errlen = errlen };
+	struct parser ps = { .p = text, .line = 1, .col = 1, .err = err, .errlen = errlen };
 
 	memset(st, 0, sizeof(*st));
 	if (errlen)

@@ -48,12 +48,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define STMT_MAX_NAME 127
-#define STMT_MAX_DEVICES 64
-#define STMT_MAX_DESCRIPTION 255
-#define STMT_MAX_BUFFERCOUNT 1024
+#define STMT_MAX_NAME         127
+#define STMT_MAX_DEVICES      64
+#define STMT_MAX_DESCRIPTION  255
+#define STMT_MAX_BUFFERCOUNT  1024
 #define STMT_MAX_BUFFER_BYTES (1024ull * 1024 * 1024)
-#define STMT_MAX_MS 600000
+#define STMT_MAX_MS           600000
 
 enum stmt_kind {
 	STMT_BACKUP = 1,
@@ -78,10 +78,10 @@ enum {
 
 struct stmt {
 	enum stmt_kind kind;
-	char db[STMT_MAX_NAME + 1];      /* empty for VERIFYONLY/HEADERONLY */
+	char db[STMT_MAX_NAME + 1]; /* empty for VERIFYONLY/HEADERONLY */
 	unsigned ndev;
 	char dev[STMT_MAX_DEVICES][STMT_MAX_NAME + 1];
-	unsigned given;                  /* OPT_* bits */
+	unsigned given; /* OPT_* bits */
 	uint32_t blocksize;
 	uint32_t maxtransfersize;
 	uint32_t buffercount;

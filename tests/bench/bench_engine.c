@@ -32,11 +32,11 @@
 #include "testlib.h"
 #include "vdi.h"
 
-#define KIB	  1024u
-#define MIB	  (1024u * 1024u)
-#define MAX_DEPTH 64	 /* buffers per device at most */
-#define WAIT_MS	  30000u /* bound of every wait */
-#define MAX_DEV	  4
+#define KIB       1024u
+#define MIB       (1024u * 1024u)
+#define MAX_DEPTH 64     /* buffers per device at most */
+#define WAIT_MS   30000u /* bound of every wait */
+#define MAX_DEV   4
 
 static double scale = 1.0;
 
@@ -51,16 +51,16 @@ static uint64_t now_us(void)
 static void die(const char *what, int rc)
 {
 	fprintf(stderr, "bench_engine: %s failed: %s (%s)\n", what, vdi_strerror(rc),
-		vdi_last_error());
+	        vdi_last_error());
 	tl_shm_cleanup_run();
 	exit(1);
 }
 
-#define CALL(expr)                                                                                 \
-	do {                                                                                       \
-		int rc_ = (expr);                                                                  \
-		if (rc_)                                                                           \
-			die(#expr, rc_);                                                           \
+#define CALL(expr)                       \
+	do {                             \
+		int rc_ = (expr);        \
+		if (rc_)                 \
+			die(#expr, rc_); \
 	} while (0)
 
 /* Buffers per device (BUFFERCOUNT / devices): 2 MiB of buffers per device,
@@ -189,17 +189,17 @@ static int client_main(const struct spec *sp)
 		return 10;
 	for (uint32_t i = 0; i < sp->ndev; i++) {
 		dev_name(sp, i, dn, sizeof(dn));
-		cd[i] = (struct cdev){.sp = sp};
+		cd[i] = (struct cdev){ .sp = sp };
 		if (vdi_client_open_device(c, dn, &cd[i].d))
 			return 11;
 		pthread_create(&th[i], NULL, sp->mode == M_STREAM ? client_stream : client_raw,
-			       &cd[i]);
+		               &cd[i]);
 	}
 	for (uint32_t i = 0; i < sp->ndev; i++) {
 		pthread_join(th[i], NULL);
 		if (cd[i].rc && !rc) {
 			fprintf(stderr, "bench client device %u: %s: %s\n", i,
-				vdi_strerror(cd[i].rc), vdi_last_error());
+			        vdi_strerror(cd[i].rc), vdi_last_error());
 			rc = 20;
 		}
 	}
@@ -269,8 +269,8 @@ struct run {
 	pthread_cond_t cond;
 	uint64_t total, completed; /* commands (completed: agent thread) */
 	uint64_t t_first, t_last;  /* agent thread, read under lock after */
-	uint32_t failed;	   /* atomic: first bad completion code + 1 */
-	int finished;		   /* under lock */
+	uint32_t failed;           /* atomic: first bad completion code + 1 */
+	int finished;              /* under lock */
 };
 
 static void run_finish(struct run *r)
@@ -346,11 +346,11 @@ static void server_prepare(struct run *r, uint64_t per_dev)
 			CALL(vdi_server_allocate_buffer(r->s, &buf, r->sp.mts, 0));
 			memset(buf, 0x33 + (int)k, r->sp.mts);
 			bc->dev = d;
-			bc->cmd = (VDS_Command){.commandCode = VDC_Write,
-						.size = r->sp.mts,
-						.buffer = buf,
-						.completionRoutine = bench_done,
-						.completionContext = bc};
+			bc->cmd = (VDS_Command){ .commandCode = VDC_Write,
+				                 .size = r->sp.mts,
+				                 .buffer = buf,
+				                 .completionRoutine = bench_done,
+				                 .completionContext = bc };
 		}
 	}
 }
@@ -384,7 +384,7 @@ struct result {
 #define REPEAT 5 /* best of: the machine is shared, take the quietest run */
 
 static struct result run_engine(uint32_t mts, uint32_t ndev, uint32_t depth, enum mode mode,
-				uint64_t bytes)
+                                uint64_t bytes)
 {
 	struct run *r = calloc(1, sizeof(*r));
 	struct result res;
@@ -395,7 +395,7 @@ static struct result run_engine(uint32_t mts, uint32_t ndev, uint32_t depth, enu
 		die("calloc", VD_E_MEMORY);
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_cond_init(&r->cond, NULL);
-	r->sp = (struct spec){.mts = mts, .ndev = ndev, .depth = depth, .mode = mode};
+	r->sp = (struct spec){ .mts = mts, .ndev = ndev, .depth = depth, .mode = mode };
 	tl_name(r->sp.name);
 	per_dev = bytes / mts / ndev;
 	if (per_dev < 2 * depth)
@@ -429,7 +429,7 @@ static double run_stream(uint32_t mts, uint64_t bytes)
 	if (!r || !src)
 		die("calloc", VD_E_MEMORY);
 	memset(src, 0x77, mts);
-	r->sp = (struct spec){.mts = mts, .ndev = 1, .depth = depth_for(mts), .mode = M_STREAM};
+	r->sp = (struct spec){ .mts = mts, .ndev = 1, .depth = depth_for(mts), .mode = M_STREAM };
 	tl_name(r->sp.name);
 	pid = client_start(&r->sp);
 	server_setup(r);
@@ -489,9 +489,9 @@ static void print_header(void)
 /* Engine and memcpy runs interleaved, best of REPEAT each: the machine is
  * shared, so both see the same quiet and busy moments. */
 static struct result measure(uint32_t mts, uint32_t ndev, uint32_t depth, enum mode mode,
-			     uint64_t bytes, double *memcpy_best)
+                             uint64_t bytes, double *memcpy_best)
 {
-	struct result best = {0, 0}, r;
+	struct result best = { 0, 0 }, r;
 	double m;
 
 	*memcpy_best = 0;
@@ -535,8 +535,8 @@ static double table_row(uint32_t mts, uint32_t ndev, double *cmds)
 
 int main(int argc, char **argv)
 {
-	static const uint32_t sizes[] = {64 * KIB, MIB, 4 * MIB};
-	double ratio_1m[2] = {0, 0}, cmds_64k = 0, cmds, ratio, mc;
+	static const uint32_t sizes[] = { 64 * KIB, MIB, 4 * MIB };
+	double ratio_1m[2] = { 0, 0 }, cmds_64k = 0, cmds, ratio, mc;
 	struct result res;
 
 	if (argc > 1)
@@ -553,7 +553,7 @@ int main(int argc, char **argv)
 		}
 	}
 	res = measure(64 * KIB, 1, depth_for(64 * KIB), M_NOCOPY, (uint64_t)(scale * 8192.0 * MIB),
-		      &mc);
+	              &mc);
 	printf("\n64 KiB, 1 device, client completes without copying: %.0f commands/s\n", res.cmds);
 	res = measure(MIB, 1, depth_for(MIB), M_STREAM, (uint64_t)(scale * 1024.0 * MIB), &mc);
 	printf("stream adapter, 1 MiB, 1 device (sstream_write copy in + cstream_read copy out):\n"

@@ -43,10 +43,10 @@
 #include "testlib.h"
 #include "vdi.h"
 
-#define NDEV_MAX 4
-#define MAX_REC 4096
-#define HOLD_QUIET_MS 300 /* no new command this long: the server is blocked */
-#define RUN_MS 30000u	  /* bound of one whole exchange */
+#define NDEV_MAX      4
+#define MAX_REC       4096
+#define HOLD_QUIET_MS 300    /* no new command this long: the server is blocked */
+#define RUN_MS        30000u /* bound of one whole exchange */
 
 struct rec {
 	uint32_t code;
@@ -154,7 +154,7 @@ static void append(struct dev *v, const void *p, size_t n)
 }
 
 static void ex_init(struct ex *e, uint32_t ndev, uint32_t block, uint32_t mts, uint32_t bufcount,
-		    int ask_complete)
+                    int ask_complete)
 {
 	memset(e, 0, sizeof(*e));
 	snprintf(e->dir, sizeof(e->dir), "%s", g_dir);
@@ -182,7 +182,7 @@ static void device_list(const struct ex *e, char *buf, size_t n)
 	buf[0] = '\0';
 	for (uint32_t i = 0; i < e->ndev; i++)
 		k += (size_t)snprintf(buf + k, n - k, "%sVIRTUAL_DEVICE='%s'", i ? ", " : "",
-				      e->dev[i].name);
+		                      e->dev[i].name);
 }
 
 /* The client creates the set, then `vdi exec stmt` starts as the server. */
@@ -212,8 +212,8 @@ static void ex_start(struct ex *e, const char *stmt, int backup)
 	ck_assert_uint_eq(e->cfg.maxTransferSize, e->mts);
 	/* VDC_Complete ends a backup only (D19). */
 	ck_assert_msg(!(e->cfg.features & VDF_CompleteEnabled) == !(e->ask_complete && backup),
-		      "features 0x%x, VDF_RequestComplete %s, %s", e->cfg.features,
-		      e->ask_complete ? "asked" : "not asked", backup ? "backup" : "restore");
+	              "features 0x%x, VDF_RequestComplete %s, %s", e->cfg.features,
+	              e->ask_complete ? "asked" : "not asked", backup ? "backup" : "restore");
 	for (uint32_t i = 0; i < e->ndev; i++)
 		TL_OK(vdi_client_open_device(e->c, e->dev[i].name, &e->dev[i].d));
 }
@@ -257,11 +257,12 @@ static unsigned poll_all(struct ex *e)
 			v->closed = 1;
 			continue;
 		}
-		ck_assert_msg(rc == 0, "device '%s': GetCommand: %s (%s)", v->name, vdi_strerror(rc),
-			      vdi_last_error());
+		ck_assert_msg(rc == 0, "device '%s': GetCommand: %s (%s)", v->name,
+		              vdi_strerror(rc), vdi_last_error());
 		ck_assert_uint_lt(v->nrec, MAX_REC);
 		ck_assert_uint_lt(v->nheld, VDI_QUEUE_DEPTH);
-		v->rec[v->nrec++] = (struct rec){ (uint32_t)cmd->commandCode, cmd->size, cmd->position };
+		v->rec[v->nrec++] =
+			(struct rec){ (uint32_t)cmd->commandCode, cmd->size, cmd->position };
 		v->held[v->nheld++] = cmd;
 		got++;
 	}
@@ -291,8 +292,9 @@ static void hold_until_blocked(struct ex *e)
 			tl_sleep_ms(2);
 	}
 	ck_assert_msg(held_total(e) <= e->bufcount, "%u commands outstanding, BUFFERCOUNT=%u",
-		      held_total(e), e->bufcount);
-	ck_assert_msg(held_total(e) >= 2, "only %u command outstanding: no pipelining", held_total(e));
+	              held_total(e), e->bufcount);
+	ck_assert_msg(held_total(e) >= 2, "only %u command outstanding: no pipelining",
+	              held_total(e));
 }
 
 /* Completes what a device holds, oldest first: VDC_Write data is taken,
@@ -351,12 +353,14 @@ static void check_data(const struct ex *e, const struct dev *v, uint32_t code)
 		if (r->code != VDC_Read && r->code != VDC_Write)
 			continue;
 		ck_assert_msg(r->code == code, "device '%s' command %u: %s in a %s", v->name, k,
-			      vdi_strcommand(r->code), code == VDC_Write ? "backup" : "restore");
-		ck_assert_msg(r->size > 0 && (uint32_t)r->size <= e->mts && (uint32_t)r->size % e->block == 0,
-			      "device '%s' command %u: %d bytes (BLOCKSIZE %u, MAXTRANSFERSIZE %u)", v->name,
-			      k, r->size, e->block, e->mts);
-		ck_assert_msg(r->position == off, "device '%s' command %u: position %lld, offset %lld",
-			      v->name, k, (long long)r->position, (long long)off);
+		              vdi_strcommand(r->code), code == VDC_Write ? "backup" : "restore");
+		ck_assert_msg(r->size > 0 && (uint32_t)r->size <= e->mts &&
+		                      (uint32_t)r->size % e->block == 0,
+		              "device '%s' command %u: %d bytes (BLOCKSIZE %u, MAXTRANSFERSIZE %u)",
+		              v->name, k, r->size, e->block, e->mts);
+		ck_assert_msg(r->position == off,
+		              "device '%s' command %u: position %lld, offset %lld", v->name, k,
+		              (long long)r->position, (long long)off);
 		off += r->size;
 	}
 }
@@ -371,7 +375,7 @@ static void check_backup_order(const struct ex *e, const struct dev *v, unsigned
 		uint32_t c = v->rec[k].code;
 
 		ck_assert_msg(c == VDC_Write || c == VDC_Flush || (c == VDC_Complete && k == n - 1),
-			      "device '%s' command %u of %u: %s", v->name, k, n, vdi_strcommand(c));
+		              "device '%s' command %u of %u: %s", v->name, k, n, vdi_strcommand(c));
 		if (c == VDC_Write)
 			last_write = k;
 	}
@@ -380,15 +384,16 @@ static void check_backup_order(const struct ex *e, const struct dev *v, unsigned
 		before_last_write += v->rec[k].code == VDC_Flush && k < last_write;
 	}
 	if (e->ask_complete) {
-		ck_assert_msg(v->rec[n - 1].code == VDC_Complete, "device '%s': last command %s", v->name,
-			      vdi_strcommand(v->rec[n - 1].code));
+		ck_assert_msg(v->rec[n - 1].code == VDC_Complete, "device '%s': last command %s",
+		              v->name, vdi_strcommand(v->rec[n - 1].code));
 		n--;
 	}
-	ck_assert_msg(v->rec[n - 1].code == VDC_Flush, "device '%s': %s before the end, not VDC_Flush",
-		      v->name, vdi_strcommand(v->rec[n - 1].code));
+	ck_assert_msg(v->rec[n - 1].code == VDC_Flush,
+	              "device '%s': %s before the end, not VDC_Flush", v->name,
+	              vdi_strcommand(v->rec[n - 1].code));
 	ck_assert_uint_eq(flushes, extra + 1);
 	ck_assert_msg(before_last_write == extra, "device '%s': %u of %u extra flushes mid-stream",
-		      v->name, before_last_write, extra);
+	              v->name, before_last_write, extra);
 }
 
 /* BACKUP of a database of `size` bytes through the raw client; leaves
@@ -404,13 +409,14 @@ static void run_backup(struct ex *e, size_t size, unsigned extra, uint8_t **db)
 	snprintf(path, sizeof(path), "%s/%s.mdf", e->dir, e->set);
 	write_file(path, *db, size);
 	device_list(e, devs, sizeof(devs));
-	snprintf(stmt, sizeof(stmt),
-		 "BACKUP DATABASE [%s] TO %s WITH BLOCKSIZE=%u, BUFFERCOUNT=%u, MAXTRANSFERSIZE=%u, "
-		 "FAULT_EXTRA_FLUSHES=%u",
-		 e->set, devs, e->block, e->bufcount, e->mts, extra);
+	snprintf(
+		stmt, sizeof(stmt),
+		"BACKUP DATABASE [%s] TO %s WITH BLOCKSIZE=%u, BUFFERCOUNT=%u, MAXTRANSFERSIZE=%u, "
+		"FAULT_EXTRA_FLUSHES=%u",
+		e->set, devs, e->block, e->bufcount, e->mts, extra);
 	ex_start(e, stmt, 1);
 	ck_assert_msg((e->cfg.features & (VDF_WriteMedia | VDF_ReadMedia)) == VDF_WriteMedia,
-		      "backup features 0x%x", e->cfg.features);
+	              "backup features 0x%x", e->cfg.features);
 	/* A flush is waited for: while one is held nothing else comes. */
 	if (!extra)
 		hold_until_blocked(e);
@@ -436,12 +442,13 @@ static void run_restore(struct ex *e, const struct ex *from, const uint8_t *db, 
 		append(v, from->dev[e->ndev - 1 - i].data, from->dev[e->ndev - 1 - i].len);
 	}
 	device_list(e, devs, sizeof(devs));
-	snprintf(stmt, sizeof(stmt),
-		 "RESTORE DATABASE [%s] FROM %s WITH BLOCKSIZE=%u, BUFFERCOUNT=%u, MAXTRANSFERSIZE=%u",
-		 e->set, devs, e->block, e->bufcount, e->mts);
+	snprintf(
+		stmt, sizeof(stmt),
+		"RESTORE DATABASE [%s] FROM %s WITH BLOCKSIZE=%u, BUFFERCOUNT=%u, MAXTRANSFERSIZE=%u",
+		e->set, devs, e->block, e->bufcount, e->mts);
 	ex_start(e, stmt, 0);
 	ck_assert_msg((e->cfg.features & (VDF_WriteMedia | VDF_ReadMedia)) == VDF_ReadMedia,
-		      "restore features 0x%x", e->cfg.features);
+	              "restore features 0x%x", e->cfg.features);
 	hold_until_blocked(e);
 	serve(e);
 	ex_finish(e);
@@ -450,10 +457,11 @@ static void run_restore(struct ex *e, const struct ex *from, const uint8_t *db, 
 
 		check_data(e, v, VDC_Read);
 		for (unsigned k = 0; k < v->nrec; k++)
-			ck_assert_msg(v->rec[k].code == VDC_Read, "restore device '%s' got %s", v->name,
-				      vdi_strcommand(v->rec[k].code));
-		ck_assert_msg(v->off == v->len, "device '%s': the server read %zu of %zu stripe bytes",
-			      v->name, v->off, v->len);
+			ck_assert_msg(v->rec[k].code == VDC_Read, "restore device '%s' got %s",
+			              v->name, vdi_strcommand(v->rec[k].code));
+		ck_assert_msg(v->off == v->len,
+		              "device '%s': the server read %zu of %zu stripe bytes", v->name,
+		              v->off, v->len);
 	}
 	snprintf(path, sizeof(path), "%s/%s.mdf", e->dir, e->set);
 	got = read_file(path, &n);
@@ -477,12 +485,21 @@ static const struct row {
 	unsigned extra_flushes;
 	struct geo b, r;
 } rows[] = {
-	{ "one device, VDC_Complete, three extra flushes", 3 * 1048576 + 777, 3,
-	  { 1, 4096, 131072, 5, 1 }, { 1, 512, 65536, 3, 0 } },
-	{ "three devices share BUFFERCOUNT, no VDC_Complete", 7 * 1048576 + 4095, 0,
-	  { 3, 65536, 262144, 7, 0 }, { 3, 65536, 1048576, 4, 1 } },
-	{ "empty database: every device still opens, flushes, closes", 0, 1,
-	  { 2, 512, 65536, 2, 1 }, { 2, 512, 65536, 2, 0 } },
+	{ "one device, VDC_Complete, three extra flushes",
+	  3 * 1048576 + 777,
+	  3,
+	  { 1, 4096, 131072, 5, 1 },
+	  { 1, 512, 65536, 3, 0 } },
+	{ "three devices share BUFFERCOUNT, no VDC_Complete",
+	  7 * 1048576 + 4095,
+	  0,
+	  { 3, 65536, 262144, 7, 0 },
+	  { 3, 65536, 1048576, 4, 1 } },
+	{ "empty database: every device still opens, flushes, closes",
+	  0,
+	  1,
+	  { 2, 512, 65536, 2, 1 },
+	  { 2, 512, 65536, 2, 0 } },
 };
 
 START_TEST(backup_then_restore)

@@ -19,9 +19,9 @@
 struct mem {
 	uint8_t *p;
 	size_t len, cap;
-	size_t pos;     /* read position */
-	size_t step;    /* largest read, to vary the read sizes */
-	int fail_at;    /* read call number that fails, 0 = never */
+	size_t pos;  /* read position */
+	size_t step; /* largest read, to vary the read sizes */
+	int fail_at; /* read call number that fails, 0 = never */
 	int calls;
 };
 
@@ -106,8 +106,8 @@ static const uint8_t id_a[16] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
 static const uint8_t id_b[16] = { 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1 };
 
 /* Backs up fd into n memory stripes, each padded to `pad` bytes. */
-static void backup(int fd, uint64_t size, unsigned n, const uint8_t *id,
-		   struct mem *out, size_t pad)
+static void backup(int fd, uint64_t size, unsigned n, const uint8_t *id, struct mem *out,
+                   size_t pad)
 {
 	uint8_t *buf = malloc(BK_CHUNK_SIZE);
 	uint64_t done = 0;
@@ -136,8 +136,8 @@ static void backup(int fd, uint64_t size, unsigned n, const uint8_t *id,
 
 /* Restores n stripes given in the order of `order` into a new memfd;
  * returns 0 (and *fd_out) or -1 with the first message in err. */
-static int restore(struct mem *stripes, const unsigned *order, unsigned n,
-		   int lenient, int *fd_out, char *err, size_t errlen)
+static int restore(struct mem *stripes, const unsigned *order, unsigned n, int lenient, int *fd_out,
+                   char *err, size_t errlen)
 {
 	static const char *names[] = { "d0", "d1", "d2", "d3", "d4", "d5", "d6", "d7", "d8" };
 	uint8_t *buf = malloc(BK_MAX_CHUNK);
@@ -185,7 +185,7 @@ static void assert_same(int a, int b, uint64_t size)
 		ck_assert_int_eq(pread(a, x, n, (off_t)off), (ssize_t)n);
 		ck_assert_int_eq(pread(b, y, n, (off_t)off), (ssize_t)n);
 		ck_assert_msg(memcmp(x, y, n) == 0, "data differs near offset %llu",
-			      (unsigned long long)off);
+		              (unsigned long long)off);
 	}
 	free(x);
 	free(y);
@@ -227,7 +227,7 @@ START_TEST(test_crc_paths_agree)
 			ck_assert_uint_eq(a, crc32c_portable(0, buf + off, len));
 			/* chaining */
 			ck_assert_uint_eq(a, crc32c(crc32c(0, buf + off, len / 3),
-						    buf + off + len / 3, len - len / 3));
+			                            buf + off + len / 3, len - len / 3));
 		}
 	}
 }
@@ -251,10 +251,11 @@ START_TEST(test_crc_lanes_and_combine)
 
 			ck_assert_uint_eq(crc32c(0, buf + off, len), want);
 			ck_assert_uint_eq(crc32c(0x1234567u, buf + off, len),
-					  crc32c_portable(0x1234567u, buf + off, len));
+			                  crc32c_portable(0x1234567u, buf + off, len));
 			ck_assert_uint_eq(crc32c_combine(crc32c(0, buf + off, cut),
-							 crc32c(0, buf + off + cut, len - cut),
-							 len - cut), want);
+			                                 crc32c(0, buf + off + cut, len - cut),
+			                                 len - cut),
+			                  want);
 		}
 	}
 	ck_assert_uint_eq(crc32c_combine(0, 0xE3069283u, 9), 0xE3069283u);
@@ -311,7 +312,9 @@ START_TEST(test_header_refusals)
 	bk_header_encode(&h, raw);
 	raw[8] = 2; /* version */
 	ck_assert_int_eq(bk_header_decode(&g, raw, err, sizeof(err)), -1);
-	ck_assert_str_eq(err, "unsupported backup format version 2 (header size 512): this vdi reads version 1");
+	ck_assert_str_eq(
+		err,
+		"unsupported backup format version 2 (header size 512): this vdi reads version 1");
 
 	bk_header_encode(&h, raw);
 	raw[0] = 'X';
@@ -334,8 +337,15 @@ END_TEST
 /* --------------------------------------------------------- round trips */
 
 static const uint64_t sizes[] = {
-	0, 1, 511, 4095, 4097, BK_CHUNK_SIZE - 1, BK_CHUNK_SIZE,
-	BK_CHUNK_SIZE + 1, 5 * BK_CHUNK_SIZE + 12345,
+	0,
+	1,
+	511,
+	4095,
+	4097,
+	BK_CHUNK_SIZE - 1,
+	BK_CHUNK_SIZE,
+	BK_CHUNK_SIZE + 1,
+	5 * BK_CHUNK_SIZE + 12345,
 };
 static const unsigned counts[] = { 1, 2, 3, 8 };
 
@@ -351,7 +361,7 @@ START_TEST(test_roundtrip)
 	use_peek = _i >= 36; /* second half: chunk data read in place */
 	backup(db, size, n, id_a, s, 512);
 	for (unsigned k = 0; k < n; k++) {
-		order[k] = n - 1 - k; /* reversed: order is recovered */
+		order[k] = n - 1 - k;              /* reversed: order is recovered */
 		s[k].step = 1 + (size_t)k * 70001; /* odd read sizes */
 	}
 	ck_assert_msg(restore(s, order, n, 0, &out, err, sizeof(err)) == 0, "%s", err);
@@ -374,12 +384,14 @@ START_TEST(test_padding)
 	close(out);
 	mem_write(&s[0], &one, 1);
 	ck_assert_int_eq(restore(s, NULL, 1, 0, &out, err, sizeof(err)), -1);
-	ck_assert_str_eq(err, "device 'd0': unexpected data after the trailer at byte offset 65536");
+	ck_assert_str_eq(err,
+	                 "device 'd0': unexpected data after the trailer at byte offset 65536");
 	s[0].len--;
 	while (s[0].len < 512 + 32 + 1000 + 64 + BK_MAX_PADDING + 1)
 		mem_write(&s[0], &zero, 1);
 	ck_assert_int_eq(restore(s, NULL, 1, 0, &out, err, sizeof(err)), -1);
-	ck_assert_str_eq(err, "device 'd0': unexpected data after the trailer at byte offset 67143");
+	ck_assert_str_eq(err,
+	                 "device 'd0': unexpected data after the trailer at byte offset 67143");
 	close(db);
 	free_stripes(s, 1);
 }
@@ -412,8 +424,7 @@ static void refusal_teardown(void)
 	free_stripes(other, 2);
 }
 
-static void expect_refusal(struct mem *s, const unsigned *order, unsigned n,
-			   const char *msg)
+static void expect_refusal(struct mem *s, const unsigned *order, unsigned n, const char *msg)
 {
 	char err[BK_ERR_LEN];
 	int out = -1;
@@ -422,7 +433,7 @@ static void expect_refusal(struct mem *s, const unsigned *order, unsigned n,
 	for (use_peek = 0; use_peek < 2; use_peek++) {
 		ck_assert_int_eq(restore(s, order, n, 0, &out, err, sizeof(err)), -1);
 		ck_assert_msg(strcmp(err, msg) == 0, "\n got: %s\nwant: %s (peek %d)", err, msg,
-			      use_peek);
+		              use_peek);
 	}
 	use_peek = 0;
 }
@@ -441,14 +452,23 @@ END_TEST
 
 START_TEST(test_truncated)
 {
-	static const struct { size_t keep; const char *msg; } cuts[] = {
+	static const struct {
+		size_t keep;
+		const char *msg;
+	} cuts[] = {
 		{ 0, "device 'd0': stripe is empty: no backup header" },
-		{ 100, "device 'd0': stripe truncated at byte offset 100: stream ended inside the backup header" },
-		{ 512, "device 'd0': stripe truncated at byte offset 512: stream ended inside a record header" },
-		{ 530, "device 'd0': stripe truncated at byte offset 530: stream ended inside a record header" },
-		{ 544 + 4096, "device 'd0': stripe truncated at byte offset 4640: stream ended inside chunk data" },
-		{ 544 + BK_CHUNK_SIZE, "device 'd0': stripe truncated at byte offset 1049120: stream ended inside a record header" },
-		{ 2 * (544 + BK_CHUNK_SIZE) - 512 + 40, "device 'd0': stripe truncated at byte offset 2097768: stream ended inside the trailer" },
+		{ 100,
+		  "device 'd0': stripe truncated at byte offset 100: stream ended inside the backup header" },
+		{ 512,
+		  "device 'd0': stripe truncated at byte offset 512: stream ended inside a record header" },
+		{ 530,
+		  "device 'd0': stripe truncated at byte offset 530: stream ended inside a record header" },
+		{ 544 + 4096,
+		  "device 'd0': stripe truncated at byte offset 4640: stream ended inside chunk data" },
+		{ 544 + BK_CHUNK_SIZE,
+		  "device 'd0': stripe truncated at byte offset 1049120: stream ended inside a record header" },
+		{ 2 * (544 + BK_CHUNK_SIZE) - 512 + 40,
+		  "device 'd0': stripe truncated at byte offset 2097768: stream ended inside the trailer" },
 	};
 	size_t len = rs[0].len;
 
@@ -462,13 +482,19 @@ END_TEST
 
 START_TEST(test_flipped)
 {
-	static const struct { size_t at; const char *msg; } flips[] = {
-		{ 3, "device 'd0': not a vdi backup: foreign data where the 'VDIBAKv1' header belongs" },
+	static const struct {
+		size_t at;
+		const char *msg;
+	} flips[] = {
+		{ 3,
+		  "device 'd0': not a vdi backup: foreign data where the 'VDIBAKv1' header belongs" },
 		{ 90, "device 'd0': corrupt backup header: checksum mismatch" },
 		{ 512, "device 'd0': corrupt stripe: no record tag at byte offset 512" },
 		{ 520, "device 'd0': corrupt chunk header at byte offset 512: checksum mismatch" },
-		{ 544 + 777, "device 'd0': corrupt chunk 0 at byte offset 512: data checksum mismatch" },
-		{ 2 * (544 + BK_CHUNK_SIZE) - 512 + 9, "device 'd0': corrupt trailer at byte offset 2097728: checksum mismatch" },
+		{ 544 + 777,
+		  "device 'd0': corrupt chunk 0 at byte offset 512: data checksum mismatch" },
+		{ 2 * (544 + BK_CHUNK_SIZE) - 512 + 9,
+		  "device 'd0': corrupt trailer at byte offset 2097728: checksum mismatch" },
 	};
 	for (size_t i = 0; i < sizeof(flips) / sizeof(flips[0]); i++) {
 		rs[0].p[flips[i].at] ^= 0x20;
@@ -485,9 +511,13 @@ START_TEST(test_foreign)
 
 	memset(text, 'A', sizeof(text));
 	mem_write(&f[0], text, sizeof(text));
-	expect_refusal(f, NULL, 1, "device 'd0': not a vdi backup: foreign data where the 'VDIBAKv1' header belongs");
+	expect_refusal(
+		f, NULL, 1,
+		"device 'd0': not a vdi backup: foreign data where the 'VDIBAKv1' header belongs");
 	f[0].len = 20; /* a short foreign file */
-	expect_refusal(f, NULL, 1, "device 'd0': not a vdi backup: foreign data where the 'VDIBAKv1' header belongs");
+	expect_refusal(
+		f, NULL, 1,
+		"device 'd0': not a vdi backup: foreign data where the 'VDIBAKv1' header belongs");
 	free(f[0].p);
 }
 END_TEST
@@ -496,7 +526,9 @@ START_TEST(test_missing_stripe)
 {
 	static const unsigned only1[] = { 1 };
 
-	expect_refusal(rs, only1, 1, "incomplete stripe set: backup of 'db' has 2 stripes, 1 device given (device 'd0' holds stripe 2)");
+	expect_refusal(
+		rs, only1, 1,
+		"incomplete stripe set: backup of 'db' has 2 stripes, 1 device given (device 'd0' holds stripe 2)");
 }
 END_TEST
 
@@ -512,7 +544,9 @@ START_TEST(test_mixed_backups)
 {
 	struct mem mix[2] = { rs[0], other[1] };
 
-	expect_refusal(mix, NULL, 2, "stripes of different backups: device 'd0' holds backup 01020304-0506-0708-090a-0b0c0d0e0f10 of 'db', device 'd1' holds backup 100f0e0d-0c0b-0a09-0807-060504030201 of 'db'");
+	expect_refusal(
+		mix, NULL, 2,
+		"stripes of different backups: device 'd0' holds backup 01020304-0506-0708-090a-0b0c0d0e0f10 of 'db', device 'd1' holds backup 100f0e0d-0c0b-0a09-0807-060504030201 of 'db'");
 }
 END_TEST
 
@@ -529,7 +563,9 @@ START_TEST(test_spliced_chunk)
 	{
 		struct mem two[2] = { s, rs[1] };
 
-		expect_refusal(two, NULL, 2, "device 'd0': unexpected chunk at byte offset 1049120: got chunk 3 (100 bytes), expected chunk 2 (1048576 bytes) of stripe 1");
+		expect_refusal(
+			two, NULL, 2,
+			"device 'd0': unexpected chunk at byte offset 1049120: got chunk 3 (100 bytes), expected chunk 2 (1048576 bytes) of stripe 1");
 	}
 	free(s.p);
 }
@@ -546,7 +582,9 @@ START_TEST(test_dropped_chunk)
 	{
 		struct mem two[2] = { s, rs[1] };
 
-		expect_refusal(two, NULL, 2, "device 'd0': incomplete stripe 1: trailer at byte offset 1049120 after 1 of 2 chunks");
+		expect_refusal(
+			two, NULL, 2,
+			"device 'd0': incomplete stripe 1: trailer at byte offset 1049120 after 1 of 2 chunks");
 	}
 	free(s.p);
 }

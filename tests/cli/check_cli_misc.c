@@ -56,7 +56,9 @@ START_TEST(test_summary)
 	char b[256];
 
 	progress_summary(b, sizeof(b), "BACKUP DATABASE db", 268435456, 2, 1.25);
-	ck_assert_str_eq(b, "BACKUP DATABASE db: 268435456 bytes (256.0 MiB) in 2 stripes, 1.25 s, 204.8 MiB/s");
+	ck_assert_str_eq(
+		b,
+		"BACKUP DATABASE db: 268435456 bytes (256.0 MiB) in 2 stripes, 1.25 s, 204.8 MiB/s");
 	progress_summary(b, sizeof(b), "RESTORE VERIFYONLY", 0, 1, 0);
 	ck_assert_str_eq(b, "RESTORE VERIFYONLY: 0 bytes (0 B) in 1 stripe, 0.00 s, 0 B/s");
 }

@@ -23,7 +23,8 @@ static void parse_ok(const char *text)
 
 START_TEST(test_issue_example)
 {
-	parse_ok("BACKUP DATABASE MYDB TO VIRTUAL_DEVICE='{0D0F5BA0-B21A-4519-A961-A6E2292A17CA}' WITH BLOCKSIZE=4096, BUFFERCOUNT=20, MAXTRANSFERSIZE=524288");
+	parse_ok(
+		"BACKUP DATABASE MYDB TO VIRTUAL_DEVICE='{0D0F5BA0-B21A-4519-A961-A6E2292A17CA}' WITH BLOCKSIZE=4096, BUFFERCOUNT=20, MAXTRANSFERSIZE=524288");
 	ck_assert_int_eq(st.kind, STMT_BACKUP);
 	ck_assert_str_eq(st.db, "MYDB");
 	ck_assert_uint_eq(st.ndev, 1);
@@ -37,7 +38,8 @@ END_TEST
 
 START_TEST(test_forms)
 {
-	parse_ok("restore database [My DB] from virtual_device = N'a', virtual_device='b' with replace;");
+	parse_ok(
+		"restore database [My DB] from virtual_device = N'a', virtual_device='b' with replace;");
 	ck_assert_int_eq(st.kind, STMT_RESTORE);
 	ck_assert_str_eq(st.db, "My DB");
 	ck_assert_uint_eq(st.ndev, 2);
@@ -73,7 +75,8 @@ END_TEST
 
 START_TEST(test_quoting)
 {
-	parse_ok("BACKUP DATABASE \"we\"\"ird\" TO VIRTUAL_DEVICE='it''s' WITH DESCRIPTION=N'nightly ''full'''");
+	parse_ok(
+		"BACKUP DATABASE \"we\"\"ird\" TO VIRTUAL_DEVICE='it''s' WITH DESCRIPTION=N'nightly ''full'''");
 	ck_assert_str_eq(st.db, "we\"ird");
 	ck_assert_str_eq(st.dev[0], "it's");
 	ck_assert_str_eq(st.description, "nightly 'full'");
@@ -89,7 +92,8 @@ END_TEST
 
 START_TEST(test_comments_and_space)
 {
-	parse_ok("-- nightly\n  BACKUP /* the\n db */ DATABASE\tdb\r\nTO VIRTUAL_DEVICE='v' -- end\n ;  ");
+	parse_ok(
+		"-- nightly\n  BACKUP /* the\n db */ DATABASE\tdb\r\nTO VIRTUAL_DEVICE='v' -- end\n ;  ");
 	ck_assert_str_eq(st.db, "db");
 	ck_assert_str_eq(st.dev[0], "v");
 }
@@ -97,14 +101,16 @@ END_TEST
 
 START_TEST(test_all_options)
 {
-	parse_ok("BACKUP DATABASE d TO VIRTUAL_DEVICE='v' WITH FAULT_ABORT_AFTER=1000, FAULT_STALL=250, FAULT_EXTRA_FLUSHES=3, FAULT_LATE_COMPLETE=600000, BUFFERCOUNT=1024, MAXTRANSFERSIZE=1048576");
+	parse_ok(
+		"BACKUP DATABASE d TO VIRTUAL_DEVICE='v' WITH FAULT_ABORT_AFTER=1000, FAULT_STALL=250, FAULT_EXTRA_FLUSHES=3, FAULT_LATE_COMPLETE=600000, BUFFERCOUNT=1024, MAXTRANSFERSIZE=1048576");
 	ck_assert_uint_eq(st.fault_abort_after, 1000);
 	ck_assert_uint_eq(st.fault_stall_ms, 250);
 	ck_assert_uint_eq(st.fault_extra_flushes, 3);
 	ck_assert_uint_eq(st.fault_late_complete_ms, 600000);
 	ck_assert_uint_eq(st.buffercount, 1024);
 
-	parse_ok("RESTORE DATABASE d FROM VIRTUAL_DEVICE='v' WITH FAULT_ABORT_AFTER=9223372036854775807");
+	parse_ok(
+		"RESTORE DATABASE d FROM VIRTUAL_DEVICE='v' WITH FAULT_ABORT_AFTER=9223372036854775807");
 	ck_assert(st.fault_abort_after == 9223372036854775807ull);
 }
 END_TEST
@@ -172,11 +178,15 @@ START_TEST(test_huge_tokens)
 
 	memset(big, 'z', 256);
 	big[256] = '\0';
-	snprintf(text, sizeof(text), "BACKUP DATABASE d TO VIRTUAL_DEVICE='v' WITH DESCRIPTION='%s'", big);
+	snprintf(text, sizeof(text),
+	         "BACKUP DATABASE d TO VIRTUAL_DEVICE='v' WITH DESCRIPTION='%s'", big);
 	ck_assert_int_eq(stmt_parse(text, &st, err, sizeof(err)), -1);
-	ck_assert_str_eq(err, "invalid DESCRIPTION 'zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz...': must be a string of at most 255 bytes");
+	ck_assert_str_eq(
+		err,
+		"invalid DESCRIPTION 'zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz...': must be a string of at most 255 bytes");
 	big[255] = '\0';
-	snprintf(text, sizeof(text), "BACKUP DATABASE d TO VIRTUAL_DEVICE='v' WITH DESCRIPTION='%s'", big);
+	snprintf(text, sizeof(text),
+	         "BACKUP DATABASE d TO VIRTUAL_DEVICE='v' WITH DESCRIPTION='%s'", big);
 	parse_ok(text);
 	ck_assert_uint_eq(strlen(st.description), 255);
 }
@@ -188,74 +198,142 @@ static const struct {
 } bad[] = {
 	{ "", "cannot parse statement: the statement is empty" },
 	{ "  -- nothing\n", "cannot parse statement: the statement is empty" },
-	{ "SELECT 1", "cannot parse statement: expected BACKUP or RESTORE, got 'SELECT' at line 1, column 1" },
-	{ "BACKUP LOG d TO VIRTUAL_DEVICE='v'", "cannot parse statement: expected DATABASE after BACKUP, got 'LOG' at line 1, column 8" },
-	{ "BACKUP DATABASE TO", "cannot parse statement: expected TO after the database name, got end of statement at line 1, column 19" },
-	{ "BACKUP DATABASE 'd' TO VIRTUAL_DEVICE='v'", "cannot parse statement: expected a database name, got 'd' at line 1, column 17" },
-	{ "BACKUP DATABASE @db TO VIRTUAL_DEVICE='v'", "invalid database name '@db' at line 1, column 17: variables are not supported" },
-	{ "BACKUP DATABASE d FROM VIRTUAL_DEVICE='v'", "cannot parse statement: expected TO after the database name, got 'FROM' at line 1, column 19" },
-	{ "RESTORE d FROM VIRTUAL_DEVICE='v'", "cannot parse statement: expected DATABASE, VERIFYONLY or HEADERONLY after RESTORE, got 'd' at line 1, column 9" },
-	{ "RESTORE DATABASE d TO VIRTUAL_DEVICE='v'", "cannot parse statement: expected FROM after RESTORE ..., got 'TO' at line 1, column 20" },
-	{ "RESTORE VERIFYONLY d FROM VIRTUAL_DEVICE='v'", "cannot parse statement: expected FROM after RESTORE ..., got 'd' at line 1, column 20" },
-	{ "BACKUP DATABASE d TO DISK='/tmp/x'", "unsupported backup device type 'DISK' at line 1, column 22: only VIRTUAL_DEVICE is supported" },
-	{ "BACKUP DATABASE d TO", "cannot parse statement: expected VIRTUAL_DEVICE, got end of statement at line 1, column 21" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE 'v'", "cannot parse statement: expected '=' after VIRTUAL_DEVICE, got 'v' at line 1, column 37" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE=v", "invalid VIRTUAL_DEVICE 'v' at line 1, column 37: must be a quoted string like 'name'" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE=''", "invalid VIRTUAL_DEVICE '': must not be empty" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a/b'", "invalid VIRTUAL_DEVICE 'a/b': must not contain '/' or '\\'" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a\\b'", "invalid VIRTUAL_DEVICE 'a\\b': must not contain '/' or '\\'" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a\tb'", "invalid VIRTUAL_DEVICE 'a\tb': must not contain control characters" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='..'", "invalid VIRTUAL_DEVICE '..': must not be '.' or '..'" },
-	{ "BACKUP DATABASE [a/b] TO VIRTUAL_DEVICE='v'", "invalid database name 'a/b': must not contain '/' or '\\'" },
-	{ "BACKUP DATABASE [.] TO VIRTUAL_DEVICE='v'", "invalid database name '.': must not be '.' or '..'" },
-	{ "BACKUP DATABASE [] TO VIRTUAL_DEVICE='v'", "invalid database name '': must not be empty" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a', VIRTUAL_DEVICE='b', VIRTUAL_DEVICE='a'", "invalid VIRTUAL_DEVICE 'a': device named twice (clauses 1 and 3)" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a', WITH BLOCKSIZE=512", "cannot parse statement: expected VIRTUAL_DEVICE, got 'WITH' at line 1, column 42" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a", "cannot parse statement: string opened at line 1, column 37 is not closed" },
-	{ "BACKUP DATABASE [d TO VIRTUAL_DEVICE='a'", "cannot parse statement: bracketed identifier opened at line 1, column 17 is not closed" },
-	{ "BACKUP DATABASE \"d TO", "cannot parse statement: quoted identifier opened at line 1, column 17 is not closed" },
-	{ "BACKUP /* DATABASE", "cannot parse statement: comment opened at line 1, column 8 is not closed" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' extra", "cannot parse statement: expected WITH, ',' or end of statement, got 'extra' at line 1, column 41" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a'; BACKUP", "cannot parse statement: expected WITH, ',' or end of statement, got 'BACKUP' at line 1, column 42" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH", "cannot parse statement: expected an option name after WITH or ',', got end of statement at line 1, column 45" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BLOCKSIZE=512,", "cannot parse statement: expected an option name after WITH or ',', got end of statement at line 1, column 60" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH COMPRESSION", "unknown option 'COMPRESSION' at line 1, column 46: known options are BLOCKSIZE, BUFFERCOUNT, MAXTRANSFERSIZE, REPLACE, STATS, DESCRIPTION, FAULT_ABORT_AFTER, FAULT_STALL, FAULT_EXTRA_FLUSHES, FAULT_LATE_COMPLETE" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH REPLACE", "option REPLACE is not valid with BACKUP DATABASE" },
-	{ "RESTORE VERIFYONLY FROM VIRTUAL_DEVICE='a' WITH REPLACE", "option REPLACE is not valid with RESTORE VERIFYONLY" },
-	{ "RESTORE DATABASE d FROM VIRTUAL_DEVICE='a' WITH DESCRIPTION='x'", "option DESCRIPTION is not valid with RESTORE DATABASE" },
-	{ "RESTORE DATABASE d FROM VIRTUAL_DEVICE='a' WITH FAULT_EXTRA_FLUSHES=1", "option FAULT_EXTRA_FLUSHES is not valid with RESTORE DATABASE" },
-	{ "RESTORE HEADERONLY FROM VIRTUAL_DEVICE='a' WITH FAULT_LATE_COMPLETE=1", "option FAULT_LATE_COMPLETE is not valid with RESTORE HEADERONLY" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BLOCKSIZE=512, blocksize=1024", "option BLOCKSIZE given twice" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BLOCKSIZE 512", "cannot parse statement: expected '=' after the option name, got '512' at line 1, column 56" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BLOCKSIZE=", "invalid BLOCKSIZE: missing value after '=' at line 1, column 56" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BLOCKSIZE=, STATS", "invalid BLOCKSIZE: missing value after '=' at line 1, column 56" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BLOCKSIZE=1000", "invalid BLOCKSIZE '1000': must be a power of two from 512 to 65536" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BLOCKSIZE=256", "invalid BLOCKSIZE '256': must be a power of two from 512 to 65536" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BLOCKSIZE=131072", "invalid BLOCKSIZE '131072': must be a power of two from 512 to 65536" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BLOCKSIZE=0", "invalid BLOCKSIZE '0': must be a power of two from 512 to 65536" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BLOCKSIZE=64KB", "invalid BLOCKSIZE '64KB': must be a plain decimal number of bytes (no sign, no K/KB/MB suffix); must be a power of two from 512 to 65536" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BLOCKSIZE='512'", "invalid BLOCKSIZE '512': must be a plain decimal number of bytes (no sign, no K/KB/MB suffix); must be a power of two from 512 to 65536" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BLOCKSIZE=-512", "invalid BLOCKSIZE '-': must be a plain decimal number of bytes (no sign, no K/KB/MB suffix); must be a power of two from 512 to 65536" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH MAXTRANSFERSIZE=1MB", "invalid MAXTRANSFERSIZE '1MB': must be a plain decimal number of bytes (no sign, no K/KB/MB suffix); must be a multiple of 65536 from 65536 to 4194304" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH MAXTRANSFERSIZE=100000", "invalid MAXTRANSFERSIZE '100000': must be a multiple of 65536 from 65536 to 4194304" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH MAXTRANSFERSIZE=0", "invalid MAXTRANSFERSIZE '0': must be a multiple of 65536 from 65536 to 4194304" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH MAXTRANSFERSIZE=4259840", "invalid MAXTRANSFERSIZE '4259840': must be a multiple of 65536 from 65536 to 4194304" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BUFFERCOUNT=0", "invalid BUFFERCOUNT '0': must be from 1 to 1024" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BUFFERCOUNT=1025", "invalid BUFFERCOUNT '1025': must be from 1 to 1024" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BUFFERCOUNT=99999999999999999999999", "invalid BUFFERCOUNT '99999999999999999999999': must be a plain decimal number of units (no sign, no K/KB/MB suffix); must be from 1 to 1024" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BUFFERCOUNT=257, MAXTRANSFERSIZE=4194304", "invalid BUFFERCOUNT '257' with MAXTRANSFERSIZE '4194304': buffers would take 1077936128 bytes, at most 1073741824 allowed" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH STATS=0", "invalid STATS '0': must be from 1 to 100" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH STATS=101", "invalid STATS '101': must be from 1 to 100" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH DESCRIPTION=5", "invalid DESCRIPTION '5': must be a string of at most 255 bytes" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH DESCRIPTION='a\nb'", "invalid DESCRIPTION 'a\nb': must not contain control characters" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH FAULT_STALL=600001", "invalid FAULT_STALL '600001': must be from 0 to 600000 (milliseconds)" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH FAULT_LATE_COMPLETE=700000", "invalid FAULT_LATE_COMPLETE '700000': must be from 0 to 600000 (milliseconds)" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH FAULT_EXTRA_FLUSHES=1001", "invalid FAULT_EXTRA_FLUSHES '1001': must be from 0 to 1000" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH FAULT_ABORT_AFTER=9223372036854775808", "invalid FAULT_ABORT_AFTER '9223372036854775808': must be from 0 to 9223372036854775807" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH FAULT_ABORT_AFTER=1k", "invalid FAULT_ABORT_AFTER '1k': must be a plain decimal number of units (no sign, no K/KB/MB suffix); must be from 0 to 9223372036854775807" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BLOCKSIZE=512 ! ", "cannot parse statement: expected WITH, ',' or end of statement, got '!' at line 1, column 60" },
-	{ "BACKUP DATABASE d\nTO VIRTUAL_DEVICE='a'\nWITH BLOCKSIZE=512,\n  BOGUS", "unknown option 'BOGUS' at line 4, column 3: known options are BLOCKSIZE, BUFFERCOUNT, MAXTRANSFERSIZE, REPLACE, STATS, DESCRIPTION, FAULT_ABORT_AFTER, FAULT_STALL, FAULT_EXTRA_FLUSHES, FAULT_LATE_COMPLETE" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a'\x01", "cannot parse statement: expected WITH, ',' or end of statement, got character 0x01 at line 1, column 40" },
+	{ "SELECT 1",
+	  "cannot parse statement: expected BACKUP or RESTORE, got 'SELECT' at line 1, column 1" },
+	{ "BACKUP LOG d TO VIRTUAL_DEVICE='v'",
+	  "cannot parse statement: expected DATABASE after BACKUP, got 'LOG' at line 1, column 8" },
+	{ "BACKUP DATABASE TO",
+	  "cannot parse statement: expected TO after the database name, got end of statement at line 1, column 19" },
+	{ "BACKUP DATABASE 'd' TO VIRTUAL_DEVICE='v'",
+	  "cannot parse statement: expected a database name, got 'd' at line 1, column 17" },
+	{ "BACKUP DATABASE @db TO VIRTUAL_DEVICE='v'",
+	  "invalid database name '@db' at line 1, column 17: variables are not supported" },
+	{ "BACKUP DATABASE d FROM VIRTUAL_DEVICE='v'",
+	  "cannot parse statement: expected TO after the database name, got 'FROM' at line 1, column 19" },
+	{ "RESTORE d FROM VIRTUAL_DEVICE='v'",
+	  "cannot parse statement: expected DATABASE, VERIFYONLY or HEADERONLY after RESTORE, got 'd' at line 1, column 9" },
+	{ "RESTORE DATABASE d TO VIRTUAL_DEVICE='v'",
+	  "cannot parse statement: expected FROM after RESTORE ..., got 'TO' at line 1, column 20" },
+	{ "RESTORE VERIFYONLY d FROM VIRTUAL_DEVICE='v'",
+	  "cannot parse statement: expected FROM after RESTORE ..., got 'd' at line 1, column 20" },
+	{ "BACKUP DATABASE d TO DISK='/tmp/x'",
+	  "unsupported backup device type 'DISK' at line 1, column 22: only VIRTUAL_DEVICE is supported" },
+	{ "BACKUP DATABASE d TO",
+	  "cannot parse statement: expected VIRTUAL_DEVICE, got end of statement at line 1, column 21" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE 'v'",
+	  "cannot parse statement: expected '=' after VIRTUAL_DEVICE, got 'v' at line 1, column 37" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE=v",
+	  "invalid VIRTUAL_DEVICE 'v' at line 1, column 37: must be a quoted string like 'name'" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE=''",
+	  "invalid VIRTUAL_DEVICE '': must not be empty" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a/b'",
+	  "invalid VIRTUAL_DEVICE 'a/b': must not contain '/' or '\\'" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a\\b'",
+	  "invalid VIRTUAL_DEVICE 'a\\b': must not contain '/' or '\\'" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a\tb'",
+	  "invalid VIRTUAL_DEVICE 'a\tb': must not contain control characters" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='..'",
+	  "invalid VIRTUAL_DEVICE '..': must not be '.' or '..'" },
+	{ "BACKUP DATABASE [a/b] TO VIRTUAL_DEVICE='v'",
+	  "invalid database name 'a/b': must not contain '/' or '\\'" },
+	{ "BACKUP DATABASE [.] TO VIRTUAL_DEVICE='v'",
+	  "invalid database name '.': must not be '.' or '..'" },
+	{ "BACKUP DATABASE [] TO VIRTUAL_DEVICE='v'",
+	  "invalid database name '': must not be empty" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a', VIRTUAL_DEVICE='b', VIRTUAL_DEVICE='a'",
+	  "invalid VIRTUAL_DEVICE 'a': device named twice (clauses 1 and 3)" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a', WITH BLOCKSIZE=512",
+	  "cannot parse statement: expected VIRTUAL_DEVICE, got 'WITH' at line 1, column 42" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a",
+	  "cannot parse statement: string opened at line 1, column 37 is not closed" },
+	{ "BACKUP DATABASE [d TO VIRTUAL_DEVICE='a'",
+	  "cannot parse statement: bracketed identifier opened at line 1, column 17 is not closed" },
+	{ "BACKUP DATABASE \"d TO",
+	  "cannot parse statement: quoted identifier opened at line 1, column 17 is not closed" },
+	{ "BACKUP /* DATABASE",
+	  "cannot parse statement: comment opened at line 1, column 8 is not closed" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' extra",
+	  "cannot parse statement: expected WITH, ',' or end of statement, got 'extra' at line 1, column 41" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a'; BACKUP",
+	  "cannot parse statement: expected WITH, ',' or end of statement, got 'BACKUP' at line 1, column 42" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH",
+	  "cannot parse statement: expected an option name after WITH or ',', got end of statement at line 1, column 45" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BLOCKSIZE=512,",
+	  "cannot parse statement: expected an option name after WITH or ',', got end of statement at line 1, column 60" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH COMPRESSION",
+	  "unknown option 'COMPRESSION' at line 1, column 46: known options are BLOCKSIZE, BUFFERCOUNT, MAXTRANSFERSIZE, REPLACE, STATS, DESCRIPTION, FAULT_ABORT_AFTER, FAULT_STALL, FAULT_EXTRA_FLUSHES, FAULT_LATE_COMPLETE" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH REPLACE",
+	  "option REPLACE is not valid with BACKUP DATABASE" },
+	{ "RESTORE VERIFYONLY FROM VIRTUAL_DEVICE='a' WITH REPLACE",
+	  "option REPLACE is not valid with RESTORE VERIFYONLY" },
+	{ "RESTORE DATABASE d FROM VIRTUAL_DEVICE='a' WITH DESCRIPTION='x'",
+	  "option DESCRIPTION is not valid with RESTORE DATABASE" },
+	{ "RESTORE DATABASE d FROM VIRTUAL_DEVICE='a' WITH FAULT_EXTRA_FLUSHES=1",
+	  "option FAULT_EXTRA_FLUSHES is not valid with RESTORE DATABASE" },
+	{ "RESTORE HEADERONLY FROM VIRTUAL_DEVICE='a' WITH FAULT_LATE_COMPLETE=1",
+	  "option FAULT_LATE_COMPLETE is not valid with RESTORE HEADERONLY" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BLOCKSIZE=512, blocksize=1024",
+	  "option BLOCKSIZE given twice" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BLOCKSIZE 512",
+	  "cannot parse statement: expected '=' after the option name, got '512' at line 1, column 56" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BLOCKSIZE=",
+	  "invalid BLOCKSIZE: missing value after '=' at line 1, column 56" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BLOCKSIZE=, STATS",
+	  "invalid BLOCKSIZE: missing value after '=' at line 1, column 56" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BLOCKSIZE=1000",
+	  "invalid BLOCKSIZE '1000': must be a power of two from 512 to 65536" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BLOCKSIZE=256",
+	  "invalid BLOCKSIZE '256': must be a power of two from 512 to 65536" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BLOCKSIZE=131072",
+	  "invalid BLOCKSIZE '131072': must be a power of two from 512 to 65536" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BLOCKSIZE=0",
+	  "invalid BLOCKSIZE '0': must be a power of two from 512 to 65536" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BLOCKSIZE=64KB",
+	  "invalid BLOCKSIZE '64KB': must be a plain decimal number of bytes (no sign, no K/KB/MB suffix); must be a power of two from 512 to 65536" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BLOCKSIZE='512'",
+	  "invalid BLOCKSIZE '512': must be a plain decimal number of bytes (no sign, no K/KB/MB suffix); must be a power of two from 512 to 65536" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BLOCKSIZE=-512",
+	  "invalid BLOCKSIZE '-': must be a plain decimal number of bytes (no sign, no K/KB/MB suffix); must be a power of two from 512 to 65536" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH MAXTRANSFERSIZE=1MB",
+	  "invalid MAXTRANSFERSIZE '1MB': must be a plain decimal number of bytes (no sign, no K/KB/MB suffix); must be a multiple of 65536 from 65536 to 4194304" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH MAXTRANSFERSIZE=100000",
+	  "invalid MAXTRANSFERSIZE '100000': must be a multiple of 65536 from 65536 to 4194304" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH MAXTRANSFERSIZE=0",
+	  "invalid MAXTRANSFERSIZE '0': must be a multiple of 65536 from 65536 to 4194304" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH MAXTRANSFERSIZE=4259840",
+	  "invalid MAXTRANSFERSIZE '4259840': must be a multiple of 65536 from 65536 to 4194304" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BUFFERCOUNT=0",
+	  "invalid BUFFERCOUNT '0': must be from 1 to 1024" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BUFFERCOUNT=1025",
+	  "invalid BUFFERCOUNT '1025': must be from 1 to 1024" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BUFFERCOUNT=99999999999999999999999",
+	  "invalid BUFFERCOUNT '99999999999999999999999': must be a plain decimal number of units (no sign, no K/KB/MB suffix); must be from 1 to 1024" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BUFFERCOUNT=257, MAXTRANSFERSIZE=4194304",
+	  "invalid BUFFERCOUNT '257' with MAXTRANSFERSIZE '4194304': buffers would take 1077936128 bytes, at most 1073741824 allowed" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH STATS=0",
+	  "invalid STATS '0': must be from 1 to 100" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH STATS=101",
+	  "invalid STATS '101': must be from 1 to 100" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH DESCRIPTION=5",
+	  "invalid DESCRIPTION '5': must be a string of at most 255 bytes" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH DESCRIPTION='a\nb'",
+	  "invalid DESCRIPTION 'a\nb': must not contain control characters" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH FAULT_STALL=600001",
+	  "invalid FAULT_STALL '600001': must be from 0 to 600000 (milliseconds)" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH FAULT_LATE_COMPLETE=700000",
+	  "invalid FAULT_LATE_COMPLETE '700000': must be from 0 to 600000 (milliseconds)" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH FAULT_EXTRA_FLUSHES=1001",
+	  "invalid FAULT_EXTRA_FLUSHES '1001': must be from 0 to 1000" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH FAULT_ABORT_AFTER=9223372036854775808",
+	  "invalid FAULT_ABORT_AFTER '9223372036854775808': must be from 0 to 9223372036854775807" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH FAULT_ABORT_AFTER=1k",
+	  "invalid FAULT_ABORT_AFTER '1k': must be a plain decimal number of units (no sign, no K/KB/MB suffix); must be from 0 to 9223372036854775807" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BLOCKSIZE=512 ! ",
+	  "cannot parse statement: expected WITH, ',' or end of statement, got '!' at line 1, column 60" },
+	{ "BACKUP DATABASE d\nTO VIRTUAL_DEVICE='a'\nWITH BLOCKSIZE=512,\n  BOGUS",
+	  "unknown option 'BOGUS' at line 4, column 3: known options are BLOCKSIZE, BUFFERCOUNT, MAXTRANSFERSIZE, REPLACE, STATS, DESCRIPTION, FAULT_ABORT_AFTER, FAULT_STALL, FAULT_EXTRA_FLUSHES, FAULT_LATE_COMPLETE" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a'\x01",
+	  "cannot parse statement: expected WITH, ',' or end of statement, got character 0x01 at line 1, column 40" },
 };
 
 START_TEST(test_errors)
@@ -263,10 +341,10 @@ START_TEST(test_errors)
 	const char *text = bad[_i].text;
 
 	memset(err, 'z', sizeof(err));
-	ck_assert_msg(stmt_parse(text, &st, err, sizeof(err)) == -1,
-		      "statement <%s> accepted", text);
-	ck_assert_msg(strcmp(err, bad[_i].msg) == 0,
-		      "statement <%s>\n got: %s\nwant: %s", text, err, bad[_i].msg);
+	ck_assert_msg(stmt_parse(text, &st, err, sizeof(err)) == -1, "statement <%s> accepted",
+	              text);
+	ck_assert_msg(strcmp(err, bad[_i].msg) == 0, "statement <%s>\n got: %s\nwant: %s", text,
+	              err, bad[_i].msg);
 }
 END_TEST
 

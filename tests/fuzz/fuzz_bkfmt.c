@@ -49,11 +49,11 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define FAIL(...)                                                           \
-	do {                                                                \
+#define FAIL(...)                                                               \
+	do {                                                                    \
 		fprintf(stderr, "fuzz_bkfmt: contract violated: " __VA_ARGS__); \
-		fputc('\n', stderr);                                        \
-		abort();                                                    \
+		fputc('\n', stderr);                                            \
+		abort();                                                        \
 	} while (0)
 
 static const char DEVICE[] = "fuzzdev";
@@ -147,7 +147,8 @@ static void check_header(const struct bk_header *h)
 	if (h->chunk_count != (h->total_size + h->chunk_size - 1) / h->chunk_size)
 		FAIL("%llu chunks for %llu bytes accepted", (unsigned long long)h->chunk_count,
 		     (unsigned long long)h->total_size);
-	if (strnlen(h->db, BK_DB_LEN) == BK_DB_LEN || strnlen(h->description, BK_DESC_LEN) == BK_DESC_LEN)
+	if (strnlen(h->db, BK_DB_LEN) == BK_DB_LEN ||
+	    strnlen(h->description, BK_DESC_LEN) == BK_DESC_LEN)
 		FAIL("header strings not NUL-terminated");
 }
 
@@ -203,7 +204,8 @@ static void check_restored(int fd, const uint8_t *s, size_t len)
 
 		if (pread(fd, back, n, (off_t)at) != (ssize_t)n ||
 		    memcmp(back, s + off + BK_CHUNK_HDR_SIZE, n))
-			FAIL("chunk at stream offset %zu not restored at %llu", off, (unsigned long long)at);
+			FAIL("chunk at stream offset %zu not restored at %llu", off,
+			     (unsigned long long)at);
 		off += BK_CHUNK_HDR_SIZE + n;
 	}
 }
@@ -229,8 +231,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(stream, data + 1, size - 1);
 	if (flags & 1)
 		fix_checksums(stream, size - 1, flags & 0x80);
-	src = (struct src){ .p = stream, .len = size - 1, .step = steps[(flags >> 1) & 7],
-			    .fail_at_end = (flags >> 4) & 1 };
+	src = (struct src){ .p = stream,
+		            .len = size - 1,
+		            .step = steps[(flags >> 1) & 7],
+		            .fail_at_end = (flags >> 4) & 1 };
 
 	bk_reader_init(&r, src_read, &src, DEVICE);
 	rc = bk_read_header(&r);
@@ -281,7 +285,7 @@ out:
 	/* VDI_FUZZ_VERBOSE=1: one line per input, to see what seeds reach. */
 	if (getenv("VDI_FUZZ_VERBOSE"))
 		fprintf(stderr, "fuzz_bkfmt: flags 0x%02x, %zu bytes: %s\n", flags, size - 1,
-			rc == 0 ? "complete stripe" : r.err);
+		        rc == 0 ? "complete stripe" : r.err);
 	free(stream);
 	return 0;
 }

@@ -87,29 +87,37 @@
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define FAIL(...)                                                          \
-	do {                                                               \
+#define FAIL(...)                                                             \
+	do {                                                                  \
 		fprintf(stderr, "fuzz_shm: contract violated: " __VA_ARGS__); \
-		fprintf(stderr, " [last error: %s]\n", vdi_last_error());  \
-		abort();                                                   \
+		fprintf(stderr, " [last error: %s]\n", vdi_last_error());     \
+		abort();                                                      \
 	} while (0)
 
 #define SET_NAME "fz"
-#define MAX_DEV 2
-#define NBUF 4            /* buffers allocated at configuration */
-#define NBUF_MAX 6        /* and after a later RequestBuffers */
+#define MAX_DEV  2
+#define NBUF     4 /* buffers allocated at configuration */
+#define NBUF_MAX 6 /* and after a later RequestBuffers */
 #define BUF_SIZE 65536u
 #define MAX_CMDS 96
-#define MAX_OPS 160
+#define MAX_OPS  160
 #define HELD_MAX VDI_QUEUE_DEPTH
 
 /* ---------------------------------------------------------------------
  * Return codes allowed per call.
  */
 enum {
-	A_OK = 1 << 0, A_TIMEOUT = 1 << 1, A_ABORT = 1 << 2, A_INVALID = 1 << 3,
-	A_PROTOCOL = 1 << 4, A_OPEN = 1 << 5, A_CLOSE = 1 << 6, A_BUSY = 1 << 7,
-	A_QFULL = 1 << 8, A_MEMORY = 1 << 9, A_SECURITY = 1 << 10,
+	A_OK = 1 << 0,
+	A_TIMEOUT = 1 << 1,
+	A_ABORT = 1 << 2,
+	A_INVALID = 1 << 3,
+	A_PROTOCOL = 1 << 4,
+	A_OPEN = 1 << 5,
+	A_CLOSE = 1 << 6,
+	A_BUSY = 1 << 7,
+	A_QFULL = 1 << 8,
+	A_MEMORY = 1 << 9,
+	A_SECURITY = 1 << 10,
 };
 #define A_HOSTILE (A_ABORT | A_INVALID | A_PROTOCOL)
 
@@ -137,7 +145,7 @@ static int check_rc(int rc, unsigned allowed, const char *call)
 {
 	if (g_verbose)
 		fprintf(stderr, "  %s: %s%s%s\n", call, vdi_strerror(rc), rc ? " - " : "",
-			rc ? vdi_last_error() : "");
+		        rc ? vdi_last_error() : "");
 	if (!(rc_bit(rc) & allowed))
 		FAIL("%s returned %s, not a documented code here", call, vdi_strerror(rc));
 	if (rc && strnlen(vdi_last_error(), 4096) == 4096)
@@ -149,7 +157,7 @@ static int check_rc(int rc, unsigned allowed, const char *call)
  * Process-wide state.
  */
 static char g_inst[VDI_MAX_INSTANCE + 1];
-static char g_ctl[300];   /* shm name of the control region */
+static char g_ctl[300];     /* shm name of the control region */
 static char g_area[2][300]; /* and of the buffer areas it can have */
 
 /* Also called in the reaper child: no allocation, no formatting. */
@@ -208,39 +216,73 @@ static void build_fields(void)
 {
 	size_t hs = sizeof(struct vdi_shm_header), ds = sizeof(struct vdi_shm_device);
 
-	HF(magic); HF(version); HF(header_size); HF(device_size);
-	HF(total_size); add_field(offsetof(struct vdi_shm_header, total_size) + 4);
-	HF(set_id); HF(instance); HF(name); HF(mode); HF(gid);
+	HF(magic);
+	HF(version);
+	HF(header_size);
+	HF(device_size);
+	HF(total_size);
+	add_field(offsetof(struct vdi_shm_header, total_size) + 4);
+	HF(set_id);
+	HF(instance);
+	HF(name);
+	HF(mode);
+	HF(gid);
 	for (unsigned i = 0; i < sizeof(VDConfig) / 4; i++) {
 		add_field(offsetof(struct vdi_shm_header, client_cfg) + 4 * i);
 		add_field(offsetof(struct vdi_shm_header, final_cfg) + 4 * i);
 	}
-	HF(phase); HF(abort); HF(reason_ready); HF(config_seq); HF(config_waiters);
-	HF(done_seq); HF(done_waiters); HF(area_count); HF(client_closed);
-	HF(server_closed); HF(creator.pid); HF(creator.start_time);
-	HF(server.pid); HF(server.start_time);
-	HF(areas[0].size); add_field(offsetof(struct vdi_shm_header, areas[0].size) + 4);
-	HF(areas[1].size); HF(abort_reason);
+	HF(phase);
+	HF(abort);
+	HF(reason_ready);
+	HF(config_seq);
+	HF(config_waiters);
+	HF(done_seq);
+	HF(done_waiters);
+	HF(area_count);
+	HF(client_closed);
+	HF(server_closed);
+	HF(creator.pid);
+	HF(creator.start_time);
+	HF(server.pid);
+	HF(server.start_time);
+	HF(areas[0].size);
+	add_field(offsetof(struct vdi_shm_header, areas[0].size) + 4);
+	HF(areas[1].size);
+	HF(abort_reason);
 	for (unsigned d = 0; d < MAX_DEV; d++) {
 		size_t b = hs + d * ds;
 
 #define DF(f) add_field(b + offsetof(struct vdi_shm_device, f))
-		DF(name); DF(named); DF(server_state); DF(client_state);
-		DF(client.pid); DF(client.start_time); DF(cmd_seq); DF(cmd_waiters);
-		DF(cmd.head); DF(cmd.tail); DF(done.head); DF(done.tail);
+		DF(name);
+		DF(named);
+		DF(server_state);
+		DF(client_state);
+		DF(client.pid);
+		DF(client.start_time);
+		DF(cmd_seq);
+		DF(cmd_waiters);
+		DF(cmd.head);
+		DF(cmd.tail);
+		DF(done.head);
+		DF(done.tail);
 		for (unsigned k = 0; k < 4; k++) {
-			DF(cmd.entries[k]); DF(done.entries[k]);
+			DF(cmd.entries[k]);
+			DF(done.entries[k]);
 		}
 		DF(cmd.entries[VDI_QUEUE_DEPTH - 1]);
 		DF(done.entries[VDI_QUEUE_DEPTH - 1]);
 		for (unsigned k = 0; k < 4; k++) {
-			DF(slots[k].command_code); DF(slots[k].size);
-			DF(slots[k].position); DF(slots[k].buffer_handle);
-			DF(slots[k].completion_code); DF(slots[k].bytes_transferred);
+			DF(slots[k].command_code);
+			DF(slots[k].size);
+			DF(slots[k].position);
+			DF(slots[k].buffer_handle);
+			DF(slots[k].completion_code);
+			DF(slots[k].bytes_transferred);
 			DF(slots[k].out_position);
 		}
 		for (unsigned k = VDI_QUEUE_DEPTH - 3; k < VDI_QUEUE_DEPTH; k++) {
-			DF(slots[k].command_code); DF(slots[k].size);
+			DF(slots[k].command_code);
+			DF(slots[k].size);
 			DF(slots[k].buffer_handle);
 		}
 #undef DF
@@ -274,30 +316,30 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
  * One iteration.
  */
 struct cmdrec {
-	VDS_Command cmd;         /* first: the routine finds the record */
-	int calls;               /* routine runs (atomic) */
-	int busy_buf;            /* buffer index marked busy, or -1 */
-	uint32_t seq;            /* order of sending on its device */
+	VDS_Command cmd; /* first: the routine finds the record */
+	int calls;       /* routine runs (atomic) */
+	int busy_buf;    /* buffer index marked busy, or -1 */
+	uint32_t seq;    /* order of sending on its device */
 };
 
 struct run {
 	const uint8_t *in;
 	size_t len, pos;
-	int peer_wrote;          /* the peer changed shared memory */
+	int peer_wrote; /* the peer changed shared memory */
 
 	uint32_t ndev, server_features;
 	struct vdi_client *c;
 	struct vdi_server *s;
 	int created, sopen, sconfigured, cconfigured;
-	VDConfig ccfg;           /* from the client's GetConfiguration */
+	VDConfig ccfg; /* from the client's GetConfiguration */
 	struct vdi_client_device *cd[MAX_DEV];
 	struct vdi_server_device *sd[MAX_DEV];
 	int sclosed[MAX_DEV];
 	int csaw_close[MAX_DEV]; /* the client's GetCommand returned VD_E_CLOSE */
 	uint8_t *bufs[NBUF_MAX];
 	unsigned nbufs;
-	int buf_busy[NBUF_MAX];  /* atomic: set by SendCommand, cleared by routine */
-	int extra_area;          /* the later RequestBuffers was made */
+	int buf_busy[NBUF_MAX]; /* atomic: set by SendCommand, cleared by routine */
+	int extra_area;         /* the later RequestBuffers was made */
 
 	struct cmdrec cmds[MAX_CMDS];
 	unsigned ncmds;
@@ -356,7 +398,8 @@ static void routine(VDS_Command *cmd)
 		FAIL("completion routine of command %u ran twice", rec->seq);
 	if ((cmd->commandCode == VDC_Read || cmd->commandCode == VDC_Write) &&
 	    cmd->bytesTransferred > cmd->size)
-		FAIL("data command of %u bytes completed with %u bytes", cmd->size, cmd->bytesTransferred);
+		FAIL("data command of %u bytes completed with %u bytes", cmd->size,
+		     cmd->bytesTransferred);
 	if (rec->busy_buf >= 0)
 		__atomic_store_n(&r->buf_busy[rec->busy_buf], 0, __ATOMIC_SEQ_CST);
 	signal_progress();
@@ -402,9 +445,11 @@ static void peer_done(struct run *r)
 }
 
 static const uint32_t interesting[] = {
-	0, 1, 2, 3, 4, 5, 7, 19, 20, 38, 63, 64, 65, 127, 128, 255, 256, 257, 511, 512,
-	513, 1000, 4096, 65535, 65536, 65537, 0x01000000, 0x01000001, 0x02000000,
-	0x40ffffff, 0x7fffffff, 0x80000000, 0xfffffffe, 0xffffffff,
+	0,          1,          2,          3,          4,          5,          7,
+	19,         20,         38,         63,         64,         65,         127,
+	128,        255,        256,        257,        511,        512,        513,
+	1000,       4096,       65535,      65536,      65537,      0x01000000, 0x01000001,
+	0x02000000, 0x40ffffff, 0x7fffffff, 0x80000000, 0xfffffffe, 0xffffffff,
 };
 
 static void peer_raw(struct run *r)
@@ -421,7 +466,8 @@ static void peer_raw(struct run *r)
 static void peer_field(struct run *r, int pick_interesting)
 {
 	uint32_t off = g_fields[in_u8(r) % g_nfields];
-	uint32_t v = pick_interesting ? interesting[in_u8(r) % (sizeof(interesting) / 4)] : in_u32(r);
+	uint32_t v =
+		pick_interesting ? interesting[in_u8(r) % (sizeof(interesting) / 4)] : in_u32(r);
 
 	if (off + 4 > r->raw_size)
 		return;
@@ -453,8 +499,8 @@ static void server_step(struct run *r)
 	if (!r->s)
 		return;
 	if (!r->sopen) {
-		rc = check_rc(vdi_server_open(r->s, g_inst, SET_NAME),
-			      A_OK | A_HOSTILE | A_BUSY, "server Open");
+		rc = check_rc(vdi_server_open(r->s, g_inst, SET_NAME), A_OK | A_HOSTILE | A_BUSY,
+		              "server Open");
 		if (!rc)
 			r->sopen = 1;
 		else if (!r->peer_wrote)
@@ -466,26 +512,28 @@ static void server_step(struct run *r)
 
 		r->sconfigured = -1; /* one attempt */
 		rc = check_rc(vdi_server_get_configuration(r->s, &cfg), A_OK | A_HOSTILE,
-			      "server GetConfiguration");
+		              "server GetConfiguration");
 		if (!rc)
-			rc = check_rc(vdi_server_begin_configuration(r->s, r->server_features, 512, 0, BUF_SIZE, 0),
-				      A_OK | A_HOSTILE, "server BeginConfiguration");
+			rc = check_rc(vdi_server_begin_configuration(r->s, r->server_features, 512,
+			                                             0, BUF_SIZE, 0),
+			              A_OK | A_HOSTILE, "server BeginConfiguration");
 		if (!rc)
 			rc = check_rc(vdi_server_request_buffers(r->s, BUF_SIZE, 0, NBUF),
-				      A_OK | A_HOSTILE | A_MEMORY, "server RequestBuffers");
+			              A_OK | A_HOSTILE | A_MEMORY, "server RequestBuffers");
 		if (!rc)
 			rc = check_rc(vdi_server_end_configuration(r->s),
-				      A_OK | A_HOSTILE | A_MEMORY | A_SECURITY | A_BUSY,
-				      "server EndConfiguration");
+			              A_OK | A_HOSTILE | A_MEMORY | A_SECURITY | A_BUSY,
+			              "server EndConfiguration");
 		for (int i = 0; !rc && i < NBUF; i++) {
 			rc = check_rc(vdi_server_allocate_buffer(r->s, &r->bufs[i], BUF_SIZE, 0),
-				      A_OK | A_HOSTILE, "server AllocateBuffer");
+			              A_OK | A_HOSTILE, "server AllocateBuffer");
 			r->nbufs += !rc;
 		}
 		if (!rc)
 			r->sconfigured = 1;
 		else if (!r->peer_wrote)
-			FAIL("server configuration failed with no peer write: %s", vdi_strerror(rc));
+			FAIL("server configuration failed with no peer write: %s",
+			     vdi_strerror(rc));
 		return;
 	}
 	if (r->sconfigured < 0)
@@ -494,12 +542,13 @@ static void server_step(struct run *r)
 		if (r->sd[i])
 			continue;
 		rc = check_rc(vdi_server_open_device(r->s, NULL, &r->sd[i]),
-			      A_OK | A_HOSTILE | A_OPEN, "server OpenDevice");
+		              A_OK | A_HOSTILE | A_OPEN, "server OpenDevice");
 		if (rc) {
 			if (r->sd[i])
 				FAIL("server OpenDevice failed but handed out a device");
 			if (!r->peer_wrote)
-				FAIL("server OpenDevice failed with no peer write: %s", vdi_strerror(rc));
+				FAIL("server OpenDevice failed with no peer write: %s",
+				     vdi_strerror(rc));
 		}
 		return;
 	}
@@ -561,8 +610,8 @@ static void server_send(struct run *r, uint32_t dev, uint8_t kind, uint8_t arg)
 			if (cmd->buffer) /* (a missing buffer stays NULL) */
 				cmd->buffer += skew;
 		}
-		if (cmd->size == 0 || cmd->size % 512 || cmd->size > BUF_SIZE ||
-		    !r->bufs[b] || cmd->buffer != r->bufs[b])
+		if (cmd->size == 0 || cmd->size % 512 || cmd->size > BUF_SIZE || !r->bufs[b] ||
+		    cmd->buffer != r->bufs[b])
 			want_ok = 0;
 		if (want_ok)
 			memset(cmd->buffer, (int)(r->ncmds & 0xff), 512);
@@ -574,20 +623,24 @@ static void server_send(struct run *r, uint32_t dev, uint8_t kind, uint8_t arg)
 		else if (cmd->commandCode == VDC_Read || cmd->commandCode == VDC_Write)
 			want_ok = 0; /* no buffer */
 	}
-	rc = check_rc(vdi_server_send_command(r->sd[dev], cmd),
-		      A_OK | A_HOSTILE | A_QFULL, "server SendCommand");
+	rc = check_rc(vdi_server_send_command(r->sd[dev], cmd), A_OK | A_HOSTILE | A_QFULL,
+	              "server SendCommand");
 	if (rc) {
 		if (__atomic_load_n(&rec->calls, __ATOMIC_SEQ_CST) != 1)
-			FAIL("SendCommand failed (%s) and its routine ran %d times", vdi_strerror(rc), rec->calls);
+			FAIL("SendCommand failed (%s) and its routine ran %d times",
+			     vdi_strerror(rc), rec->calls);
 		if (cmd->completionCode != failure_code(rc))
-			FAIL("SendCommand failed (%s) with completion code %u", vdi_strerror(rc), cmd->completionCode);
+			FAIL("SendCommand failed (%s) with completion code %u", vdi_strerror(rc),
+			     cmd->completionCode);
 		if (!r->peer_wrote && want_ok && !r->sclosed[dev])
-			FAIL("SendCommand of a good command failed with no peer write: %s", vdi_strerror(rc));
+			FAIL("SendCommand of a good command failed with no peer write: %s",
+			     vdi_strerror(rc));
 		return;
 	}
 	if (!want_ok)
-		FAIL("SendCommand accepted a bad command (code %u, size %u, buffer %s)", cmd->commandCode,
-		     cmd->size, b >= 0 && __atomic_load_n(&r->buf_busy[b], __ATOMIC_SEQ_CST) ? "busy" : "?");
+		FAIL("SendCommand accepted a bad command (code %u, size %u, buffer %s)",
+		     cmd->commandCode, cmd->size,
+		     b >= 0 && __atomic_load_n(&r->buf_busy[b], __ATOMIC_SEQ_CST) ? "busy" : "?");
 	if (b >= 0) {
 		__atomic_store_n(&r->buf_busy[b], 1, __ATOMIC_SEQ_CST);
 		rec->busy_buf = b;
@@ -604,7 +657,7 @@ static void server_close_device(struct run *r, uint32_t dev)
 	if (!r->sd[dev])
 		return;
 	rc = check_rc(vdi_server_close_device(r->sd[dev]), A_OK | A_ABORT | A_CLOSE | A_PROTOCOL,
-		      "server CloseDevice");
+	              "server CloseDevice");
 	if (rc == VD_E_CLOSE && !r->sclosed[dev])
 		FAIL("CloseDevice: first close of a device said already closed");
 	if (!rc)
@@ -638,7 +691,7 @@ static void client_step(struct run *r)
 		return;
 	if (!r->cconfigured) {
 		rc = check_rc(vdi_client_get_configuration(r->c, 0, &r->ccfg),
-			      A_OK | A_TIMEOUT | A_ABORT | A_PROTOCOL, "client GetConfiguration");
+		              A_OK | A_TIMEOUT | A_ABORT | A_PROTOCOL, "client GetConfiguration");
 		if (!rc) {
 			r->cconfigured = 1;
 			if (r->ccfg.blockSize < 512 || r->ccfg.maxTransferSize < r->ccfg.blockSize)
@@ -658,7 +711,7 @@ static void client_step(struct run *r)
 		snprintf(name, sizeof(name), i ? "%s%u" : "%s", SET_NAME, i);
 		nt = client_terminated(r);
 		rc = check_rc(vdi_client_open_device(r->c, name, &r->cd[i]),
-			      A_OK | A_HOSTILE | A_OPEN, "client OpenDevice");
+		              A_OK | A_HOSTILE | A_OPEN, "client OpenDevice");
 		if (rc && r->cd[i])
 			FAIL("client OpenDevice failed but handed out a device");
 		/* Normally Terminated: the table's PROTOCOL cell. */
@@ -704,8 +757,9 @@ static void check_fetched(struct run *r, uint32_t dev, VDC_Command *cmd)
 		if ((uint32_t)cmd->commandCode != rec->cmd.commandCode ||
 		    (uint64_t)cmd->position != rec->cmd.inPosition ||
 		    (data && (uint32_t)cmd->size != rec->cmd.size))
-			FAIL("client got command %d/%d/%lld, server sent %u/%u/%llu", cmd->commandCode,
-			     cmd->size, (long long)cmd->position, rec->cmd.commandCode, rec->cmd.size,
+			FAIL("client got command %d/%d/%lld, server sent %u/%u/%llu",
+			     cmd->commandCode, cmd->size, (long long)cmd->position,
+			     rec->cmd.commandCode, rec->cmd.size,
 			     (unsigned long long)rec->cmd.inPosition);
 		if (data && memcmp(cmd->buffer, rec->cmd.buffer, 512) != 0)
 			FAIL("client buffer does not hold the server's bytes");
@@ -722,7 +776,7 @@ static int client_get_wait(struct run *r, uint32_t dev, uint32_t timeout_ms)
 	if (!r->cd[dev])
 		return VD_E_PROTOCOL;
 	rc = check_rc(vdi_client_get_command(r->cd[dev], timeout_ms, &cmd),
-		      A_OK | A_TIMEOUT | A_CLOSE | A_ABORT | A_PROTOCOL, "client GetCommand");
+	              A_OK | A_TIMEOUT | A_CLOSE | A_ABORT | A_PROTOCOL, "client GetCommand");
 	if (rc) {
 		if (cmd)
 			FAIL("GetCommand failed but set *cmd");
@@ -745,7 +799,7 @@ static int client_get(struct run *r, uint32_t dev)
 }
 
 static void client_complete(struct run *r, uint32_t dev, unsigned which, uint32_t code,
-			    uint32_t bytes, uint64_t pos)
+                            uint32_t bytes, uint64_t pos)
 {
 	VDC_Command *cmd;
 	int rc, data;
@@ -757,7 +811,7 @@ static void client_complete(struct run *r, uint32_t dev, unsigned which, uint32_
 	cmd = r->held[dev][which];
 	data = cmd->commandCode == VDC_Read || cmd->commandCode == VDC_Write;
 	rc = check_rc(vdi_client_complete_command(r->cd[dev], cmd, code, bytes, pos),
-		      A_OK | A_HOSTILE, "client CompleteCommand");
+	              A_OK | A_HOSTILE, "client CompleteCommand");
 	if (!rc && data && bytes > (uint32_t)cmd->size)
 		FAIL("CompleteCommand accepted %u bytes for a %d-byte command", bytes, cmd->size);
 	if (rc == VD_E_INVALID && (!data || bytes <= (uint32_t)cmd->size) && !r->peer_wrote)
@@ -782,7 +836,7 @@ static void client_buffers(struct run *r, uint8_t sel, uint32_t handle)
 		const uint8_t *b = r->nheld[dev] ? r->held[dev][0]->buffer : r->bufs[0];
 
 		rc = check_rc(vdi_client_get_buffer_handle(r->c, b, &h), A_OK | A_HOSTILE,
-			      "client GetBufferHandle");
+		              "client GetBufferHandle");
 		if (!rc && (!b || !h))
 			FAIL("GetBufferHandle gave handle %u for %p", h, (const void *)b);
 		if (!rc) {
@@ -791,7 +845,7 @@ static void client_buffers(struct run *r, uint8_t sel, uint32_t handle)
 		}
 	}
 	rc = check_rc(vdi_client_map_buffer_handle(r->c, handle, &p), A_OK | A_HOSTILE,
-		      "client MapBufferHandle");
+	              "client MapBufferHandle");
 	if (!rc) {
 		if (!p)
 			FAIL("MapBufferHandle succeeded with NULL");
@@ -834,15 +888,17 @@ static void server_more_buffers(struct run *r)
 		return;
 	r->extra_area = 1;
 	rc = check_rc(vdi_server_request_buffers(r->s, BUF_SIZE, 0, NBUF_MAX - NBUF),
-		      A_OK | A_HOSTILE | A_MEMORY | A_SECURITY | A_BUSY, "server RequestBuffers (area 1)");
+	              A_OK | A_HOSTILE | A_MEMORY | A_SECURITY | A_BUSY,
+	              "server RequestBuffers (area 1)");
 	for (unsigned i = NBUF; !rc && i < NBUF_MAX; i++) {
 		rc = check_rc(vdi_server_allocate_buffer(r->s, &r->bufs[i], BUF_SIZE, 0),
-			      A_OK | A_HOSTILE, "server AllocateBuffer (area 1)");
+		              A_OK | A_HOSTILE, "server AllocateBuffer (area 1)");
 		if (!rc)
 			r->nbufs = i + 1;
 	}
 	if (rc && !r->peer_wrote && !server_terminated(r))
-		FAIL("RequestBuffers after configuration failed with no peer write: %s", vdi_strerror(rc));
+		FAIL("RequestBuffers after configuration failed with no peer write: %s",
+		     vdi_strerror(rc));
 }
 
 /* Another client Creates the same name: the engine must tell the live
@@ -858,7 +914,7 @@ static void rival_create(struct run *r)
 	if (vdi_client_new(&c) != 0)
 		abort();
 	rc = check_rc(vdi_client_create_ex(c, g_inst, SET_NAME, &cfg), A_OK | A_BUSY | A_HOSTILE,
-		      "rival client Create");
+	              "rival client Create");
 	if (rc != VD_E_BUSY && !r->peer_wrote)
 		FAIL("Create over a live set returned %s", vdi_strerror(rc));
 	if (!rc)
@@ -872,7 +928,7 @@ static void inspect(struct run *r, uint8_t sel)
 	int rc;
 
 	rc = check_rc(vdi_set_info_get(g_inst, SET_NAME, &info), A_OK | A_INVALID | A_PROTOCOL,
-		      "vdi_set_info_get");
+	              "vdi_set_info_get");
 	if (!rc)
 		check_info(&info, "vdi_set_info_get");
 	if (r->created) {
@@ -886,13 +942,14 @@ static void inspect(struct run *r, uint8_t sel)
 
 		if (vdi_client_new(&sec) != 0)
 			abort();
-		rc = check_rc(vdi_client_open_in_secondary_ex(sec, g_inst, SET_NAME), A_OK | A_HOSTILE,
-			      "client OpenInSecondary");
+		rc = check_rc(vdi_client_open_in_secondary_ex(sec, g_inst, SET_NAME),
+		              A_OK | A_HOSTILE, "client OpenInSecondary");
 		if (!rc)
 			check_rc(vdi_client_get_configuration(sec, 0, &cfg), A_OK | A_HOSTILE,
-				 "secondary GetConfiguration");
+			         "secondary GetConfiguration");
 		if (!rc)
-			check_rc(vdi_client_close(sec), A_OK | A_OPEN | A_PROTOCOL, "secondary Close");
+			check_rc(vdi_client_close(sec), A_OK | A_OPEN | A_PROTOCOL,
+			         "secondary Close");
 		vdi_client_free(sec);
 	}
 	if (sel & 2)
@@ -923,8 +980,9 @@ static void run_op(struct run *r)
 		client_get_wait(r, op >> 4, op >> 7);
 		break;
 	case 8: {
-		static const uint32_t codes[] = { ERROR_SUCCESS, ERROR_HANDLE_EOF, ERROR_NOT_SUPPORTED,
-						  ERROR_OPERATION_ABORTED, ERROR_DISK_FULL, 0xffffffffu };
+		static const uint32_t codes[] = { ERROR_SUCCESS,       ERROR_HANDLE_EOF,
+			                          ERROR_NOT_SUPPORTED, ERROR_OPERATION_ABORTED,
+			                          ERROR_DISK_FULL,     0xffffffffu };
 		uint32_t dev = op >> 4;
 		unsigned which = in_u8(r);
 		uint32_t code = codes[in_u8(r) % 6];
@@ -946,7 +1004,8 @@ static void run_op(struct run *r)
 				VDC_Command *c = r->held[d][0];
 
 				client_complete(r, d, 0, ERROR_SUCCESS,
-						c->commandCode <= VDC_Write ? (uint32_t)c->size : 0, 0);
+				                c->commandCode <= VDC_Write ? (uint32_t)c->size : 0,
+				                0);
 			}
 		break;
 	}
@@ -1062,7 +1121,8 @@ static void client_finish(struct run *r)
 				VDC_Command *c = r->held[d][0];
 
 				client_complete(r, d, 0, ERROR_SUCCESS,
-						c->commandCode <= VDC_Write ? (uint32_t)c->size : 0, 0);
+				                c->commandCode <= VDC_Write ? (uint32_t)c->size : 0,
+				                0);
 			}
 			if (client_get(r, d) != 0)
 				break;
@@ -1108,7 +1168,8 @@ static void agent_sync(struct run *r)
 
 static void teardown(struct run *r)
 {
-	int all_open = r->sconfigured > 0 && r->cconfigured, any_dev = 0, closed_first = 1, orderly, rc;
+	int all_open = r->sconfigured > 0 && r->cconfigured, any_dev = 0, closed_first = 1, orderly,
+	    rc;
 
 	for (uint32_t d = 0; d < r->ndev; d++) {
 		any_dev |= r->sd[d] != NULL;
@@ -1152,7 +1213,8 @@ static void teardown(struct run *r)
 	}
 	for (unsigned i = 0; i < r->ncmds; i++)
 		if (__atomic_load_n(&r->cmds[i].calls, __ATOMIC_SEQ_CST) != 1)
-			FAIL("after server Close, the routine of command %u ran %d times", i, r->cmds[i].calls);
+			FAIL("after server Close, the routine of command %u ran %d times", i,
+			     r->cmds[i].calls);
 	if (r->created) {
 		rc = check_rc(vdi_client_close(r->c), A_OK | A_OPEN | A_PROTOCOL, "client Close");
 		if (rc && orderly)
@@ -1217,7 +1279,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	teardown(r);
 	free(r);
 	if (count_fds() != fds)
-		FAIL("%d file descriptors open after the set was closed, %d before", count_fds(), fds);
+		FAIL("%d file descriptors open after the set was closed, %d before", count_fds(),
+		     fds);
 	maps = count_set_mappings();
 	if (maps != 0)
 		FAIL("%d mappings of the set left after both sides closed it", maps);

@@ -27,11 +27,11 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define FAIL(...)                                                          \
-	do {                                                               \
+#define FAIL(...)                                                              \
+	do {                                                                   \
 		fprintf(stderr, "fuzz_stmt: contract violated: " __VA_ARGS__); \
-		fputc('\n', stderr);                                       \
-		abort();                                                   \
+		fputc('\n', stderr);                                           \
+		abort();                                                       \
 	} while (0)
 
 static int is_pow2(uint64_t v)

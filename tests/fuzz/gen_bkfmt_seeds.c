@@ -50,9 +50,10 @@ static void emit(uint8_t flags, const uint8_t *p, size_t n)
 /* One stripe of a backup of `total` bytes over `stripes` devices,
  * chunk size 4 KiB, padded to `block`. */
 static void stripe(struct mem *m, uint64_t total, uint32_t stripes, uint32_t k, uint32_t block,
-		   const char *db, const char *desc)
+                   const char *db, const char *desc)
 {
-	static const uint8_t id[16] = { 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12 };
+	static const uint8_t id[16] = { 0xde, 0xad, 0xbe, 0xef, 1, 2,  3,  4,
+		                        5,    6,    7,    8,    9, 10, 11, 12 };
 	uint8_t data[BK_MIN_CHUNK];
 	struct bk_writer w;
 	struct bk_header h;

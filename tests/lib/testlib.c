@@ -31,8 +31,7 @@ static int tl_fail(int rc, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(what, sizeof(what), fmt, ap);
 	va_end(ap);
-	snprintf(tl_err, sizeof(tl_err), "%s: %s (%s)", what, vdi_strerror(rc),
-		 vdi_last_error());
+	snprintf(tl_err, sizeof(tl_err), "%s: %s (%s)", what, vdi_strerror(rc), vdi_last_error());
 	return rc;
 }
 
@@ -57,8 +56,7 @@ static void tl_tags_refresh(void)
 	}
 	if (tag_pid != me) {
 		tag_pid = me;
-		snprintf(tag_buf, sizeof(tag_buf), "t-%ld-%ld-", (long)run_pid,
-			 (long)me);
+		snprintf(tag_buf, sizeof(tag_buf), "t-%ld-%ld-", (long)run_pid, (long)me);
 	}
 }
 
@@ -129,8 +127,7 @@ static size_t tl_entry_prefix(const char *entry)
 /* 1 if entry is one of a set's objects (instance NULL: any):
  * vdi.<instance>.<name>, vdi-b<k>.<instance>.<name> (D27), and also the
  * older form vdi.<instance>.<name>.b<k>. */
-static int tl_entry_is_set(const char *entry, const char *instance,
-			   const char *name)
+static int tl_entry_is_set(const char *entry, const char *instance, const char *name)
 {
 	const char *p, *inst;
 	size_t n = strlen(name);
@@ -143,7 +140,7 @@ static int tl_entry_is_set(const char *entry, const char *instance,
 	if (!p || strncmp(p + 1, name, n) != 0)
 		return 0;
 	if (instance && ((size_t)(p - inst) != strlen(instance) ||
-			 strncmp(inst, instance, strlen(instance)) != 0))
+	                 strncmp(inst, instance, strlen(instance)) != 0))
 		return 0;
 	p += 1 + n;
 	if (*p == '\0')
@@ -176,8 +173,8 @@ static int tl_shm_scan(const char *instance, const char *key, int by, int remove
 			hit = tl_entry_is_set(e->d_name, instance, key);
 		else if (by == BY_INSTANCE)
 			hit = tl_entry_prefix(e->d_name) != 0 &&
-			      strncmp(e->d_name + tl_entry_prefix(e->d_name), key,
-				      strlen(key)) == 0 &&
+			      strncmp(e->d_name + tl_entry_prefix(e->d_name), key, strlen(key)) ==
+			              0 &&
 			      e->d_name[tl_entry_prefix(e->d_name) + strlen(key)] == '.';
 		else
 			hit = tl_entry_has_tag(e->d_name, key);
@@ -285,8 +282,7 @@ int tl_agent_start(struct tl_agent *a, struct vdi_server *s)
 	a->s = s;
 	err = pthread_create(&a->thread, NULL, tl_agent_main, a);
 	if (err != 0) {
-		snprintf(tl_err, sizeof(tl_err), "start agent thread: %s",
-			 strerror(err));
+		snprintf(tl_err, sizeof(tl_err), "start agent thread: %s", strerror(err));
 		return VD_E_UNEXPECTED;
 	}
 	a->started = 1;
@@ -310,8 +306,7 @@ int tl_agent_join(struct tl_agent *a, uint32_t timeout_ms)
 	while (!tl_agent_returned(a)) {
 		if (tl_now_ms() >= end) {
 			snprintf(tl_err, sizeof(tl_err),
-				 "completion agent still running after %u ms",
-				 timeout_ms);
+			         "completion agent still running after %u ms", timeout_ms);
 			return VD_E_TIMEOUT;
 		}
 		tl_sleep_ms(2);
@@ -342,8 +337,7 @@ void tl_cmd_routine(VDS_Command *cmd)
 	pthread_mutex_unlock(&cmd_lock);
 }
 
-void tl_cmd_init(struct tl_cmd *t, uint32_t code, uint32_t size,
-		 uint64_t position, uint8_t *buffer)
+void tl_cmd_init(struct tl_cmd *t, uint32_t code, uint32_t size, uint64_t position, uint8_t *buffer)
 {
 	memset(t, 0, sizeof(*t));
 	t->cmd.commandCode = code;
@@ -392,9 +386,8 @@ int tl_cmd_wait(struct tl_cmd *t, uint32_t timeout_ms)
 	rc = t->calls ? 0 : VD_E_TIMEOUT;
 	pthread_mutex_unlock(&cmd_lock);
 	if (rc)
-		snprintf(tl_err, sizeof(tl_err),
-			 "command %u: no completion after %u ms",
-			 t->cmd.commandCode, timeout_ms);
+		snprintf(tl_err, sizeof(tl_err), "command %u: no completion after %u ms",
+		         t->cmd.commandCode, timeout_ms);
 	return rc;
 }
 
@@ -456,9 +449,8 @@ static int tl_step_configure(struct tl_pair *p)
 
 	if (rc)
 		return tl_fail(rc, "server get configuration '%s'", p->name);
-	rc = vdi_server_begin_configuration(p->s, p->o.server_features,
-					    p->o.block_size, p->o.alignment,
-					    p->o.max_transfer, p->o.timeout_ms);
+	rc = vdi_server_begin_configuration(p->s, p->o.server_features, p->o.block_size,
+	                                    p->o.alignment, p->o.max_transfer, p->o.timeout_ms);
 	return rc ? tl_fail(rc, "server begin configuration '%s'", p->name) : 0;
 }
 
@@ -467,8 +459,7 @@ static int tl_step_end(struct tl_pair *p)
 	int rc;
 
 	if (p->o.buffer_count) {
-		rc = vdi_server_request_buffers(p->s, p->o.max_transfer, 0,
-						p->o.buffer_count);
+		rc = vdi_server_request_buffers(p->s, p->o.max_transfer, 0, p->o.buffer_count);
 		if (rc)
 			return tl_fail(rc, "server request buffers '%s'", p->name);
 	}
@@ -511,24 +502,18 @@ static int tl_step(struct tl_pair *p, enum tl_phase next)
 	int rc;
 
 	switch (next) {
-	case TL_CREATED:
-		return tl_step_create(p);
+	case TL_CREATED: return tl_step_create(p);
 	case TL_CONNECTED:
 		rc = vdi_server_open(p->s, p->o.instance, p->name);
 		return rc ? tl_fail(rc, "server open '%s'", p->name) : 0;
-	case TL_CONFIGURABLE:
-		return tl_step_configure(p);
-	case TL_ENDED:
-		return tl_step_end(p);
+	case TL_CONFIGURABLE: return tl_step_configure(p);
+	case TL_ENDED: return tl_step_end(p);
 	case TL_INITIALIZING:
 		rc = vdi_client_get_configuration(p->c, p->o.timeout_ms, &p->cfg);
 		return rc ? tl_fail(rc, "client get configuration '%s'", p->name) : 0;
-	case TL_SERVER_OPEN:
-		return tl_step_server_open(p);
-	case TL_ACTIVE:
-		return tl_step_client_open(p);
-	case TL_NEW:
-		break;
+	case TL_SERVER_OPEN: return tl_step_server_open(p);
+	case TL_ACTIVE: return tl_step_client_open(p);
+	case TL_NEW: break;
 	}
 	return tl_fail(VD_E_INVALID, "pair: no step to phase %d", (int)next);
 }
@@ -559,8 +544,8 @@ static int tl_drain_device(struct tl_pair *p, uint32_t i)
 			return 0;
 		if (rc)
 			return tl_fail(rc, "client get command '%s'", p->dev[i]);
-		rc = vdi_client_complete_command(p->cd[i], cmd, ERROR_SUCCESS,
-						 (uint32_t)cmd->size, 0);
+		rc = vdi_client_complete_command(p->cd[i], cmd, ERROR_SUCCESS, (uint32_t)cmd->size,
+		                                 0);
 		if (rc)
 			return tl_fail(rc, "client complete command '%s'", p->dev[i]);
 	}
@@ -577,7 +562,8 @@ int tl_pair_sync_agent(struct tl_pair *p)
 		if (p->sd[i] && p->cd[i])
 			break;
 	if (i == p->o.devices)
-		return tl_fail(VD_E_PROTOCOL, "sync agent '%s': no device open on both sides", p->name);
+		return tl_fail(VD_E_PROTOCOL, "sync agent '%s': no device open on both sides",
+		               p->name);
 	tl_cmd_init(&t, VDC_Flush, 0, 0x5C5C, NULL); /* position marks ours */
 	rc = vdi_server_send_command(p->sd[i], &t.cmd);
 	if (rc)
@@ -590,7 +576,7 @@ int tl_pair_sync_agent(struct tl_pair *p)
 			return tl_fail(rc, "sync agent: get command '%s'", p->dev[i]);
 		int ours = cmd->commandCode == VDC_Flush && cmd->position == 0x5C5C;
 		rc = vdi_client_complete_command(p->cd[i], cmd, ERROR_SUCCESS,
-						 ours ? 0 : (uint32_t)cmd->size, 0);
+		                                 ours ? 0 : (uint32_t)cmd->size, 0);
 		if (rc)
 			return tl_fail(rc, "sync agent: complete on '%s'", p->dev[i]);
 		if (ours)

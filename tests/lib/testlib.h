@@ -111,11 +111,11 @@ void tl_sleep_ms(unsigned ms);
 struct tl_agent {
 	struct vdi_server *s;
 	pthread_t thread;
-	int started;              /* thread created and not yet joined */
-	volatile int entering;    /* set by the thread just before the call */
-	volatile int returned;    /* set by the thread when the call returned */
-	int rc;                   /* return of the agent call, once joined */
-	uint64_t returned_ms;     /* tl_now_ms() when it returned */
+	int started;           /* thread created and not yet joined */
+	volatile int entering; /* set by the thread just before the call */
+	volatile int returned; /* set by the thread when the call returned */
+	int rc;                /* return of the agent call, once joined */
+	uint64_t returned_ms;  /* tl_now_ms() when it returned */
 };
 
 /* Starts vdi_server_execute_completion_agent(s) on a new thread and
@@ -141,18 +141,18 @@ int tl_agent_returned(const struct tl_agent *a);
  */
 struct tl_cmd {
 	VDS_Command cmd;
-	int calls;                /* times the completion routine ran */
-	pthread_t thread;         /* thread of the last call */
-	uint32_t code;            /* completionCode seen by the routine */
-	uint32_t bytes;           /* bytesTransferred seen */
-	uint64_t out_position;    /* outPosition seen */
-	void *context_seen;       /* completionContext seen */
+	int calls;             /* times the completion routine ran */
+	pthread_t thread;      /* thread of the last call */
+	uint32_t code;         /* completionCode seen by the routine */
+	uint32_t bytes;        /* bytesTransferred seen */
+	uint64_t out_position; /* outPosition seen */
+	void *context_seen;    /* completionContext seen */
 };
 
 /* Fills a command (code, size, inPosition, buffer) with tl_cmd's routine
  * and resets the record. */
-void tl_cmd_init(struct tl_cmd *t, uint32_t code, uint32_t size,
-		 uint64_t position, uint8_t *buffer);
+void tl_cmd_init(struct tl_cmd *t, uint32_t code, uint32_t size, uint64_t position,
+                 uint8_t *buffer);
 /* Waits at most timeout_ms until the routine ran at least once.  0 when
  * it did, VD_E_TIMEOUT otherwise. */
 int tl_cmd_wait(struct tl_cmd *t, uint32_t timeout_ms);
@@ -165,47 +165,47 @@ void tl_cmd_routine(VDS_Command *cmd);
  * A client and a server in this process, driven through the protocol.
  */
 enum tl_phase {
-	TL_NEW = 0,        /* both objects allocated, nothing called */
-	TL_CREATED,        /* client Create(Ex) done: client Configurable */
-	TL_CONNECTED,      /* server Open done: server Connected */
-	TL_CONFIGURABLE,   /* server GetConfiguration + BeginConfiguration */
-	TL_ENDED,          /* server RequestBuffers + EndConfiguration:
+	TL_NEW = 0,      /* both objects allocated, nothing called */
+	TL_CREATED,      /* client Create(Ex) done: client Configurable */
+	TL_CONNECTED,    /* server Open done: server Connected */
+	TL_CONFIGURABLE, /* server GetConfiguration + BeginConfiguration */
+	TL_ENDED,        /* server RequestBuffers + EndConfiguration:
 			    * server Initializing, client still Configurable
 			    * (it has not called GetConfiguration) */
-	TL_INITIALIZING,   /* client GetConfiguration returned: both
+	TL_INITIALIZING, /* client GetConfiguration returned: both
 			    * Initializing */
-	TL_SERVER_OPEN,    /* server opened every device and runs the agent
+	TL_SERVER_OPEN,  /* server opened every device and runs the agent
 			    * on a thread: server Active */
-	TL_ACTIVE,         /* client opened every device: both Active */
+	TL_ACTIVE,       /* client opened every device: both Active */
 };
 
 /* Options of a pair; tl_pair_init() fills the defaults given here. */
 struct tl_pair_opts {
-	const char *instance;     /* NULL: default instance */
-	uint32_t devices;         /* 1 */
-	uint32_t client_features; /* 0 (pipe) */
-	uint32_t prefix;          /* client prefixZoneSize: 0 */
-	uint32_t client_alignment;/* 0 */
-	uint32_t server_features; /* VDF_WriteMedia */
-	uint32_t block_size;      /* 512 */
-	uint32_t alignment;       /* server dwAlignment: 0 */
-	uint32_t max_transfer;    /* 65536 */
-	uint32_t buffer_count;    /* 4 (RequestBuffers(max_transfer, 0, n)) */
-	uint32_t timeout_ms;      /* 5000: bound of every wait of the helpers */
-	int no_agent;             /* 1: TL_SERVER_OPEN does not start the agent */
+	const char *instance;      /* NULL: default instance */
+	uint32_t devices;          /* 1 */
+	uint32_t client_features;  /* 0 (pipe) */
+	uint32_t prefix;           /* client prefixZoneSize: 0 */
+	uint32_t client_alignment; /* 0 */
+	uint32_t server_features;  /* VDF_WriteMedia */
+	uint32_t block_size;       /* 512 */
+	uint32_t alignment;        /* server dwAlignment: 0 */
+	uint32_t max_transfer;     /* 65536 */
+	uint32_t buffer_count;     /* 4 (RequestBuffers(max_transfer, 0, n)) */
+	uint32_t timeout_ms;       /* 5000: bound of every wait of the helpers */
+	int no_agent;              /* 1: TL_SERVER_OPEN does not start the agent */
 };
 
 struct tl_pair {
 	struct tl_pair_opts o;
-	char name[TL_NAME_MAX];                    /* set name = device 0 */
+	char name[TL_NAME_MAX];                     /* set name = device 0 */
 	char dev[VDI_MAX_DEVICES][TL_NAME_MAX + 8]; /* device names: dev[0] =
 						     * name, dev[i] = name.d<i> */
-	enum tl_phase phase;                       /* reached so far */
+	enum tl_phase phase;                        /* reached so far */
 	struct vdi_client *c;
 	struct vdi_server *s;
-	VDConfig req;         /* what the client passed to Create */
-	VDConfig scfg;        /* what the server's GetConfiguration returned */
-	VDConfig cfg;         /* what the client's GetConfiguration returned */
+	VDConfig req;  /* what the client passed to Create */
+	VDConfig scfg; /* what the server's GetConfiguration returned */
+	VDConfig cfg;  /* what the client's GetConfiguration returned */
 	struct vdi_client_device *cd[VDI_MAX_DEVICES];
 	struct vdi_server_device *sd[VDI_MAX_DEVICES];
 	struct tl_agent agent;
@@ -246,21 +246,19 @@ void tl_pair_destroy(struct tl_pair *p);
 #ifdef CHECK_H
 /* Asserts that a vdi_* or tl_* call returns 0, printing the code name and
  * both error sentences otherwise. */
-#define TL_OK(expr)                                                          \
-	do {                                                                 \
-		int tl_rc_ = (expr);                                         \
-		ck_assert_msg(tl_rc_ == 0, "%s = %s (%s) [%s]", #expr,       \
-			      vdi_strerror(tl_rc_), vdi_last_error(),        \
-			      tl_error());                                   \
+#define TL_OK(expr)                                                                          \
+	do {                                                                                 \
+		int tl_rc_ = (expr);                                                         \
+		ck_assert_msg(tl_rc_ == 0, "%s = %s (%s) [%s]", #expr, vdi_strerror(tl_rc_), \
+		              vdi_last_error(), tl_error());                                 \
 	} while (0)
 /* Asserts that a call returns exactly `want`. */
-#define TL_RC(expr, want)                                                    \
-	do {                                                                 \
-		int tl_rc_ = (expr);                                         \
-		int tl_want_ = (want);                                       \
-		ck_assert_msg(tl_rc_ == tl_want_, "%s = %s, want %s (%s)",   \
-			      #expr, vdi_strerror(tl_rc_),                   \
-			      vdi_strerror(tl_want_), vdi_last_error());     \
+#define TL_RC(expr, want)                                                                      \
+	do {                                                                                   \
+		int tl_rc_ = (expr);                                                           \
+		int tl_want_ = (want);                                                         \
+		ck_assert_msg(tl_rc_ == tl_want_, "%s = %s, want %s (%s)", #expr,              \
+		              vdi_strerror(tl_rc_), vdi_strerror(tl_want_), vdi_last_error()); \
 	} while (0)
 
 /* The body of every engine suite's main(): run s, then remove every

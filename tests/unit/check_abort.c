@@ -37,48 +37,64 @@
 
 #include "flow.h"
 
-#define NDEV 2
-#define PROMPT_MS 1000      /* D26 / issue 2 item 7: "within one second" */
-#define STEP_MS 10000       /* bound of every step of the harness */
-#define KID_MS 20000
+#define NDEV         2
+#define PROMPT_MS    1000  /* D26 / issue 2 item 7: "within one second" */
+#define STEP_MS      10000 /* bound of every step of the harness */
+#define KID_MS       20000
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
-enum phase { PH_NONE, PH_CREATED, PH_CONNECTED, PH_CONFIGURING, PH_INITIALIZING,
-	     PH_ACTIVE, PH_CLOSED };
-static const char *const phase_names[] = { "none", "created", "connected", "configuring",
-					   "initializing", "active", "closed" };
+enum phase {
+	PH_NONE,
+	PH_CREATED,
+	PH_CONNECTED,
+	PH_CONFIGURING,
+	PH_INITIALIZING,
+	PH_ACTIVE,
+	PH_CLOSED
+};
+static const char *const phase_names[] = { "none",         "created", "connected", "configuring",
+	                                   "initializing", "active",  "closed" };
 
 enum role { R_CLIENT, R_SECONDARY, R_SERVER };
 static const char *const role_names[] = { "client", "secondary", "server" };
 
 /* Controller <-> side messages (fixed size, one write each). */
-enum op { OP_PHASE = 1, OP_ABORT, OP_CHECK, OP_CLOSE, EV_REACHED, EV_ABORTED, EV_CHECKED,
-	  EV_CLOSED, EV_FAIL };
+enum op {
+	OP_PHASE = 1,
+	OP_ABORT,
+	OP_CHECK,
+	OP_CLOSE,
+	EV_REACHED,
+	EV_ABORTED,
+	EV_CHECKED,
+	EV_CLOSED,
+	EV_FAIL
+};
 
 struct msg {
 	int32_t op;
 	int32_t arg;
-	uint64_t t;           /* T0 in microseconds of CLOCK_MONOTONIC */
-	char text[400];       /* "" = fine, else what failed */
+	uint64_t t;     /* T0 in microseconds of CLOCK_MONOTONIC */
+	char text[400]; /* "" = fine, else what failed */
 };
 
 /* A thread blocked in one call. */
 struct waiter {
 	pthread_t thread;
 	int started;
-	int done;             /* atomic */
+	int done; /* atomic */
 	int rc;
-	uint64_t t_us;        /* when the call returned */
+	uint64_t t_us; /* when the call returned */
 	struct side *sd;
-	uint32_t dev;         /* GetCommand waiters */
+	uint32_t dev; /* GetCommand waiters */
 };
 
 /* One side, living in its own process. */
 struct side {
 	enum role role;
 	char name[TL_NAME_MAX];
-	uint8_t drive[NDEV];  /* client: devices this process drives */
-	int in, out;          /* control pipe (read), event pipe (write) */
+	uint8_t drive[NDEV]; /* client: devices this process drives */
+	int in, out;         /* control pipe (read), event pipe (write) */
 	enum phase phase;
 	/* client */
 	struct vdi_client *c;
@@ -110,25 +126,24 @@ static FLOW_PRINTF(2, 3) int side_fail(struct side *sd, const char *fmt, ...)
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
 	snprintf(sd->err, sizeof(sd->err), "%s at %s: %s", role_names[sd->role],
-		 phase_names[sd->phase], buf);
+	         phase_names[sd->phase], buf);
 	return -1;
 }
 
-#define SIDE_CALL(sd, expr)                                                   \
-	do {                                                                  \
-		int rc_ = (expr);                                             \
-		if (rc_ != 0)                                                 \
-			return side_fail((sd), "%s = %s (%s)", #expr,         \
-					 vdi_strerror(rc_), vdi_last_error());\
+#define SIDE_CALL(sd, expr)                                                              \
+	do {                                                                             \
+		int rc_ = (expr);                                                        \
+		if (rc_ != 0)                                                            \
+			return side_fail((sd), "%s = %s (%s)", #expr, vdi_strerror(rc_), \
+			                 vdi_last_error());                              \
 	} while (0)
 
-#define SIDE_RC(sd, expr, want)                                               \
-	do {                                                                  \
-		int rc_ = (expr);                                             \
-		if (rc_ != (want))                                            \
-			return side_fail((sd), "%s = %s, want %s (%s)", #expr,\
-					 vdi_strerror(rc_), vdi_strerror(want),\
-					 vdi_last_error());                   \
+#define SIDE_RC(sd, expr, want)                                                                   \
+	do {                                                                                      \
+		int rc_ = (expr);                                                                 \
+		if (rc_ != (want))                                                                \
+			return side_fail((sd), "%s = %s, want %s (%s)", #expr, vdi_strerror(rc_), \
+			                 vdi_strerror(want), vdi_last_error());                   \
 	} while (0)
 
 static void dev_name(const struct side *sd, uint32_t i, char *buf, size_t n)
@@ -181,8 +196,7 @@ static int waiter_join(struct waiter *w, uint64_t deadline_us)
 }
 
 /* The waiter must have returned `want` within PROMPT_MS of t0. */
-static int waiter_expect(struct side *sd, struct waiter *w, const char *what, int want,
-			 uint64_t t0)
+static int waiter_expect(struct side *sd, struct waiter *w, const char *what, int want, uint64_t t0)
 {
 	if (!w->started)
 		return 0;
@@ -190,16 +204,16 @@ static int waiter_expect(struct side *sd, struct waiter *w, const char *what, in
 		return side_fail(sd, "%s still blocked 3 s after the abort", what);
 	if (w->rc != want)
 		return side_fail(sd, "%s returned %s, want %s", what, vdi_strerror(w->rc),
-				 vdi_strerror(want));
+		                 vdi_strerror(want));
 	if (getenv("FLOW_DEBUG"))
 		fprintf(stderr, "%s at %s: %s woke %.3f ms after T0\n", role_names[sd->role],
-			phase_names[sd->phase], what, ((double)w->t_us - (double)t0) / 1000.0);
+		        phase_names[sd->phase], what, ((double)w->t_us - (double)t0) / 1000.0);
 	if (w->t_us < t0)
 		return side_fail(sd, "%s returned %.3f ms before the abort", what,
-				 (double)(t0 - w->t_us) / 1000.0);
+		                 (double)(t0 - w->t_us) / 1000.0);
 	if (w->t_us > t0 + PROMPT_MS * 1000u)
 		return side_fail(sd, "%s returned %.0f ms after the abort (limit %d ms)", what,
-				 (double)(w->t_us - t0) / 1000.0, PROMPT_MS);
+		                 (double)(w->t_us - t0) / 1000.0, PROMPT_MS);
 	return 0;
 }
 
@@ -223,15 +237,14 @@ static int client_step(struct side *sd, enum phase p)
 		SIDE_CALL(sd, vdi_client_create(sd->c, sd->name, &cfg));
 		return waiter_start(sd, &sd->w_cfg, 0);
 	case PH_CONNECTED:
-	case PH_CONFIGURING:
-		return 0;
+	case PH_CONFIGURING: return 0;
 	case PH_INITIALIZING:
 		if (primary) {
 			if (waiter_join(&sd->w_cfg, now_us() + STEP_MS * 1000u) != 0)
 				return side_fail(sd, "GetConfiguration did not return");
 			if (sd->w_cfg.rc != 0)
 				return side_fail(sd, "GetConfiguration = %s",
-						 vdi_strerror(sd->w_cfg.rc));
+				                 vdi_strerror(sd->w_cfg.rc));
 			return 0;
 		}
 		for (uint64_t end = now_us() + STEP_MS * 1000u;;) {
@@ -253,14 +266,13 @@ static int client_step(struct side *sd, enum phase p)
 			SIDE_CALL(sd, vdi_client_open_device(sd->c, dn, &sd->cd[i]));
 		}
 		break;
-	default:
-		return 0;
+	default: return 0;
 	}
 	if (p == PH_ACTIVE) {
 		if (sd->drive[0])
 			for (; sd->nheld < 2; sd->nheld++)
 				SIDE_CALL(sd, vdi_client_get_command(sd->cd[0], STEP_MS,
-								     &sd->held[sd->nheld]));
+				                                     &sd->held[sd->nheld]));
 		if (sd->drive[1])
 			return waiter_start(sd, &sd->w_cmd, 1);
 		return 0;
@@ -269,7 +281,8 @@ static int client_step(struct side *sd, enum phase p)
 		SIDE_CALL(sd, vdi_client_get_command(sd->cd[0], STEP_MS, &cmd));
 		if (cmd->commandCode != VDC_Write)
 			return side_fail(sd, "got %s", vdi_strcommand((uint32_t)cmd->commandCode));
-		SIDE_CALL(sd, vdi_client_complete_command(sd->cd[0], cmd, 0, (uint32_t)cmd->size, 0));
+		SIDE_CALL(sd,
+		          vdi_client_complete_command(sd->cd[0], cmd, 0, (uint32_t)cmd->size, 0));
 	}
 	for (uint32_t i = 0; i < NDEV; i++) {
 		if (!sd->drive[i])
@@ -290,15 +303,14 @@ static int server_step(struct side *sd, enum phase p)
 	int n;
 
 	switch (p) {
-	case PH_CREATED:
-		SIDE_CALL(sd, vdi_server_new(&sd->s));
-		return 0;
+	case PH_CREATED: SIDE_CALL(sd, vdi_server_new(&sd->s)); return 0;
 	case PH_CONNECTED:
 		SIDE_CALL(sd, vdi_server_open_wait(sd->s, NULL, sd->name, STEP_MS));
 		return 0;
 	case PH_CONFIGURING:
 		SIDE_CALL(sd, vdi_server_get_configuration(sd->s, &cfg));
-		SIDE_CALL(sd, vdi_server_begin_configuration(sd->s, VDF_WriteMedia, 512, 0, 65536, 0));
+		SIDE_CALL(sd,
+		          vdi_server_begin_configuration(sd->s, VDF_WriteMedia, 512, 0, 65536, 0));
 		SIDE_CALL(sd, vdi_server_request_buffers(sd->s, 65536, 0, 4));
 		return 0;
 	case PH_INITIALIZING:
@@ -306,10 +318,8 @@ static int server_step(struct side *sd, enum phase p)
 		SIDE_CALL(sd, tl_agent_start(&sd->agent, sd->s));
 		return 0;
 	case PH_ACTIVE:
-	case PH_CLOSED:
-		break;
-	default:
-		return 0;
+	case PH_CLOSED: break;
+	default: return 0;
 	}
 	for (uint32_t i = 0; i < NDEV; i++) {
 		dev_name(sd, i, dn, sizeof(dn));
@@ -327,7 +337,7 @@ static int server_step(struct side *sd, enum phase p)
 		return 0;
 	if (tl_cmd_wait(&sd->cmds[0], STEP_MS) != 0 || sd->cmds[0].code != 0)
 		return side_fail(sd, "VDC_Write not completed with success (code %u)",
-				 sd->cmds[0].code);
+		                 sd->cmds[0].code);
 	for (uint32_t i = 0; i < NDEV; i++)
 		SIDE_CALL(sd, vdi_server_close_device(sd->sd[i]));
 	sd->dev_closed = 1;
@@ -375,7 +385,7 @@ static int client_check(struct side *sd, uint64_t t0, int flagged)
 			usleep(1000);
 		if (rc != VD_E_ABORT || now_us() > t0 + PROMPT_MS * 1000u + 2000u)
 			return side_fail(sd, "GetConfiguration = %s %.0f ms after the abort",
-					 vdi_strerror(rc), (double)(now_us() - t0) / 1000.0);
+			                 vdi_strerror(rc), (double)(now_us() - t0) / 1000.0);
 	}
 	if (sd->phase == PH_INITIALIZING) {
 		/* Nothing blocked: carry on; the first wait must fail. */
@@ -388,16 +398,17 @@ static int client_check(struct side *sd, uint64_t t0, int flagged)
 				continue;
 			if (rc != 0 || flagged)
 				return side_fail(sd, "OpenDevice after abort = %s, want VD_E_ABORT",
-						 vdi_strerror(rc));
+				                 vdi_strerror(rc));
 			rc = vdi_client_get_command(sd->cd[i], 3000, &cmd);
 			if (rc != VD_E_ABORT || now_us() > t0 + PROMPT_MS * 1000u)
-				return side_fail(sd, "GetCommand after the peer died = %s after %.0f ms",
-						 vdi_strerror(rc), (double)(now_us() - t0) / 1000.0);
+				return side_fail(
+					sd, "GetCommand after the peer died = %s after %.0f ms",
+					vdi_strerror(rc), (double)(now_us() - t0) / 1000.0);
 		}
 	}
 	for (int i = 0; i < sd->nheld; i++)
 		SIDE_RC(sd, vdi_client_complete_command(sd->cd[0], sd->held[i], 0, 65536, 0),
-			VD_E_ABORT);
+		        VD_E_ABORT);
 	for (uint32_t i = 0; i < NDEV; i++)
 		if (sd->cd[i])
 			SIDE_RC(sd, vdi_client_get_command(sd->cd[i], 0, &cmd), VD_E_ABORT);
@@ -425,13 +436,13 @@ static int server_check_cmds(struct side *sd, uint64_t t0)
 		return side_fail(sd, "outstanding commands not completed 3 s after the abort");
 	if (now_us() > t0 + PROMPT_MS * 1000u + 2000u)
 		return side_fail(sd, "outstanding commands completed %.0f ms after the abort",
-				 (double)(now_us() - t0) / 1000.0);
+		                 (double)(now_us() - t0) / 1000.0);
 	usleep(20000); /* a second call of a routine would show now */
 	for (int i = 0; i < sd->ncmds; i++)
 		if (tl_cmd_calls(&sd->cmds[i]) != 1 || sd->cmds[i].code != ERROR_OPERATION_ABORTED)
 			return side_fail(sd, "command %d: routine ran %d times with %s", i,
-					 tl_cmd_calls(&sd->cmds[i]),
-					 vdi_strcompletion(sd->cmds[i].code));
+			                 tl_cmd_calls(&sd->cmds[i]),
+			                 vdi_strcompletion(sd->cmds[i].code));
 	return 0;
 }
 
@@ -450,8 +461,9 @@ static int server_check(struct side *sd, uint64_t t0, int flagged)
 		rc = vdi_server_request_buffers(sd->s, 65536, 0, 1);
 	if (sd->phase == PH_CONNECTED || sd->phase == PH_CONFIGURING) {
 		if (flagged && rc != VD_E_ABORT)
-			return side_fail(sd, "configuration call after the abort = %s, want VD_E_ABORT",
-					 vdi_strerror(rc));
+			return side_fail(sd,
+			                 "configuration call after the abort = %s, want VD_E_ABORT",
+			                 vdi_strerror(rc));
 		if (rc == 0 && sd->phase == PH_CONNECTED)
 			rc = vdi_server_request_buffers(sd->s, 65536, 0, 4);
 		if (rc == 0)
@@ -460,7 +472,7 @@ static int server_check(struct side *sd, uint64_t t0, int flagged)
 			return side_fail(sd, "agent: %s", tl_error());
 		if (rc != 0 && rc != VD_E_ABORT)
 			return side_fail(sd, "configuration after the abort = %s (%s)",
-					 vdi_strerror(rc), vdi_last_error());
+			                 vdi_strerror(rc), vdi_last_error());
 	}
 	if (sd->agent.started) {
 		uint64_t now = now_us();
@@ -469,11 +481,11 @@ static int server_check(struct side *sd, uint64_t t0, int flagged)
 			return side_fail(sd, "completion agent still running 3 s after the abort");
 		if (getenv("FLOW_DEBUG"))
 			fprintf(stderr, "server at %s: agent returned %.0f ms after T0\n",
-				phase_names[sd->phase],
-				(double)sd->agent.returned_ms - (double)t0 / 1000.0);
+			        phase_names[sd->phase],
+			        (double)sd->agent.returned_ms - (double)t0 / 1000.0);
 		if (sd->agent.returned_ms * 1000u > t0 + PROMPT_MS * 1000u + 1000u)
 			return side_fail(sd, "completion agent returned %.0f ms after the abort",
-					 (double)sd->agent.returned_ms - (double)t0 / 1000.0);
+			                 (double)sd->agent.returned_ms - (double)t0 / 1000.0);
 	}
 	if (server_check_cmds(sd, t0) != 0)
 		return -1;
@@ -481,7 +493,8 @@ static int server_check(struct side *sd, uint64_t t0, int flagged)
 	if (sd->phase >= PH_INITIALIZING) {
 		SIDE_RC(sd, vdi_server_allocate_buffer(sd->s, &buf, 65536, 0), VD_E_ABORT);
 		if (!sd->sd[0])
-			SIDE_RC(sd, vdi_server_open_device(sd->s, sd->name, &sd->sd[0]), VD_E_ABORT);
+			SIDE_RC(sd, vdi_server_open_device(sd->s, sd->name, &sd->sd[0]),
+			        VD_E_ABORT);
 	}
 	if (sd->sd[0]) {
 		/* SendCommand in Abort: VD_E_ABORT and the routine, at once,
@@ -490,7 +503,7 @@ static int server_check(struct side *sd, uint64_t t0, int flagged)
 		SIDE_RC(sd, vdi_server_send_command(sd->sd[0], &extra.cmd), VD_E_ABORT);
 		if (tl_cmd_calls(&extra) != 1 || extra.code != ERROR_OPERATION_ABORTED)
 			return side_fail(sd, "SendCommand in abort: routine ran %d times with %s",
-					 tl_cmd_calls(&extra), vdi_strcompletion(extra.code));
+			                 tl_cmd_calls(&extra), vdi_strcompletion(extra.code));
 		SIDE_RC(sd, vdi_server_close_device(sd->sd[0]), VD_E_ABORT);
 	}
 	SIDE_RC(sd, vdi_server_signal_abort(sd->s), 0);
@@ -569,7 +582,7 @@ static void side_kid(void *arg)
 		case OP_ABORT:
 			t0 = now_us();
 			rc = sd->role == R_SERVER ? vdi_server_signal_abort(sd->s)
-						  : vdi_client_signal_abort(sd->c);
+			                          : vdi_client_signal_abort(sd->c);
 			if (rc != 0)
 				side_fail(sd, "SignalAbort = %s", vdi_strerror(rc));
 			side_send(sd, sd->err[0] ? EV_FAIL : EV_ABORTED, 0, t0);
@@ -593,15 +606,15 @@ static void side_kid(void *arg)
  * The controller.
  */
 struct party {
-	struct side sd;       /* copied into the child at fork */
+	struct side sd; /* copied into the child at fork */
 	struct kid k;
-	int to, from;         /* our ends of its pipes */
+	int to, from; /* our ends of its pipes */
 	int alive;
 };
 
 struct harness {
 	char name[TL_NAME_MAX];
-	struct party p[3];    /* client, server, secondary (optional) */
+	struct party p[3]; /* client, server, secondary (optional) */
 	int n;
 };
 
@@ -618,12 +631,12 @@ static void harness_cleanup(struct harness *h)
 	shm_of_set(h->name, 1);
 }
 
-#define H_ASSERT(h, cond, ...)                                                \
-	do {                                                                  \
-		if (!(cond)) {                                                \
-			harness_cleanup(h);                                   \
-			ck_abort_msg(__VA_ARGS__);                            \
-		}                                                             \
+#define H_ASSERT(h, cond, ...)                     \
+	do {                                       \
+		if (!(cond)) {                     \
+			harness_cleanup(h);        \
+			ck_abort_msg(__VA_ARGS__); \
+		}                                  \
 	} while (0)
 
 static void harness_start(struct harness *h, int with_secondary)
@@ -659,8 +672,8 @@ static void harness_send(struct harness *h, int i, int op, int arg, uint64_t t)
 	m.op = op;
 	m.arg = arg;
 	m.t = t;
-	H_ASSERT(h, write(h->p[i].to, &m, sizeof(m)) == (ssize_t)sizeof(m),
-		 "write to %s: %s", role_names[h->p[i].sd.role], strerror(errno));
+	H_ASSERT(h, write(h->p[i].to, &m, sizeof(m)) == (ssize_t)sizeof(m), "write to %s: %s",
+	         role_names[h->p[i].sd.role], strerror(errno));
 }
 
 /* Waits for party i's answer; fails the test on EV_FAIL or silence. */
@@ -678,7 +691,7 @@ static struct msg harness_recv(struct harness *h, int i, int want)
 		H_ASSERT(h, 0, "%s", m.text);
 	kid_wait(&h->p[i].k, 1000);
 	H_ASSERT(h, 0, "%s: no answer (%s)", role_names[h->p[i].sd.role],
-		 h->p[i].k.msg[0] ? h->p[i].k.msg : "timeout");
+	         h->p[i].k.msg[0] ? h->p[i].k.msg : "timeout");
 	return m;
 }
 
@@ -707,11 +720,11 @@ static void harness_finish(struct harness *h, uint64_t t0, int flagged)
 			continue;
 		harness_recv(h, i, EV_CLOSED);
 		H_ASSERT(h, kid_wait(&h->p[i].k, KID_MS) == 0, "%s process %s",
-			 role_names[h->p[i].sd.role], h->p[i].k.msg);
+		         role_names[h->p[i].sd.role], h->p[i].k.msg);
 	}
 	/* D27: after Close (and a SIGKILL of the other side) nothing stays. */
 	H_ASSERT(h, shm_of_set(h->name, 0) == 0, "%d /dev/shm objects of '%s' left",
-		 shm_of_set(h->name, 0), h->name);
+	         shm_of_set(h->name, 0), h->name);
 	harness_cleanup(h);
 }
 
@@ -719,16 +732,24 @@ static void harness_finish(struct harness *h, uint64_t t0, int flagged)
  * SignalAbort from each side in each phase.
  */
 struct abort_case {
-	int from;             /* 0 client, 1 server, 2 a third process */
+	int from; /* 0 client, 1 server, 2 a third process */
 	enum phase ph;
 };
 static const struct abort_case abort_cases[] = {
-	{ 0, PH_CREATED },    { 0, PH_CONNECTED }, { 0, PH_CONFIGURING },
-	{ 0, PH_INITIALIZING }, { 0, PH_ACTIVE }, { 0, PH_CLOSED },
-	{ 1, PH_CONNECTED }, { 1, PH_CONFIGURING }, { 1, PH_INITIALIZING },
-	{ 1, PH_ACTIVE },    { 1, PH_CLOSED },
+	{ 0, PH_CREATED },
+	{ 0, PH_CONNECTED },
+	{ 0, PH_CONFIGURING },
+	{ 0, PH_INITIALIZING },
+	{ 0, PH_ACTIVE },
+	{ 0, PH_CLOSED },
+	{ 1, PH_CONNECTED },
+	{ 1, PH_CONFIGURING },
+	{ 1, PH_INITIALIZING },
+	{ 1, PH_ACTIVE },
+	{ 1, PH_CLOSED },
 	/* `vdi abort`: vdi_set_abort from a process outside the set. */
-	{ 2, PH_CONNECTED }, { 2, PH_ACTIVE },
+	{ 2, PH_CONNECTED },
+	{ 2, PH_ACTIVE },
 };
 
 START_TEST(test_signal_abort)
@@ -744,7 +765,7 @@ START_TEST(test_signal_abort)
 		m.t = now_us();
 		rc = vdi_set_abort(NULL, h.name);
 		H_ASSERT(&h, rc == 0, "vdi_set_abort = %s (%s)", vdi_strerror(rc),
-			 vdi_last_error());
+		         vdi_last_error());
 		harness_finish(&h, m.t, 1);
 		return;
 	}
@@ -765,15 +786,19 @@ END_TEST
  * SIGKILL of each side in each phase (D26).
  */
 struct kill_case {
-	int victim;           /* 0 client, 1 server, 2 secondary */
+	int victim; /* 0 client, 1 server, 2 secondary */
 	enum phase ph;
-	int secondary;        /* a secondary drives device 0 */
+	int secondary; /* a secondary drives device 0 */
 };
 static const struct kill_case kill_cases[] = {
-	{ 1, PH_CONNECTED, 0 },    { 1, PH_CONFIGURING, 0 },
-	{ 1, PH_INITIALIZING, 0 }, { 1, PH_ACTIVE, 0 },
-	{ 0, PH_CONNECTED, 0 },    { 0, PH_CONFIGURING, 0 },
-	{ 0, PH_INITIALIZING, 0 }, { 0, PH_ACTIVE, 0 },
+	{ 1, PH_CONNECTED, 0 },
+	{ 1, PH_CONFIGURING, 0 },
+	{ 1, PH_INITIALIZING, 0 },
+	{ 1, PH_ACTIVE, 0 },
+	{ 0, PH_CONNECTED, 0 },
+	{ 0, PH_CONFIGURING, 0 },
+	{ 0, PH_INITIALIZING, 0 },
+	{ 0, PH_ACTIVE, 0 },
 	{ 2, PH_ACTIVE, 1 },
 	/* The primary dies while a secondary holds commands. */
 	{ 0, PH_ACTIVE, 1 },
@@ -818,12 +843,13 @@ START_TEST(test_both_killed)
 	cfg.deviceCount = 1;
 	H_ASSERT(&h, vdi_client_new(&c) == 0, "vdi_client_new");
 	rc = vdi_client_create(c, h.name, &cfg);
-	H_ASSERT(&h, rc == 0, "Create over a dead set = %s (%s)", vdi_strerror(rc), vdi_last_error());
+	H_ASSERT(&h, rc == 0, "Create over a dead set = %s (%s)", vdi_strerror(rc),
+	         vdi_last_error());
 	rc = vdi_client_close(c);
 	vdi_client_free(c);
 	H_ASSERT(&h, rc == 0, "Close = %s", vdi_strerror(rc));
 	H_ASSERT(&h, shm_of_set(h.name, 0) == 0, "%d objects of the dead set left",
-		 shm_of_set(h.name, 0));
+	         shm_of_set(h.name, 0));
 	harness_cleanup(&h);
 }
 END_TEST
@@ -865,7 +891,7 @@ START_TEST(test_server_killed_before_open)
 	rc = vdi_client_get_configuration(c, 200, &cfg);
 	ck_assert_msg(rc == VD_E_TIMEOUT, "GetConfiguration = %s", vdi_strerror(rc));
 	ck_assert_msg(now_us() - t < 1000000u, "GetConfiguration(200) took %llu us",
-		      (unsigned long long)(now_us() - t));
+	              (unsigned long long)(now_us() - t));
 	ck_assert_int_eq(vdi_client_close(c), 0);
 	vdi_client_free(c);
 	/* A real server then runs the whole flow. */
@@ -918,7 +944,7 @@ START_TEST(test_stale_reclaimed)
 	cfg.deviceCount = 2;
 	rc = vdi_client_create(c, f.name, &cfg);
 	ck_assert_msg(rc == 0, "Create over a dead set = %s (%s)", vdi_strerror(rc),
-		      vdi_last_error());
+	              vdi_last_error());
 	ck_assert_int_eq(vdi_client_close(c), 0);
 	vdi_client_free(c);
 	ck_assert_int_eq(shm_of_set(f.name, 0), 0);
@@ -933,8 +959,8 @@ END_TEST
 
 struct live_ctx {
 	char name[TL_NAME_MAX];
-	int go[2];            /* controller -> holder: "close now" */
-	int ready[2];         /* holder -> controller: "created" */
+	int go[2];    /* controller -> holder: "close now" */
+	int ready[2]; /* holder -> controller: "created" */
 };
 
 static void live_holder_kid(void *arg)
@@ -989,7 +1015,7 @@ END_TEST
 /* A poll (timeout 0) must not wait a slice (100 ms): ten that waited
  * would take a second, ten that did not stay far below half of it even
  * when a busy machine preempts them. */
-#define POLLS 10
+#define POLLS    10
 #define POLLS_MS 500
 
 static double ms_since(uint64_t t)
@@ -1168,8 +1194,8 @@ static void become(int with_group)
 {
 	gid_t g = SHARE_GID;
 
-	if (setgroups(with_group ? 1 : 0, with_group ? &g : NULL) != 0 ||
-	    setgid(OTHER_UID) != 0 || setuid(OTHER_UID) != 0)
+	if (setgroups(with_group ? 1 : 0, with_group ? &g : NULL) != 0 || setgid(OTHER_UID) != 0 ||
+	    setuid(OTHER_UID) != 0)
 		kid_fail("dropping privileges: %s", strerror(errno));
 	/* A credential change clears the parent-death signal. */
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -1190,7 +1216,7 @@ static void stranger_kid(void *arg)
 	vdi_server_free(s);
 	if (rc != VD_E_SECURITY && rc != VD_E_INVALID)
 		kid_fail("server Open by another user = %s, want VD_E_SECURITY or VD_E_INVALID",
-			 vdi_strerror(rc));
+		         vdi_strerror(rc));
 	if (vdi_client_new(&c) != 0)
 		kid_fail("vdi_client_new");
 	rc = vdi_client_open_in_secondary(c, arg);
@@ -1234,7 +1260,7 @@ START_TEST(test_access_private)
 	ck_assert_int_eq(kid_start(&cli, flow_client_kid, &f), 0);
 	ck_assert_msg(stat_set(f.name, &st) == 0, "set not created");
 	ck_assert_msg((st.st_mode & 0777) == 0600 && st.st_uid == getuid(),
-		      "control region mode %o uid %d", st.st_mode & 0777, (int)st.st_uid);
+	              "control region mode %o uid %d", st.st_mode & 0777, (int)st.st_uid);
 	ck_assert_int_eq(kid_start(&str, stranger_kid, f.name), 0);
 	ck_assert_msg(kid_wait(&str, KID_MS) == 0, "stranger %s", str.msg);
 	/* The client times out waiting for a server; then it is gone. */
@@ -1269,7 +1295,7 @@ START_TEST(test_access_group)
 	ck_assert_int_eq(kid_start(&cli, flow_client_kid, &f), 0);
 	ck_assert_msg(stat_set(f.name, &st) == 0, "set not created");
 	ck_assert_msg((st.st_mode & 0777) == 0660 && st.st_gid == SHARE_GID,
-		      "control region mode %o gid %d", st.st_mode & 0777, (int)st.st_gid);
+	              "control region mode %o gid %d", st.st_mode & 0777, (int)st.st_gid);
 	/* Not in the group: still refused. */
 	ck_assert_int_eq(kid_start(&str, stranger_kid, f.name), 0);
 	ck_assert_msg(kid_wait(&str, KID_MS) == 0, "stranger %s", str.msg);

@@ -29,8 +29,8 @@
 #include "testlib.h"
 
 #define WAIT_MS 2000u
-#define NS VD_E_NOTSUPPORTED
-#define INV VD_E_INVALID
+#define NS      VD_E_NOTSUPPORTED
+#define INV     VD_E_INVALID
 
 static struct tl_pair P;
 static struct vdi_client *C;
@@ -59,15 +59,14 @@ static int try_create(const char *instance, const char *name, const VDConfig *cf
 		const char *in = instance && *instance ? instance : NULL;
 
 		ck_assert_msg(name && tl_shm_count_set_in(in, name) > 0,
-			      "Create succeeded but /dev/shm holds no set '%s'",
-			      name ? name : "(null)");
+		              "Create succeeded but /dev/shm holds no set '%s'",
+		              name ? name : "(null)");
 		ck_assert_int_eq(vdi_client_close(C), 0);
 		ck_assert_int_eq(tl_shm_count_set_in(in, name), 0);
 	} else {
 		/* A refused Create leaves the object usable (DNE). */
 		VDConfig c2;
-		ck_assert_int_eq(vdi_client_get_configuration(C, 0, &c2),
-				 VD_E_PROTOCOL);
+		ck_assert_int_eq(vdi_client_get_configuration(C, 0, &c2), VD_E_PROTOCOL);
 	}
 	vdi_client_free(C);
 	C = NULL;
@@ -98,43 +97,60 @@ static const struct cfg_row cfg_rows[] = {
 	{ "pipe removable", CFG(.deviceCount = 1, .features = VDF_Removable), NOERROR },
 	{ "tape", CFG(.deviceCount = 1, .features = VDF_LikeTape), NOERROR },
 	{ "disk", CFG(.deviceCount = 1, .features = VDF_LikeDisk), NOERROR },
-	{ "disk removable", CFG(.deviceCount = 1, .features = VDF_LikeDisk | VDF_Removable), NOERROR },
+	{ "disk removable", CFG(.deviceCount = 1, .features = VDF_LikeDisk | VDF_Removable),
+	  NOERROR },
 	/* Partial tapes and mixtures. */
 	{ "FileMarks alone", CFG(.deviceCount = 1, .features = VDF_FileMarks), NS },
 	{ "Rewind alone", CFG(.deviceCount = 1, .features = VDF_Rewind), NS },
 	{ "Position alone", CFG(.deviceCount = 1, .features = VDF_Position), NS },
 	{ "SkipBlocks alone", CFG(.deviceCount = 1, .features = VDF_SkipBlocks), NS },
 	{ "ReversePosition alone", CFG(.deviceCount = 1, .features = VDF_ReversePosition), NS },
-	{ "tape without Removable", CFG(.deviceCount = 1, .features = VDF_LikeTape & ~VDF_Removable), NS },
-	{ "tape without FileMarks", CFG(.deviceCount = 1, .features = VDF_LikeTape & ~VDF_FileMarks), NS },
+	{ "tape without Removable",
+	  CFG(.deviceCount = 1, .features = VDF_LikeTape & ~VDF_Removable), NS },
+	{ "tape without FileMarks",
+	  CFG(.deviceCount = 1, .features = VDF_LikeTape & ~VDF_FileMarks), NS },
 	{ "tape + disk", CFG(.deviceCount = 1, .features = VDF_LikeTape | VDF_RandomAccess), NS },
 	{ "disk + Position", CFG(.deviceCount = 1, .features = VDF_LikeDisk | VDF_Position), NS },
-	{ "pipe + Rewind + Removable", CFG(.deviceCount = 1, .features = VDF_Rewind | VDF_Removable), NS },
+	{ "pipe + Rewind + Removable",
+	  CFG(.deviceCount = 1, .features = VDF_Rewind | VDF_Removable), NS },
 	/* Extras allowed with every mode. */
 	{ "pipe + Discard", CFG(.deviceCount = 1, .features = VDF_Discard), NOERROR },
-	{ "tape + Discard", CFG(.deviceCount = 1, .features = VDF_LikeTape | VDF_Discard), NOERROR },
-	{ "disk + Discard", CFG(.deviceCount = 1, .features = VDF_LikeDisk | VDF_Discard), NOERROR },
-	{ "pipe + SnapshotPrepare", CFG(.deviceCount = 1, .features = VDF_SnapshotPrepare), NOERROR },
-	{ "tape + SnapshotPrepare", CFG(.deviceCount = 1, .features = VDF_LikeTape | VDF_SnapshotPrepare), NOERROR },
-	{ "disk + SnapshotPrepare", CFG(.deviceCount = 1, .features = VDF_LikeDisk | VDF_SnapshotPrepare), NOERROR },
-	{ "pipe + EnumFrozenFiles", CFG(.deviceCount = 1, .features = VDF_EnumFrozenFiles), NOERROR },
-	{ "disk + EnumFrozenFiles", CFG(.deviceCount = 1, .features = VDF_LikeDisk | VDF_EnumFrozenFiles), NOERROR },
+	{ "tape + Discard", CFG(.deviceCount = 1, .features = VDF_LikeTape | VDF_Discard),
+	  NOERROR },
+	{ "disk + Discard", CFG(.deviceCount = 1, .features = VDF_LikeDisk | VDF_Discard),
+	  NOERROR },
+	{ "pipe + SnapshotPrepare", CFG(.deviceCount = 1, .features = VDF_SnapshotPrepare),
+	  NOERROR },
+	{ "tape + SnapshotPrepare",
+	  CFG(.deviceCount = 1, .features = VDF_LikeTape | VDF_SnapshotPrepare), NOERROR },
+	{ "disk + SnapshotPrepare",
+	  CFG(.deviceCount = 1, .features = VDF_LikeDisk | VDF_SnapshotPrepare), NOERROR },
+	{ "pipe + EnumFrozenFiles", CFG(.deviceCount = 1, .features = VDF_EnumFrozenFiles),
+	  NOERROR },
+	{ "disk + EnumFrozenFiles",
+	  CFG(.deviceCount = 1, .features = VDF_LikeDisk | VDF_EnumFrozenFiles), NOERROR },
 	{ "pipe + VSSWriter", CFG(.deviceCount = 1, .features = VDF_VSSWriter), NOERROR },
-	{ "tape + VSSWriter", CFG(.deviceCount = 1, .features = VDF_LikeTape | VDF_VSSWriter), NOERROR },
-	{ "pipe + RequestComplete", CFG(.deviceCount = 1, .features = VDF_RequestComplete), NOERROR },
-	{ "tape + RequestComplete", CFG(.deviceCount = 1, .features = VDF_LikeTape | VDF_RequestComplete), NOERROR },
-	{ "disk + RequestComplete", CFG(.deviceCount = 1, .features = VDF_LikeDisk | VDF_RequestComplete), NOERROR },
-	{ "pipe + LatchStats", CFG(.deviceCount = 1, .features = (uint32_t)VDF_LatchStats), NOERROR },
+	{ "tape + VSSWriter", CFG(.deviceCount = 1, .features = VDF_LikeTape | VDF_VSSWriter),
+	  NOERROR },
+	{ "pipe + RequestComplete", CFG(.deviceCount = 1, .features = VDF_RequestComplete),
+	  NOERROR },
+	{ "tape + RequestComplete",
+	  CFG(.deviceCount = 1, .features = VDF_LikeTape | VDF_RequestComplete), NOERROR },
+	{ "disk + RequestComplete",
+	  CFG(.deviceCount = 1, .features = VDF_LikeDisk | VDF_RequestComplete), NOERROR },
+	{ "pipe + LatchStats", CFG(.deviceCount = 1, .features = (uint32_t)VDF_LatchStats),
+	  NOERROR },
 	{ "disk removable + every extra",
-	  CFG(.deviceCount = 1,
-	      .features = VDF_LikeDisk | VDF_Removable | VDF_Discard | VDF_SnapshotPrepare |
-			  VDF_EnumFrozenFiles | VDF_VSSWriter | VDF_RequestComplete |
-			  (uint32_t)VDF_LatchStats),
+	  CFG(.deviceCount = 1, .features = VDF_LikeDisk | VDF_Removable | VDF_Discard |
+	                                    VDF_SnapshotPrepare | VDF_EnumFrozenFiles |
+	                                    VDF_VSSWriter | VDF_RequestComplete |
+	                                    (uint32_t)VDF_LatchStats),
 	  NOERROR },
 	/* Server bits and unknown bits are refused. */
 	{ "WriteMedia", CFG(.deviceCount = 1, .features = VDF_WriteMedia), NS },
 	{ "ReadMedia", CFG(.deviceCount = 1, .features = VDF_ReadMedia), NS },
-	{ "CompleteEnabled", CFG(.deviceCount = 1, .features = VDF_RequestComplete | VDF_CompleteEnabled), NS },
+	{ "CompleteEnabled",
+	  CFG(.deviceCount = 1, .features = VDF_RequestComplete | VDF_CompleteEnabled), NS },
 	{ "unknown 0x4", CFG(.deviceCount = 1, .features = 0x4), NS },
 	{ "unknown 0x8", CFG(.deviceCount = 1, .features = 0x8), NS },
 	{ "unknown 0x4000", CFG(.deviceCount = 1, .features = 0x4000), NS },
@@ -160,12 +176,19 @@ static const struct cfg_row cfg_rows[] = {
 	{ "alignment 0x80000000", CFG(.deviceCount = 1, .alignment = 0x80000000u), NS },
 	/* softFileMarkBlockSize: only with FileMarks; 0 or a 512 multiple. */
 	{ "softFM 512 without FileMarks", CFG(.deviceCount = 1, .softFileMarkBlockSize = 512), NS },
-	{ "softFM 512 disk", CFG(.deviceCount = 1, .features = VDF_LikeDisk, .softFileMarkBlockSize = 512), NS },
-	{ "softFM 0 tape", CFG(.deviceCount = 1, .features = VDF_LikeTape, .softFileMarkBlockSize = 0), NOERROR },
-	{ "softFM 512 tape", CFG(.deviceCount = 1, .features = VDF_LikeTape, .softFileMarkBlockSize = 512), NOERROR },
-	{ "softFM 65536 tape", CFG(.deviceCount = 1, .features = VDF_LikeTape, .softFileMarkBlockSize = 65536), NOERROR },
-	{ "softFM 100 tape", CFG(.deviceCount = 1, .features = VDF_LikeTape, .softFileMarkBlockSize = 100), NS },
-	{ "softFM 513 tape", CFG(.deviceCount = 1, .features = VDF_LikeTape, .softFileMarkBlockSize = 513), NS },
+	{ "softFM 512 disk",
+	  CFG(.deviceCount = 1, .features = VDF_LikeDisk, .softFileMarkBlockSize = 512), NS },
+	{ "softFM 0 tape",
+	  CFG(.deviceCount = 1, .features = VDF_LikeTape, .softFileMarkBlockSize = 0), NOERROR },
+	{ "softFM 512 tape",
+	  CFG(.deviceCount = 1, .features = VDF_LikeTape, .softFileMarkBlockSize = 512), NOERROR },
+	{ "softFM 65536 tape",
+	  CFG(.deviceCount = 1, .features = VDF_LikeTape, .softFileMarkBlockSize = 65536),
+	  NOERROR },
+	{ "softFM 100 tape",
+	  CFG(.deviceCount = 1, .features = VDF_LikeTape, .softFileMarkBlockSize = 100), NS },
+	{ "softFM 513 tape",
+	  CFG(.deviceCount = 1, .features = VDF_LikeTape, .softFileMarkBlockSize = 513), NS },
 	/* Fields without limits, and server fields, are accepted (D25). */
 	{ "EOMWarningSize", CFG(.deviceCount = 1, .EOMWarningSize = 0xFFFFFFFFu), NOERROR },
 	{ "serverTimeOut", CFG(.deviceCount = 1, .serverTimeOut = 1), NOERROR },
@@ -181,8 +204,8 @@ START_TEST(client_config_row)
 	char name[TL_NAME_MAX];
 	int rc = try_create(NULL, tl_name(name), &r->cfg);
 
-	ck_assert_msg(rc == r->rc, "CreateEx(%s) = %s, want %s (%s)", r->what,
-		      vdi_strerror(rc), vdi_strerror(r->rc), vdi_last_error());
+	ck_assert_msg(rc == r->rc, "CreateEx(%s) = %s, want %s (%s)", r->what, vdi_strerror(rc),
+	              vdi_strerror(r->rc), vdi_last_error());
 }
 END_TEST
 
@@ -193,15 +216,14 @@ END_TEST
 static int d25_accepts(uint32_t f)
 {
 	const uint32_t tape = VDF_LikeTape;
-	const uint32_t extras = VDF_Discard | VDF_SnapshotPrepare |
-				VDF_EnumFrozenFiles | VDF_VSSWriter |
-				VDF_RequestComplete | (uint32_t)VDF_LatchStats;
+	const uint32_t extras = VDF_Discard | VDF_SnapshotPrepare | VDF_EnumFrozenFiles |
+	                        VDF_VSSWriter | VDF_RequestComplete | (uint32_t)VDF_LatchStats;
 	uint32_t mode = f & (tape | VDF_RandomAccess);
 
 	if (f & ~(tape | VDF_RandomAccess | extras))
 		return 0;
-	return mode == 0 || mode == VDF_Removable || mode == tape ||
-	       mode == VDF_RandomAccess || mode == (VDF_RandomAccess | VDF_Removable);
+	return mode == 0 || mode == VDF_Removable || mode == tape || mode == VDF_RandomAccess ||
+	       mode == (VDF_RandomAccess | VDF_Removable);
 }
 
 START_TEST(feature_bit_matrix)
@@ -215,8 +237,8 @@ START_TEST(feature_bit_matrix)
 	int rc = try_create(NULL, tl_name(name), &cfg);
 
 	ck_assert_msg(rc == want, "CreateEx(%s | bit %d = 0x%x) = %s, want %s (%s)",
-		      base_name[_i / 32], _i % 32, f, vdi_strerror(rc),
-		      vdi_strerror(want), vdi_last_error());
+	              base_name[_i / 32], _i % 32, f, vdi_strerror(rc), vdi_strerror(want),
+	              vdi_last_error());
 }
 END_TEST
 
@@ -304,7 +326,7 @@ START_TEST(client_name_row)
 	 * runs never collide. */
 	rc = try_create(tl_instance(), r->name, &cfg);
 	ck_assert_msg(rc == r->rc, "CreateEx(name %s) = %s, want %s (%s)", r->what,
-		      vdi_strerror(rc), vdi_strerror(r->rc), vdi_last_error());
+	              vdi_strerror(rc), vdi_strerror(r->rc), vdi_last_error());
 }
 END_TEST
 
@@ -384,7 +406,7 @@ START_TEST(stale_set_reclaimed)
 	}
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-		      "child could not create the set");
+	              "child could not create the set");
 	ck_assert_int_gt(tl_shm_count_set(name), 0);
 	ck_assert_int_eq(vdi_server_new(&s), 0);
 	TL_RC(vdi_server_open(s, NULL, name), INV);
@@ -427,9 +449,8 @@ START_TEST(client_instance_row)
 	char name[TL_NAME_MAX];
 	int rc = try_create(r->instance, tl_name(name), &cfg);
 
-	ck_assert_msg(rc == r->rc, "CreateEx(instance %s) = %s, want %s (%s)",
-		      r->what, vdi_strerror(rc), vdi_strerror(r->rc),
-		      vdi_last_error());
+	ck_assert_msg(rc == r->rc, "CreateEx(instance %s) = %s, want %s (%s)", r->what,
+	              vdi_strerror(rc), vdi_strerror(r->rc), vdi_last_error());
 }
 END_TEST
 
@@ -477,8 +498,7 @@ START_TEST(server_open_args)
 	 * with which code: no set (INVALID) or the wait (TIMEOUT). */
 	t0 = tl_now_ms();
 	int rc = vdi_server_open_wait(s, NULL, name, 150);
-	ck_assert_msg(rc == INV || rc == VD_E_TIMEOUT, "open_wait = %s",
-		      vdi_strerror(rc));
+	ck_assert_msg(rc == INV || rc == VD_E_TIMEOUT, "open_wait = %s", vdi_strerror(rc));
 	ck_assert_uint_ge(tl_now_ms() - t0, 140);
 	ck_assert_uint_lt(tl_now_ms() - t0, 2000);
 	vdi_server_free(s);
@@ -539,8 +559,10 @@ static const struct begin_row begin_rows[] = {
 	{ "no direction", 0, 0, 512, 0, 65536, INV, 0, 0 },
 	{ "both directions", 0, WM | RM, 512, 0, 65536, INV, 0, 0 },
 	{ "CompleteEnabled not requested", 0, WM | VDF_CompleteEnabled, 512, 0, 65536, INV, 0, 0 },
-	{ "CompleteEnabled requested", VDF_RequestComplete, WM | VDF_CompleteEnabled, 512, 0, 65536, NOERROR, 512, 65536 },
-	{ "RequestComplete not honoured", VDF_RequestComplete, WM, 512, 0, 65536, NOERROR, 512, 65536 },
+	{ "CompleteEnabled requested", VDF_RequestComplete, WM | VDF_CompleteEnabled, 512, 0, 65536,
+	  NOERROR, 512, 65536 },
+	{ "RequestComplete not honoured", VDF_RequestComplete, WM, 512, 0, 65536, NOERROR, 512,
+	  65536 },
 	{ "client bit echoed", VDF_Discard, WM | VDF_Discard, 512, 0, 65536, NOERROR, 512, 65536 },
 	{ "client bit not requested", 0, WM | VDF_Discard, 512, 0, 65536, INV, 0, 0 },
 	{ "tape bits echoed", VDF_LikeTape, RM | VDF_LikeTape, 512, 0, 65536, NOERROR, 512, 65536 },
@@ -567,11 +589,9 @@ START_TEST(begin_row)
 	TL_OK(vdi_server_get_configuration(P.s, &scfg));
 	ck_assert_uint_eq(scfg.deviceCount, 1);
 	ck_assert_uint_eq(scfg.features, r->client_features);
-	rc = vdi_server_begin_configuration(P.s, r->features, r->block, r->align,
-					    r->mts, 1000);
-	ck_assert_msg(rc == r->rc, "BeginConfiguration(%s) = %s, want %s (%s)",
-		      r->what, vdi_strerror(rc), vdi_strerror(r->rc),
-		      vdi_last_error());
+	rc = vdi_server_begin_configuration(P.s, r->features, r->block, r->align, r->mts, 1000);
+	ck_assert_msg(rc == r->rc, "BeginConfiguration(%s) = %s, want %s (%s)", r->what,
+	              vdi_strerror(rc), vdi_strerror(r->rc), vdi_last_error());
 	if (rc != 0) {
 		/* Refused: still Connected, a valid call goes through. */
 		TL_OK(vdi_server_begin_configuration(P.s, WM, 512, 0, 65536, 0));
@@ -579,8 +599,7 @@ START_TEST(begin_row)
 	}
 	P.phase = TL_CONFIGURABLE;
 	/* Values are fixed: a second Begin is a protocol error. */
-	TL_RC(vdi_server_begin_configuration(P.s, WM, 512, 0, 65536, 0),
-	      VD_E_PROTOCOL);
+	TL_RC(vdi_server_begin_configuration(P.s, WM, 512, 0, 65536, 0), VD_E_PROTOCOL);
 	TL_OK(vdi_server_request_buffers(P.s, r->want_mts, 0, 2));
 	TL_OK(vdi_server_end_configuration(P.s));
 	P.phase = TL_ENDED;
@@ -628,8 +647,7 @@ START_TEST(config_round_trip)
 	ck_assert_uint_eq(scfg.softFileMarkBlockSize, 1024);
 	ck_assert_uint_eq(scfg.EOMWarningSize, 123456);
 	ck_assert_uint_eq(scfg.serverTimeOut, 30000);
-	TL_OK(vdi_server_begin_configuration(P.s, VDF_WriteMedia, 1024, 0,
-					     1048576, 0));
+	TL_OK(vdi_server_begin_configuration(P.s, VDF_WriteMedia, 1024, 0, 1048576, 0));
 	P.phase = TL_CONFIGURABLE;
 	TL_OK(vdi_server_request_buffers(P.s, 1048576, 0, 3));
 	TL_OK(vdi_server_request_buffers(P.s, 4096, 0, 2)); /* summed */
@@ -704,7 +722,7 @@ START_TEST(server_timeout_aborts)
 	uint64_t dt = tl_now_ms() - t0;
 	ck_assert_uint_eq(timeout_cmd.code, ERROR_OPERATION_ABORTED);
 	ck_assert_msg(dt >= 290 && dt < 3000, "aborted after %llu ms, want ~300",
-		      (unsigned long long)dt);
+	              (unsigned long long)dt);
 	TL_RC(vdi_client_get_configuration(P.c, 0, &cfg), VD_E_ABORT);
 	TL_RC(vdi_server_get_configuration(P.s, &cfg), VD_E_ABORT);
 }
@@ -713,8 +731,8 @@ END_TEST
 /* ---------------------------------------------------------------------
  * Buffers: argument checks, accounting, placement (D10, D11, D12).
  */
-static void buffers_pair(uint32_t prefix, uint32_t client_align, uint32_t block,
-			 uint32_t align, uint32_t count)
+static void buffers_pair(uint32_t prefix, uint32_t client_align, uint32_t block, uint32_t align,
+                         uint32_t count)
 {
 	struct tl_pair_opts o;
 
@@ -801,8 +819,7 @@ START_TEST(allocate_free_accounting)
 	 * room (MEMORY) or refused outright (INVALID); never a buffer. */
 	TL_OK(vdi_server_free_buffer(P.s, b[0], 65536));
 	int rc = vdi_server_allocate_buffer(P.s, &x, 8 * 1048576, 0);
-	ck_assert_msg(rc == VD_E_MEMORY || rc == INV, "8 MiB = %s",
-		      vdi_strerror(rc));
+	ck_assert_msg(rc == VD_E_MEMORY || rc == INV, "8 MiB = %s", vdi_strerror(rc));
 	ck_assert_ptr_null(x);
 }
 END_TEST
@@ -855,8 +872,8 @@ START_TEST(buffer_placement_row)
 	for (int i = 0; i < 3; i++) {
 		TL_OK(vdi_server_allocate_buffer(P.s, &b[i], size, r->req_align));
 		ck_assert_msg(is_aligned(b[i], r->want_align),
-			      "%s: buffer %d at %p not aligned to %u", r->what, i,
-			      (void *)b[i], r->want_align);
+		              "%s: buffer %d at %p not aligned to %u", r->what, i, (void *)b[i],
+		              r->want_align);
 		memset(b[i], 0xA0 + i, size);
 	}
 	/* Server view: data zones plus prefixes never overlap. */
@@ -867,8 +884,8 @@ START_TEST(buffer_placement_row)
 			uintptr_t lo = (uintptr_t)b[i] - r->prefix;
 			uintptr_t hi = (uintptr_t)b[i] + size;
 			uintptr_t oj = (uintptr_t)b[j];
-			ck_assert_msg(oj + size <= lo || oj >= hi,
-				      "%s: buffers %d and %d overlap", r->what, i, j);
+			ck_assert_msg(oj + size <= lo || oj >= hi, "%s: buffers %d and %d overlap",
+			              r->what, i, j);
 		}
 	/* Client view: same alignment; the prefix zone is the client's,
 	 * right below the data, and writing it never touches data. */
@@ -879,8 +896,8 @@ START_TEST(buffer_placement_row)
 		TL_OK(vdi_server_send_command(P.sd[0], &t[i].cmd));
 		TL_OK(vdi_client_get_command(P.cd[0], WAIT_MS, &cmd[i]));
 		ck_assert_msg(is_aligned(cmd[i]->buffer, r->want_align),
-			      "%s: client buffer %p not aligned to %u", r->what,
-			      (void *)cmd[i]->buffer, r->want_align);
+		              "%s: client buffer %p not aligned to %u", r->what,
+		              (void *)cmd[i]->buffer, r->want_align);
 		ck_assert_int_eq(cmd[i]->buffer[0], 0xA0 + i);
 		ck_assert_int_eq(cmd[i]->buffer[size - 1], 0xA0 + i);
 	}
@@ -890,8 +907,7 @@ START_TEST(buffer_placement_row)
 	for (int i = 0; i < 3; i++) {
 		for (uint32_t k = 0; k < size; k += 512)
 			ck_assert_msg(b[i][k] == 0xA0 + i,
-				      "%s: prefix write reached data of buffer %d",
-				      r->what, i);
+			              "%s: prefix write reached data of buffer %d", r->what, i);
 		ck_assert_int_eq(b[i][size - 1], 0xA0 + i);
 		TL_OK(vdi_client_complete_command(P.cd[0], cmd[i], 0, size, 0));
 	}
@@ -910,8 +926,8 @@ START_TEST(end_configuration_memory)
 	rc = vdi_server_request_buffers(P.s, 4194304, 0, 0xFFFFFFFFu);
 	if (rc == 0)
 		rc = vdi_server_end_configuration(P.s);
-	ck_assert_msg(rc == VD_E_MEMORY, "2^32 x 4 MiB = %s (%s)",
-		      vdi_strerror(rc), vdi_last_error());
+	ck_assert_msg(rc == VD_E_MEMORY, "2^32 x 4 MiB = %s (%s)", vdi_strerror(rc),
+	              vdi_last_error());
 	TL_OK(vdi_server_query_available_buffers(P.s, 65536, 0, &n));
 	VDConfig cfg;
 	TL_RC(vdi_client_get_configuration(P.c, 0, &cfg), VD_E_TIMEOUT);
@@ -1000,12 +1016,13 @@ static void check_modes(const char *name, mode_t want, int check_gid, gid_t gid)
 		else if (k < 2)
 			snprintf(path, sizeof(path), "/dev/shm/vdi-b%d.MSSQLSERVER.%s", k, name);
 		else
-			snprintf(path, sizeof(path), "/dev/shm/vdi.MSSQLSERVER.%s.b%d", name, k - 2);
+			snprintf(path, sizeof(path), "/dev/shm/vdi.MSSQLSERVER.%s.b%d", name,
+			         k - 2);
 		if (stat(path, &st) != 0)
 			continue;
 		seen++;
-		ck_assert_msg((st.st_mode & 07777) == want, "%s: mode %o, want %o",
-			      path, (unsigned)(st.st_mode & 07777), (unsigned)want);
+		ck_assert_msg((st.st_mode & 07777) == want, "%s: mode %o, want %o", path,
+		              (unsigned)(st.st_mode & 07777), (unsigned)want);
 		ck_assert_uint_eq(st.st_uid, getuid());
 		if (check_gid)
 			ck_assert_uint_eq(st.st_gid, gid);
@@ -1057,7 +1074,8 @@ START_TEST(test_escape_text)
 	VDConfig cfg = { .deviceCount = 1 };
 	const char *p;
 
-	ck_assert_str_eq(vdi_escape_text(out, sizeof(out), "a\tb\x1b[2J\x7f"), "a\\x09b\\x1b[2J\\x7f");
+	ck_assert_str_eq(vdi_escape_text(out, sizeof(out), "a\tb\x1b[2J\x7f"),
+	                 "a\\x09b\\x1b[2J\\x7f");
 	ck_assert_str_eq(vdi_escape_text(out, 4, "abcdef"), "abc");
 	ck_assert_str_eq(vdi_escape_text(out, 5, "a\nb"), "a"); /* no half escape */
 	ck_assert_int_eq(vdi_client_new(&c), 0);
@@ -1070,7 +1088,8 @@ START_TEST(test_escape_text)
 	ck_assert_int_eq(vdi_client_create(c, long_name, &cfg), VD_E_INVALID);
 	ck_assert_ptr_nonnull(strstr(vdi_last_error(), "x\\x1b[2J"));
 	for (p = vdi_last_error(); *p; p++)
-		ck_assert_msg((unsigned char)*p >= 0x20 && *p != 0x7f, "raw control byte in: %s", vdi_last_error());
+		ck_assert_msg((unsigned char)*p >= 0x20 && *p != 0x7f, "raw control byte in: %s",
+		              vdi_last_error());
 	vdi_client_free(c);
 }
 END_TEST

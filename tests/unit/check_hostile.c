@@ -80,8 +80,8 @@ static void raw_unmap(struct raw *r)
 
 /* Pipes between this process and a victim: one byte or int at a time. */
 struct line {
-	int up[2];    /* victim -> us */
-	int down[2];  /* us -> victim */
+	int up[2];   /* victim -> us */
+	int down[2]; /* us -> victim */
 };
 
 static void line_open(struct line *l)
@@ -118,15 +118,38 @@ static int get_int(int fd, int *v)
  * Victim = client.
  */
 enum cattack {
-	CA_CODE_0, CA_CODE_20, CA_CODE_HUGE, CA_SIZE_BIG, CA_SIZE_0, CA_SIZE_ODD,
-	CA_HANDLE_0, CA_HANDLE_ALL, CA_HANDLE_PAST, CA_HANDLE_AREA, CA_SLOT_RANGE,
-	CA_RING_COUNT, CA_SLOT_DUP, CA_CFG_BLOCK, CA_CFG_MAXTRANSFER, CA_COUNT
+	CA_CODE_0,
+	CA_CODE_20,
+	CA_CODE_HUGE,
+	CA_SIZE_BIG,
+	CA_SIZE_0,
+	CA_SIZE_ODD,
+	CA_HANDLE_0,
+	CA_HANDLE_ALL,
+	CA_HANDLE_PAST,
+	CA_HANDLE_AREA,
+	CA_SLOT_RANGE,
+	CA_RING_COUNT,
+	CA_SLOT_DUP,
+	CA_CFG_BLOCK,
+	CA_CFG_MAXTRANSFER,
+	CA_COUNT
 };
 static const char *const cattack_names[] = {
-	"code 0", "code 20", "code 0xffffffff", "size above maxTransferSize", "size 0",
-	"size not a block multiple", "buffer handle 0", "buffer handle 0xffffffff",
-	"buffer handle past the area", "buffer handle of no area", "slot index 1000",
-	"command ring count 1000", "slot already outstanding", "final blockSize 3",
+	"code 0",
+	"code 20",
+	"code 0xffffffff",
+	"size above maxTransferSize",
+	"size 0",
+	"size not a block multiple",
+	"buffer handle 0",
+	"buffer handle 0xffffffff",
+	"buffer handle past the area",
+	"buffer handle of no area",
+	"slot index 1000",
+	"command ring count 1000",
+	"slot already outstanding",
+	"final blockSize 3",
 	"final maxTransferSize 0xffffffff",
 };
 
@@ -170,7 +193,7 @@ static void client_victim(void *arg)
 		rc = vdi_client_open_device(c, v->name, &d);
 	if (rc != 0)
 		kid_fail("client setup: %s (%s)", vdi_strerror(rc), vdi_last_error());
-	put_int(v->l.up[1], 0);                       /* ready */
+	put_int(v->l.up[1], 0); /* ready */
 	if (get_int(v->l.down[0], &go) != 0)
 		kid_fail("no go");
 	if (v->a == CA_SLOT_DUP) {
@@ -206,17 +229,14 @@ static void attack_command(struct raw *r, enum cattack a)
 	case CA_HANDLE_PAST: s->buffer_handle = (s->buffer_handle & 0xff000000u) | 0xffffffu; break;
 	case CA_HANDLE_AREA: s->buffer_handle = (41u << 24) | (s->buffer_handle & 0xffffffu); break;
 	case CA_SLOT_RANGE: dv->cmd.entries[head & VDI_RING_MASK] = 1000; break;
-	case CA_RING_COUNT:
-		__atomic_store_n(&dv->cmd.tail, head + 1000, __ATOMIC_RELEASE);
-		break;
+	case CA_RING_COUNT: __atomic_store_n(&dv->cmd.tail, head + 1000, __ATOMIC_RELEASE); break;
 	case CA_SLOT_DUP: {
 		/* The entry after the fetched one names the fetched slot. */
 		uint32_t prev = dv->cmd.entries[(head - 1) & VDI_RING_MASK];
 		dv->cmd.entries[head & VDI_RING_MASK] = prev;
 		break;
 	}
-	default:
-		break;
+	default: break;
 	}
 	/* The pipe write that tells the victim to go comes after these
 	 * stores (a system call): it sees them. */
@@ -281,15 +301,15 @@ START_TEST(test_client_victim)
 			ck_assert_uint_eq(cmds[i].code, ERROR_OPERATION_ABORTED);
 		}
 	}
-	ck_assert_msg(kid_wait(&k, KID_MS) == 0, "client victim of %s: %s",
-		      cattack_names[v.a], k.msg);
+	ck_assert_msg(kid_wait(&k, KID_MS) == 0, "client victim of %s: %s", cattack_names[v.a],
+	              k.msg);
 	ck_assert_msg(honest == 0, "honest GetCommand = %s", vdi_strerror(honest));
 	ck_assert_msg(rc1 == VD_E_PROTOCOL, "%s: client got %s, want VD_E_PROTOCOL",
-		      cattack_names[v.a], vdi_strerror(rc1));
-	ck_assert_msg(rc2 == VD_E_ABORT, "%s: next call %s, want VD_E_ABORT",
-		      cattack_names[v.a], vdi_strerror(rc2));
+	              cattack_names[v.a], vdi_strerror(rc1));
+	ck_assert_msg(rc2 == VD_E_ABORT, "%s: next call %s, want VD_E_ABORT", cattack_names[v.a],
+	              vdi_strerror(rc2));
 	ck_assert_msg(rc3 == 0 || rc3 == VD_E_OPEN, "%s: client Close = %s", cattack_names[v.a],
-		      vdi_strerror(rc3));
+	              vdi_strerror(rc3));
 	/* The server learns of it too. */
 	ck_assert_int_eq(tl_agent_join(&agent, 3000), 0);
 	TL_RC(vdi_server_allocate_buffer(s, &bufs[0], 65536, 0), VD_E_ABORT);
@@ -307,7 +327,7 @@ END_TEST
 enum sattack { SA_NOT_OUTSTANDING, SA_SLOT_RANGE, SA_RING_COUNT, SA_BYTES, SA_TWICE, SA_COUNT };
 static const char *const sattack_names[] = {
 	"completion of a slot not outstanding", "completion slot index 5000",
-	"completion ring count 1000", "bytes transferred above the size",
+	"completion ring count 1000",           "bytes transferred above the size",
 	"second completion of a slot",
 };
 
@@ -331,11 +351,11 @@ static void server_victim(void *arg)
 	VDConfig cfg;
 	int rc;
 
-#define SV(expr)                                                              \
-	do {                                                                  \
-		if ((rc = (expr)) != 0)                                       \
-			kid_fail("server: %s = %s (%s)", #expr,               \
-				 vdi_strerror(rc), vdi_last_error());         \
+#define SV(expr)                                                                  \
+	do {                                                                      \
+		if ((rc = (expr)) != 0)                                           \
+			kid_fail("server: %s = %s (%s)", #expr, vdi_strerror(rc), \
+			         vdi_last_error());                               \
 	} while (0)
 	SV(vdi_server_new(&s));
 	SV(vdi_server_open_wait(s, NULL, v->name, 5000));
@@ -354,23 +374,24 @@ static void server_victim(void *arg)
 	for (int i = 0; i < 2; i++)
 		if (tl_cmd_wait(&cmds[i], 5000) != 0)
 			kid_fail("server: command %d never completed after %s", i,
-				 sattack_names[v->a]);
+			         sattack_names[v->a]);
 	if (cmds[1].code != ERROR_OPERATION_ABORTED)
 		kid_fail("server: second command completed with %s after %s",
-			 vdi_strcompletion(cmds[1].code), sattack_names[v->a]);
+		         vdi_strcompletion(cmds[1].code), sattack_names[v->a]);
 	if (cmds[0].code != (v->a == SA_TWICE ? 0u : ERROR_OPERATION_ABORTED))
 		kid_fail("server: first command completed with %s after %s",
-			 vdi_strcompletion(cmds[0].code), sattack_names[v->a]);
+		         vdi_strcompletion(cmds[0].code), sattack_names[v->a]);
 	if (tl_agent_join(&agent, 3000) != 0)
 		kid_fail("server: agent still running after %s", sattack_names[v->a]);
 	usleep(20000);
 	if (tl_cmd_calls(&cmds[0]) != 1 || tl_cmd_calls(&cmds[1]) != 1)
 		kid_fail("server: routines ran %d and %d times", tl_cmd_calls(&cmds[0]),
-			 tl_cmd_calls(&cmds[1]));
+		         tl_cmd_calls(&cmds[1]));
 	tl_cmd_init(&cmds[2], VDC_Write, 65536, 0, bufs[0]);
 	rc = vdi_server_send_command(sd, &cmds[2].cmd);
 	if (rc != VD_E_ABORT)
-		kid_fail("server: SendCommand after %s = %s", sattack_names[v->a], vdi_strerror(rc));
+		kid_fail("server: SendCommand after %s = %s", sattack_names[v->a],
+		         vdi_strerror(rc));
 	vdi_server_close(s);
 	vdi_server_free(s);
 #undef SV
@@ -416,12 +437,8 @@ START_TEST(test_server_victim)
 	dv = vdi_shm_dev(r.hdr, 0);
 	idx = dv->cmd.entries[(dv->cmd.head - 1) & VDI_RING_MASK];
 	switch (v.a) {
-	case SA_NOT_OUTSTANDING:
-		push_done(dv, (idx + 7) & VDI_RING_MASK);
-		break;
-	case SA_SLOT_RANGE:
-		push_done(dv, 5000);
-		break;
+	case SA_NOT_OUTSTANDING: push_done(dv, (idx + 7) & VDI_RING_MASK); break;
+	case SA_SLOT_RANGE: push_done(dv, 5000); break;
 	case SA_RING_COUNT:
 		__atomic_store_n(&dv->done.tail, dv->done.tail + 1000, __ATOMIC_RELEASE);
 		break;
@@ -435,8 +452,7 @@ START_TEST(test_server_victim)
 		usleep(50000);
 		push_done(dv, idx);
 		break;
-	default:
-		break;
+	default: break;
 	}
 	/* The server aborts; this client hears of it within a second. */
 	t0 = now_us();
@@ -444,10 +460,12 @@ START_TEST(test_server_victim)
 	for (int i = 0; i < 3; i++)
 		if ((rc = vdi_client_get_command(d, 2000, &cmd)) != 0)
 			break;
-	ck_assert_msg(kid_wait(&k, KID_MS) == 0, "server victim of %s: %s", sattack_names[v.a], k.msg);
-	ck_assert_msg(rc == VD_E_ABORT, "client after %s: %s", sattack_names[v.a], vdi_strerror(rc));
+	ck_assert_msg(kid_wait(&k, KID_MS) == 0, "server victim of %s: %s", sattack_names[v.a],
+	              k.msg);
+	ck_assert_msg(rc == VD_E_ABORT, "client after %s: %s", sattack_names[v.a],
+	              vdi_strerror(rc));
 	ck_assert_msg(now_us() - t0 < 1500000u, "abort seen after %llu ms",
-		      (unsigned long long)((now_us() - t0) / 1000));
+	              (unsigned long long)((now_us() - t0) / 1000));
 	raw_unmap(&r);
 	rc = vdi_client_close(c);
 	vdi_client_free(c);
@@ -545,7 +563,7 @@ START_TEST(test_forged_handles)
 	const uint32_t forged[] = { ha + 1, ha - 1, hb, ha + (1u << 24), 0, 0xffffffffu };
 	for (size_t i = 0; i < sizeof(forged) / sizeof(forged[0]); i++)
 		ck_assert_msg(victim_map(&l, forged[i], &byte) == VD_E_INVALID,
-			      "forged handle 0x%08x (given out: 0x%08x) mapped", forged[i], ha);
+		              "forged handle 0x%08x (given out: 0x%08x) mapped", forged[i], ha);
 	/* A registry entry forged by the peer: past the area it is refused
 	 * by the bounds, one that names another buffer than the slot's by
 	 * the match; neither crashes. */
@@ -561,7 +579,7 @@ START_TEST(test_forged_handles)
 	 * is not aborted. */
 	TL_OK(vdi_set_info_get(NULL, P.name, &info));
 	ck_assert_msg(info.state == VDI_SET_ACTIVE, "set is %s: %s", vdi_set_state_name(info.state),
-		      info.abort_reason);
+	              info.abort_reason);
 	close(l.down[1]);
 	l.down[1] = -1;
 	ck_assert_msg(kid_wait(&k, KID_MS) == 0, "secondary: %s", k.msg);
@@ -666,7 +684,7 @@ static void opener_kid(void *arg)
 	if (rc != 0 && rc != VD_E_PROTOCOL && rc != VD_E_INVALID && rc != VD_E_ABORT &&
 	    rc != VD_E_BUSY)
 		kid_fail("server Open of a scribbled set = %s (%s)", vdi_strerror(rc),
-			 vdi_last_error());
+		         vdi_last_error());
 	vdi_server_close(s);
 	vdi_server_free(s);
 }
@@ -717,10 +735,10 @@ static void lock_victim(void *arg)
 	rc = vdi_server_open(s, NULL, arg);
 	if (rc != VD_E_PROTOCOL && rc != VD_E_BUSY && rc != VD_E_ABORT)
 		kid_fail("server Open under a stuck lock = %s (%s)", vdi_strerror(rc),
-			 vdi_last_error());
+		         vdi_last_error());
 	if (now_us() - t0 > 5000000u)
 		kid_fail("server Open under a stuck lock took %llu ms",
-			 (unsigned long long)((now_us() - t0) / 1000));
+		         (unsigned long long)((now_us() - t0) / 1000));
 	vdi_server_free(s);
 }
 

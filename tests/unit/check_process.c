@@ -210,19 +210,19 @@ struct handoff {
 	uint32_t handle;
 	uint32_t size;
 	uint64_t off;
-	uint64_t addr;      /* the secondary's address, for comparison */
+	uint64_t addr; /* the secondary's address, for comparison */
 	uint32_t dev;
 	uint32_t pad;
 };
 
 struct handle_ctx {
-	int to_primary;     /* secondary writes struct handoff */
-	int to_secondary;   /* primary answers with a status byte */
+	int to_primary;   /* secondary writes struct handoff */
+	int to_secondary; /* primary answers with a status byte */
 	int from_secondary;
 	int from_primary;
 	const struct flow *f;
 	struct vdi_client *primary;
-	int handoffs;       /* primary: handles verified */
+	int handoffs; /* primary: handles verified */
 	char err[FLOW_ERR];
 };
 
@@ -243,14 +243,15 @@ static int handle_hook(void *ctx, struct flow_cdev *cd, VDC_Command *cmd, uint64
 	rc = vdi_client_get_buffer_handle(cd->fc->c, cmd->buffer, &m.handle);
 	if (rc != 0) {
 		snprintf(cd->err, sizeof(cd->err), "secondary: GetBufferHandle = %s (%s)",
-			 vdi_strerror(rc), vdi_last_error());
+		         vdi_strerror(rc), vdi_last_error());
 		return -1;
 	}
 	/* The handle maps back to the same address in this process. */
 	rc = vdi_client_map_buffer_handle(cd->fc->c, m.handle, &back);
 	if (rc != 0 || back != cmd->buffer) {
-		snprintf(cd->err, sizeof(cd->err), "secondary: MapBufferHandle(0x%x) = %s, %p != %p",
-			 m.handle, vdi_strerror(rc), (void *)back, (void *)cmd->buffer);
+		snprintf(cd->err, sizeof(cd->err),
+		         "secondary: MapBufferHandle(0x%x) = %s, %p != %p", m.handle,
+		         vdi_strerror(rc), (void *)back, (void *)cmd->buffer);
 		return -1;
 	}
 	m.size = (uint32_t)cmd->size;
@@ -260,13 +261,13 @@ static int handle_hook(void *ctx, struct flow_cdev *cd, VDC_Command *cmd, uint64
 	if (write(h->to_primary, &m, sizeof(m)) != (ssize_t)sizeof(m) ||
 	    read(h->from_primary, &st, 1) != 1 || st != 'k') {
 		snprintf(cd->err, sizeof(cd->err), "secondary: primary refused handle 0x%x ('%c')",
-			 m.handle, st ? st : '?');
+		         m.handle, st ? st : '?');
 		return -1;
 	}
 	if (memcmp(cmd->buffer, handle_mark, sizeof(handle_mark)) != 0) {
 		snprintf(cd->err, sizeof(cd->err),
-			 "secondary: primary's mark not visible at %p (handle 0x%x)",
-			 (void *)cmd->buffer, m.handle);
+		         "secondary: primary's mark not visible at %p (handle 0x%x)",
+		         (void *)cmd->buffer, m.handle);
 		return -1;
 	}
 	return 0;
@@ -314,8 +315,13 @@ static void handle_secondary_kid(void *arg)
 {
 	struct handle_ctx *h = arg;
 	char ndev[16], bytes[32], seed[32];
-	char *argv[] = { (char *)"check_process", (char *)"--handle-secondary",
-			 (char *)h->f->name, ndev, bytes, seed, NULL };
+	char *argv[] = { (char *)"check_process",
+		         (char *)"--handle-secondary",
+		         (char *)h->f->name,
+		         ndev,
+		         bytes,
+		         seed,
+		         NULL };
 	int m, to, from;
 
 	snprintf(ndev, sizeof(ndev), "%u", h->f->ndev);
@@ -326,8 +332,7 @@ static void handle_secondary_kid(void *arg)
 	from = fcntl(h->from_primary, F_DUPFD_CLOEXEC, 100);
 
 	/* Via high copies, so that no target fd clobbers a source. */
-	if (m < 0 || to < 0 || from < 0 || dup2(m, 3) < 0 || dup2(to, 4) < 0 ||
-	    dup2(from, 5) < 0)
+	if (m < 0 || to < 0 || from < 0 || dup2(m, 3) < 0 || dup2(to, 4) < 0 || dup2(from, 5) < 0)
 		kid_fail("dup2: %s", strerror(errno));
 	execv("/proc/self/exe", argv);
 	kid_fail("exec /proc/self/exe: %s", strerror(errno));
@@ -348,15 +353,16 @@ static void *handle_primary_main(void *arg)
 		rc = vdi_client_map_buffer_handle(h->primary, m.handle, &p);
 		if (rc != 0) {
 			snprintf(h->err, sizeof(h->err), "primary: MapBufferHandle(0x%x) = %s (%s)",
-				 m.handle, vdi_strerror(rc), vdi_last_error());
+			         m.handle, vdi_strerror(rc), vdi_last_error());
 		} else if ((uint64_t)(uintptr_t)p == m.addr) {
 			snprintf(h->err, sizeof(h->err),
-				 "primary: handle 0x%x maps to the secondary's own address %p",
-				 m.handle, (void *)p);
-		} else if ((bad = pat_bad(p, m.size, pat_dev_seed(h->f->seed, m.dev), m.off)) >= 0) {
+			         "primary: handle 0x%x maps to the secondary's own address %p",
+			         m.handle, (void *)p);
+		} else if ((bad = pat_bad(p, m.size, pat_dev_seed(h->f->seed, m.dev), m.off)) >=
+		           0) {
 			snprintf(h->err, sizeof(h->err),
-				 "primary: byte %ld of handle 0x%x (device %u offset %llu) differs",
-				 bad, m.handle, m.dev, (unsigned long long)m.off);
+			         "primary: byte %ld of handle 0x%x (device %u offset %llu) differs",
+			         bad, m.handle, m.dev, (unsigned long long)m.off);
 		} else {
 			memcpy(p, handle_mark, sizeof(handle_mark));
 			h->handoffs++;

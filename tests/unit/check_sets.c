@@ -20,8 +20,8 @@
 #include "testlib.h"
 
 #define WAIT_MS 2000u /* bound for waits that must succeed */
-#define PROT VD_E_PROTOCOL
-#define ABRT VD_E_ABORT
+#define PROT    VD_E_PROTOCOL
+#define ABRT    VD_E_ABORT
 
 static struct tl_pair P;
 static struct tl_cmd CMDS[VDI_QUEUE_DEPTH + 8];
@@ -88,8 +88,7 @@ START_TEST(server_open_device_loop)
 	ck_assert_str_eq(vdi_server_device_name(P.sd[0]), P.name);
 	d = (struct vdi_server_device *)&rc;
 	rc = vdi_server_open_device(P.s, NULL, &d);
-	ck_assert_msg(rc == VD_E_OPEN, "OpenDevice #%u = %s", n + 1,
-		      vdi_strerror(rc));
+	ck_assert_msg(rc == VD_E_OPEN, "OpenDevice #%u = %s", n + 1, vdi_strerror(rc));
 	ck_assert_ptr_null(d);
 	TL_RC(vdi_server_open_device(P.s, NULL, &d), VD_E_OPEN);
 	TL_RC(vdi_server_open_device(P.s, P.name, &d), VD_E_OPEN);
@@ -189,8 +188,7 @@ START_TEST(client_open_device_per_device)
 	/* Loop until VD_E_OPEN, as the spec allows. */
 	uint32_t opened = 2;
 	for (uint32_t i = 2; i < n + 2; i++) {
-		rc = vdi_client_open_device(P.c, P.dev[i < n ? i : 0],
-					    &P.cd[i < n ? i : 0]);
+		rc = vdi_client_open_device(P.c, P.dev[i < n ? i : 0], &P.cd[i < n ? i : 0]);
 		if (rc == VD_E_OPEN)
 			break;
 		ck_assert_msg(rc == 0, "OpenDevice %u = %s", i, vdi_strerror(rc));
@@ -271,7 +269,7 @@ START_TEST(open_device_after_server_closed_it)
 		TL_RC(vdi_client_open_device(P.c, P.dev[i], &d), PROT);
 		ck_assert_ptr_null(d);
 		ck_assert_msg(strstr(vdi_last_error(), vdi_set_state_name(VDI_SET_TERMINATED)),
-			      "%s", vdi_last_error());
+		              "%s", vdi_last_error());
 	}
 	TL_RC(vdi_client_get_command(P.cd[1], 0, &cmd), PROT);
 	close_both_released();
@@ -315,8 +313,9 @@ START_TEST(held_command_after_server_close)
 	cpu0 = thread_cpu_ms(P.agent.thread);
 	tl_sleep_ms(500);
 	cpu0 = thread_cpu_ms(P.agent.thread) - cpu0;
-	ck_assert_msg(cpu0 < 100, "the agent spent %llu ms of CPU in 500 ms while one command is held",
-		      (unsigned long long)cpu0);
+	ck_assert_msg(cpu0 < 100,
+	              "the agent spent %llu ms of CPU in 500 ms while one command is held",
+	              (unsigned long long)cpu0);
 	ck_assert(!tl_agent_returned(&P.agent));
 	ck_assert_int_eq(tl_cmd_calls(&CMDS[0]), 0);
 	TL_OK(vdi_client_complete_command(P.cd[0], cmd, ERROR_DISK_FULL, 0, 0));
@@ -501,7 +500,7 @@ START_TEST(waits_time_out)
 	TL_RC(vdi_client_get_configuration(P.c, 150, &cfg), VD_E_TIMEOUT);
 	dt = tl_now_ms() - t0;
 	ck_assert_msg(dt >= 140 && dt < 2000, "GetConfiguration(150) took %llu ms",
-		      (unsigned long long)dt);
+	              (unsigned long long)dt);
 	/* Infinite wait released by EndConfiguration. */
 	w.which = 0;
 	w.timeout = VDI_INFINITE;
@@ -516,7 +515,7 @@ START_TEST(waits_time_out)
 	TL_RC(vdi_client_get_command(P.cd[0], 150, &cmd), VD_E_TIMEOUT);
 	dt = tl_now_ms() - t0;
 	ck_assert_msg(dt >= 140 && dt < 2000, "GetCommand(150) took %llu ms",
-		      (unsigned long long)dt);
+	              (unsigned long long)dt);
 	/* A negative timeout (the Linux SDK's infinite) waits for a command. */
 	w.which = 1;
 	w.timeout = 0x80000000u;
@@ -596,13 +595,13 @@ START_TEST(send_command_invalid)
 		uint32_t code, size;
 		int with_buffer;
 	} bad[] = {
-		{ 0, 0, 0 },                       /* code below 1 */
-		{ VDC_MAX_CODE + 1, 0, 0 },        /* code above 19 */
-		{ VDC_Write, 0, 1 },               /* empty write */
-		{ VDC_Write, 100, 1 },             /* not a blockSize multiple */
-		{ VDC_Write, 65536 * 2, 1 },       /* above maxTransferSize */
-		{ VDC_Read, 512, 0 },              /* no buffer */
-		{ VDC_Write, 512, 2 },             /* not a shared buffer */
+		{ 0, 0, 0 },                 /* code below 1 */
+		{ VDC_MAX_CODE + 1, 0, 0 },  /* code above 19 */
+		{ VDC_Write, 0, 1 },         /* empty write */
+		{ VDC_Write, 100, 1 },       /* not a blockSize multiple */
+		{ VDC_Write, 65536 * 2, 1 }, /* above maxTransferSize */
+		{ VDC_Read, 512, 0 },        /* no buffer */
+		{ VDC_Write, 512, 2 },       /* not a shared buffer */
 	};
 
 	setup_multi(1);
@@ -612,11 +611,11 @@ START_TEST(send_command_invalid)
 		static uint8_t local[512];
 
 		tl_cmd_init(&CMDS[i], bad[i].code, bad[i].size, 0,
-			    bad[i].with_buffer == 1 ? b :
-			    bad[i].with_buffer == 2 ? local : NULL);
+		            bad[i].with_buffer == 1   ? b
+		            : bad[i].with_buffer == 2 ? local
+		                                      : NULL);
 		int rc = vdi_server_send_command(P.sd[0], &CMDS[i].cmd);
-		ck_assert_msg(rc == VD_E_INVALID, "bad command %zu = %s", i,
-			      vdi_strerror(rc));
+		ck_assert_msg(rc == VD_E_INVALID, "bad command %zu = %s", i, vdi_strerror(rc));
 		ck_assert_int_eq(tl_cmd_calls(&CMDS[i]), 1);
 		ck_assert_uint_eq(CMDS[i].code, ERROR_INVALID_PARAMETER);
 	}
@@ -655,8 +654,8 @@ START_TEST(all_command_codes_round_trip)
 			ck_assert_ptr_nonnull(cmd->buffer);
 		else
 			ck_assert_ptr_null(cmd->buffer);
-		TL_OK(vdi_client_complete_command(P.cd[0], cmd, 7000 + code,
-						  data ? 2048 : 0, 5000 + code));
+		TL_OK(vdi_client_complete_command(P.cd[0], cmd, 7000 + code, data ? 2048 : 0,
+		                                  5000 + code));
 		TL_OK(tl_cmd_wait(&CMDS[code], WAIT_MS));
 		ck_assert_uint_eq(CMDS[code].code, 7000 + code);
 		ck_assert_uint_eq(CMDS[code].bytes, data ? 2048 : 0);
@@ -776,8 +775,7 @@ START_TEST(secondary_in_instance)
 	TL_OK(vdi_client_new(&sec));
 	TL_RC(vdi_client_open_in_secondary(sec, P.name), PROT);
 	TL_RC(vdi_client_open_in_secondary_ex(sec, "OTHER", P.name), PROT);
-	TL_RC(vdi_client_open_in_secondary_ex(sec, "bad-inst", P.name),
-	      VD_E_INSTANCE_NAME);
+	TL_RC(vdi_client_open_in_secondary_ex(sec, "bad-inst", P.name), VD_E_INSTANCE_NAME);
 	TL_OK(vdi_client_open_in_secondary_ex(sec, tl_instance(), P.name));
 	TL_OK(vdi_client_get_configuration(sec, 0, &cfg));
 	ck_assert_uint_eq(cfg.features, VDF_WriteMedia);
@@ -862,15 +860,13 @@ START_TEST(error_values_and_names)
 	};
 
 	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
-		ck_assert_msg((long long)t[i].rc == t[i].value, "%s = %d",
-			      t[i].name, t[i].rc);
+		ck_assert_msg((long long)t[i].rc == t[i].value, "%s = %d", t[i].name, t[i].rc);
 		ck_assert_str_eq(vdi_strerror(t[i].rc), t[i].name);
 	}
 	ck_assert_int_eq(VD_E_ABORT, (int)0x80770004);
 	ck_assert_str_eq(vdi_strerror((int)0x80770099), "0x80770099");
 	ck_assert_str_eq(vdi_strerror((int)0x80770008), "0x80770008");
-	ck_assert_str_eq(vdi_strcompletion(ERROR_OPERATION_ABORTED),
-			 "ERROR_OPERATION_ABORTED");
+	ck_assert_str_eq(vdi_strcompletion(ERROR_OPERATION_ABORTED), "ERROR_OPERATION_ABORTED");
 	ck_assert_str_eq(vdi_strcompletion(ERROR_SUCCESS), "ERROR_SUCCESS");
 	ck_assert_str_eq(vdi_strcompletion(ERROR_HANDLE_EOF), "ERROR_HANDLE_EOF");
 	ck_assert_str_eq(vdi_strcompletion(12345), "ERROR_12345");
@@ -927,9 +923,8 @@ START_TEST(abi_layout)
 #endif
 	/* Feature and command values (spec 5, 6.1). */
 	ck_assert_uint_eq((uint32_t)VDF_LikeTape,
-			  (uint32_t)(VDF_FileMarks | VDF_Removable | VDF_Rewind |
-				     VDF_Position | VDF_SkipBlocks |
-				     VDF_ReversePosition));
+	                  (uint32_t)(VDF_FileMarks | VDF_Removable | VDF_Rewind | VDF_Position |
+	                             VDF_SkipBlocks | VDF_ReversePosition));
 	ck_assert_uint_eq((uint32_t)VDF_LikeDisk, (uint32_t)VDF_RandomAccess);
 	ck_assert_uint_eq((uint32_t)VDF_LatchStats, 0x80000000u);
 	ck_assert_uint_eq(VDF_RequestComplete, 0x2000);

@@ -83,10 +83,10 @@ static int fail_fixture(const char *what)
 	return -1;
 }
 
-#define FIX(expr)                                                    \
-	do {                                                         \
-		if ((expr) != 0)                                     \
-			return fail_fixture(#expr);                  \
+#define FIX(expr)                                   \
+	do {                                        \
+		if ((expr) != 0)                    \
+			return fail_fixture(#expr); \
 	} while (0)
 
 /* Fixture step that must return exactly `want`. */
@@ -96,15 +96,15 @@ static int fix_rc(int got, int want, const char *what)
 
 	if (got == want)
 		return 0;
-	snprintf(msg, sizeof(msg), "fixture: %s = %s, want %s (%s)", what,
-		 vdi_strerror(got), vdi_strerror(want), vdi_last_error());
+	snprintf(msg, sizeof(msg), "fixture: %s = %s, want %s (%s)", what, vdi_strerror(got),
+	         vdi_strerror(want), vdi_last_error());
 	FIXTURE_ERR = msg;
 	return -1;
 }
-#define FIXRC(expr, want)                                            \
-	do {                                                         \
-		if (fix_rc((expr), (want), #expr) != 0)              \
-			return -1;                                   \
+#define FIXRC(expr, want)                               \
+	do {                                            \
+		if (fix_rc((expr), (want), #expr) != 0) \
+			return -1;                      \
 	} while (0)
 
 static int start_pair(uint32_t devices)
@@ -151,8 +151,14 @@ enum cst {
 	C_ABORT_SRV,          /* server SignalAbort with a command held */
 };
 static const char *const cst_name[] = {
-	"DNE", "Configurable", "Configurable(server ended)", "Initializing",
-	"Active", "Active(closing)", "NormallyTerminated", "Abort",
+	"DNE",
+	"Configurable",
+	"Configurable(server ended)",
+	"Initializing",
+	"Active",
+	"Active(closing)",
+	"NormallyTerminated",
+	"Abort",
 	"Abort(by server)",
 };
 
@@ -170,15 +176,26 @@ static const enum vdi_set_state cst_engine[] = {
 };
 
 enum cfn {
-	CF_CREATE, CF_GETCONFIG, CF_OPENDEVICE, CF_GETCOMMAND, CF_COMPLETE,
-	CF_SIGNALABORT, CF_CLOSE, CF_OPENSECONDARY, CF_GETBUFHANDLE,
-	CF_MAPBUFHANDLE, CF_MAPISSUED, CF_MAPFORGED, CF_SETGROUP,
+	CF_CREATE,
+	CF_GETCONFIG,
+	CF_OPENDEVICE,
+	CF_GETCOMMAND,
+	CF_COMPLETE,
+	CF_SIGNALABORT,
+	CF_CLOSE,
+	CF_OPENSECONDARY,
+	CF_GETBUFHANDLE,
+	CF_MAPBUFHANDLE,
+	CF_MAPISSUED,
+	CF_MAPFORGED,
+	CF_SETGROUP,
 };
 static const char *const cfn_name[] = {
-	"Create", "GetConfiguration", "OpenDevice", "GetCommand",
-	"CompleteCommand", "SignalAbort", "Close", "OpenInSecondary",
-	"GetBufferHandle", "MapBufferHandle", "MapBufferHandle(issued)",
-	"MapBufferHandle(issued + 1)", "set_group",
+	"Create",          "GetConfiguration",        "OpenDevice",
+	"GetCommand",      "CompleteCommand",         "SignalAbort",
+	"Close",           "OpenInSecondary",         "GetBufferHandle",
+	"MapBufferHandle", "MapBufferHandle(issued)", "MapBufferHandle(issued + 1)",
+	"set_group",
 };
 static const enum vdi_call cfn_engine[] = {
 	[CF_CREATE] = VDI_CALL_C_CREATE,
@@ -206,8 +223,8 @@ struct crow {
 
 #define PROT VD_E_PROTOCOL
 #define ABRT VD_E_ABORT
-#define OWN 1 /* the table allows the call: rc comes from its own rule */
-#define TBL 0 /* rc is the table's cell */
+#define OWN  1 /* the table allows the call: rc comes from its own rule */
+#define TBL  0 /* rc is the table's cell */
 
 static const char *cell_name(int cell)
 {
@@ -216,16 +233,15 @@ static const char *cell_name(int cell)
 
 /* The engine's table must hold the row's cell: its return, or "allowed"
  * for an OWN row (whose return is then the call's own rule). */
-static void check_cell(const char *row, enum vdi_call call, enum vdi_set_state st, int rc,
-		       int own)
+static void check_cell(const char *row, enum vdi_call call, enum vdi_set_state st, int rc, int own)
 {
 	int want = own ? 0 : rc, got = vdi_state_cell(call, st);
 
 	ck_assert_msg(own || rc == NOERROR || rc == PROT || rc == ABRT || rc == VD_E_CLOSE,
-		      "%s: row data: %s is no cell of a state table; mark the row OWN", row,
-		      vdi_strerror(rc));
+	              "%s: row data: %s is no cell of a state table; mark the row OWN", row,
+	              vdi_strerror(rc));
 	ck_assert_msg(got == want, "%s: the engine's table says %s, the spec %s", row,
-		      cell_name(got), cell_name(want));
+	              cell_name(got), cell_name(want));
 }
 
 /* A refusal by the table names the call, as vdi_call_name() spells it. */
@@ -234,8 +250,8 @@ static void check_refusal_names(const char *row, enum vdi_call call, int rc, int
 	if (own || rc == NOERROR)
 		return;
 	ck_assert_msg(strstr(vdi_last_error(), vdi_call_name(call)) != NULL,
-		      "%s: message '%s' does not name '%s'", row, vdi_last_error(),
-		      vdi_call_name(call));
+	              "%s: message '%s' does not name '%s'", row, vdi_last_error(),
+	              vdi_call_name(call));
 }
 
 static const struct crow crows[] = {
@@ -343,20 +359,11 @@ static int drive_client(enum cst st)
 
 	FIX(start_pair(1));
 	switch (st) {
-	case C_DNE:
-		return 0;
-	case C_CONFIGURABLE:
-		FIX(tl_pair_advance(&P, TL_CONNECTED));
-		return 0;
-	case C_CONFIGURABLE_ENDED:
-		FIX(tl_pair_advance(&P, TL_ENDED));
-		return 0;
-	case C_INITIALIZING:
-		FIX(tl_pair_advance(&P, TL_INITIALIZING));
-		return 0;
-	case C_ACTIVE:
-		FIX(tl_pair_advance(&P, TL_ACTIVE));
-		return send_write(0, 0, &BUF);
+	case C_DNE: return 0;
+	case C_CONFIGURABLE: FIX(tl_pair_advance(&P, TL_CONNECTED)); return 0;
+	case C_CONFIGURABLE_ENDED: FIX(tl_pair_advance(&P, TL_ENDED)); return 0;
+	case C_INITIALIZING: FIX(tl_pair_advance(&P, TL_INITIALIZING)); return 0;
+	case C_ACTIVE: FIX(tl_pair_advance(&P, TL_ACTIVE)); return send_write(0, 0, &BUF);
 	case C_ACTIVE_CLOSING:
 		FIX(tl_pair_advance(&P, TL_ACTIVE));
 		FIXRC(vdi_server_close_device(P.sd[0]), 0);
@@ -411,18 +418,15 @@ static int call_client(const struct crow *r)
 		cfg.deviceCount = 1;
 		/* In DNE the pair's own name; else a fresh one, so that only
 		 * the state can refuse it (not a name collision). */
-		return vdi_client_create_ex(P.c, NULL,
-					    r->state == C_DNE ? P.name : tl_name(other),
-					    &cfg);
-	case CF_GETCONFIG:
-		return vdi_client_get_configuration(P.c, 100, &cfg);
+		return vdi_client_create_ex(P.c, NULL, r->state == C_DNE ? P.name : tl_name(other),
+		                            &cfg);
+	case CF_GETCONFIG: return vdi_client_get_configuration(P.c, 100, &cfg);
 	case CF_OPENDEVICE: {
 		struct vdi_client_device *d = (struct vdi_client_device *)&cfg;
 
 		rc = vdi_client_open_device(P.c, P.dev[0], &d);
-		ck_assert_msg(rc == 0 ? d != NULL : d == NULL,
-			      "OpenDevice: out pointer %p with %s", (void *)d,
-			      vdi_strerror(rc));
+		ck_assert_msg(rc == 0 ? d != NULL : d == NULL, "OpenDevice: out pointer %p with %s",
+		              (void *)d, vdi_strerror(rc));
 		if (rc == 0)
 			P.cd[0] = d;
 		return rc;
@@ -440,25 +444,17 @@ static int call_client(const struct crow *r)
 	case CF_COMPLETE:
 		if (r->state == C_ACTIVE) {
 			rc = vdi_client_get_command(P.cd[0], WAIT_MS, &HELD);
-			ck_assert_msg(rc == 0, "prepare: GetCommand = %s",
-				      vdi_strerror(rc));
+			ck_assert_msg(rc == 0, "prepare: GetCommand = %s", vdi_strerror(rc));
 		}
-		return vdi_client_complete_command(P.cd[0], HELD, ERROR_SUCCESS,
-						   65536, 0);
-	case CF_SIGNALABORT:
-		return vdi_client_signal_abort(P.c);
+		return vdi_client_complete_command(P.cd[0], HELD, ERROR_SUCCESS, 65536, 0);
+	case CF_SIGNALABORT: return vdi_client_signal_abort(P.c);
 	case CF_CLOSE:
 		rc = vdi_client_close(P.c);
 		memset(P.cd, 0, sizeof(P.cd)); /* freed by Close */
 		return rc;
-	case CF_OPENSECONDARY:
-		return vdi_client_open_in_secondary(P.c, P.name);
-	case CF_GETBUFHANDLE:
-		rc = vdi_client_get_buffer_handle(P.c, local, &handle);
-		return rc;
-	case CF_MAPBUFHANDLE:
-		rc = vdi_client_map_buffer_handle(P.c, 0xFFFFFFFFu, &addr);
-		return rc;
+	case CF_OPENSECONDARY: return vdi_client_open_in_secondary(P.c, P.name);
+	case CF_GETBUFHANDLE: rc = vdi_client_get_buffer_handle(P.c, local, &handle); return rc;
+	case CF_MAPBUFHANDLE: rc = vdi_client_map_buffer_handle(P.c, 0xFFFFFFFFu, &addr); return rc;
 	case CF_MAPISSUED:
 	case CF_MAPFORGED:
 		if (r->state == C_ACTIVE) {
@@ -472,8 +468,7 @@ static int call_client(const struct crow *r)
 		if (rc == 0)
 			ck_assert_ptr_eq(addr, HELD->buffer);
 		return rc;
-	case CF_SETGROUP:
-		return vdi_client_set_group(P.c, getgid());
+	case CF_SETGROUP: return vdi_client_set_group(P.c, getgid());
 	}
 	return VD_E_UNEXPECTED;
 }
@@ -489,44 +484,41 @@ static void probe_client(enum cst want, const char *row)
 
 	switch (want) {
 	case C_DNE:
-		ck_assert_msg(g == PROT, "%s: DNE probe: GetConfiguration = %s",
-			      row, vdi_strerror(g));
+		ck_assert_msg(g == PROT, "%s: DNE probe: GetConfiguration = %s", row,
+		              vdi_strerror(g));
 		return;
 	case C_CONFIGURABLE:
 	case C_CONFIGURABLE_ENDED:
-		ck_assert_msg(g == VD_E_TIMEOUT,
-			      "%s: Configurable probe: GetConfiguration(0) = %s",
-			      row, vdi_strerror(g));
+		ck_assert_msg(g == VD_E_TIMEOUT, "%s: Configurable probe: GetConfiguration(0) = %s",
+		              row, vdi_strerror(g));
 		return;
 	case C_ABORT:
 	case C_ABORT_SRV:
-		ck_assert_msg(g == ABRT, "%s: Abort probe: GetConfiguration = %s",
-			      row, vdi_strerror(g));
+		ck_assert_msg(g == ABRT, "%s: Abort probe: GetConfiguration = %s", row,
+		              vdi_strerror(g));
 		return;
 	case C_INITIALIZING:
-		ck_assert_msg(g == 0, "%s: Initializing probe: GetConfiguration = %s",
-			      row, vdi_strerror(g));
+		ck_assert_msg(g == 0, "%s: Initializing probe: GetConfiguration = %s", row,
+		              vdi_strerror(g));
 		ck_assert_msg(P.cd[0] == NULL, "%s: a device is open", row);
 		rc = vdi_client_open_device(P.c, P.dev[0], &P.cd[0]);
-		ck_assert_msg(rc == 0, "%s: Initializing probe: OpenDevice = %s",
-			      row, vdi_strerror(rc));
+		ck_assert_msg(rc == 0, "%s: Initializing probe: OpenDevice = %s", row,
+		              vdi_strerror(rc));
 		return;
 	case C_ACTIVE:
 	case C_ACTIVE_CLOSING:
-		ck_assert_msg(g == 0, "%s: Active probe: GetConfiguration = %s",
-			      row, vdi_strerror(g));
+		ck_assert_msg(g == 0, "%s: Active probe: GetConfiguration = %s", row,
+		              vdi_strerror(g));
 		ck_assert_msg(P.cd[0] != NULL, "%s: no device open", row);
 		rc = vdi_client_get_command(P.cd[0], POLL_MS, &cmd);
-		ck_assert_msg(rc == 0 || rc == VD_E_TIMEOUT,
-			      "%s: Active probe: GetCommand(0) = %s", row,
-			      vdi_strerror(rc));
+		ck_assert_msg(rc == 0 || rc == VD_E_TIMEOUT, "%s: Active probe: GetCommand(0) = %s",
+		              row, vdi_strerror(rc));
 		return;
 	case C_NT:
-		ck_assert_msg(g == 0, "%s: NT probe: GetConfiguration = %s", row,
-			      vdi_strerror(g));
+		ck_assert_msg(g == 0, "%s: NT probe: GetConfiguration = %s", row, vdi_strerror(g));
 		rc = vdi_client_get_command(P.cd[0], POLL_MS, &cmd);
 		ck_assert_msg(rc == PROT, "%s: NT probe: GetCommand(0) = %s", row,
-			      vdi_strerror(rc));
+		              vdi_strerror(rc));
 		return;
 	}
 }
@@ -537,13 +529,12 @@ START_TEST(client_cell)
 	char row[160];
 	int rc;
 
-	snprintf(row, sizeof(row), "client %s in %s", cfn_name[r->fn],
-		 cst_name[r->state]);
+	snprintf(row, sizeof(row), "client %s in %s", cfn_name[r->fn], cst_name[r->state]);
 	check_cell(row, cfn_engine[r->fn], cst_engine[r->state], r->rc, r->own);
 	ck_assert_msg(drive_client(r->state) == 0, "%s: %s", row, FIXTURE_ERR);
 	rc = call_client(r);
-	ck_assert_msg(rc == r->rc, "%s = %s, want %s (%s)", row,
-		      vdi_strerror(rc), vdi_strerror(r->rc), vdi_last_error());
+	ck_assert_msg(rc == r->rc, "%s = %s, want %s (%s)", row, vdi_strerror(rc),
+	              vdi_strerror(r->rc), vdi_last_error());
 	check_refusal_names(row, cfn_engine[r->fn], rc, r->own);
 	probe_client(r->next, row);
 }
@@ -553,7 +544,7 @@ END_TEST
  * Server table.
  */
 enum sst {
-	S_DNE,          /* client created the set, server object fresh */
+	S_DNE, /* client created the set, server object fresh */
 	S_CONNECTED,
 	S_CONFIGURABLE,
 	S_INITIALIZING, /* EndConfiguration done, BUF allocated */
@@ -563,8 +554,8 @@ enum sst {
 	S_ABORT_CLI,    /* client SignalAbort from Active */
 };
 static const char *const sst_name[] = {
-	"DNE", "Connected", "Configurable", "Initializing", "Active",
-	"NormallyTerminated", "Abort", "Abort(by client)",
+	"DNE",    "Connected",          "Configurable", "Initializing",
+	"Active", "NormallyTerminated", "Abort",        "Abort(by client)",
 };
 static const enum vdi_set_state sst_engine[] = {
 	[S_DNE] = VDI_SET_DNE,
@@ -578,15 +569,38 @@ static const enum vdi_set_state sst_engine[] = {
 };
 
 enum sfn {
-	SF_OPEN, SF_GETCONFIG, SF_BEGIN, SF_REQUEST, SF_QUERY, SF_END,
-	SF_OPENDEVICE, SF_AGENT, SF_ALLOCATE, SF_FREE, SF_ISSHARED,
-	SF_SENDCOMMAND, SF_CLOSEDEVICE, SF_SIGNALABORT, SF_CLOSE,
+	SF_OPEN,
+	SF_GETCONFIG,
+	SF_BEGIN,
+	SF_REQUEST,
+	SF_QUERY,
+	SF_END,
+	SF_OPENDEVICE,
+	SF_AGENT,
+	SF_ALLOCATE,
+	SF_FREE,
+	SF_ISSHARED,
+	SF_SENDCOMMAND,
+	SF_CLOSEDEVICE,
+	SF_SIGNALABORT,
+	SF_CLOSE,
 };
 static const char *const sfn_name[] = {
-	"Open", "GetConfiguration", "BeginConfiguration", "RequestBuffers",
-	"QueryAvailableBuffers", "EndConfiguration", "OpenDevice",
-	"ExecuteCompletionAgent", "AllocateBuffer", "FreeBuffer",
-	"IsSharedBuffer", "SendCommand", "CloseDevice", "SignalAbort", "Close",
+	"Open",
+	"GetConfiguration",
+	"BeginConfiguration",
+	"RequestBuffers",
+	"QueryAvailableBuffers",
+	"EndConfiguration",
+	"OpenDevice",
+	"ExecuteCompletionAgent",
+	"AllocateBuffer",
+	"FreeBuffer",
+	"IsSharedBuffer",
+	"SendCommand",
+	"CloseDevice",
+	"SignalAbort",
+	"Close",
 };
 static const enum vdi_call sfn_engine[] = {
 	[SF_OPEN] = VDI_CALL_S_OPEN,
@@ -696,7 +710,7 @@ static const struct srow srows[] = {
 	{ SF_FREE, S_CONFIGURABLE, PROT, S_CONFIGURABLE, 0, TBL },
 	{ SF_FREE, S_INITIALIZING, NOERROR, S_INITIALIZING, 0, TBL },
 	{ SF_FREE, S_ACTIVE, NOERROR, S_ACTIVE, 0, TBL },
-	{ SF_FREE, S_NT, NOERROR, S_NT, 0, TBL },   /* cleanup allowed */
+	{ SF_FREE, S_NT, NOERROR, S_NT, 0, TBL },       /* cleanup allowed */
 	{ SF_FREE, S_ABORT, NOERROR, S_ABORT, 0, TBL }, /* D5 */
 
 	/* IsSharedBuffer answers 1/0 (D12, OWN): BUF where one exists. */
@@ -756,12 +770,8 @@ static int drive_server(enum sst st)
 
 	FIX(start_pair(1));
 	switch (st) {
-	case S_DNE:
-		FIX(tl_pair_advance(&P, TL_CREATED));
-		return 0;
-	case S_CONNECTED:
-		FIX(tl_pair_advance(&P, TL_CONNECTED));
-		return 0;
+	case S_DNE: FIX(tl_pair_advance(&P, TL_CREATED)); return 0;
+	case S_CONNECTED: FIX(tl_pair_advance(&P, TL_CONNECTED)); return 0;
 	case S_CONFIGURABLE:
 		/* Two buffers requested, so that End, Query and the
 		 * Initializing probe's AllocateBuffer have something. */
@@ -826,22 +836,17 @@ static int call_server(const struct srow *r)
 	int rc;
 
 	switch (r->fn) {
-	case SF_OPEN:
-		return vdi_server_open(P.s, NULL, P.name);
-	case SF_GETCONFIG:
-		return vdi_server_get_configuration(P.s, &cfg);
+	case SF_OPEN: return vdi_server_open(P.s, NULL, P.name);
+	case SF_GETCONFIG: return vdi_server_get_configuration(P.s, &cfg);
 	case SF_BEGIN:
-		return vdi_server_begin_configuration(P.s, VDF_WriteMedia, 512, 0,
-						      65536, 1000);
-	case SF_REQUEST:
-		return vdi_server_request_buffers(P.s, 65536, 0, 1);
+		return vdi_server_begin_configuration(P.s, VDF_WriteMedia, 512, 0, 65536, 1000);
+	case SF_REQUEST: return vdi_server_request_buffers(P.s, 65536, 0, 1);
 	case SF_QUERY:
 		rc = vdi_server_query_available_buffers(P.s, 65536, 0, &count);
 		if (rc == 0)
 			ck_assert_uint_ge(count, 1);
 		return rc;
-	case SF_END:
-		return vdi_server_end_configuration(P.s);
+	case SF_END: return vdi_server_end_configuration(P.s);
 	case SF_OPENDEVICE: {
 		struct vdi_server_device *d = (struct vdi_server_device *)&cfg;
 
@@ -860,10 +865,8 @@ static int call_server(const struct srow *r)
 			ck_assert_ptr_ne(b, BUF);
 		}
 		return rc;
-	case SF_FREE:
-		return vdi_server_free_buffer(P.s, BUF ? BUF : local, 65536);
-	case SF_ISSHARED:
-		return vdi_server_is_shared_buffer(P.s, BUF ? BUF : local);
+	case SF_FREE: return vdi_server_free_buffer(P.s, BUF ? BUF : local, 65536);
+	case SF_ISSHARED: return vdi_server_is_shared_buffer(P.s, BUF ? BUF : local);
 	case SF_SENDCOMMAND:
 		tl_cmd_init(&CMDS[0], VDC_Flush, 0, 0, NULL);
 		rc = vdi_server_send_command(P.sd[0], &CMDS[0].cmd);
@@ -871,14 +874,12 @@ static int call_server(const struct srow *r)
 			/* D8: routine already ran, on this thread, once. */
 			ck_assert_int_eq(tl_cmd_calls(&CMDS[0]), 1);
 			ck_assert_msg(pthread_equal(CMDS[0].thread, pthread_self()),
-				      "callback not on the calling thread");
+			              "callback not on the calling thread");
 			ck_assert_uint_eq(CMDS[0].code, r->callback);
 		}
 		return rc;
-	case SF_CLOSEDEVICE:
-		return vdi_server_close_device(P.sd[0]);
-	case SF_SIGNALABORT:
-		return vdi_server_signal_abort(P.s);
+	case SF_CLOSEDEVICE: return vdi_server_close_device(P.sd[0]);
+	case SF_SIGNALABORT: return vdi_server_signal_abort(P.s);
 	case SF_CLOSE:
 		/* Close invalidates the device handles and buffers. */
 		if (P.agent.started && r->state != S_ACTIVE)
@@ -913,78 +914,66 @@ static void probe_server(enum sst want, const char *row)
 	int rc;
 
 	if (want == S_DNE) {
-		ck_assert_msg(g == PROT, "%s: DNE probe: GetConfiguration = %s",
-			      row, vdi_strerror(g));
+		ck_assert_msg(g == PROT, "%s: DNE probe: GetConfiguration = %s", row,
+		              vdi_strerror(g));
 		return;
 	}
 	if (want == S_ABORT || want == S_ABORT_CLI) {
-		ck_assert_msg(g == ABRT, "%s: Abort probe: GetConfiguration = %s",
-			      row, vdi_strerror(g));
+		ck_assert_msg(g == ABRT, "%s: Abort probe: GetConfiguration = %s", row,
+		              vdi_strerror(g));
 		return;
 	}
-	ck_assert_msg(g == 0, "%s: %s probe: GetConfiguration = %s", row,
-		      sst_name[want], vdi_strerror(g));
+	ck_assert_msg(g == 0, "%s: %s probe: GetConfiguration = %s", row, sst_name[want],
+	              vdi_strerror(g));
 	switch (want) {
 	case S_CONNECTED:
 		rc = vdi_server_query_available_buffers(P.s, 65536, 0, &count);
-		ck_assert_msg(rc == PROT, "%s: Connected probe: Query = %s", row,
-			      vdi_strerror(rc));
-		rc = vdi_server_begin_configuration(P.s, VDF_WriteMedia, 512, 0,
-						    65536, 1000);
-		ck_assert_msg(rc == 0, "%s: Connected probe: Begin = %s", row,
-			      vdi_strerror(rc));
+		ck_assert_msg(rc == PROT, "%s: Connected probe: Query = %s", row, vdi_strerror(rc));
+		rc = vdi_server_begin_configuration(P.s, VDF_WriteMedia, 512, 0, 65536, 1000);
+		ck_assert_msg(rc == 0, "%s: Connected probe: Begin = %s", row, vdi_strerror(rc));
 		return;
 	case S_CONFIGURABLE:
 		rc = vdi_server_query_available_buffers(P.s, 65536, 0, &count);
-		ck_assert_msg(rc == 0, "%s: Configurable probe: Query = %s", row,
-			      vdi_strerror(rc));
+		ck_assert_msg(rc == 0, "%s: Configurable probe: Query = %s", row, vdi_strerror(rc));
 		rc = vdi_server_end_configuration(P.s);
-		ck_assert_msg(rc == 0, "%s: Configurable probe: End = %s", row,
-			      vdi_strerror(rc));
+		ck_assert_msg(rc == 0, "%s: Configurable probe: End = %s", row, vdi_strerror(rc));
 		return;
 	case S_INITIALIZING:
 	case S_ACTIVE:
 		rc = vdi_server_end_configuration(P.s);
-		ck_assert_msg(rc == PROT, "%s: probe: End = %s", row,
-			      vdi_strerror(rc));
+		ck_assert_msg(rc == PROT, "%s: probe: End = %s", row, vdi_strerror(rc));
 		rc = vdi_server_allocate_buffer(P.s, &b, 65536, 0);
-		ck_assert_msg(rc == 0, "%s: probe: Allocate = %s", row,
-			      vdi_strerror(rc));
+		ck_assert_msg(rc == 0, "%s: probe: Allocate = %s", row, vdi_strerror(rc));
 		ck_assert_int_eq(vdi_server_free_buffer(P.s, b, 65536), 0);
 		/* The agent alone also makes the set Active (spec 3.2), which
 		 * only the published phase tells apart from Initializing. */
 		struct vdi_set_info info;
 		TL_OK(vdi_set_info_get(NULL, P.name, &info));
-		ck_assert_msg(info.state == sst_engine[want],
-			      "%s: %s probe: set info state '%s'", row,
-			      sst_name[want], vdi_set_state_name(info.state));
+		ck_assert_msg(info.state == sst_engine[want], "%s: %s probe: set info state '%s'",
+		              row, sst_name[want], vdi_set_state_name(info.state));
 		if (want == S_INITIALIZING) {
 			rc = vdi_server_open_device(P.s, NULL, &d);
-			ck_assert_msg(rc == 0, "%s: Initializing probe: OpenDevice = %s",
-				      row, vdi_strerror(rc));
+			ck_assert_msg(rc == 0, "%s: Initializing probe: OpenDevice = %s", row,
+			              vdi_strerror(rc));
 		} else if (P.agent.started) {
 			ck_assert_msg(second_agent_refused(),
-				      "%s: Active probe: second agent not refused",
-				      row);
+			              "%s: Active probe: second agent not refused", row);
 		} else {
 			rc = vdi_server_open_device(P.s, NULL, &d);
-			ck_assert_msg(rc == VD_E_OPEN,
-				      "%s: Active probe: OpenDevice = %s", row,
-				      vdi_strerror(rc));
+			ck_assert_msg(rc == VD_E_OPEN, "%s: Active probe: OpenDevice = %s", row,
+			              vdi_strerror(rc));
 		}
 		return;
 	case S_NT:
 		rc = vdi_server_allocate_buffer(P.s, &b, 65536, 0);
-		ck_assert_msg(rc == PROT, "%s: NT probe: Allocate = %s", row,
-			      vdi_strerror(rc));
+		ck_assert_msg(rc == PROT, "%s: NT probe: Allocate = %s", row, vdi_strerror(rc));
 		rc = vdi_server_close_device(P.sd[0]);
-		ck_assert_msg(rc == VD_E_CLOSE, "%s: NT probe: CloseDevice = %s",
-			      row, vdi_strerror(rc));
+		ck_assert_msg(rc == VD_E_CLOSE, "%s: NT probe: CloseDevice = %s", row,
+		              vdi_strerror(rc));
 		return;
 	case S_DNE:
 	case S_ABORT:
-	case S_ABORT_CLI:
-		break;
+	case S_ABORT_CLI: break;
 	}
 }
 
@@ -994,18 +983,16 @@ START_TEST(server_cell)
 	char row[160];
 	int rc;
 
-	snprintf(row, sizeof(row), "server %s in %s", sfn_name[r->fn],
-		 sst_name[r->state]);
+	snprintf(row, sizeof(row), "server %s in %s", sfn_name[r->fn], sst_name[r->state]);
 	check_cell(row, sfn_engine[r->fn], sst_engine[r->state], r->rc, r->own);
 	ck_assert_msg(drive_server(r->state) == 0, "%s: %s", row, FIXTURE_ERR);
 	rc = call_server(r);
 	if (r->rc == BLOCKS)
-		ck_assert_msg(rc == BLOCKS, "%s returned %s instead of blocking",
-			      row, vdi_strerror(rc));
+		ck_assert_msg(rc == BLOCKS, "%s returned %s instead of blocking", row,
+		              vdi_strerror(rc));
 	else
-		ck_assert_msg(rc == r->rc, "%s = %s (%d), want %s (%s)", row,
-			      vdi_strerror(rc), rc, vdi_strerror(r->rc),
-			      vdi_last_error());
+		ck_assert_msg(rc == r->rc, "%s = %s (%d), want %s (%s)", row, vdi_strerror(rc), rc,
+		              vdi_strerror(r->rc), vdi_last_error());
 	/* The agent ran on its own thread, where its message stays. */
 	if (r->fn != SF_AGENT)
 		check_refusal_names(row, sfn_engine[r->fn], rc, r->own);
@@ -1053,9 +1040,9 @@ static int covering(enum vdi_call call, enum vdi_set_state st)
 		if (unreachable[i].call != call || unreachable[i].st != st)
 			continue;
 		ck_assert_msg(vdi_state_cell(call, st) == unreachable[i].cell,
-			      "%s in %s: the engine's table says %s, the spec %s",
-			      vdi_call_name(call), vdi_set_state_name(st),
-			      cell_name(vdi_state_cell(call, st)), cell_name(unreachable[i].cell));
+		              "%s in %s: the engine's table says %s, the spec %s",
+		              vdi_call_name(call), vdi_set_state_name(st),
+		              cell_name(vdi_state_cell(call, st)), cell_name(unreachable[i].cell));
 		n++;
 	}
 	return n;
@@ -1080,21 +1067,23 @@ START_TEST(every_cell)
 			const char *cn = vdi_call_name((enum vdi_call)call);
 			const char *sn = vdi_set_state_name((enum vdi_set_state)st);
 
-			if (st > VDI_SET_CORRUPT || !object_state((enum vdi_call)call, (enum vdi_set_state)st)) {
-				ck_assert_msg(vdi_state_cell((enum vdi_call)call, (enum vdi_set_state)st) ==
-						      VD_E_UNEXPECTED,
-					      "%s in %s: no object is in that state, yet the cell is %s",
-					      cn, sn,
-					      cell_name(vdi_state_cell((enum vdi_call)call,
-								       (enum vdi_set_state)st)));
+			if (st > VDI_SET_CORRUPT ||
+			    !object_state((enum vdi_call)call, (enum vdi_set_state)st)) {
+				ck_assert_msg(
+					vdi_state_cell((enum vdi_call)call,
+				                       (enum vdi_set_state)st) == VD_E_UNEXPECTED,
+					"%s in %s: no object is in that state, yet the cell is %s",
+					cn, sn,
+					cell_name(vdi_state_cell((enum vdi_call)call,
+				                                 (enum vdi_set_state)st)));
 				continue;
 			}
 			ck_assert_msg(covering((enum vdi_call)call, (enum vdi_set_state)st) > 0,
-				      "%s in %s: no row checks this cell", cn, sn);
+			              "%s in %s: no row checks this cell", cn, sn);
 		}
 	}
 	ck_assert_int_eq(vdi_state_cell(VDI_CALL_COUNT, VDI_SET_ACTIVE), VD_E_UNEXPECTED);
-	ck_assert_int_eq(vdi_state_cell((enum vdi_call)-1, VDI_SET_ACTIVE), VD_E_UNEXPECTED);
+	ck_assert_int_eq(vdi_state_cell((enum vdi_call) - 1, VDI_SET_ACTIVE), VD_E_UNEXPECTED);
 }
 END_TEST
 
@@ -1112,7 +1101,7 @@ START_TEST(state_names)
 	}
 	ck_assert_str_eq(vdi_set_state_name(VDI_SET_TERMINATED), "finished");
 	ck_assert_str_eq(vdi_set_state_name((enum vdi_set_state)(VDI_SET_CORRUPT + 1)), "unknown");
-	ck_assert_str_eq(vdi_set_state_name((enum vdi_set_state)-1), "unknown");
+	ck_assert_str_eq(vdi_set_state_name((enum vdi_set_state) - 1), "unknown");
 }
 END_TEST
 

@@ -24,8 +24,8 @@
 #include "testlib.h"
 #include "vdi.h"
 
-#define KIB	1024u
-#define MIB	(1024u * 1024u)
+#define KIB     1024u
+#define MIB     (1024u * 1024u)
 #define WAIT_MS 10000u
 
 /* ---------------------------------------------------------------------
@@ -72,7 +72,7 @@ struct rig {
 };
 
 static void rig_opts(struct tl_pair_opts *o, uint32_t devices, uint32_t dir, uint32_t block,
-		     uint32_t mts, uint32_t buffers)
+                     uint32_t mts, uint32_t buffers)
 {
 	tl_pair_opts_default(o);
 	o->devices = devices;
@@ -84,7 +84,7 @@ static void rig_opts(struct tl_pair_opts *o, uint32_t devices, uint32_t dir, uin
 }
 
 static void rig_up(struct rig *r, const struct tl_pair_opts *o, uint32_t pool,
-		   uint32_t pool_timeout)
+                   uint32_t pool_timeout)
 {
 	memset(r, 0, sizeof(*r));
 	TL_OK(tl_pair_init(&r->p, o));
@@ -122,23 +122,23 @@ struct job {
 	struct rig *r;
 	uint32_t dev;
 	const uint8_t *ref; /* the stream's bytes */
-	uint64_t total;	    /* bytes the producer moves */
-	uint64_t seed;	    /* chunk sizes */
+	uint64_t total;     /* bytes the producer moves */
+	uint64_t seed;      /* chunk sizes */
 	size_t maxchunk;
-	uint32_t tsize;	    /* server transfer size (0 = max) */
+	uint32_t tsize;     /* server transfer size (0 = max) */
 	uint32_t timeout;   /* client stream timeout */
 	uint32_t final_cmd; /* server: command after drain, 0 none */
 	int close_device;   /* server: CloseDevice at the end */
-	int mode;	    /* client: 0 copy, 1 zero-copy, 2 mixed */
-	void *ctx;	    /* the case's own (snapshot cases) */
-	uint32_t block;	    /* client reader: padding unit */
+	int mode;           /* client: 0 copy, 1 zero-copy, 2 mixed */
+	void *ctx;          /* the case's own (snapshot cases) */
+	uint32_t block;     /* client reader: padding unit */
 	uint32_t delay_ms;  /* client: sleeps this long before it starts */
 	/* results */
 	int rc; /* first failure */
 	char err[600];
 	uint64_t t_fail; /* tl_now_ms() of the failure */
-	uint64_t got;	 /* bytes moved */
-	long bad;	 /* offset of the first wrong byte, -1 */
+	uint64_t got;    /* bytes moved */
+	long bad;        /* offset of the first wrong byte, -1 */
 	int cmd_rc;
 	int cmd_done; /* atomic: final command returned */
 	int close_rc;
@@ -149,7 +149,7 @@ struct job {
 };
 
 static void job_init(struct job *j, struct rig *r, uint32_t dev, const uint8_t *ref, uint64_t total,
-		     uint64_t seed)
+                     uint64_t seed)
 {
 	memset(j, 0, sizeof(*j));
 	j->r = r;
@@ -298,7 +298,7 @@ static void *srv_reader(void *a)
 
 /* One step of a client reader: 1 more, 0 end, < 0 failure. */
 static int cli_read_step(struct job *j, struct vdi_cstream *cs, uint8_t *buf, uint64_t *rng,
-			 int zero)
+                         int zero)
 {
 	const void *p;
 	size_t want = chunk(rng, j->maxchunk, j->maxchunk);
@@ -426,18 +426,18 @@ struct flow_case {
 };
 
 static const struct flow_case flow_cases[] = {
-    {1, 512, 64 * KIB, 4, 4, 0, MIB + 1000, 0, 0, 0},
-    {1, 4096, 256 * KIB, 4, 4, 128 * KIB, 3 * MIB + 5, 1, 0, 0},
-    {1, 65536, MIB, 3, 3, 0, 5 * MIB + 12345, 2, 0, 0},
-    {4, 4096, 256 * KIB, 8, 8, 0, 2 * MIB + 777, 2, 0, 0},
-    {4, 512, 64 * KIB, 4, 4, 0, MIB + 3, 0, 0, 0},	     /* one buffer each */
-    {1, 512, 64 * KIB, 4, 4, 0, 4 * 64 * KIB, 0, 0, 0}, /* exact multiple */
-    {1, 512, 64 * KIB, 4, 4, 0, 0, 0, 0, 0},	     /* empty stream */
-    /* disk-like: every data command carries its byte position */
-    {1, 4096, 64 * KIB, 4, 4, 32 * KIB, MIB + 99, 2, VDF_RandomAccess, 0},
-    /* a pool deeper than the device queue (BUFFERCOUNT up to 1024, F2),
+	{ 1, 512, 64 * KIB, 4, 4, 0, MIB + 1000, 0, 0, 0 },
+	{ 1, 4096, 256 * KIB, 4, 4, 128 * KIB, 3 * MIB + 5, 1, 0, 0 },
+	{ 1, 65536, MIB, 3, 3, 0, 5 * MIB + 12345, 2, 0, 0 },
+	{ 4, 4096, 256 * KIB, 8, 8, 0, 2 * MIB + 777, 2, 0, 0 },
+	{ 4, 512, 64 * KIB, 4, 4, 0, MIB + 3, 0, 0, 0 },      /* one buffer each */
+	{ 1, 512, 64 * KIB, 4, 4, 0, 4 * 64 * KIB, 0, 0, 0 }, /* exact multiple */
+	{ 1, 512, 64 * KIB, 4, 4, 0, 0, 0, 0, 0 },            /* empty stream */
+	/* disk-like: every data command carries its byte position */
+	{ 1, 4096, 64 * KIB, 4, 4, 32 * KIB, MIB + 99, 2, VDF_RandomAccess, 0 },
+	/* a pool deeper than the device queue (BUFFERCOUNT up to 1024, F2),
      * the client late: at most VDI_QUEUE_DEPTH commands go out (D7) */
-    {1, 512, 64 * KIB, 300, 300, 0, 400 * 64 * KIB + 7, 0, 0, 300},
+	{ 1, 512, 64 * KIB, 300, 300, 0, 400 * 64 * KIB + 7, 0, 0, 300 },
 };
 
 static void run_flow(const struct flow_case *fc, uint32_t dir)
@@ -637,7 +637,7 @@ END_TEST
 /* A backup of total bytes (seed) on one device with VDC_Complete
  * negotiated: the server writer runs in s, the client stream is *cs. */
 static void complete_rig(struct rig *r, struct job *s, struct vdi_cstream **cs, const uint8_t *ref,
-			 uint64_t total)
+                         uint64_t total)
 {
 	struct tl_pair_opts o;
 
@@ -653,7 +653,7 @@ static void complete_rig(struct rig *r, struct job *s, struct vdi_cstream **cs, 
 /* Reads cs to its end into buf (cap bytes), after `got` already there;
  * returns the total, checked against ref. */
 static size_t read_to_end(struct vdi_cstream *cs, uint8_t *buf, size_t cap, size_t got,
-			  const uint8_t *ref, size_t total)
+                          const uint8_t *ref, size_t total)
 {
 	ssize_t k;
 
@@ -677,7 +677,7 @@ START_TEST(test_complete_pending_until_close)
 	tl_sleep_ms(200);
 	ck_assert_int_eq(__atomic_load_n(&s.cmd_done, __ATOMIC_SEQ_CST), 0);
 	ck_assert_int_eq(vdi_cstream_read(cs, buf, 100), 0); /* still the end */
-	TL_OK(vdi_cstream_close(cs, 1));		     /* completes it, waits VD_E_CLOSE */
+	TL_OK(vdi_cstream_close(cs, 1));                     /* completes it, waits VD_E_CLOSE */
 	job_join(&s);
 	JOB_OK(&s);
 	ck_assert_int_eq(s.cmd_rc, 0);
@@ -842,9 +842,10 @@ static void *srv_commands(void *a)
 {
 	struct job *j = a;
 	struct vdi_sstream *w;
-	static const uint32_t codes[] = {VDC_ClearError, VDC_Rewind,	VDC_GetPosition,
-					 VDC_Complete,	 VDC_WriteMark, VDC_Flush,
-					 VDC_Snapshot,	 VDC_Discard};
+	static const uint32_t codes[] = {
+		VDC_ClearError, VDC_Rewind, VDC_GetPosition, VDC_Complete,
+		VDC_WriteMark,  VDC_Flush,  VDC_Snapshot,    VDC_Discard
+	};
 	struct tl_cmd t;
 	uint8_t *buf;
 	int rc;
@@ -892,16 +893,17 @@ static void unsupported_case(uint32_t client_features)
 	job_start(&c, cli_reader);
 	job_join(&s);
 	job_join(&c);
-	ck_assert_int_eq(s.codes[0], ERROR_SUCCESS);	   /* ClearError */
+	ck_assert_int_eq(s.codes[0], ERROR_SUCCESS);       /* ClearError */
 	ck_assert_int_eq(s.codes[1], ERROR_NOT_SUPPORTED); /* Rewind */
 	ck_assert_int_eq(s.codes[2], ERROR_NOT_SUPPORTED); /* GetPosition */
 	ck_assert_int_eq(s.codes[3], ERROR_NOT_SUPPORTED); /* Complete, not negotiated */
 	ck_assert_int_eq(s.codes[4], ERROR_NOT_SUPPORTED); /* WriteMark */
-	ck_assert_int_eq(s.codes[5], ERROR_SUCCESS);	   /* Flush */
+	ck_assert_int_eq(s.codes[5], ERROR_SUCCESS);       /* Flush */
 	ck_assert_int_eq(s.codes[6], ERROR_NOT_SUPPORTED); /* Snapshot, no handler */
 	/* Discard: a stream keeps nothing; offered, it succeeds (F31) */
-	ck_assert_int_eq(s.codes[7], client_features & VDF_Discard ? ERROR_SUCCESS : ERROR_NOT_SUPPORTED);
-	ck_assert_int_eq(s.cmd_rc, ERROR_NOT_SUPPORTED);   /* Read on a backup */
+	ck_assert_int_eq(s.codes[7],
+	                 client_features & VDF_Discard ? ERROR_SUCCESS : ERROR_NOT_SUPPORTED);
+	ck_assert_int_eq(s.cmd_rc, ERROR_NOT_SUPPORTED); /* Read on a backup */
 	JOB_OK(&s);
 	JOB_OK(&c);
 	ck_assert_int_eq(s.close_rc, 0);
@@ -931,10 +933,10 @@ END_TEST
 struct snaprec {
 	pthread_mutex_t m;
 	uint32_t cmds[8];
-	uint64_t at[8];	 /* stream bytes taken when each came */
+	uint64_t at[8];  /* stream bytes taken when each came */
 	char files[256]; /* the list the last one was given */
 	unsigned n;
-	uint32_t answer; /* what the handler answers */
+	uint32_t answer;     /* what the handler answers */
 	const char *command; /* or: vdi_snapshot_run of this */
 	char err[600];
 };
@@ -1016,7 +1018,7 @@ static void *cli_snap_reader(void *a)
 }
 
 static void snapshot_case(uint32_t client_features, int with_files, uint32_t answer,
-			  struct snaprec *rec, struct job *s, struct job *c, const uint8_t *ref)
+                          struct snaprec *rec, struct job *s, struct job *c, const uint8_t *ref)
 {
 	struct tl_pair_opts o;
 	struct rig r;
@@ -1084,7 +1086,8 @@ START_TEST(test_frozen_files_listed)
 	struct snaprec rec;
 	struct job s, c;
 
-	snapshot_case(VDF_SnapshotPrepare | VDF_EnumFrozenFiles, 1, ERROR_SUCCESS, &rec, &s, &c, ref);
+	snapshot_case(VDF_SnapshotPrepare | VDF_EnumFrozenFiles, 1, ERROR_SUCCESS, &rec, &s, &c,
+	              ref);
 	ck_assert_int_eq(s.codes[3], ERROR_SUCCESS); /* FileInfoBegin */
 	ck_assert_int_eq(s.codes[4], ERROR_SUCCESS); /* FileInfoEnd */
 	ck_assert_str_eq(rec.files, "/data/db.mdf\n/data/db_log.ldf\n");
@@ -1190,8 +1193,10 @@ START_TEST(test_snapshot_command_runs)
 	FILE *f;
 
 	snprintf(out, sizeof(out), "/tmp/vdi-snapcmd-%d", (int)getpid());
-	snprintf(cmd, sizeof(cmd), "printf '%%s|%%s|%%s|%%s;' \"$VDI_SET\" \"$VDI_DEVICE\" \"$VDI_PHASE\" "
-		 "\"$VDI_FILES\" >> %s", out);
+	snprintf(cmd, sizeof(cmd),
+	         "printf '%%s|%%s|%%s|%%s;' \"$VDI_SET\" \"$VDI_DEVICE\" \"$VDI_PHASE\" "
+	         "\"$VDI_FILES\" >> %s",
+	         out);
 	unlink(out);
 	memset(&rec, 0, sizeof(rec));
 	rec.command = cmd;
@@ -1223,7 +1228,8 @@ START_TEST(test_snapshot_command_fails)
 	rec.command = "echo 'no such volume group' >&2; exit 3";
 	snapshot_case(0, 0, 0, &rec, &s, &c, ref);
 	ck_assert_int_eq(s.codes[1], ERROR_OPERATION_ABORTED);
-	ck_assert_msg(strstr(rec.err, "exit status 3: no such volume group") != NULL, "%s", rec.err);
+	ck_assert_msg(strstr(rec.err, "exit status 3: no such volume group") != NULL, "%s",
+	              rec.err);
 	rec.command = "kill -9 $$";
 	snapshot_case(0, 0, 0, &rec, &s, &c, ref);
 	ck_assert_int_eq(s.codes[1], ERROR_OPERATION_ABORTED);
@@ -1281,7 +1287,7 @@ START_TEST(test_snapshot_command_killed_by_abort)
 	job_join(&s);
 	pthread_join(th, NULL);
 	ck_assert_msg(tl_now_ms() - t0 < 10000, "the command was not stopped: %llu ms",
-		      (unsigned long long)(tl_now_ms() - t0));
+	              (unsigned long long)(tl_now_ms() - t0));
 	ck_assert_msg(strstr(rec.err, "killed: the set was aborted") != NULL, "%s", rec.err);
 	rig_down(&r);
 	pthread_mutex_destroy(&rec.m);
@@ -1359,10 +1365,10 @@ static void *raw_backup_client(void *a)
 			break;
 		if (cmd->commandCode == VDC_Write && n++ == 1)
 			rc = vdi_client_complete_command(j->r->p.cd[j->dev], cmd, ERROR_DISK_FULL,
-							 0, 0);
+			                                 0, 0);
 		else
 			rc = vdi_client_complete_command(j->r->p.cd[j->dev], cmd, ERROR_SUCCESS,
-							 (uint32_t)cmd->size, 0);
+			                                 (uint32_t)cmd->size, 0);
 		if (rc)
 			break;
 	}
@@ -1395,8 +1401,8 @@ START_TEST(test_client_write_error)
 	ck_assert_int_eq(s.close_rc, VD_E_IO_ERROR);
 	snprintf(dev, sizeof(dev), "'%s'", r.p.dev[0]);
 	ck_assert_msg(strstr(s.err, dev) && strstr(s.err, "ERROR_DISK_FULL") &&
-			  strstr(s.err, "VDC_Write") && strstr(s.err, "65536"),
-		      "message: %s", s.err);
+	                      strstr(s.err, "VDC_Write") && strstr(s.err, "65536"),
+	              "message: %s", s.err);
 	free(ref);
 	rig_finish_ok(&r);
 }
@@ -1461,7 +1467,7 @@ START_TEST(test_client_read_error)
 	ck_assert_uint_eq(s.ecode, ERROR_IO_DEVICE);
 	ck_assert_uint_eq(s.eoff, 64 * KIB);
 	ck_assert_msg(strstr(s.err, "ERROR_IO_DEVICE") && strstr(s.err, "VDC_Read"), "message: %s",
-		      s.err);
+	              s.err);
 	free(ref);
 	rig_finish_ok(&r);
 }
@@ -1557,7 +1563,7 @@ START_TEST(test_server_abort_wakes_client)
 	job_join(&s);
 	TL_OK(s.rc);
 	ck_assert_msg(t - s.t_fail < 1000, "woke %llu ms after the abort",
-		      (unsigned long long)(t - s.t_fail));
+	              (unsigned long long)(t - s.t_fail));
 	TL_RC((int)vdi_cstream_read(cs, buf, sizeof(buf)),
 	      dir == VDF_WriteMedia ? VD_E_ABORT : VD_E_PROTOCOL);
 	TL_RC(vdi_cstream_close(cs, 1), VD_E_ABORT);
@@ -1589,12 +1595,12 @@ START_TEST(test_client_abort_wakes_server)
 	job_join(&s);
 	ck_assert_int_eq(s.rc, VD_E_ABORT);
 	ck_assert_msg(s.t_fail - t < 1000, "server woke %llu ms after the abort",
-		      (unsigned long long)(s.t_fail - t));
+	              (unsigned long long)(s.t_fail - t));
 	ck_assert_uint_eq(s.ecode, ERROR_OPERATION_ABORTED);
 	ck_assert_uint_eq(s.eoff % (64 * KIB), 0);
 	snprintf(dev, sizeof(dev), "'%s'", r.p.dev[0]);
 	ck_assert_msg(strstr(s.err, dev) && strstr(s.err, "ERROR_OPERATION_ABORTED"), "message: %s",
-		      s.err);
+	              s.err);
 	free(ref);
 	rig_down(&r);
 }
@@ -1624,7 +1630,7 @@ START_TEST(test_abort_wakes_idle_waiter)
 	job_join(&s);
 	ck_assert_int_eq(s.rc, VD_E_ABORT);
 	ck_assert_msg(s.t_fail - t < 1000, "writer woke %llu ms after the abort",
-		      (unsigned long long)(s.t_fail - t));
+	              (unsigned long long)(s.t_fail - t));
 	ck_assert_msg(strstr(s.err, "aborted"), "message: %s", s.err);
 	TL_RC((int)vdi_sstream_write(a, ref, 100), VD_E_ABORT);
 	TL_RC(vdi_sstream_close(a), VD_E_ABORT);
@@ -1652,7 +1658,7 @@ START_TEST(test_client_timeout)
 			TL_RC((int)vdi_cstream_read(cs, buf, sizeof(buf)), VD_E_TIMEOUT);
 		t = tl_now_ms() - t;
 		ck_assert_msg(t >= 140 && t < 1000, "timed out after %llu ms",
-			      (unsigned long long)t);
+		              (unsigned long long)t);
 	}
 	TL_OK(vdi_cstream_close(cs, 0));
 	rig_down(&r);
@@ -1774,7 +1780,7 @@ static int child_main(const struct xflow *x)
 		return 11;
 	for (uint32_t i = 0; i < x->devices; i++) {
 		xdev_name(x, i, dn, sizeof(dn));
-		xj[i] = (struct xjob){.x = x, .i = i};
+		xj[i] = (struct xjob){ .x = x, .i = i };
 		if (vdi_client_open_device(c, dn, &xj[i].d))
 			return 12;
 		pthread_create(&th[i], NULL, child_dev, &xj[i]);
@@ -1784,7 +1790,7 @@ static int child_main(const struct xflow *x)
 		pthread_join(th[i], NULL);
 		if (xj[i].rc && !rc) {
 			fprintf(stderr, "child device %u: %s: %s\n", i, vdi_strerror(xj[i].rc),
-				vdi_last_error());
+			        vdi_last_error());
 			rc = 20 + (int)i;
 		}
 	}
@@ -1875,10 +1881,10 @@ START_TEST(test_fork_flow)
 {
 	/* 0: backup 2 devices; 1: restore 1; 2: restore 2; 3, 4: 4 devices
 	 * of 32 MiB sharing 6 buffers, backup and restore. */
-	static const uint32_t devs[] = {2, 1, 2, 4, 4};
-	struct xflow x = {.devices = devs[_i],
-			  .dir = _i && _i != 3 ? VDF_ReadMedia : VDF_WriteMedia,
-			  .total = (_i >= 3 ? 32 * MIB : 9 * MIB) + 3 * 4096};
+	static const uint32_t devs[] = { 2, 1, 2, 4, 4 };
+	struct xflow x = { .devices = devs[_i],
+		           .dir = _i && _i != 3 ? VDF_ReadMedia : VDF_WriteMedia,
+		           .total = (_i >= 3 ? 32 * MIB : 9 * MIB) + 3 * 4096 };
 	struct job jobs[4];
 	pid_t pid;
 	int rc;
@@ -1901,10 +1907,10 @@ END_TEST
  * VD_E_ABORT (peer death), it does not hang. */
 START_TEST(test_fork_client_killed)
 {
-	struct xflow x = {.devices = 1,
-			  .dir = _i ? VDF_ReadMedia : VDF_WriteMedia,
-			  .total = 64 * MIB,
-			  .kill_after = 3 * MIB};
+	struct xflow x = { .devices = 1,
+		           .dir = _i ? VDF_ReadMedia : VDF_WriteMedia,
+		           .total = 64 * MIB,
+		           .kill_after = 3 * MIB };
 	struct job jobs[4];
 	pid_t pid;
 
@@ -1954,9 +1960,9 @@ static Suite *stream_suite(void)
 	tc = tcase_create("flow");
 	tcase_set_timeout(tc, 60);
 	tcase_add_loop_test(tc, test_backup_flow, 0,
-			    (int)(sizeof(flow_cases) / sizeof(flow_cases[0])));
+	                    (int)(sizeof(flow_cases) / sizeof(flow_cases[0])));
 	tcase_add_loop_test(tc, test_restore_flow, 0,
-			    (int)(sizeof(flow_cases) / sizeof(flow_cases[0])));
+	                    (int)(sizeof(flow_cases) / sizeof(flow_cases[0])));
 	tcase_add_test(tc, test_peek_points_into_buffers);
 	tcase_add_test(tc, test_reserve_points_into_buffers);
 	suite_add_tcase(s, tc);

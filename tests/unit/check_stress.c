@@ -118,8 +118,8 @@ START_TEST(test_stress)
 	double s;
 	int rounds = 0;
 
-	printf("stress: seed %llu (VDI_STRESS_SEED=%llu replays it)\n",
-	       (unsigned long long)seed, (unsigned long long)seed);
+	printf("stress: seed %llu (VDI_STRESS_SEED=%llu replays it)\n", (unsigned long long)seed,
+	       (unsigned long long)seed);
 	fflush(stdout);
 	rng = pat_mix(seed);
 	while (moved < want) {
@@ -130,8 +130,8 @@ START_TEST(test_stress)
 		printf("stress: round %d: %s, %u device(s)%s, block %u, max transfer %u, "
 		       "depth %u/%u, %llu bytes each\n",
 		       rounds, f.direction == VDF_WriteMedia ? "backup" : "restore", f.ndev,
-		       secondary ? " (odd ones by a secondary)" : "", f.block_size,
-		       f.max_transfer, f.depth, f.cdepth, (unsigned long long)f.bytes);
+		       secondary ? " (odd ones by a secondary)" : "", f.block_size, f.max_transfer,
+		       f.depth, f.cdepth, (unsigned long long)f.bytes);
 		fflush(stdout);
 		moved += run_round(&f, secondary);
 		rounds++;

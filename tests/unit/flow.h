@@ -55,9 +55,9 @@
 #include "testlib.h"
 #include "vdi.h"
 
-#define FLOW_UNUSED __attribute__((unused))
+#define FLOW_UNUSED       __attribute__((unused))
 #define FLOW_PRINTF(a, b) __attribute__((format(printf, a, b)))
-#define FLOW_ERR 512
+#define FLOW_ERR          512
 
 /* ---------------------------------------------------------------------
  * Time in microseconds (CLOCK_MONOTONIC is one clock for every process,
@@ -189,9 +189,9 @@ static FLOW_UNUSED void shm_ctl_path(const char *name, char *buf, size_t n)
  * Child processes.
  */
 struct kid {
-	pid_t pid;       /* 0 when none */
-	int fd;          /* read end of the child's failure-message pipe */
-	int status;      /* wait status once reaped */
+	pid_t pid;  /* 0 when none */
+	int fd;     /* read end of the child's failure-message pipe */
+	int status; /* wait status once reaped */
 	char msg[FLOW_ERR + 128];
 };
 
@@ -281,14 +281,14 @@ static FLOW_UNUSED int kid_wait(struct kid *k, uint32_t timeout_ms)
 	k->fd = -1;
 	if (timed_out)
 		snprintf(k->msg, sizeof(k->msg), "did not finish within %u ms (killed)%s%s",
-			 timeout_ms, buf[0] ? ": " : "", buf);
+		         timeout_ms, buf[0] ? ": " : "", buf);
 	else if (WIFSIGNALED(k->status))
 		snprintf(k->msg, sizeof(k->msg), "killed by signal %d (%s)%s%s",
-			 WTERMSIG(k->status), strsignal(WTERMSIG(k->status)),
-			 buf[0] ? ": " : "", buf);
+		         WTERMSIG(k->status), strsignal(WTERMSIG(k->status)), buf[0] ? ": " : "",
+		         buf);
 	else if (WIFEXITED(k->status) && WEXITSTATUS(k->status) != 0)
 		snprintf(k->msg, sizeof(k->msg), "exited with status %d: %s",
-			 WEXITSTATUS(k->status), buf[0] ? buf : "(no message)");
+		         WEXITSTATUS(k->status), buf[0] ? buf : "(no message)");
 	else {
 		k->msg[0] = '\0';
 		return 0;
@@ -315,20 +315,20 @@ static FLOW_UNUSED void kid_reap(struct kid *k)
  */
 struct flow {
 	char name[TL_NAME_MAX];
-	uint32_t ndev;          /* devices of the set */
-	uint32_t direction;     /* VDF_WriteMedia (backup) / VDF_ReadMedia */
-	uint32_t block_size;    /* 0 = 512 */
-	uint32_t max_transfer;  /* 0 = 65536 */
-	uint32_t depth;         /* server: commands in flight per device */
-	uint32_t cdepth;        /* client: commands fetched before completing */
-	uint64_t bytes;         /* per device, a multiple of block_size */
+	uint32_t ndev;         /* devices of the set */
+	uint32_t direction;    /* VDF_WriteMedia (backup) / VDF_ReadMedia */
+	uint32_t block_size;   /* 0 = 512 */
+	uint32_t max_transfer; /* 0 = 65536 */
+	uint32_t depth;        /* server: commands in flight per device */
+	uint32_t cdepth;       /* client: commands fetched before completing */
+	uint64_t bytes;        /* per device, a multiple of block_size */
 	uint64_t seed;
-	int random_sizes;       /* random block multiples up to max_transfer */
-	int flush;              /* backup: VDC_Flush before CloseDevice */
-	uint32_t prefix;        /* client prefixZoneSize */
-	uint32_t alignment;     /* client alignment */
-	uint32_t timeout_ms;    /* bound of every wait */
-	int has_group;          /* client: vdi_client_set_group(group) */
+	int random_sizes;    /* random block multiples up to max_transfer */
+	int flush;           /* backup: VDC_Flush before CloseDevice */
+	uint32_t prefix;     /* client prefixZoneSize */
+	uint32_t alignment;  /* client alignment */
+	uint32_t timeout_ms; /* bound of every wait */
+	int has_group;       /* client: vdi_client_set_group(group) */
 	gid_t group;
 };
 
@@ -374,10 +374,10 @@ static FLOW_UNUSED uint32_t flow_next_size(const struct flow *f, uint64_t *rng, 
  * Server half.
  */
 struct flow_scmd {
-	VDS_Command c;       /* first member: the routine finds the wrapper */
+	VDS_Command c; /* first member: the routine finds the wrapper */
 	struct flow_sdev *d;
-	uint64_t off;        /* stream offset of the data */
-	int state;           /* 0 free, 1 sent, 2 completed (under d->mu) */
+	uint64_t off; /* stream offset of the data */
+	int state;    /* 0 free, 1 sent, 2 completed (under d->mu) */
 };
 
 struct flow_sdev {
@@ -389,8 +389,8 @@ struct flow_sdev {
 	int started;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	struct flow_scmd *cmds;  /* depth + 1 (the last for VDC_Flush) */
-	uint32_t inflight;       /* under mu */
+	struct flow_scmd *cmds; /* depth + 1 (the last for VDC_Flush) */
+	uint32_t inflight;      /* under mu */
 	uint64_t done_bytes;
 	int failed;
 	char err[FLOW_ERR];
@@ -439,24 +439,24 @@ static void flow_sdev_check(struct flow_sdev *d, struct flow_scmd *sc)
 	long bad;
 
 	if (c->completionCode != ERROR_SUCCESS) {
-		flow_sdev_fail(d, "server: device %u: %s at offset %llu completed with %s",
-			       d->idx, vdi_strcommand(c->commandCode),
-			       (unsigned long long)sc->off, vdi_strcompletion(c->completionCode));
+		flow_sdev_fail(d, "server: device %u: %s at offset %llu completed with %s", d->idx,
+		               vdi_strcommand(c->commandCode), (unsigned long long)sc->off,
+		               vdi_strcompletion(c->completionCode));
 		return;
 	}
 	if (c->commandCode == VDC_Flush)
 		return;
 	if (c->bytesTransferred != c->size) {
-		flow_sdev_fail(d, "server: device %u: %s at offset %llu: %u of %u bytes",
-			       d->idx, vdi_strcommand(c->commandCode),
-			       (unsigned long long)sc->off, c->bytesTransferred, c->size);
+		flow_sdev_fail(d, "server: device %u: %s at offset %llu: %u of %u bytes", d->idx,
+		               vdi_strcommand(c->commandCode), (unsigned long long)sc->off,
+		               c->bytesTransferred, c->size);
 		return;
 	}
 	if (c->commandCode == VDC_Read) {
 		bad = pat_bad(c->buffer, c->size, pat_dev_seed(d->f->seed, d->idx), sc->off);
 		if (bad >= 0)
-			flow_sdev_fail(d, "server: device %u: restored byte %llu differs",
-				       d->idx, (unsigned long long)(sc->off + (uint64_t)bad));
+			flow_sdev_fail(d, "server: device %u: restored byte %llu differs", d->idx,
+			               (unsigned long long)(sc->off + (uint64_t)bad));
 	}
 	d->done_bytes += c->bytesTransferred;
 }
@@ -489,8 +489,8 @@ static int flow_sdev_reap(struct flow_sdev *d, uint32_t ndata)
 }
 
 /* Sends one command from slot sc.  The routine runs even on failure. */
-static void flow_sdev_send(struct flow_sdev *d, struct flow_scmd *sc, uint32_t code,
-			   uint32_t len, uint64_t off)
+static void flow_sdev_send(struct flow_sdev *d, struct flow_scmd *sc, uint32_t code, uint32_t len,
+                           uint64_t off)
 {
 	int rc;
 
@@ -512,8 +512,8 @@ static void flow_sdev_send(struct flow_sdev *d, struct flow_scmd *sc, uint32_t c
 	if (rc != 0) {
 		pthread_mutex_lock(&d->mu);
 		flow_sdev_fail(d, "server: device %u: SendCommand(%s, offset %llu) = %s (%s)",
-			       d->idx, vdi_strcommand(code), (unsigned long long)off,
-			       vdi_strerror(rc), vdi_last_error());
+		               d->idx, vdi_strcommand(code), (unsigned long long)off,
+		               vdi_strerror(rc), vdi_last_error());
 		pthread_mutex_unlock(&d->mu);
 	}
 }
@@ -531,7 +531,7 @@ static void *flow_sdev_main(void *arg)
 		rc = vdi_server_allocate_buffer(d->s, &d->cmds[i].c.buffer, f->max_transfer, 0);
 		if (rc != 0) {
 			flow_sdev_fail(d, "server: AllocateBuffer(%u) = %s (%s)", f->max_transfer,
-				       vdi_strerror(rc), vdi_last_error());
+			               vdi_strerror(rc), vdi_last_error());
 			goto out;
 		}
 	}
@@ -545,8 +545,8 @@ static void *flow_sdev_main(void *arg)
 			off += len;
 		}
 		if (d->inflight > 0 && flow_sdev_reap(d, depth) != 0) {
-			flow_sdev_fail(d, "server: device %u: no completion within %u ms",
-				       d->idx, f->timeout_ms);
+			flow_sdev_fail(d, "server: device %u: no completion within %u ms", d->idx,
+			               f->timeout_ms);
 			goto out;
 		}
 	}
@@ -559,12 +559,12 @@ static void *flow_sdev_main(void *arg)
 	}
 	if (!d->failed && d->done_bytes != f->bytes)
 		flow_sdev_fail(d, "server: device %u: %llu of %llu bytes completed", d->idx,
-			       (unsigned long long)d->done_bytes, (unsigned long long)f->bytes);
+		               (unsigned long long)d->done_bytes, (unsigned long long)f->bytes);
 	if (!d->failed) {
 		rc = vdi_server_close_device(d->d);
 		if (rc != 0)
 			flow_sdev_fail(d, "server: CloseDevice(%u) = %s (%s)", d->idx,
-				       vdi_strerror(rc), vdi_last_error());
+			               vdi_strerror(rc), vdi_last_error());
 	}
 	for (uint32_t i = 0; i < depth; i++)
 		if (d->cmds[i].c.buffer && flow_scmd_state(d, &d->cmds[i]) == 0)
@@ -601,7 +601,7 @@ struct flow_server {
 	struct vdi_server *s;
 	struct tl_agent agent;
 	struct flow_sdev *devs;
-	VDConfig cfg;              /* from GetConfiguration */
+	VDConfig cfg; /* from GetConfiguration */
 	char err[FLOW_ERR];
 };
 
@@ -617,13 +617,12 @@ static FLOW_PRINTF(2, 3) int flow_server_fail(struct flow_server *fs, const char
 	return -1;
 }
 
-#define FLOW_SCALL(fs, expr)                                                  \
-	do {                                                                  \
-		int rc_ = (expr);                                             \
-		if (rc_ != 0)                                                 \
-			return flow_server_fail((fs), "server: %s = %s (%s)", \
-						#expr, vdi_strerror(rc_),     \
-						vdi_last_error());            \
+#define FLOW_SCALL(fs, expr)                                                          \
+	do {                                                                          \
+		int rc_ = (expr);                                                     \
+		if (rc_ != 0)                                                         \
+			return flow_server_fail((fs), "server: %s = %s (%s)", #expr,  \
+			                        vdi_strerror(rc_), vdi_last_error()); \
 	} while (0)
 
 /* Open and configure: everything before the devices. */
@@ -636,11 +635,10 @@ static int flow_server_setup(struct flow_server *fs)
 	FLOW_SCALL(fs, vdi_server_get_configuration(fs->s, &fs->cfg));
 	if (fs->cfg.deviceCount != f->ndev)
 		return flow_server_fail(fs, "server: client asks for %u devices, want %u",
-					fs->cfg.deviceCount, f->ndev);
+		                        fs->cfg.deviceCount, f->ndev);
 	FLOW_SCALL(fs, vdi_server_begin_configuration(fs->s, f->direction, f->block_size, 0,
-						      f->max_transfer, f->timeout_ms));
-	FLOW_SCALL(fs, vdi_server_request_buffers(fs->s, f->max_transfer, 0,
-						  f->ndev * f->depth));
+	                                              f->max_transfer, f->timeout_ms));
+	FLOW_SCALL(fs, vdi_server_request_buffers(fs->s, f->max_transfer, 0, f->ndev * f->depth));
 	FLOW_SCALL(fs, vdi_server_end_configuration(fs->s));
 	FLOW_SCALL(fs, tl_agent_start(&fs->agent, fs->s));
 	return 0;
@@ -702,13 +700,13 @@ static int flow_server_finish(struct flow_server *fs)
 	if (fs->agent.started) {
 		if (tl_agent_join(&fs->agent, f->timeout_ms) != 0) {
 			flow_server_fail(fs, "server: completion agent still running after %u ms",
-					 f->timeout_ms);
+			                 f->timeout_ms);
 			vdi_server_signal_abort(fs->s);
 			if (tl_agent_join(&fs->agent, f->timeout_ms) != 0)
 				safe = 0;
 		} else if (fs->agent.rc != 0) {
 			flow_server_fail(fs, "server: ExecuteCompletionAgent = %s",
-					 vdi_strerror(fs->agent.rc));
+			                 vdi_strerror(fs->agent.rc));
 		}
 	}
 	if (!safe) {
@@ -720,7 +718,7 @@ static int flow_server_finish(struct flow_server *fs)
 		rc = vdi_server_close(fs->s);
 		if (rc != 0 && !fs->err[0])
 			flow_server_fail(fs, "server: Close = %s (%s)", vdi_strerror(rc),
-					 vdi_last_error());
+			                 vdi_last_error());
 		vdi_server_free(fs->s);
 		fs->s = NULL;
 	}
@@ -778,9 +776,9 @@ struct flow_cdev {
 	struct vdi_client_device *d;
 	pthread_t thread;
 	int started;
-	uint64_t off;          /* stream bytes handled */
+	uint64_t off; /* stream bytes handled */
 	uint64_t commands;
-	int closed;            /* saw VD_E_CLOSE */
+	int closed; /* saw VD_E_CLOSE */
 	int failed;
 	uint64_t rng;
 	char err[FLOW_ERR];
@@ -788,12 +786,12 @@ struct flow_cdev {
 
 struct flow_client {
 	const struct flow *f;
-	int secondary;                    /* OpenInSecondary instead of Create */
-	uint8_t drive[VDI_MAX_DEVICES];   /* devices this object drives */
+	int secondary;                  /* OpenInSecondary instead of Create */
+	uint8_t drive[VDI_MAX_DEVICES]; /* devices this object drives */
 	flow_hook hook;
 	void *hook_ctx;
 	struct vdi_client *c;
-	VDConfig cfg;                     /* from GetConfiguration */
+	VDConfig cfg; /* from GetConfiguration */
 	struct flow_cdev devs[VDI_MAX_DEVICES];
 	char err[FLOW_ERR];
 };
@@ -826,21 +824,23 @@ static int flow_cdev_handle(struct flow_cdev *cd, VDC_Command *cmd, uint32_t *by
 		return ERROR_SUCCESS;
 	if (cmd->commandCode != (f->direction == VDF_WriteMedia ? VDC_Write : VDC_Read))
 		return flow_cdev_fail(cd, "client: device %u: unexpected %s at offset %llu",
-				      cd->idx, vdi_strcommand((uint32_t)cmd->commandCode),
-				      (unsigned long long)cd->off);
+		                      cd->idx, vdi_strcommand((uint32_t)cmd->commandCode),
+		                      (unsigned long long)cd->off);
 	if (cmd->size <= 0 || (uint32_t)cmd->size % f->block_size != 0 ||
 	    (uint32_t)cmd->size > f->max_transfer || !cmd->buffer ||
 	    (uintptr_t)cmd->buffer % align != 0 || (uint64_t)cmd->position != cd->off)
-		return flow_cdev_fail(cd, "client: device %u: bad %s: size %d buffer %p "
-				      "position %lld at offset %llu", cd->idx,
-				      vdi_strcommand((uint32_t)cmd->commandCode), cmd->size,
-				      (void *)cmd->buffer, (long long)cmd->position,
-				      (unsigned long long)cd->off);
+		return flow_cdev_fail(cd,
+		                      "client: device %u: bad %s: size %d buffer %p "
+		                      "position %lld at offset %llu",
+		                      cd->idx, vdi_strcommand((uint32_t)cmd->commandCode),
+		                      cmd->size, (void *)cmd->buffer, (long long)cmd->position,
+		                      (unsigned long long)cd->off);
 	if (cmd->commandCode == VDC_Write) {
 		bad = pat_bad(cmd->buffer, (size_t)cmd->size, dseed, cd->off);
 		if (bad >= 0)
 			return flow_cdev_fail(cd, "client: device %u: backup byte %llu differs",
-					      cd->idx, (unsigned long long)(cd->off + (uint64_t)bad));
+			                      cd->idx,
+			                      (unsigned long long)(cd->off + (uint64_t)bad));
 	} else {
 		pat_fill(cmd->buffer, (size_t)cmd->size, dseed, cd->off);
 	}
@@ -883,8 +883,8 @@ static int flow_cdev_batch(struct flow_cdev *cd)
 		return 1;
 	if (rc != 0)
 		return flow_cdev_fail(cd, "client: device %u: GetCommand at offset %llu = %s (%s)",
-				      cd->idx, (unsigned long long)cd->off, vdi_strerror(rc),
-				      vdi_last_error());
+		                      cd->idx, (unsigned long long)cd->off, vdi_strerror(rc),
+		                      vdi_last_error());
 	for (n = 1; n < max; n++) {
 		rc = vdi_client_get_command(cd->d, 0, &held[n]);
 		if (rc == VD_E_TIMEOUT)
@@ -895,7 +895,7 @@ static int flow_cdev_batch(struct flow_cdev *cd)
 		}
 		if (rc != 0)
 			return flow_cdev_fail(cd, "client: device %u: GetCommand(0) = %s (%s)",
-					      cd->idx, vdi_strerror(rc), vdi_last_error());
+			                      cd->idx, vdi_strerror(rc), vdi_last_error());
 	}
 	/* Pairs with the release below in whichever thread of this process
 	 * last completed a command on these buffers (see flow_buf_epoch). */
@@ -918,7 +918,7 @@ static int flow_cdev_batch(struct flow_cdev *cd)
 		rc = vdi_client_complete_command(cd->d, held[i], code[i], bytes[i], 0);
 		if (rc != 0)
 			return flow_cdev_fail(cd, "client: device %u: CompleteCommand = %s (%s)",
-					      cd->idx, vdi_strerror(rc), vdi_last_error());
+			                      cd->idx, vdi_strerror(rc), vdi_last_error());
 		cd->commands++;
 	}
 	return closed;
@@ -948,18 +948,17 @@ static FLOW_PRINTF(2, 3) int flow_client_fail(struct flow_client *fc, const char
 	return -1;
 }
 
-#define FLOW_CCALL(fc, expr)                                                  \
-	do {                                                                  \
-		int rc_ = (expr);                                             \
-		if (rc_ != 0)                                                 \
-			return flow_client_fail((fc), "client: %s = %s (%s)", \
-						#expr, vdi_strerror(rc_),     \
-						vdi_last_error());            \
+#define FLOW_CCALL(fc, expr)                                                          \
+	do {                                                                          \
+		int rc_ = (expr);                                                     \
+		if (rc_ != 0)                                                         \
+			return flow_client_fail((fc), "client: %s = %s (%s)", #expr,  \
+			                        vdi_strerror(rc_), vdi_last_error()); \
 	} while (0)
 
 /* Prepares a client object: drive = NULL drives every device. */
 static FLOW_UNUSED void flow_client_init(struct flow_client *fc, const struct flow *f,
-					 int secondary, const uint8_t *drive)
+                                         int secondary, const uint8_t *drive)
 {
 	memset(fc, 0, sizeof(*fc));
 	fc->f = f;
@@ -981,7 +980,7 @@ static int flow_client_attach(struct flow_client *fc)
 			return 0;
 		if ((rc != VD_E_PROTOCOL && rc != VD_E_INVALID) || now_us() > end)
 			return flow_client_fail(fc, "client: OpenInSecondary(%s) = %s (%s)",
-						fc->f->name, vdi_strerror(rc), vdi_last_error());
+			                        fc->f->name, vdi_strerror(rc), vdi_last_error());
 		usleep(5000);
 	}
 }
@@ -1009,9 +1008,10 @@ static FLOW_UNUSED int flow_client_start(struct flow_client *fc)
 	FLOW_CCALL(fc, vdi_client_get_configuration(fc->c, f->timeout_ms, &fc->cfg));
 	if (!(fc->cfg.features & f->direction) || fc->cfg.blockSize != f->block_size ||
 	    fc->cfg.maxTransferSize != f->max_transfer || fc->cfg.deviceCount != f->ndev)
-		return flow_client_fail(fc, "client: configuration features 0x%x block %u max %u devices %u",
-					fc->cfg.features, fc->cfg.blockSize,
-					fc->cfg.maxTransferSize, fc->cfg.deviceCount);
+		return flow_client_fail(
+			fc, "client: configuration features 0x%x block %u max %u devices %u",
+			fc->cfg.features, fc->cfg.blockSize, fc->cfg.maxTransferSize,
+			fc->cfg.deviceCount);
 	for (uint32_t i = 0; i < f->ndev; i++) {
 		struct flow_cdev *cd = &fc->devs[i];
 		cd->fc = fc;
@@ -1047,15 +1047,14 @@ static FLOW_UNUSED int flow_client_join(struct flow_client *fc)
 		cd->started = 0;
 		if (getenv("FLOW_DEBUG"))
 			fprintf(stderr, "flow %s: device %u: %llu bytes, %llu commands%s\n",
-				f->name, i, (unsigned long long)cd->off,
-				(unsigned long long)cd->commands, cd->closed ? ", closed" : "");
+			        f->name, i, (unsigned long long)cd->off,
+			        (unsigned long long)cd->commands, cd->closed ? ", closed" : "");
 		if (cd->failed)
 			flow_client_fail(fc, "%s", cd->err);
 		else if (!cd->closed || cd->off != f->bytes)
-			flow_client_fail(fc, "client: device %u: %llu of %llu bytes, %s",
-					 i, (unsigned long long)cd->off,
-					 (unsigned long long)f->bytes,
-					 cd->closed ? "closed" : "not closed");
+			flow_client_fail(fc, "client: device %u: %llu of %llu bytes, %s", i,
+			                 (unsigned long long)cd->off, (unsigned long long)f->bytes,
+			                 cd->closed ? "closed" : "not closed");
 	}
 	return fc->err[0] ? -1 : 0;
 }
@@ -1079,7 +1078,7 @@ static FLOW_UNUSED int flow_client_close(struct flow_client *fc)
 
 /* The whole client half; drive = NULL drives every device. */
 static FLOW_UNUSED int flow_client_run(const struct flow *f, int secondary, const uint8_t *drive,
-				       char *err, size_t n)
+                                       char *err, size_t n)
 {
 	struct flow_client *fc = malloc(sizeof(*fc));
 	int rc;
