@@ -1046,7 +1046,7 @@ static void snapshot_case(uint32_t client_features, int with_files, uint32_t ans
 START_TEST(test_snapshot_commands_reach_handler)
 {
 	uint8_t *ref = ref_new(31, 9216);
-	struct snaprec rec;
+	struct snaprec rec = { .command = NULL };
 	struct job s, c;
 
 	snapshot_case(VDF_SnapshotPrepare, 0, ERROR_SUCCESS, &rec, &s, &c, ref);
@@ -1070,7 +1070,7 @@ END_TEST
 START_TEST(test_snapshot_refused_by_handler)
 {
 	uint8_t *ref = ref_new(32, 9216);
-	struct snaprec rec;
+	struct snaprec rec = { .command = NULL };
 	struct job s, c;
 
 	snapshot_case(VDF_SnapshotPrepare, 0, ERROR_OPERATION_ABORTED, &rec, &s, &c, ref);
@@ -1083,7 +1083,7 @@ END_TEST
 START_TEST(test_frozen_files_listed)
 {
 	uint8_t *ref = ref_new(33, 9216);
-	struct snaprec rec;
+	struct snaprec rec = { .command = NULL };
 	struct job s, c;
 
 	snapshot_case(VDF_SnapshotPrepare | VDF_EnumFrozenFiles, 1, ERROR_SUCCESS, &rec, &s, &c,
@@ -1103,7 +1103,7 @@ END_TEST
 START_TEST(test_frozen_files_not_offered)
 {
 	uint8_t *ref = ref_new(34, 9216);
-	struct snaprec rec;
+	struct snaprec rec = { .command = NULL };
 	struct job s, c;
 
 	snapshot_case(VDF_SnapshotPrepare, 1, ERROR_SUCCESS, &rec, &s, &c, ref);
@@ -1156,7 +1156,7 @@ START_TEST(test_mount_snapshot_at_close)
 {
 	uint8_t *ref = ref_new(35, 3072);
 	struct tl_pair_opts o;
-	struct snaprec rec;
+	struct snaprec rec = { .command = NULL };
 	struct job s, c;
 	struct rig r;
 
@@ -1188,7 +1188,7 @@ START_TEST(test_snapshot_command_runs)
 {
 	uint8_t *ref = ref_new(36, 9216);
 	char out[256], cmd[512], got[512] = "";
-	struct snaprec rec;
+	struct snaprec rec = { .command = NULL };
 	struct job s, c;
 	FILE *f;
 
@@ -1221,7 +1221,7 @@ END_TEST
 START_TEST(test_snapshot_command_fails)
 {
 	uint8_t *ref = ref_new(37, 9216);
-	struct snaprec rec;
+	struct snaprec rec = { .command = NULL };
 	struct job s, c;
 
 	memset(&rec, 0, sizeof(rec));
@@ -1262,7 +1262,7 @@ START_TEST(test_snapshot_command_killed_by_abort)
 {
 	uint8_t *ref = ref_new(38, 9216);
 	struct tl_pair_opts o;
-	struct snaprec rec;
+	struct snaprec rec = { .command = NULL };
 	struct abort_later al;
 	struct job s, c;
 	struct rig r;
