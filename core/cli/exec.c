@@ -196,6 +196,31 @@ static char *statement_text(int argc, char **argv, const char *file)
 	}
 }
 
+/* What the statement asks that this stand-in cannot do is refused before
+ * anything starts; what it accepts without modelling is said in one line. */
+static int check_supported(struct job *j)
+{
+	const struct stmt *st = &j->st;
+	char line[2048];
+
+	if (st->file > 1) {
+		cli_err("%s: FILE=%u: a virtual device's media holds one backup set: only FILE=1",
+		        stmt_name(st), st->file);
+		return -1;
+	}
+	if (st->log || st->kind == STMT_FILELISTONLY ||
+	    (st->given & (OPT_DIFFERENTIAL | OPT_SNAPSHOT | OPT_NORECOVERY | OPT_STANDBY |
+	                  OPT_MOVE | OPT_COPY_ONLY))) {
+		cli_err("%s: LOG, DIFFERENTIAL, COPY_ONLY, SNAPSHOT, NORECOVERY, STANDBY, MOVE and FILELISTONLY are not played by this vdi exec",
+		        stmt_name(st));
+		return -1;
+	}
+	stmt_unmodelled(st, line, sizeof(line));
+	if (line[0] && !j->quiet)
+		cli_err("accepted without effect in this stand-in: %s", line);
+	return 0;
+}
+
 static int parse_args(struct job *j, int argc, char **argv, char **text)
 {
 	static const struct option longopts[] = {
@@ -241,7 +266,7 @@ static int parse_args(struct job *j, int argc, char **argv, char **text)
 		cli_err("%s", err);
 		return -1;
 	}
-	return 0;
+	return check_supported(j);
 }
 
 /* -------------------------------------------------------------- files */

@@ -307,53 +307,150 @@ static void copy_name(struct parser *ps, char *dst, const char *what)
 /* ------------------------------------------------------------- options */
 
 enum check { CHK_RANGE, CHK_POW2, CHK_MUL64K };
-enum vtype { V_NONE, V_NUM, V_OPTNUM, V_STR };
+enum vtype { V_FLAG, V_NUM, V_OPTNUM, V_STR, V_MOVE };
 
-#define K_BACKUP  (1u << STMT_BACKUP)
-#define K_RESTORE (1u << STMT_RESTORE)
-#define K_READS   ((1u << STMT_RESTORE) | (1u << STMT_VERIFYONLY) | (1u << STMT_HEADERONLY))
-#define K_ALL     (K_BACKUP | K_READS)
+/* The statements an option is valid with: one bit per statement. */
+#define K_BDB      (1u << 0) /* BACKUP DATABASE */
+#define K_BLOG     (1u << 1) /* BACKUP LOG */
+#define K_RDB      (1u << 2) /* RESTORE DATABASE */
+#define K_RLOG     (1u << 3) /* RESTORE LOG */
+#define K_VERIFY   (1u << 4)
+#define K_HEADER   (1u << 5)
+#define K_FILELIST (1u << 6)
+#define K_BACKUP   (K_BDB | K_BLOG)
+#define K_RESTORE  (K_RDB | K_RLOG)
+#define K_READS    (K_RESTORE | K_VERIFY | K_HEADER | K_FILELIST)
+#define K_ALL      (K_BACKUP | K_READS)
+
+static unsigned kind_bit(const struct stmt *st)
+{
+	switch (st->kind) {
+	case STMT_BACKUP: return st->log ? K_BLOG : K_BDB;
+	case STMT_RESTORE: return st->log ? K_RLOG : K_RDB;
+	case STMT_VERIFYONLY: return K_VERIFY;
+	case STMT_HEADERONLY: return K_HEADER;
+	case STMT_FILELISTONLY: return K_FILELIST;
+	}
+	return 0;
+}
 
 struct optdef {
 	const char *name;
-	unsigned bit;
+	uint64_t bit;
 	unsigned kinds;
 	enum vtype vt;
 	enum check chk;
-	uint64_t min, max;
-	const char *rule; /* "must be ..." */
-	size_t field;     /* offsetof the value in struct stmt */
-	int wide;         /* field is uint64_t */
+	uint64_t min, max;      /* numbers: the range; strings: max length */
+	const char *rule;       /* "must be ..." */
+	size_t field;           /* offsetof the value in struct stmt */
+	int wide;               /* field is uint64_t */
+	uint64_t refuses;       /* options it cannot be used with */
+	const char *unmodelled; /* accepted, not modelled: why */
 };
 
 #define F(f) offsetof(struct stmt, f)
+#define NAMED_STR(opt, bit, kinds, len, field)                                        \
+	{                                                                             \
+		opt, bit, kinds, V_STR, CHK_RANGE, 0, len,                            \
+			"must be a string of at most " #len " bytes", F(field), 0, 0, \
+			"not stored in the backup"                                    \
+	}
+#define TAPE_FLAG(opt, bit, other)                                                \
+	{                                                                         \
+		opt, bit, K_ALL, V_FLAG, CHK_RANGE, 0, 0, "", 0, 0, other,        \
+			"a tape option: a virtual device has no tape to position" \
+	}
+#define MEDIA_FLAG(opt, bit, other)                                                                             \
+	{                                                                                                       \
+		opt, bit, K_BACKUP, V_FLAG, CHK_RANGE, 0, 0, "", 0, 0, other,                                   \
+			"a virtual device carries one new media stream per backup: no media header or earlier " \
+			"backup sets to check or keep"                                                          \
+	}
 
 static const struct optdef optdefs[] = {
 	{ "BLOCKSIZE", OPT_BLOCKSIZE, K_ALL, V_NUM, CHK_POW2, 512, 65536,
-	  "must be a power of two from 512 to 65536", F(blocksize), 0 },
+	  "must be a power of two from 512 to 65536", F(blocksize), 0, 0, NULL },
 	{ "MAXTRANSFERSIZE", OPT_MAXTRANSFERSIZE, K_ALL, V_NUM, CHK_MUL64K, 65536, 4194304,
-	  "must be a multiple of 65536 from 65536 to 4194304", F(maxtransfersize), 0 },
+	  "must be a multiple of 65536 from 65536 to 4194304", F(maxtransfersize), 0, 0, NULL },
 	{ "BUFFERCOUNT", OPT_BUFFERCOUNT, K_ALL, V_NUM, CHK_RANGE, 1, STMT_MAX_BUFFERCOUNT,
-	  "must be from 1 to 1024", F(buffercount), 0 },
-	{ "REPLACE", OPT_REPLACE, K_RESTORE, V_NONE, CHK_RANGE, 0, 0, "", F(replace), 0 },
+	  "must be from 1 to 1024", F(buffercount), 0, 0, NULL },
 	{ "STATS", OPT_STATS, K_ALL, V_OPTNUM, CHK_RANGE, 1, 100, "must be from 1 to 100", F(stats),
-	  0 },
+	  0, 0, NULL },
 	{ "DESCRIPTION", OPT_DESCRIPTION, K_BACKUP, V_STR, CHK_RANGE, 0, STMT_MAX_DESCRIPTION,
-	  "must be a string of at most 255 bytes", 0, 0 },
+	  "must be a string of at most 255 bytes", F(description), 0, 0, NULL },
+	{ "DIFFERENTIAL", OPT_DIFFERENTIAL, K_BDB, V_FLAG, CHK_RANGE, 0, 0, "", 0, 0, 0, NULL },
+	{ "COPY_ONLY", OPT_COPY_ONLY, K_BACKUP, V_FLAG, CHK_RANGE, 0, 0, "", 0, 0, 0, NULL },
+	{ "SNAPSHOT", OPT_SNAPSHOT, K_BDB | K_RDB, V_FLAG, CHK_RANGE, 0, 0, "", 0, 0,
+	  OPT_DIFFERENTIAL | OPT_COMPRESSION, NULL },
+	{ "METADATA_ONLY", OPT_SNAPSHOT, K_BDB | K_RDB, V_FLAG, CHK_RANGE, 0, 0, "", 0, 0,
+	  OPT_DIFFERENTIAL | OPT_COMPRESSION, NULL },
+	MEDIA_FLAG("FORMAT", OPT_FORMAT, OPT_NOFORMAT),
+	MEDIA_FLAG("NOFORMAT", OPT_NOFORMAT, 0),
+	MEDIA_FLAG("INIT", OPT_INIT, OPT_NOINIT),
+	MEDIA_FLAG("NOINIT", OPT_NOINIT, 0),
+	MEDIA_FLAG("SKIP", OPT_SKIP, OPT_NOSKIP),
+	MEDIA_FLAG("NOSKIP", OPT_NOSKIP, 0),
+	TAPE_FLAG("REWIND", OPT_REWIND, OPT_NOREWIND),
+	TAPE_FLAG("NOREWIND", OPT_NOREWIND, 0),
+	TAPE_FLAG("UNLOAD", OPT_UNLOAD, OPT_NOUNLOAD),
+	TAPE_FLAG("NOUNLOAD", OPT_NOUNLOAD, 0),
+	{ "CHECKSUM", OPT_CHECKSUM, K_ALL, V_FLAG, CHK_RANGE, 0, 0, "", 0, 0, OPT_NO_CHECKSUM,
+	  NULL },
+	{ "NO_CHECKSUM", OPT_NO_CHECKSUM, K_ALL, V_FLAG, CHK_RANGE, 0, 0, "", 0, 0, 0,
+	  "every chunk carries its CRC32C regardless" },
+	{ "COMPRESSION", OPT_COMPRESSION, K_BACKUP, V_FLAG, CHK_RANGE, 0, 0, "", 0, 0,
+	  OPT_NO_COMPRESSION, "pages are stored as they are" },
+	{ "NO_COMPRESSION", OPT_NO_COMPRESSION, K_BACKUP, V_FLAG, CHK_RANGE, 0, 0, "", 0, 0, 0,
+	  NULL },
+	{ "CONTINUE_AFTER_ERROR", OPT_CONTINUE_AFTER_ERROR, K_ALL, V_FLAG, CHK_RANGE, 0, 0, "", 0,
+	  0, OPT_STOP_ON_ERROR, "the stand-in stops at the first damaged byte" },
+	{ "STOP_ON_ERROR", OPT_STOP_ON_ERROR, K_ALL, V_FLAG, CHK_RANGE, 0, 0, "", 0, 0, 0, NULL },
+	NAMED_STR("NAME", OPT_NAME, K_BACKUP, 127, name),
+	NAMED_STR("MEDIANAME", OPT_MEDIANAME, K_ALL, 127, medianame),
+	NAMED_STR("MEDIADESCRIPTION", OPT_MEDIADESCRIPTION, K_BACKUP, 255, mediadescription),
+	{ "NO_TRUNCATE", OPT_NO_TRUNCATE, K_BLOG, V_FLAG, CHK_RANGE, 0, 0, "", 0, 0, 0,
+	  "the stand-in's log backups never truncate anything" },
+	{ "FILE", OPT_FILE, K_READS, V_NUM, CHK_RANGE, 1, INT32_MAX, "must be from 1 to 2147483647",
+	  F(file), 0, 0, NULL },
+	{ "REPLACE", OPT_REPLACE, K_RDB, V_FLAG, CHK_RANGE, 0, 0, "", 0, 0, 0, NULL },
+	{ "RECOVERY", OPT_RECOVERY, K_RESTORE, V_FLAG, CHK_RANGE, 0, 0, "", 0, 0,
+	  OPT_NORECOVERY | OPT_STANDBY, NULL },
+	{ "NORECOVERY", OPT_NORECOVERY, K_RESTORE, V_FLAG, CHK_RANGE, 0, 0, "", 0, 0, OPT_STANDBY,
+	  NULL },
+	{ "STANDBY", OPT_STANDBY, K_RESTORE, V_STR, CHK_RANGE, 1, STMT_MAX_PATH,
+	  "must be a file name of 1 to 1024 bytes", F(standby), 0, 0,
+	  "restored as with NORECOVERY: no undo file is written" },
+	{ "MOVE", OPT_MOVE, K_RDB, V_MOVE, CHK_RANGE, 1, STMT_MAX_PATH,
+	  "must be 'logical name' TO 'path of 1 to 1024 bytes'", 0, 0, 0, NULL },
+	{ "STOPAT", OPT_STOPAT, K_RLOG, V_STR, CHK_RANGE, 1, STMT_MAX_NAME,
+	  "must be a point in time like '2026-12-07 11:00:00'", F(stopat), 0, 0,
+	  "the stand-in's log backups hold no records to stop in: each is applied whole" },
 	{ "FAULT_ABORT_AFTER", OPT_FAULT_ABORT_AFTER, K_ALL, V_NUM, CHK_RANGE, 0, INT64_MAX,
-	  "must be from 0 to 9223372036854775807", F(fault_abort_after), 1 },
+	  "must be from 0 to 9223372036854775807", F(fault_abort_after), 1, 0, NULL },
 	{ "FAULT_STALL", OPT_FAULT_STALL, K_ALL, V_NUM, CHK_RANGE, 0, STMT_MAX_MS,
-	  "must be from 0 to 600000 (milliseconds)", F(fault_stall_ms), 0 },
+	  "must be from 0 to 600000 (milliseconds)", F(fault_stall_ms), 0, 0, NULL },
 	{ "FAULT_EXTRA_FLUSHES", OPT_FAULT_EXTRA_FLUSHES, K_BACKUP, V_NUM, CHK_RANGE, 0, 1000,
-	  "must be from 0 to 1000", F(fault_extra_flushes), 0 },
+	  "must be from 0 to 1000", F(fault_extra_flushes), 0, 0, NULL },
 	{ "FAULT_LATE_COMPLETE", OPT_FAULT_LATE_COMPLETE, K_BACKUP, V_NUM, CHK_RANGE, 0,
-	  STMT_MAX_MS, "must be from 0 to 600000 (milliseconds)", F(fault_late_complete_ms), 0 },
+	  STMT_MAX_MS, "must be from 0 to 600000 (milliseconds)", F(fault_late_complete_ms), 0, 0,
+	  NULL },
 };
+
+#define NOPTS (sizeof(optdefs) / sizeof(optdefs[0]))
 
 static const struct optdef *find_opt(const char *name)
 {
-	for (size_t i = 0; i < sizeof(optdefs) / sizeof(optdefs[0]); i++)
+	for (size_t i = 0; i < NOPTS; i++)
 		if (strcasecmp(optdefs[i].name, name) == 0)
+			return &optdefs[i];
+	return NULL;
+}
+
+/* The first option of the table with bit b (its name for messages). */
+static const struct optdef *opt_of_bit(uint64_t b)
+{
+	for (size_t i = 0; i < NOPTS; i++)
+		if (optdefs[i].bit == b)
 			return &optdefs[i];
 	return NULL;
 }
@@ -430,33 +527,78 @@ static void parse_number_value(struct parser *ps, struct stmt *st, const struct 
 	next(ps);
 }
 
-static void parse_string_value(struct parser *ps, struct stmt *st, const struct optdef *o)
+/* A string token of min..max bytes without control characters into dst
+ * (max + 1 bytes); what names it in messages. */
+static void take_string(struct parser *ps, char *dst, const char *what, uint64_t min, uint64_t max,
+                        const char *rule)
 {
+	size_t len = strlen(ps->tok.text);
+
 	if (ps->tok.type != T_STRING) {
 		char buf[96];
 
-		perr(ps, "invalid %s %s: %s", o->name, tok_desc(&ps->tok, buf, sizeof(buf)),
-		     o->rule);
+		perr(ps, "invalid %s %s at line %u, column %u: %s", what,
+		     tok_desc(&ps->tok, buf, sizeof(buf)), ps->tok.line, ps->tok.col, rule);
 		return;
 	}
-	if (ps->tok.too_long || strlen(ps->tok.text) > STMT_MAX_DESCRIPTION) {
-		perr(ps, "invalid %s '%.40s...': %s", o->name, ps->tok.text, o->rule);
+	if (ps->tok.too_long || len > max || len < min) {
+		perr(ps, "invalid %s '%.40s%s': %s", what, ps->tok.text, len > 40 ? "..." : "",
+		     rule);
 		return;
 	}
 	for (const char *c = ps->tok.text; *c; c++) {
 		if ((unsigned char)*c < 0x20 || *c == 0x7f) {
-			perr(ps, "invalid %s '%.40s': must not contain control characters", o->name,
+			perr(ps, "invalid %s '%.40s': must not contain control characters", what,
 			     ps->tok.text);
 			return;
 		}
 	}
-	strcpy(st->description, ps->tok.text);
+	memcpy(dst, ps->tok.text, len + 1);
 	next(ps);
+}
+
+/* MOVE 'logical' TO 'path' (the option name already taken). */
+static void parse_move(struct parser *ps, struct stmt *st, const struct optdef *o)
+{
+	struct stmt_move *m;
+
+	if (st->nmove == STMT_MAX_MOVES) {
+		perr(ps, "too many MOVE clauses: at most %d", STMT_MAX_MOVES);
+		return;
+	}
+	m = &st->move[st->nmove];
+	take_string(ps, m->from, "MOVE logical file name", 1, STMT_MAX_NAME,
+	            "must be a quoted logical file name of 1 to 127 bytes");
+	if (ps->failed || !expect_word(ps, "TO", " after MOVE 'logical name'"))
+		return;
+	take_string(ps, m->to, "MOVE target", 1, STMT_MAX_PATH, o->rule);
+	if (ps->failed)
+		return;
+	for (unsigned i = 0; i < st->nmove; i++) {
+		if (strcasecmp(st->move[i].from, m->from) == 0) {
+			perr(ps,
+			     "invalid MOVE '%.60s': logical file moved twice (clauses %u and %u)",
+			     m->from, i + 1, st->nmove + 1);
+			return;
+		}
+	}
+	st->nmove++;
+}
+
+static const char *known_options(char *buf, size_t len)
+{
+	size_t n = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < NOPTS && n < len; i++)
+		n += (size_t)snprintf(buf + n, len - n, "%s%s", i ? ", " : "", optdefs[i].name);
+	return buf;
 }
 
 static void parse_option(struct parser *ps, struct stmt *st)
 {
 	const struct optdef *o;
+	char known[1024];
 
 	if (ps->tok.type != T_WORD) {
 		expected(ps, "an option name after WITH or ','");
@@ -464,23 +606,24 @@ static void parse_option(struct parser *ps, struct stmt *st)
 	}
 	o = find_opt(ps->tok.text);
 	if (!o) {
-		perr(ps,
-		     "unknown option '%.60s' at line %u, column %u: known options are BLOCKSIZE, BUFFERCOUNT, MAXTRANSFERSIZE, REPLACE, STATS, DESCRIPTION, FAULT_ABORT_AFTER, FAULT_STALL, FAULT_EXTRA_FLUSHES, FAULT_LATE_COMPLETE",
-		     ps->tok.text, ps->tok.line, ps->tok.col);
+		perr(ps, "unknown option '%.60s' at line %u, column %u: known options are %s",
+		     ps->tok.text, ps->tok.line, ps->tok.col, known_options(known, sizeof(known)));
 		return;
 	}
-	if (!(o->kinds & (1u << st->kind))) {
-		perr(ps, "option %s is not valid with %s", o->name, stmt_kind_name(st->kind));
+	if (!(o->kinds & kind_bit(st))) {
+		perr(ps, "option %s is not valid with %s", o->name, stmt_name(st));
 		return;
 	}
-	if (st->given & o->bit) {
+	if ((st->given & o->bit) && o->vt != V_MOVE) {
 		perr(ps, "option %s given twice", o->name);
 		return;
 	}
 	st->given |= o->bit;
 	next(ps);
-	if (o->vt == V_NONE) {
-		st->replace = 1;
+	if (o->vt == V_FLAG)
+		return;
+	if (o->vt == V_MOVE) {
+		parse_move(ps, st, o);
 		return;
 	}
 	if (o->vt == V_OPTNUM && !is_punct(ps, '='))
@@ -488,7 +631,7 @@ static void parse_option(struct parser *ps, struct stmt *st)
 	if (!expect_punct(ps, '=', " after the option name"))
 		return;
 	if (o->vt == V_STR)
-		parse_string_value(ps, st, o);
+		take_string(ps, (char *)st + o->field, o->name, o->min, o->max, o->rule);
 	else
 		parse_number_value(ps, st, o);
 }
@@ -500,6 +643,27 @@ static void parse_options(struct parser *ps, struct stmt *st)
 		if (ps->failed)
 			return;
 	} while (is_punct(ps, ',') && (next(ps), 1));
+}
+
+const char *stmt_unmodelled(const struct stmt *st, char *buf, size_t len)
+{
+	size_t n = 0;
+	uint64_t seen = 0;
+
+	if (len)
+		buf[0] = '\0';
+	for (size_t i = 0; i < NOPTS; i++) {
+		const struct optdef *o = &optdefs[i];
+		const char *why = o->unmodelled;
+
+		if (o->bit == OPT_COPY_ONLY && (st->given & OPT_DIFFERENTIAL))
+			why = "ignored with DIFFERENTIAL, as SQL Server ignores it";
+		if (!why || !(st->given & o->bit) || (seen & o->bit) || n >= len)
+			continue;
+		seen |= o->bit;
+		n += (size_t)snprintf(buf + n, len - n, "%s%s (%s)", n ? "; " : "", o->name, why);
+	}
+	return buf;
 }
 
 /* ------------------------------------------------------------ statement */
@@ -569,8 +733,12 @@ static void parse_head(struct parser *ps, struct stmt *st)
 {
 	if (accept_word(ps, "BACKUP")) {
 		st->kind = STMT_BACKUP;
-		if (!expect_word(ps, "DATABASE", " after BACKUP"))
+		if (accept_word(ps, "LOG")) {
+			st->log = 1;
+		} else if (!accept_word(ps, "DATABASE")) {
+			expected(ps, "DATABASE or LOG after BACKUP");
 			return;
+		}
 		parse_dbname(ps, st);
 		if (!ps->failed)
 			expect_word(ps, "TO", " after the database name");
@@ -580,15 +748,21 @@ static void parse_head(struct parser *ps, struct stmt *st)
 		expected(ps, "BACKUP or RESTORE");
 		return;
 	}
-	if (accept_word(ps, "DATABASE")) {
+	if (accept_word(ps, "LOG")) {
+		st->log = 1;
+		st->kind = STMT_RESTORE;
+		parse_dbname(ps, st);
+	} else if (accept_word(ps, "DATABASE")) {
 		st->kind = STMT_RESTORE;
 		parse_dbname(ps, st);
 	} else if (accept_word(ps, "VERIFYONLY")) {
 		st->kind = STMT_VERIFYONLY;
 	} else if (accept_word(ps, "HEADERONLY")) {
 		st->kind = STMT_HEADERONLY;
+	} else if (accept_word(ps, "FILELISTONLY")) {
+		st->kind = STMT_FILELISTONLY;
 	} else {
-		expected(ps, "DATABASE, VERIFYONLY or HEADERONLY after RESTORE");
+		expected(ps, "DATABASE, LOG, VERIFYONLY, HEADERONLY or FILELISTONLY after RESTORE");
 		return;
 	}
 	if (!ps->failed)
@@ -613,12 +787,25 @@ static void set_defaults(struct stmt *st)
 		st->buffercount = 2 * st->ndev + 2;
 	if (st->stats == 0) /* not given, or STATS without a value */
 		st->stats = 10;
+	if (!(st->given & OPT_FILE))
+		st->file = 1;
+	st->replace = (st->given & OPT_REPLACE) != 0;
 }
 
 static void check_combination(struct parser *ps, const struct stmt *st)
 {
 	uint64_t bytes = (uint64_t)st->buffercount * st->maxtransfersize;
 
+	for (size_t i = 0; i < NOPTS; i++) {
+		const struct optdef *o = &optdefs[i];
+		uint64_t both = st->given & o->refuses;
+
+		if ((st->given & o->bit) && both) {
+			perr(ps, "options %s and %s cannot be used together", o->name,
+			     opt_of_bit(both & (~both + 1))->name);
+			return;
+		}
+	}
 	if (bytes > STMT_MAX_BUFFER_BYTES)
 		perr(ps,
 		     "invalid BUFFERCOUNT '%u' with MAXTRANSFERSIZE '%u': buffers would take %llu bytes, at most %llu allowed",
@@ -659,6 +846,14 @@ const char *stmt_kind_name(enum stmt_kind kind)
 	case STMT_RESTORE: return "RESTORE DATABASE";
 	case STMT_VERIFYONLY: return "RESTORE VERIFYONLY";
 	case STMT_HEADERONLY: return "RESTORE HEADERONLY";
+	case STMT_FILELISTONLY: return "RESTORE FILELISTONLY";
 	}
 	return "?";
+}
+
+const char *stmt_name(const struct stmt *st)
+{
+	if (st->log)
+		return st->kind == STMT_BACKUP ? "BACKUP LOG" : "RESTORE LOG";
+	return stmt_kind_name(st->kind);
 }

@@ -11,6 +11,9 @@
 
 #include "stmt.h"
 
+#define KNOWN \
+	"BLOCKSIZE, MAXTRANSFERSIZE, BUFFERCOUNT, STATS, DESCRIPTION, DIFFERENTIAL, COPY_ONLY, SNAPSHOT, METADATA_ONLY, FORMAT, NOFORMAT, INIT, NOINIT, SKIP, NOSKIP, REWIND, NOREWIND, UNLOAD, NOUNLOAD, CHECKSUM, NO_CHECKSUM, COMPRESSION, NO_COMPRESSION, CONTINUE_AFTER_ERROR, STOP_ON_ERROR, NAME, MEDIANAME, MEDIADESCRIPTION, NO_TRUNCATE, FILE, REPLACE, RECOVERY, NORECOVERY, STANDBY, MOVE, STOPAT, FAULT_ABORT_AFTER, FAULT_STALL, FAULT_EXTRA_FLUSHES, FAULT_LATE_COMPLETE"
+
 static struct stmt st;
 static char err[1024];
 
@@ -193,6 +196,91 @@ START_TEST(test_huge_tokens)
 END_TEST
 
 /* Every error message, exactly. */
+/* Every option of issue 12, in the statement it belongs to: the bits
+ * given, and the one-line report of what the stand-in does not model. */
+static const struct {
+	const char *text;
+	uint64_t given;
+	const char *unmodelled;
+} good[] = {
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH FORMAT, MAXTRANSFERSIZE=1048576",
+	  OPT_FORMAT | OPT_MAXTRANSFERSIZE,
+	  "FORMAT (a virtual device carries one new media stream per backup: no media header or earlier backup sets to check or keep)" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH DIFFERENTIAL, CHECKSUM, NO_COMPRESSION, STOP_ON_ERROR",
+	  OPT_DIFFERENTIAL | OPT_CHECKSUM | OPT_NO_COMPRESSION | OPT_STOP_ON_ERROR, "" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH DIFFERENTIAL, COPY_ONLY",
+	  OPT_DIFFERENTIAL | OPT_COPY_ONLY,
+	  "COPY_ONLY (ignored with DIFFERENTIAL, as SQL Server ignores it)" },
+	{ "BACKUP LOG d TO VIRTUAL_DEVICE='a' WITH COPY_ONLY, NO_TRUNCATE, INIT, SKIP, NOFORMAT",
+	  OPT_COPY_ONLY | OPT_NO_TRUNCATE | OPT_INIT | OPT_SKIP | OPT_NOFORMAT,
+	  "NOFORMAT (a virtual device carries one new media stream per backup: no media header or earlier backup sets to check or keep); INIT (a virtual device carries one new media stream per backup: no media header or earlier backup sets to check or keep); SKIP (a virtual device carries one new media stream per backup: no media header or earlier backup sets to check or keep); NO_TRUNCATE (the stand-in's log backups never truncate anything)" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH NOINIT, NOSKIP, COMPRESSION, NO_CHECKSUM, CONTINUE_AFTER_ERROR",
+	  OPT_NOINIT | OPT_NOSKIP | OPT_COMPRESSION | OPT_NO_CHECKSUM | OPT_CONTINUE_AFTER_ERROR,
+	  "NOINIT (a virtual device carries one new media stream per backup: no media header or earlier backup sets to check or keep); NOSKIP (a virtual device carries one new media stream per backup: no media header or earlier backup sets to check or keep); NO_CHECKSUM (every chunk carries its CRC32C regardless); COMPRESSION (pages are stored as they are); CONTINUE_AFTER_ERROR (the stand-in stops at the first damaged byte)" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH NAME='n', MEDIANAME=N'm', MEDIADESCRIPTION='md'",
+	  OPT_NAME | OPT_MEDIANAME | OPT_MEDIADESCRIPTION,
+	  "NAME (not stored in the backup); MEDIANAME (not stored in the backup); MEDIADESCRIPTION (not stored in the backup)" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH SNAPSHOT", OPT_SNAPSHOT, "" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH METADATA_ONLY", OPT_SNAPSHOT, "" },
+	{ "RESTORE DATABASE d FROM VIRTUAL_DEVICE='a' WITH SNAPSHOT, NORECOVERY",
+	  OPT_SNAPSHOT | OPT_NORECOVERY, "" },
+	{ "RESTORE DATABASE d FROM VIRTUAL_DEVICE='a' WITH FILE=1, REPLACE, RECOVERY, MOVE 'd' TO '/x/y.mdf'",
+	  OPT_FILE | OPT_REPLACE | OPT_RECOVERY | OPT_MOVE, "" },
+	{ "RESTORE DATABASE d FROM VIRTUAL_DEVICE='a' WITH REWIND, UNLOAD", OPT_REWIND | OPT_UNLOAD,
+	  "REWIND (a tape option: a virtual device has no tape to position); UNLOAD (a tape option: a virtual device has no tape to position)" },
+	{ "RESTORE LOG d FROM VIRTUAL_DEVICE='a' WITH NORECOVERY", OPT_NORECOVERY, "" },
+	{ "RESTORE LOG d FROM VIRTUAL_DEVICE='a' WITH STANDBY='/tmp/undo', STOPAT='2026-12-07 11:00'",
+	  OPT_STANDBY | OPT_STOPAT,
+	  "STANDBY (restored as with NORECOVERY: no undo file is written); STOPAT (the stand-in's log backups hold no records to stop in: each is applied whole)" },
+	{ "RESTORE FILELISTONLY FROM VIRTUAL_DEVICE='a' WITH FILE=1, MEDIANAME='m'",
+	  OPT_FILE | OPT_MEDIANAME, "MEDIANAME (not stored in the backup)" },
+	{ "RESTORE VERIFYONLY FROM VIRTUAL_DEVICE='a' WITH CHECKSUM, NOUNLOAD",
+	  OPT_CHECKSUM | OPT_NOUNLOAD,
+	  "NOUNLOAD (a tape option: a virtual device has no tape to position)" },
+};
+
+START_TEST(test_issue12_options)
+{
+	char line[2048];
+
+	parse_ok(good[_i].text);
+	ck_assert_msg(st.given == good[_i].given, "<%s>: given %#llx, want %#llx", good[_i].text,
+	              (unsigned long long)st.given, (unsigned long long)good[_i].given);
+	ck_assert_str_eq(stmt_unmodelled(&st, line, sizeof(line)), good[_i].unmodelled);
+	ck_assert_int_eq(st.replace, (good[_i].given & OPT_REPLACE) != 0);
+}
+END_TEST
+
+START_TEST(test_values_of_new_options)
+{
+	parse_ok(
+		"RESTORE DATABASE [d] FROM VIRTUAL_DEVICE='a' WITH MOVE N'd' TO '/srv/it''s.mdf', MOVE 'd_log' TO '/srv/l.ldf', FILE = 7");
+	ck_assert_uint_eq(st.nmove, 2);
+	ck_assert_str_eq(st.move[0].from, "d");
+	ck_assert_str_eq(st.move[0].to, "/srv/it's.mdf");
+	ck_assert_str_eq(st.move[1].from, "d_log");
+	ck_assert_uint_eq(st.file, 7);
+	ck_assert_int_eq(st.log, 0);
+	parse_ok(
+		"RESTORE LOG d FROM VIRTUAL_DEVICE='a' WITH STANDBY='/u', STOPAT='2026-12-07T11:00:00'");
+	ck_assert_int_eq(st.log, 1);
+	ck_assert_int_eq(st.kind, STMT_RESTORE);
+	ck_assert_str_eq(st.standby, "/u");
+	ck_assert_str_eq(st.stopat, "2026-12-07T11:00:00");
+	ck_assert_uint_eq(st.file, 1); /* default */
+	parse_ok("BACKUP LOG [d] TO VIRTUAL_DEVICE='a', VIRTUAL_DEVICE='b' WITH NAME='nightly'");
+	ck_assert_int_eq(st.kind, STMT_BACKUP);
+	ck_assert_int_eq(st.log, 1);
+	ck_assert_str_eq(st.name, "nightly");
+	ck_assert_uint_eq(st.ndev, 2);
+	parse_ok("RESTORE FILELISTONLY FROM VIRTUAL_DEVICE='a'");
+	ck_assert_int_eq(st.kind, STMT_FILELISTONLY);
+	/* valueless options no longer mean REPLACE */
+	parse_ok("RESTORE DATABASE d FROM VIRTUAL_DEVICE='a' WITH NORECOVERY, CHECKSUM");
+	ck_assert_int_eq(st.replace, 0);
+}
+END_TEST
+
 static const struct {
 	const char *text, *msg;
 } bad[] = {
@@ -200,8 +288,8 @@ static const struct {
 	{ "  -- nothing\n", "cannot parse statement: the statement is empty" },
 	{ "SELECT 1",
 	  "cannot parse statement: expected BACKUP or RESTORE, got 'SELECT' at line 1, column 1" },
-	{ "BACKUP LOG d TO VIRTUAL_DEVICE='v'",
-	  "cannot parse statement: expected DATABASE after BACKUP, got 'LOG' at line 1, column 8" },
+	{ "BACKUP TABLE d TO VIRTUAL_DEVICE='v'",
+	  "cannot parse statement: expected DATABASE or LOG after BACKUP, got 'TABLE' at line 1, column 8" },
 	{ "BACKUP DATABASE TO",
 	  "cannot parse statement: expected TO after the database name, got end of statement at line 1, column 19" },
 	{ "BACKUP DATABASE 'd' TO VIRTUAL_DEVICE='v'",
@@ -211,7 +299,7 @@ static const struct {
 	{ "BACKUP DATABASE d FROM VIRTUAL_DEVICE='v'",
 	  "cannot parse statement: expected TO after the database name, got 'FROM' at line 1, column 19" },
 	{ "RESTORE d FROM VIRTUAL_DEVICE='v'",
-	  "cannot parse statement: expected DATABASE, VERIFYONLY or HEADERONLY after RESTORE, got 'd' at line 1, column 9" },
+	  "cannot parse statement: expected DATABASE, LOG, VERIFYONLY, HEADERONLY or FILELISTONLY after RESTORE, got 'd' at line 1, column 9" },
 	{ "RESTORE DATABASE d TO VIRTUAL_DEVICE='v'",
 	  "cannot parse statement: expected FROM after RESTORE ..., got 'TO' at line 1, column 20" },
 	{ "RESTORE VERIFYONLY d FROM VIRTUAL_DEVICE='v'",
@@ -260,8 +348,8 @@ static const struct {
 	  "cannot parse statement: expected an option name after WITH or ',', got end of statement at line 1, column 45" },
 	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BLOCKSIZE=512,",
 	  "cannot parse statement: expected an option name after WITH or ',', got end of statement at line 1, column 60" },
-	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH COMPRESSION",
-	  "unknown option 'COMPRESSION' at line 1, column 46: known options are BLOCKSIZE, BUFFERCOUNT, MAXTRANSFERSIZE, REPLACE, STATS, DESCRIPTION, FAULT_ABORT_AFTER, FAULT_STALL, FAULT_EXTRA_FLUSHES, FAULT_LATE_COMPLETE" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH ENCRYPTION",
+	  "unknown option 'ENCRYPTION' at line 1, column 46: known options are " KNOWN },
 	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH REPLACE",
 	  "option REPLACE is not valid with BACKUP DATABASE" },
 	{ "RESTORE VERIFYONLY FROM VIRTUAL_DEVICE='a' WITH REPLACE",
@@ -315,7 +403,74 @@ static const struct {
 	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH STATS=101",
 	  "invalid STATS '101': must be from 1 to 100" },
 	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH DESCRIPTION=5",
-	  "invalid DESCRIPTION '5': must be a string of at most 255 bytes" },
+	  "invalid DESCRIPTION '5' at line 1, column 58: must be a string of at most 255 bytes" },
+	/* the options of issue 12: where each is valid, and what contradicts */
+	{ "BACKUP LOG d TO VIRTUAL_DEVICE='a' WITH DIFFERENTIAL",
+	  "option DIFFERENTIAL is not valid with BACKUP LOG" },
+	{ "RESTORE LOG d FROM VIRTUAL_DEVICE='a' WITH REPLACE",
+	  "option REPLACE is not valid with RESTORE LOG" },
+	{ "RESTORE DATABASE d FROM VIRTUAL_DEVICE='a' WITH FORMAT",
+	  "option FORMAT is not valid with RESTORE DATABASE" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH NORECOVERY",
+	  "option NORECOVERY is not valid with BACKUP DATABASE" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH FILE=1",
+	  "option FILE is not valid with BACKUP DATABASE" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH NO_TRUNCATE",
+	  "option NO_TRUNCATE is not valid with BACKUP DATABASE" },
+	{ "RESTORE DATABASE d FROM VIRTUAL_DEVICE='a' WITH STOPAT='2026-01-01'",
+	  "option STOPAT is not valid with RESTORE DATABASE" },
+	{ "RESTORE LOG d FROM VIRTUAL_DEVICE='a' WITH MOVE 'd' TO '/x'",
+	  "option MOVE is not valid with RESTORE LOG" },
+	{ "BACKUP LOG d TO VIRTUAL_DEVICE='a' WITH SNAPSHOT",
+	  "option SNAPSHOT is not valid with BACKUP LOG" },
+	{ "RESTORE HEADERONLY FROM VIRTUAL_DEVICE='a' WITH RECOVERY",
+	  "option RECOVERY is not valid with RESTORE HEADERONLY" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH INIT, NOINIT",
+	  "options INIT and NOINIT cannot be used together" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH NOFORMAT, FORMAT",
+	  "options FORMAT and NOFORMAT cannot be used together" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH SKIP, NOSKIP",
+	  "options SKIP and NOSKIP cannot be used together" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH CHECKSUM, NO_CHECKSUM",
+	  "options CHECKSUM and NO_CHECKSUM cannot be used together" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH NO_COMPRESSION, COMPRESSION",
+	  "options COMPRESSION and NO_COMPRESSION cannot be used together" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH STOP_ON_ERROR, CONTINUE_AFTER_ERROR",
+	  "options CONTINUE_AFTER_ERROR and STOP_ON_ERROR cannot be used together" },
+	{ "RESTORE DATABASE d FROM VIRTUAL_DEVICE='a' WITH REWIND, NOREWIND",
+	  "options REWIND and NOREWIND cannot be used together" },
+	{ "RESTORE DATABASE d FROM VIRTUAL_DEVICE='a' WITH UNLOAD, NOUNLOAD",
+	  "options UNLOAD and NOUNLOAD cannot be used together" },
+	{ "RESTORE DATABASE d FROM VIRTUAL_DEVICE='a' WITH RECOVERY, NORECOVERY",
+	  "options RECOVERY and NORECOVERY cannot be used together" },
+	{ "RESTORE LOG d FROM VIRTUAL_DEVICE='a' WITH STANDBY='/u', RECOVERY",
+	  "options RECOVERY and STANDBY cannot be used together" },
+	{ "RESTORE LOG d FROM VIRTUAL_DEVICE='a' WITH NORECOVERY, STANDBY='/u'",
+	  "options NORECOVERY and STANDBY cannot be used together" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH SNAPSHOT, DIFFERENTIAL",
+	  "options SNAPSHOT and DIFFERENTIAL cannot be used together" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH METADATA_ONLY, COMPRESSION",
+	  "options SNAPSHOT and COMPRESSION cannot be used together" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH SNAPSHOT, METADATA_ONLY",
+	  "option METADATA_ONLY given twice" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH FORMAT, FORMAT",
+	  "option FORMAT given twice" },
+	{ "RESTORE DATABASE d FROM VIRTUAL_DEVICE='a' WITH FILE=0",
+	  "invalid FILE '0': must be from 1 to 2147483647" },
+	{ "RESTORE DATABASE d FROM VIRTUAL_DEVICE='a' WITH FILE=2147483648",
+	  "invalid FILE '2147483648': must be from 1 to 2147483647" },
+	{ "RESTORE DATABASE d FROM VIRTUAL_DEVICE='a' WITH MOVE 'd' '/x'",
+	  "cannot parse statement: expected TO after MOVE 'logical name', got '/x' at line 1, column 58" },
+	{ "RESTORE DATABASE d FROM VIRTUAL_DEVICE='a' WITH MOVE d TO '/x'",
+	  "invalid MOVE logical file name 'd' at line 1, column 54: must be a quoted logical file name of 1 to 127 bytes" },
+	{ "RESTORE DATABASE d FROM VIRTUAL_DEVICE='a' WITH MOVE 'd' TO ''",
+	  "invalid MOVE target '': must be 'logical name' TO 'path of 1 to 1024 bytes'" },
+	{ "RESTORE DATABASE d FROM VIRTUAL_DEVICE='a' WITH MOVE 'd' TO '/x', MOVE 'D' TO '/y'",
+	  "invalid MOVE 'D': logical file moved twice (clauses 1 and 2)" },
+	{ "RESTORE LOG d FROM VIRTUAL_DEVICE='a' WITH STANDBY=''",
+	  "invalid STANDBY '': must be a file name of 1 to 1024 bytes" },
+	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH NAME=x",
+	  "invalid NAME 'x' at line 1, column 51: must be a string of at most 127 bytes" },
 	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH DESCRIPTION='a\nb'",
 	  "invalid DESCRIPTION 'a\nb': must not contain control characters" },
 	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH FAULT_STALL=600001",
@@ -331,7 +486,7 @@ static const struct {
 	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a' WITH BLOCKSIZE=512 ! ",
 	  "cannot parse statement: expected WITH, ',' or end of statement, got '!' at line 1, column 60" },
 	{ "BACKUP DATABASE d\nTO VIRTUAL_DEVICE='a'\nWITH BLOCKSIZE=512,\n  BOGUS",
-	  "unknown option 'BOGUS' at line 4, column 3: known options are BLOCKSIZE, BUFFERCOUNT, MAXTRANSFERSIZE, REPLACE, STATS, DESCRIPTION, FAULT_ABORT_AFTER, FAULT_STALL, FAULT_EXTRA_FLUSHES, FAULT_LATE_COMPLETE" },
+	  "unknown option 'BOGUS' at line 4, column 3: known options are " KNOWN },
 	{ "BACKUP DATABASE d TO VIRTUAL_DEVICE='a'\x01",
 	  "cannot parse statement: expected WITH, ',' or end of statement, got character 0x01 at line 1, column 40" },
 };
@@ -363,6 +518,13 @@ START_TEST(test_kind_names)
 	ck_assert_str_eq(stmt_kind_name(STMT_RESTORE), "RESTORE DATABASE");
 	ck_assert_str_eq(stmt_kind_name(STMT_VERIFYONLY), "RESTORE VERIFYONLY");
 	ck_assert_str_eq(stmt_kind_name(STMT_HEADERONLY), "RESTORE HEADERONLY");
+	ck_assert_str_eq(stmt_kind_name(STMT_FILELISTONLY), "RESTORE FILELISTONLY");
+	parse_ok("BACKUP LOG d TO VIRTUAL_DEVICE='a'");
+	ck_assert_str_eq(stmt_name(&st), "BACKUP LOG");
+	parse_ok("RESTORE LOG d FROM VIRTUAL_DEVICE='a'");
+	ck_assert_str_eq(stmt_name(&st), "RESTORE LOG");
+	parse_ok("RESTORE DATABASE d FROM VIRTUAL_DEVICE='a'");
+	ck_assert_str_eq(stmt_name(&st), "RESTORE DATABASE");
 	ck_assert_ptr_null(stmt_name_problem("ok name"));
 	ck_assert_str_eq(stmt_name_problem("\x7f"), "must not contain control characters");
 }
@@ -386,6 +548,8 @@ static Suite *parse_suite(void)
 	tcase_add_test(tc, test_huge_tokens);
 	tcase_add_loop_test(tc, test_errors, 0, (int)(sizeof(bad) / sizeof(bad[0])));
 	tcase_add_test(tc, test_error_truncation);
+	tcase_add_loop_test(tc, test_issue12_options, 0, (int)(sizeof(good) / sizeof(good[0])));
+	tcase_add_test(tc, test_values_of_new_options);
 	tcase_add_test(tc, test_kind_names);
 	suite_add_tcase(s, tc);
 	return s;

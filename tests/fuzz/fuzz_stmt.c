@@ -52,9 +52,31 @@ static void check_name(const char *name, size_t cap, const char *what)
 
 static void check_ok(const struct stmt *st)
 {
-	unsigned backup_only = OPT_DESCRIPTION | OPT_FAULT_EXTRA_FLUSHES | OPT_FAULT_LATE_COMPLETE;
+	uint64_t backup_only = OPT_DESCRIPTION | OPT_FAULT_EXTRA_FLUSHES | OPT_FAULT_LATE_COMPLETE |
+	                       OPT_DIFFERENTIAL | OPT_COPY_ONLY | OPT_FORMAT | OPT_NOFORMAT |
+	                       OPT_INIT | OPT_NOINIT | OPT_SKIP | OPT_NOSKIP | OPT_COMPRESSION |
+	                       OPT_NO_COMPRESSION | OPT_NAME | OPT_MEDIADESCRIPTION |
+	                       OPT_NO_TRUNCATE;
+	uint64_t restore_only = OPT_FILE | OPT_RECOVERY | OPT_NORECOVERY | OPT_STANDBY | OPT_MOVE |
+	                        OPT_STOPAT | OPT_REPLACE;
+	static const uint64_t pairs[][2] = {
+		{ OPT_FORMAT, OPT_NOFORMAT },
+		{ OPT_INIT, OPT_NOINIT },
+		{ OPT_SKIP, OPT_NOSKIP },
+		{ OPT_REWIND, OPT_NOREWIND },
+		{ OPT_UNLOAD, OPT_NOUNLOAD },
+		{ OPT_CHECKSUM, OPT_NO_CHECKSUM },
+		{ OPT_COMPRESSION, OPT_NO_COMPRESSION },
+		{ OPT_CONTINUE_AFTER_ERROR, OPT_STOP_ON_ERROR },
+		{ OPT_RECOVERY, OPT_NORECOVERY },
+		{ OPT_RECOVERY, OPT_STANDBY },
+		{ OPT_NORECOVERY, OPT_STANDBY },
+		{ OPT_SNAPSHOT, OPT_DIFFERENTIAL },
+		{ OPT_SNAPSHOT, OPT_COMPRESSION },
+	};
+	char line[4096];
 
-	if (st->kind < STMT_BACKUP || st->kind > STMT_HEADERONLY)
+	if (st->kind < STMT_BACKUP || st->kind > STMT_FILELISTONLY)
 		FAIL("kind %d", (int)st->kind);
 	if (st->kind == STMT_BACKUP || st->kind == STMT_RESTORE)
 		check_name(st->db, sizeof(st->db), "database name");
@@ -68,8 +90,30 @@ static void check_ok(const struct stmt *st)
 			if (!strcmp(st->dev[i], st->dev[j]))
 				FAIL("device '%s' given twice", st->dev[i]);
 	}
-	if (st->given & ~((unsigned)OPT_FAULT_LATE_COMPLETE * 2 - 1))
-		FAIL("unknown option bits 0x%x", st->given);
+	if (st->given & ~(OPT_LAST * 2 - 1))
+		FAIL("unknown option bits 0x%llx", (unsigned long long)st->given);
+	if (st->log && st->kind != STMT_BACKUP && st->kind != STMT_RESTORE)
+		FAIL("LOG with %s", stmt_kind_name(st->kind));
+	if (st->kind != STMT_RESTORE && (st->given & restore_only & ~OPT_FILE))
+		FAIL("RESTORE-only option with %s", stmt_kind_name(st->kind));
+	if (st->kind == STMT_BACKUP && (st->given & OPT_FILE))
+		FAIL("FILE with BACKUP");
+	if (st->log && (st->given & (OPT_DIFFERENTIAL | OPT_SNAPSHOT | OPT_REPLACE | OPT_MOVE)))
+		FAIL("a database-only option with %s", stmt_name(st));
+	for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++)
+		if ((st->given & pairs[i][0]) && (st->given & pairs[i][1]))
+			FAIL("contradicting options 0x%llx and 0x%llx both accepted",
+			     (unsigned long long)pairs[i][0], (unsigned long long)pairs[i][1]);
+	if (st->nmove > STMT_MAX_MOVES || (!st->nmove != !(st->given & OPT_MOVE)))
+		FAIL("%u MOVE clauses", st->nmove);
+	for (unsigned i = 0; i < st->nmove; i++)
+		if (!st->move[i].from[0] || !st->move[i].to[0] ||
+		    strnlen(st->move[i].to, sizeof(st->move[i].to)) == sizeof(st->move[i].to))
+			FAIL("MOVE clause %u empty or unterminated", i + 1);
+	if (st->file < 1 || st->file > INT32_MAX)
+		FAIL("file %u", st->file);
+	if (strnlen(stmt_unmodelled(st, line, sizeof(line)), sizeof(line)) == sizeof(line))
+		FAIL("unmodelled line not terminated");
 	if (st->kind != STMT_BACKUP && (st->given & backup_only))
 		FAIL("BACKUP-only option with %s", stmt_kind_name(st->kind));
 	if (st->kind != STMT_RESTORE && (st->given & OPT_REPLACE))
