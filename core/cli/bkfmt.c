@@ -10,6 +10,7 @@
  */
 #include "bkfmt.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -74,6 +75,97 @@ void bk_id_format(const uint8_t id[16], char out[37])
 
 /* ------------------------------------------------------------- header */
 
+/* ------------------------------------------------------------ hashes */
+
+/* A 64-bit multiply-rotate hash in four lanes of eight bytes (the shape
+ * of xxHash64): the change detector of differential and log backups,
+ * where a CRC32C's 2^-32 would be too weak a promise. */
+#define HP1 0x9e3779b185ebca87ull
+#define HP2 0xc2b2ae3d27d4eb4full
+#define HP3 0x165667b19e3779f9ull
+
+static uint64_t rotl64(uint64_t x, int r)
+{
+	return (x << r) | (x >> (64 - r));
+}
+
+static uint64_t hround(uint64_t acc, uint64_t v)
+{
+	return rotl64(acc + v * HP2, 31) * HP1;
+}
+
+static uint64_t hfinal(uint64_t h)
+{
+	h ^= h >> 33;
+	h *= HP2;
+	h ^= h >> 29;
+	h *= HP3;
+	return h ^ (h >> 32);
+}
+
+static uint64_t le64(const uint8_t *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, 8);
+	return le64toh(v);
+}
+
+uint64_t bk_hash64(const void *buf, size_t len)
+{
+	const uint8_t *p = buf, *end = p + len;
+	uint64_t a = HP1 + HP2, b = HP2, c = 0, d = 0 - HP1, h;
+
+	for (; end - p >= 32; p += 32) {
+		a = hround(a, le64(p));
+		b = hround(b, le64(p + 8));
+		c = hround(c, le64(p + 16));
+		d = hround(d, le64(p + 24));
+	}
+	h = rotl64(a, 1) + rotl64(b, 7) + rotl64(c, 12) + rotl64(d, 18) + (uint64_t)len;
+	for (; end - p >= 8; p += 8)
+		h = rotl64(h ^ hround(0, le64(p)), 27) * HP1 + HP3;
+	for (; p < end; p++)
+		h = rotl64(h ^ (*p * HP3), 11) * HP1;
+	return hfinal(h);
+}
+
+uint64_t bk_db_hash(const uint64_t *chunk_hash, uint64_t n, uint64_t size)
+{
+	uint64_t h = hround(HP3, size);
+
+	for (uint64_t i = 0; i < n; i++)
+		h = rotl64(h ^ hround(0, chunk_hash[i]), 27) * HP1 + HP3;
+	return hfinal(h);
+}
+
+static int pread_full(int fd, uint8_t *buf, uint32_t len, uint64_t off);
+
+int bk_hash_file(int fd, uint64_t size, uint32_t chunk_size, uint8_t *buf, uint64_t *map)
+{
+	for (uint64_t i = 0, off = 0; off < size; i++, off += chunk_size) {
+		uint32_t len = size - off < chunk_size ? (uint32_t)(size - off) : chunk_size;
+		int e = pread_full(fd, buf, len, off);
+
+		if (e < 0)
+			return e;
+		map[i] = bk_hash64(buf, len);
+	}
+	return 0;
+}
+
+int bk_is_partial(const struct bk_header *h)
+{
+	return h->kind == BK_DIFF || h->kind == BK_LOG;
+}
+
+uint64_t bk_db_chunks(const struct bk_header *h)
+{
+	return (h->total_size + h->chunk_size - 1) / h->chunk_size;
+}
+
+/* ------------------------------------------------------------ headers */
+
 uint64_t bk_stripe_chunks(const struct bk_header *h, uint32_t stripe)
 {
 	if (stripe >= h->chunk_count)
@@ -124,6 +216,13 @@ void bk_header_encode(struct bk_header *h, uint8_t out[BK_HEADER_SIZE])
 	put64(out + 72, (uint64_t)h->time);
 	memcpy(out + 80, h->db, strnlen(h->db, BK_DB_LEN - 1));
 	memcpy(out + 208, h->description, strnlen(h->description, BK_DESC_LEN - 1));
+	if (h->version >= 2) {
+		put32(out + 464, h->kind);
+		put32(out + 468, h->flags);
+		memcpy(out + 472, h->lineage, 16);
+		put64(out + 488, h->lsn);
+		put64(out + 496, h->first_lsn);
+	}
 	h->crc = crc32c(0, out, BK_HEADER_SIZE - 4);
 	put32(out + BK_HEADER_SIZE - 4, h->crc);
 }
@@ -143,8 +242,13 @@ static int header_fields_check(const struct bk_header *h, char *err, size_t errl
 	else if (!is_pow2(h->chunk_size) || h->chunk_size < BK_MIN_CHUNK ||
 	         h->chunk_size > BK_MAX_CHUNK)
 		fmt_err(err, errlen, "corrupt backup header: chunk size %u", h->chunk_size);
-	else if (h->chunk_count != (h->total_size + h->chunk_size - 1) / h->chunk_size ||
-	         h->total_size > (UINT64_MAX >> 2))
+	else if (h->kind > BK_SNAPSHOT || (h->flags & ~BK_F_COPY_ONLY))
+		fmt_err(err, errlen, "corrupt backup header: kind %u, flags %#x", h->kind,
+		        h->flags);
+	else if (h->total_size > (UINT64_MAX >> 2) ||
+	         (bk_is_partial(h)         ? h->chunk_count > bk_db_chunks(h)
+	          : h->kind == BK_SNAPSHOT ? h->chunk_count != 0
+	                                   : h->chunk_count != bk_db_chunks(h)))
 		fmt_err(err, errlen, "corrupt backup header: %llu chunks for %llu bytes",
 		        (unsigned long long)h->chunk_count, (unsigned long long)h->total_size);
 	else
@@ -162,9 +266,9 @@ int bk_header_decode(struct bk_header *h, const uint8_t in[BK_HEADER_SIZE], char
 		return -1;
 	}
 	h->version = get32(in + 8);
-	if (h->version != BK_VERSION || get32(in + 12) != BK_HEADER_SIZE) {
+	if (h->version < 1 || h->version > BK_VERSION || get32(in + 12) != BK_HEADER_SIZE) {
 		fmt_err(err, errlen,
-		        "unsupported backup format version %u (header size %u): this vdi reads version %u",
+		        "unsupported backup format version %u (header size %u): this vdi reads versions 1 to %u",
 		        h->version, get32(in + 12), BK_VERSION);
 		return -1;
 	}
@@ -184,6 +288,13 @@ int bk_header_decode(struct bk_header *h, const uint8_t in[BK_HEADER_SIZE], char
 	h->time = (int64_t)get64(in + 72);
 	memcpy(h->db, in + 80, BK_DB_LEN - 1);
 	memcpy(h->description, in + 208, BK_DESC_LEN - 1);
+	if (h->version >= 2) {
+		h->kind = get32(in + 464);
+		h->flags = get32(in + 468);
+		memcpy(h->lineage, in + 472, 16);
+		h->lsn = get64(in + 488);
+		h->first_lsn = get64(in + 496);
+	}
 	return header_fields_check(h, err, errlen);
 }
 
@@ -255,6 +366,10 @@ int bk_write_trailer(struct bk_writer *w)
 	put64(t + 16, w->data_bytes);
 	memcpy(t + 24, w->h.id, 16);
 	put32(t + 40, w->stream_crc);
+	if (w->h.version >= 2) {
+		put64(t + 44, w->db_size);
+		put64(t + 52, w->db_hash);
+	}
 	put32(t + 60, crc32c(0, t, 60));
 	return emit(w, t, sizeof(t));
 }
@@ -281,7 +396,8 @@ int bk_backup_stripe(struct bk_writer *w, int fd, uint8_t *buf, uint64_t *done, 
 	const struct bk_header *h = &w->h;
 	int rc = bk_write_header(w);
 
-	for (uint64_t i = h->stripe; rc == 0 && i < h->chunk_count; i += h->stripes) {
+	for (uint64_t slot = h->stripe; rc == 0 && slot < h->chunk_count; slot += h->stripes) {
+		uint64_t i = w->select ? w->select[slot] : slot;
 		uint32_t len = bk_chunk_len(h, i);
 		int e = pread_full(fd, buf, len, i * h->chunk_size);
 
@@ -291,6 +407,8 @@ int bk_backup_stripe(struct bk_writer *w, int fd, uint8_t *buf, uint64_t *done, 
 			        e == -EIO ? "file shrank during the backup" : strerror(-e));
 			return -1;
 		}
+		if (w->map)
+			w->map[i] = bk_hash64(buf, len);
 		rc = bk_write_chunk(w, i, buf, len);
 		if (rc == 0 && done)
 			__atomic_add_fetch(done, len, __ATOMIC_RELAXED);
@@ -408,7 +526,9 @@ int bk_read_header(struct bk_reader *r)
 	return 0;
 }
 
-static int check_chunk_hdr(struct bk_reader *r, const uint8_t *hdr, uint64_t at)
+/* Checks a chunk record's header; *db_index: the chunk of the database it
+ * holds (the slot's, in a partial backup strictly above the last). */
+static int check_chunk_hdr(struct bk_reader *r, const uint8_t *hdr, uint64_t at, uint64_t *db_index)
 {
 	uint64_t index = get64(hdr + 8);
 	uint32_t len = get32(hdr + 4);
@@ -417,6 +537,21 @@ static int check_chunk_hdr(struct bk_reader *r, const uint8_t *hdr, uint64_t at)
 		rerr(r, "corrupt chunk header at byte offset %llu: checksum mismatch",
 		     (unsigned long long)at);
 		return -1;
+	}
+	*db_index = index;
+	if (bk_is_partial(&r->h)) {
+		if (index < r->prev_db_index || index >= bk_db_chunks(&r->h) ||
+		    len != bk_chunk_len(&r->h, index) ||
+		    get64(hdr + 16) != index * r->h.chunk_size) {
+			rerr(r,
+			     "unexpected chunk at byte offset %llu: got chunk %llu (%u bytes), expected a chunk from %llu to %llu of stripe %u",
+			     (unsigned long long)at, (unsigned long long)index, len,
+			     (unsigned long long)r->prev_db_index,
+			     (unsigned long long)bk_db_chunks(&r->h) - 1, r->h.stripe + 1);
+			return -1;
+		}
+		r->prev_db_index = index + 1;
+		return 0;
 	}
 	if (index != r->next_index || len != bk_chunk_len(&r->h, index) ||
 	    get64(hdr + 16) != index * r->h.chunk_size) {
@@ -492,14 +627,14 @@ static int take_data_in_place(struct bk_reader *r, int fd, off_t off, uint32_t l
 static int read_chunk(struct bk_reader *r, const uint8_t *hdr, int fd, uint8_t *buf, uint64_t *done)
 {
 	uint64_t at = r->offset - BK_CHUNK_HDR_SIZE;
-	uint64_t index = r->next_index;
+	uint64_t index;
 	uint32_t len = get32(hdr + 4);
-
-	off_t off = (off_t)(index * r->h.chunk_size);
+	off_t off;
 	uint32_t crc;
 
-	if (check_chunk_hdr(r, hdr, at) < 0)
+	if (check_chunk_hdr(r, hdr, at, &index) < 0)
 		return -1;
+	off = (off_t)(index * r->h.chunk_size);
 	if (r->peek) {
 		if (take_data_in_place(r, fd, off, len, &crc) < 0)
 			return -1;
@@ -541,6 +676,10 @@ static int read_trailer(struct bk_reader *r, const uint8_t *first)
 	r->t.data_bytes = get64(t + 16);
 	memcpy(r->t.id, t + 24, 16);
 	r->t.stream_crc = get32(t + 40);
+	if (r->h.version >= 2) {
+		r->t.db_size = get64(t + 44);
+		r->t.db_hash = get64(t + 52);
+	}
 	if (r->chunks != want) {
 		rerr(r,
 		     "incomplete stripe %u: trailer at byte offset %llu after %llu of %llu chunks",
@@ -639,7 +778,10 @@ static int same_backup(const struct bk_header *a, const struct bk_header *b)
 {
 	return memcmp(a->id, b->id, 16) == 0 && a->stripes == b->stripes &&
 	       a->total_size == b->total_size && a->chunk_size == b->chunk_size &&
-	       a->time == b->time && strcmp(a->db, b->db) == 0;
+	       a->time == b->time && strcmp(a->db, b->db) == 0 && a->version == b->version &&
+	       a->kind == b->kind && a->flags == b->flags && a->chunk_count == b->chunk_count &&
+	       a->lsn == b->lsn && a->first_lsn == b->first_lsn &&
+	       memcmp(a->lineage, b->lineage, 16) == 0;
 }
 
 static int set_add_locked(struct bk_set *s, const struct bk_header *h, const char *device)

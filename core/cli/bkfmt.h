@@ -17,14 +17,26 @@
  *           backup id (uuid, same in every stripe), stripe index, stripe
  *           count, block size, max transfer size, chunk size, total size,
  *           chunk count, time (Unix seconds), database name (128 bytes),
- *           description (256 bytes), CRC32C of the first 508 bytes
+ *           description (256 bytes); version 2 adds at byte 464: kind
+ *           (0 full, 1 differential, 2 log, 3 snapshot metadata), flags
+ *           (1 copy-only), the database's backup lineage (uuid), this
+ *           backup's sequence number (LSN) and the LSN it starts from
+ *           (differential: its full; log: the log chain's previous
+ *           point); CRC32C of the first 508 bytes
  *   chunk   32-byte record header: tag "VDIC", data length, chunk index,
  *           byte offset in the database, CRC32C of the data, CRC32C of
  *           the first 28 bytes; then the data
  *   trailer 64 bytes: tag "VDIT", stripe index, chunk count, data bytes,
  *           backup id, CRC32C of every stripe byte before the trailer
- *           (the whole-stream checksum), CRC32C of the first 60 bytes
+ *           (the whole-stream checksum); version 2: the database's size
+ *           and bk_db_hash at the backup's point; CRC32C of the first
+ *           60 bytes
  *   padding zero bytes up to the next BLOCKSIZE multiple (< 65536)
+ *
+ * A differential or log backup (version 2) holds only some chunks: the
+ * header's chunk count is theirs, slot j of them lives in stripe j mod N,
+ * and their database chunk indexes rise strictly within a stripe.  A
+ * snapshot's metadata holds no chunk at all.
  *
  * Every stripe can be checked alone against its own header: chunk
  * indexes, lengths and offsets are fully determined by (stripe, stripes,
@@ -44,7 +56,7 @@
 #include <sys/types.h>
 
 #define BK_MAGIC          "VDIBAKv1"
-#define BK_VERSION        1
+#define BK_VERSION        2 /* written; 1 is still read */
 #define BK_HEADER_SIZE    512
 #define BK_CHUNK_HDR_SIZE 32
 #define BK_TRAILER_SIZE   64
@@ -66,8 +78,14 @@ uint32_t crc32c_portable(uint32_t crc, const void *buf, size_t len);
  * and len_b = length of B (no pass over the data). */
 uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b);
 
+enum bk_kind { BK_FULL, BK_DIFF, BK_LOG, BK_SNAPSHOT };
+#define BK_F_COPY_ONLY 1u
+
 struct bk_header {
 	uint32_t version;
+	uint32_t kind, flags; /* version 2; version 1 reads as BK_FULL, 0 */
+	uint8_t lineage[16];
+	uint64_t lsn, first_lsn;
 	uint8_t id[16];
 	uint32_t stripe, stripes;
 	uint32_t block_size, max_transfer_size, chunk_size;
@@ -83,7 +101,20 @@ struct bk_trailer {
 	uint64_t chunks, data_bytes;
 	uint8_t id[16];
 	uint32_t stream_crc;
+	uint64_t db_size, db_hash; /* version 2 */
 };
+
+/* 64-bit hash of one chunk of the database (its change detector), and the
+ * hash of a whole database from the hashes of its n chunks. */
+uint64_t bk_hash64(const void *buf, size_t len);
+uint64_t bk_db_hash(const uint64_t *chunk_hash, uint64_t n, uint64_t size);
+/* Fills map[i] for every chunk of the first size bytes of fd (chunk_size
+ * bytes each); buf holds chunk_size bytes.  0, or -errno. */
+int bk_hash_file(int fd, uint64_t size, uint32_t chunk_size, uint8_t *buf, uint64_t *map);
+/* Whether the header's kind holds only some chunks. */
+int bk_is_partial(const struct bk_header *h);
+/* Chunks of the database the header describes (not of the backup). */
+uint64_t bk_db_chunks(const struct bk_header *h);
 
 /* Number of chunks stripe `stripe` holds, and the length of chunk i. */
 uint64_t bk_stripe_chunks(const struct bk_header *h, uint32_t stripe);
@@ -109,6 +140,10 @@ struct bk_writer {
 	uint32_t stream_crc;
 	uint64_t offset; /* stripe bytes written */
 	uint64_t chunks, data_bytes;
+	/* optional */
+	const uint64_t *select;    /* partial: database chunk index of each slot */
+	uint64_t *map;             /* full: filled with each chunk's bk_hash64 */
+	uint64_t db_size, db_hash; /* for the version 2 trailer */
 };
 
 void bk_writer_init(struct bk_writer *w, const struct bk_header *h, bk_write_fn fn, void *ctx);
@@ -145,7 +180,8 @@ struct bk_reader {
 	uint32_t stream_crc;
 	uint32_t stream_crc_before_record; /* checksum up to the last record */
 	uint64_t offset;                   /* stripe bytes consumed */
-	uint64_t next_index;               /* next chunk index expected */
+	uint64_t next_index;               /* next chunk (partial: slot) expected */
+	uint64_t prev_db_index;            /* partial: last database index + 1 */
 	uint64_t chunks, data_bytes;
 	int source_error; /* the read callback failed (not a format error) */
 	char err[BK_ERR_LEN];

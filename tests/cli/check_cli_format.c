@@ -310,11 +310,32 @@ START_TEST(test_header_refusals)
 	ck_assert_str_eq(err, "corrupt backup header: checksum mismatch");
 
 	bk_header_encode(&h, raw);
-	raw[8] = 2; /* version */
+	raw[8] = 3; /* version */
 	ck_assert_int_eq(bk_header_decode(&g, raw, err, sizeof(err)), -1);
 	ck_assert_str_eq(
 		err,
-		"unsupported backup format version 2 (header size 512): this vdi reads version 1");
+		"unsupported backup format version 3 (header size 512): this vdi reads versions 1 to 2");
+
+	h.kind = 4;
+	bk_header_encode(&h, raw);
+	ck_assert_int_eq(bk_header_decode(&g, raw, err, sizeof(err)), -1);
+	ck_assert_str_eq(err, "corrupt backup header: kind 4, flags 0");
+	h.kind = BK_FULL;
+	h.flags = 2;
+	bk_header_encode(&h, raw);
+	ck_assert_int_eq(bk_header_decode(&g, raw, err, sizeof(err)), -1);
+	ck_assert_str_eq(err, "corrupt backup header: kind 0, flags 0x2");
+	h.flags = 0;
+	h.kind = BK_SNAPSHOT; /* snapshot metadata carries no chunk */
+	bk_header_encode(&h, raw);
+	ck_assert_int_eq(bk_header_decode(&g, raw, err, sizeof(err)), -1);
+	ck_assert_str_eq(err, "corrupt backup header: 1 chunks for 100 bytes");
+	h.kind = BK_DIFF;
+	h.chunk_count = 2; /* more than the database has */
+	bk_header_encode(&h, raw);
+	ck_assert_int_eq(bk_header_decode(&g, raw, err, sizeof(err)), -1);
+	ck_assert_str_eq(err, "corrupt backup header: 2 chunks for 100 bytes");
+	bk_header_init(&h, id_a, "db", 100, 2);
 
 	bk_header_encode(&h, raw);
 	raw[0] = 'X';
@@ -627,6 +648,148 @@ START_TEST(test_lenient_set)
 }
 END_TEST
 
+/* ------------------------------------------------------ version 2 */
+
+START_TEST(test_version1_still_read)
+{
+	struct bk_header h, g;
+	uint8_t raw[BK_HEADER_SIZE];
+	char err[BK_ERR_LEN];
+
+	bk_header_init(&h, id_a, "db", 5u << 20, 1);
+	ck_assert_uint_eq(h.version, 2);
+	h.version = 1; /* what vdi wrote before differential backups */
+	h.kind = BK_LOG;
+	h.lsn = 9; /* not written by version 1 */
+	bk_header_encode(&h, raw);
+	for (unsigned i = 464; i < 508; i++)
+		ck_assert_uint_eq(raw[i], 0);
+	ck_assert_int_eq(bk_header_decode(&g, raw, err, sizeof(err)), 0);
+	ck_assert_uint_eq(g.version, 1);
+	ck_assert_uint_eq(g.kind, BK_FULL);
+	ck_assert_uint_eq(g.lsn, 0);
+}
+END_TEST
+
+START_TEST(test_version2_fields)
+{
+	struct bk_header h, g;
+	uint8_t raw[BK_HEADER_SIZE];
+	char err[BK_ERR_LEN];
+
+	bk_header_init(&h, id_a, "db", 5u << 20, 3);
+	h.kind = BK_LOG;
+	h.flags = BK_F_COPY_ONLY;
+	memcpy(h.lineage, id_b, 16);
+	h.lsn = 0x1122334455667788ull;
+	h.first_lsn = 42;
+	h.chunk_count = 2;
+	bk_header_encode(&h, raw);
+	ck_assert_int_eq(bk_header_decode(&g, raw, err, sizeof(err)), 0);
+	ck_assert_uint_eq(g.kind, BK_LOG);
+	ck_assert_uint_eq(g.flags, BK_F_COPY_ONLY);
+	ck_assert_mem_eq(g.lineage, id_b, 16);
+	ck_assert_uint_eq(g.lsn, 0x1122334455667788ull);
+	ck_assert_uint_eq(g.first_lsn, 42);
+	ck_assert_int_eq(bk_is_partial(&g), 1);
+	ck_assert_uint_eq(bk_db_chunks(&g), 5);
+}
+END_TEST
+
+START_TEST(test_hash_detects_every_byte)
+{
+	uint8_t buf[200];
+	uint64_t base, seen[200 * 8];
+
+	for (unsigned i = 0; i < sizeof(buf); i++)
+		buf[i] = (uint8_t)(i * 7);
+	base = bk_hash64(buf, sizeof(buf));
+	ck_assert_uint_ne(base, bk_hash64(buf, sizeof(buf) - 1)); /* length counts */
+	for (unsigned i = 0; i < sizeof(buf) * 8; i++) {
+		buf[i / 8] ^= (uint8_t)(1u << (i % 8));
+		seen[i] = bk_hash64(buf, sizeof(buf));
+		buf[i / 8] ^= (uint8_t)(1u << (i % 8));
+		ck_assert_uint_ne(seen[i], base);
+		for (unsigned k = 0; k < i; k++)
+			ck_assert_uint_ne(seen[k], seen[i]);
+	}
+	ck_assert_uint_eq(bk_hash64(buf, sizeof(buf)), base);
+	{
+		uint64_t m[3] = { 1, 2, 3 }, n[3] = { 1, 3, 2 };
+
+		ck_assert_uint_ne(bk_db_hash(m, 3, 10), bk_db_hash(n, 3, 10)); /* order counts */
+		ck_assert_uint_ne(bk_db_hash(m, 3, 10), bk_db_hash(m, 3, 11)); /* size counts */
+	}
+}
+END_TEST
+
+/* A partial backup: only the selected chunks, slot j in stripe j mod N,
+ * land at their own offsets; the rest of the target is left alone. */
+START_TEST(test_partial_roundtrip)
+{
+	uint64_t size = (7u << 20) + 1234;
+	int fd = make_db(size, 77), out;
+	static const uint64_t sel[] = { 0, 3, 4, 7 };
+	struct mem m[2];
+	uint8_t *buf = malloc(BK_CHUNK_SIZE), *a = malloc(BK_CHUNK_SIZE),
+		*b = malloc(BK_CHUNK_SIZE);
+	uint64_t map[8], done = 0;
+	char err[BK_ERR_LEN];
+
+	bk_hash_file(fd, size, BK_CHUNK_SIZE, buf, map);
+	for (unsigned k = 0; k < 2; k++) {
+		struct bk_header h;
+		struct bk_writer w;
+
+		memset(&m[k], 0, sizeof(m[k]));
+		bk_header_init(&h, id_a, "db", size, 2);
+		h.stripe = k;
+		h.kind = BK_DIFF;
+		h.chunk_count = 4;
+		bk_writer_init(&w, &h, mem_write, &m[k]);
+		w.select = sel;
+		w.db_size = size;
+		w.db_hash = bk_db_hash(map, 8, size);
+		ck_assert_int_eq(bk_backup_stripe(&w, fd, buf, &done, err, sizeof(err)), 0);
+		ck_assert_uint_eq(w.chunks, 2);
+	}
+	ck_assert_uint_eq(done, 3 * BK_CHUNK_SIZE + 1234);
+	ck_assert_int_eq(restore(m, NULL, 2, 0, &out, err, sizeof(err)), 0);
+	for (uint64_t i = 0; i < 8; i++) {
+		uint32_t len = i == 7 ? 1234 : BK_CHUNK_SIZE;
+		int wanted = i == 0 || i == 3 || i == 4 || i == 7;
+
+		ck_assert_int_eq(pread(fd, a, len, (off_t)(i << 20)), len);
+		memset(b, 0, len);
+		ck_assert_int_eq(pread(out, b, len, (off_t)(i << 20)), len);
+		ck_assert_msg((memcmp(a, b, len) == 0) == wanted, "chunk %llu %s",
+		              (unsigned long long)i, wanted ? "missing" : "written");
+	}
+	close(out);
+	/* the same stripes with a chunk out of order are refused */
+	{
+		uint8_t *p = m[0].p + BK_HEADER_SIZE;
+		uint8_t tmp[BK_CHUNK_HDR_SIZE];
+		uint32_t c;
+
+		memcpy(tmp, p, sizeof(tmp));
+		tmp[8] = 9; /* chunk 9 of an 8-chunk database */
+		c = crc32c(0, tmp, 28);
+		memcpy(tmp + 28, &c, 4);
+		memcpy(p, tmp, sizeof(tmp));
+		ck_assert_int_eq(restore(m, NULL, 2, 0, &out, err, sizeof(err)), -1);
+		ck_assert_str_eq(
+			err,
+			"device 'd0': unexpected chunk at byte offset 512: got chunk 9 (1048576 bytes), expected a chunk from 0 to 7 of stripe 1");
+	}
+	free_stripes(m, 2);
+	free(buf);
+	free(a);
+	free(b);
+	close(fd);
+}
+END_TEST
+
 static Suite *format_suite(void)
 {
 	Suite *s = suite_create("cli_format");
@@ -641,6 +804,10 @@ static Suite *format_suite(void)
 	tcase_add_test(tc, test_header_roundtrip);
 	tcase_add_test(tc, test_header_refusals);
 	tcase_add_test(tc, test_lenient_set);
+	tcase_add_test(tc, test_version1_still_read);
+	tcase_add_test(tc, test_version2_fields);
+	tcase_add_test(tc, test_hash_detects_every_byte);
+	tcase_add_test(tc, test_partial_roundtrip);
 	suite_add_tcase(s, tc);
 
 	tcase_set_timeout(rt, 60);

@@ -135,8 +135,12 @@ static void fix_checksums(uint8_t *s, size_t len, int keep_stream_crc)
 
 static void check_header(const struct bk_header *h)
 {
-	if (h->version != BK_VERSION)
+	if (h->version < 1 || h->version > BK_VERSION)
 		FAIL("header version %u accepted", h->version);
+	if (h->kind > BK_SNAPSHOT || (h->flags & ~BK_F_COPY_ONLY) ||
+	    (h->version == 1 && (h->kind || h->flags || h->lsn || h->first_lsn)))
+		FAIL("kind %u flags %#x lsn %llu accepted (version %u)", h->kind, h->flags,
+		     (unsigned long long)h->lsn, h->version);
 	if (h->stripes < 1 || h->stripes > BK_MAX_STRIPES || h->stripe >= h->stripes)
 		FAIL("stripe %u of %u accepted", h->stripe, h->stripes);
 	if (h->block_size < 512 || h->block_size > 65536 || (h->block_size & (h->block_size - 1)))
@@ -144,7 +148,9 @@ static void check_header(const struct bk_header *h)
 	if (h->chunk_size < BK_MIN_CHUNK || h->chunk_size > BK_MAX_CHUNK ||
 	    (h->chunk_size & (h->chunk_size - 1)))
 		FAIL("chunk size %u accepted", h->chunk_size);
-	if (h->chunk_count != (h->total_size + h->chunk_size - 1) / h->chunk_size)
+	if (bk_is_partial(h)         ? h->chunk_count > bk_db_chunks(h)
+	    : h->kind == BK_SNAPSHOT ? h->chunk_count != 0
+	                             : h->chunk_count != bk_db_chunks(h))
 		FAIL("%llu chunks for %llu bytes accepted", (unsigned long long)h->chunk_count,
 		     (unsigned long long)h->total_size);
 	if (strnlen(h->db, BK_DB_LEN) == BK_DB_LEN ||
