@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -208,11 +209,13 @@ static int check_supported(struct job *j)
 		        stmt_name(st), st->file);
 		return -1;
 	}
-	if (st->log || st->kind == STMT_FILELISTONLY ||
-	    (st->given & (OPT_DIFFERENTIAL | OPT_SNAPSHOT | OPT_NORECOVERY | OPT_STANDBY |
-	                  OPT_MOVE | OPT_COPY_ONLY))) {
-		cli_err("%s: LOG, DIFFERENTIAL, COPY_ONLY, SNAPSHOT, NORECOVERY, STANDBY, MOVE and FILELISTONLY are not played by this vdi exec",
-		        stmt_name(st));
+	if (st->given & OPT_SNAPSHOT) {
+		cli_err("%s: SNAPSHOT is not played by this vdi exec", stmt_name(st));
+		return -1;
+	}
+	if (st->nmove > 1) {
+		cli_err("%s: %u MOVE clauses: the stand-in's database has one file (logical name: the database name in the backup); give one MOVE",
+		        stmt_name(st), st->nmove);
 		return -1;
 	}
 	stmt_unmodelled(st, line, sizeof(line));
@@ -271,13 +274,26 @@ static int parse_args(struct job *j, int argc, char **argv, char **text)
 
 /* -------------------------------------------------------------- files */
 
+/* <data dir>/<db>.mdf, or the MOVE target of a restore; the temporary
+ * file of a restore lives in the same directory (the commit renames). */
 static int db_paths(struct job *j)
 {
-	int n = snprintf(j->db_path, sizeof(j->db_path), "%s/%s.mdf", j->data_dir, j->st.db);
+	const char *to = j->st.nmove ? j->st.move[0].to : NULL;
+	int n = to ? snprintf(j->db_path, sizeof(j->db_path), "%s", to)
+	           : snprintf(j->db_path, sizeof(j->db_path), "%s/%s.mdf", j->data_dir, j->st.db);
+	const char *slash = strrchr(j->db_path, '/');
+	int dirlen = !to ? (int)strlen(j->data_dir) : slash ? (int)(slash - j->db_path) : 1;
+	const char *dir = !to ? j->data_dir : slash ? j->db_path : ".";
 
+	if (to && slash == j->db_path)
+		dirlen = 1; /* "/name": the root directory */
 	if (n < 0 || (size_t)n >= sizeof(j->db_path) ||
-	    snprintf(j->tmp_path, sizeof(j->tmp_path), "%s/.%s.mdf.vdi-XXXXXX", j->data_dir,
-	             j->st.db) >= (int)sizeof(j->tmp_path)) {
+	    snprintf(j->tmp_dir, sizeof(j->tmp_dir), "%.*s", dirlen, dir) >=
+	            (int)sizeof(j->tmp_dir) ||
+	    snprintf(j->tmp_path, sizeof(j->tmp_path), "%s/.%s.vdi-XXXXXX", j->tmp_dir,
+	             slash && to ? slash + 1
+	             : to        ? to
+	                         : j->st.db) >= (int)sizeof(j->tmp_path)) {
 		cli_err("database path for '%s' in '%s' is too long", j->st.db, j->data_dir);
 		return -1;
 	}
@@ -303,6 +319,24 @@ static int open_source(struct job *j)
 	return 0;
 }
 
+static int load_restore_state(struct job *j)
+{
+	char err[CHAIN_ERR_LEN];
+	int rc = chain_state_load(&j->rstate, j->db_path, err, sizeof(err));
+
+	if (rc < 0) {
+		cli_err("cannot restore database '%s': %s", j->st.db, err);
+		return -1;
+	}
+	j->restoring = rc;
+	if (j->st.log && !j->restoring) {
+		cli_err("cannot restore the log of database '%s': the log or differential backup cannot be restored because no files are ready to roll forward: '%s' is not restoring (restore its full backup WITH NORECOVERY first)",
+		        j->st.db, j->db_path);
+		return -1;
+	}
+	return 0;
+}
+
 static int open_target(struct job *j)
 {
 	struct stat sb;
@@ -310,8 +344,10 @@ static int open_target(struct job *j)
 
 	umask(mask);
 	j->mode = 0666 & ~mask;
+	if (load_restore_state(j) < 0)
+		return -1;
 	if (stat(j->db_path, &sb) == 0) {
-		if (!j->st.replace) {
+		if (!j->st.replace && !j->restoring) {
 			cli_err("cannot restore database '%s': '%s' exists (use WITH REPLACE to overwrite it)",
 			        j->st.db, j->db_path);
 			return -1;
@@ -326,7 +362,7 @@ static int open_target(struct job *j)
 	}
 	/* Unnamed until the commit, so a restore killed with SIGKILL leaves
 	 * no temporary file behind; mkostemp where O_TMPFILE is refused. */
-	j->db_fd = open(j->data_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	j->db_fd = open(j->tmp_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
 	if (j->db_fd >= 0) {
 		j->tmp_anon = 1;
 		return 0;
@@ -334,21 +370,88 @@ static int open_target(struct job *j)
 	j->db_fd = mkostemp(j->tmp_path, O_CLOEXEC);
 	if (j->db_fd < 0) {
 		cli_err("cannot restore database '%s': cannot create a file in '%s': %s", j->st.db,
-		        j->data_dir, strerror(errno));
+		        j->tmp_dir, strerror(errno));
 		j->tmp_path[0] = '\0';
 		return -1;
 	}
 	return 0;
 }
 
+/* BACKUP: the database must not be restoring; the history says what a
+ * differential or log holds, chosen here from the hashes of every chunk
+ * (a full backup hashes its chunks as it sends them). */
+static int prepare_chain(struct job *j)
+{
+	struct stmt *st = &j->st;
+	uint32_t kind = st->log ? BK_LOG : (st->given & OPT_DIFFERENTIAL) ? BK_DIFF : BK_FULL;
+	uint64_t n = (j->total + BK_CHUNK_SIZE - 1) / BK_CHUNK_SIZE, count = 0;
+	char err[CHAIN_ERR_LEN];
+	struct chain_state rs;
+	uint8_t *want = NULL, *buf = NULL;
+	int rc = chain_state_load(&rs, j->db_path, err, sizeof(err));
+
+	if (rc != 0) {
+		cli_err("cannot back up database '%s': %s", st->db,
+		        rc < 0 ? err : "it is restoring (finish its restore WITH RECOVERY first)");
+		return -1;
+	}
+	if (chain_history_load(&j->hist, j->db_path, err, sizeof(err)) < 0) {
+		cli_err("cannot back up database '%s': %s", st->db, err);
+		return -1;
+	}
+	if (kind == BK_DIFF && !chain_diff_base(&j->hist)) {
+		cli_err("cannot perform a differential backup for database '%s', because a current database backup does not exist (no full backup in '%s.vdi-history'): take BACKUP DATABASE first",
+		        st->db, j->db_path);
+		return -1;
+	}
+	if (kind == BK_LOG && !chain_log_point(&j->hist)) {
+		cli_err("BACKUP LOG cannot be performed because there is no current database backup of '%s' (no full backup in '%s.vdi-history')",
+		        st->db, j->db_path);
+		return -1;
+	}
+	j->map = calloc(n ? n : 1, sizeof(*j->map));
+	if (!j->map)
+		goto oom;
+	if (kind == BK_FULL)
+		return 0;
+	want = malloc(n ? n : 1);
+	buf = malloc(BK_CHUNK_SIZE);
+	j->select = calloc(n ? n : 1, sizeof(*j->select));
+	if (!want || !buf || !j->select)
+		goto oom;
+	rc = bk_hash_file(j->db_fd, j->total, BK_CHUNK_SIZE, buf, j->map);
+	if (rc < 0) {
+		cli_err("cannot read database '%s' ('%s'): %s", st->db, j->db_path, strerror(-rc));
+		free(want);
+		free(buf);
+		return -1;
+	}
+	chain_select(&j->hist, kind, j->map, n, want);
+	for (uint64_t i = 0; i < n; i++)
+		if (want[i])
+			j->select[count++] = i;
+	j->nselect = count;
+	free(want);
+	free(buf);
+	return 0;
+oom:
+	cli_err("out of memory for the chunk map of database '%s'", st->db);
+	free(want);
+	free(buf);
+	return -1;
+}
+
 static int prepare_files(struct job *j)
 {
 	j->db_fd = -1;
-	if (j->st.kind == STMT_VERIFYONLY || j->st.kind == STMT_HEADERONLY)
+	if (j->st.kind == STMT_VERIFYONLY || j->st.kind == STMT_HEADERONLY ||
+	    j->st.kind == STMT_FILELISTONLY)
 		return 0;
 	if (db_paths(j) < 0)
 		return -1;
-	return j->st.kind == STMT_BACKUP ? open_source(j) : open_target(j);
+	if (j->st.kind == STMT_BACKUP)
+		return open_source(j) < 0 ? -1 : prepare_chain(j);
+	return open_target(j);
 }
 
 /* An O_TMPFILE target gets its temporary name (tmp_path, XXXXXX
@@ -378,20 +481,155 @@ static int name_tmpfile(struct job *j)
 	return -1;
 }
 
+/* Copies the database being rolled forward into the new file. */
+static int copy_current(struct job *j)
+{
+	int src = open(j->db_path, O_RDONLY | O_CLOEXEC);
+	struct stat sb;
+	off_t in = 0, out = 0;
+
+	if (src < 0 || fstat(src, &sb) != 0) {
+		job_fail(j, "cannot roll database '%s' forward: cannot open '%s': %s", j->st.db,
+		         j->db_path, strerror(errno));
+		if (src >= 0)
+			close(src);
+		return -1;
+	}
+	while (in < sb.st_size) {
+		ssize_t n = copy_file_range(src, &in, j->db_fd, &out, (size_t)(sb.st_size - in), 0);
+
+		if (n <= 0) {
+			job_fail(
+				j,
+				"cannot roll database '%s' forward: copying '%s' at byte offset %lld: %s",
+				j->st.db, j->db_path, (long long)in,
+				n == 0 ? "file shrank" : strerror(errno));
+			close(src);
+			return -1;
+		}
+	}
+	close(src);
+	return 0;
+}
+
+int exec_restore_begin(struct job *j, const struct bk_header *h)
+{
+	char err[CHAIN_ERR_LEN];
+	int rc = 0;
+
+	pthread_mutex_lock(&j->lock);
+	while (j->prepared == 1) /* another device is preparing */
+		pthread_cond_wait(&j->prep_cond, &j->lock);
+	if (j->prepared == 2) {
+		rc = j->prep_failed ? -1 : 0;
+		pthread_mutex_unlock(&j->lock);
+		return rc;
+	}
+	j->prepared = 1;
+	pthread_mutex_unlock(&j->lock);
+
+	if (j->st.nmove && strcasecmp(j->st.move[0].from, h->db) != 0) {
+		job_fail(
+			j,
+			"MOVE '%s': logical file '%s' is not part of database '%s' (its file: '%s')",
+			j->st.move[0].from, j->st.move[0].from, h->db, h->db);
+		rc = -1;
+	} else if (chain_check_apply(j->restoring ? &j->rstate : NULL, h, j->st.log, err,
+	                             sizeof(err)) < 0) {
+		job_fail(j, "%s", err);
+		rc = -1;
+	} else if (bk_is_partial(h)) {
+		rc = copy_current(j);
+	}
+	pthread_mutex_lock(&j->lock);
+	j->prepared = 2;
+	j->prep_failed = rc < 0;
+	pthread_cond_broadcast(&j->prep_cond);
+	pthread_mutex_unlock(&j->lock);
+	return rc;
+}
+
+/* A differential or log restore built the database from the one it
+ * rolled forward: its hash must be the backup's, or the chain is broken
+ * (the database changed while RESTORING, or a change went unseen). */
+static int verify_rolled_forward(struct job *j)
+{
+	const struct bk_header *h = &j->set.ref;
+	uint64_t n = bk_db_chunks(h), want = j->d[0].r.t.db_hash;
+	uint64_t *map = calloc(n ? n : 1, sizeof(*map));
+	uint8_t *buf = malloc(BK_CHUNK_SIZE);
+	int rc = map && buf ? bk_hash_file(j->db_fd, h->total_size, BK_CHUNK_SIZE, buf, map)
+	                    : -ENOMEM;
+	uint64_t got = rc == 0 ? bk_db_hash(map, n, h->total_size) : 0;
+
+	free(map);
+	free(buf);
+	for (unsigned k = 1; rc == 0 && k < j->st.ndev; k++)
+		if (j->d[k].r.t.db_hash != want)
+			rc = -EINVAL;
+	if (rc < 0) {
+		job_fail(j, "cannot check the rolled-forward database '%s': %s", j->st.db,
+		         rc == -EINVAL ? "the stripes disagree on the database hash"
+		                       : strerror(-rc));
+		return -1;
+	}
+	if (got != want || j->d[0].r.t.db_size != h->total_size) {
+		job_fail(
+			j,
+			"the database this restore built is not the one backed up (hash %016llx, the %s backup at LSN %llu says %016llx): the database changed while restoring, or the chain is broken; restore again from the full backup",
+			(unsigned long long)got, h->kind == BK_LOG ? "log" : "differential",
+			(unsigned long long)h->lsn, (unsigned long long)want);
+		return -1;
+	}
+	return 0;
+}
+
+/* After the rename: RESTORING with NORECOVERY or STANDBY, else online.
+ * A full restore starts the database's backup history anew. */
+static void finish_chain(struct job *j)
+{
+	const struct bk_header *h = &j->set.ref;
+	char err[CHAIN_ERR_LEN];
+
+	if (!bk_is_partial(h))
+		chain_history_remove(j->db_path);
+	if (j->st.given & (OPT_NORECOVERY | OPT_STANDBY)) {
+		struct chain_state s = {
+			.full_lsn = bk_is_partial(h) ? j->rstate.full_lsn : h->lsn,
+			.last_lsn = h->lsn,
+			.last_kind = h->kind,
+		};
+
+		memcpy(s.lineage, h->lineage, 16);
+		if (chain_state_save(&s, j->db_path, err, sizeof(err)) < 0)
+			job_fail(j, "the database was restored, but cannot be left restoring: %s",
+			         err);
+		return;
+	}
+	chain_state_remove(j->db_path);
+}
+
 /* Restore succeeded: size, mode, durability, then the atomic rename. */
 static int commit_target(struct job *j)
 {
 	char *slash;
 	int dfd;
 
-	if (ftruncate(j->db_fd, (off_t)j->set.ref.total_size) != 0 ||
-	    fchmod(j->db_fd, j->mode) != 0 || fsync(j->db_fd) != 0 || name_tmpfile(j) != 0 ||
+	if (ftruncate(j->db_fd, (off_t)j->set.ref.total_size) != 0) {
+		job_fail(j, "cannot install the restored file as '%s': %s", j->db_path,
+		         strerror(errno));
+		return -1;
+	}
+	if (bk_is_partial(&j->set.ref) && verify_rolled_forward(j) < 0)
+		return -1;
+	if (fchmod(j->db_fd, j->mode) != 0 || fsync(j->db_fd) != 0 || name_tmpfile(j) != 0 ||
 	    rename(j->tmp_path, j->db_path) != 0) {
 		job_fail(j, "cannot install the restored file as '%s': %s", j->db_path,
 		         strerror(errno));
 		return -1;
 	}
 	j->tmp_path[0] = '\0';
+	finish_chain(j);
 	slash = strrchr(j->db_path, '/');
 	if (slash) {
 		*slash = '\0';
@@ -407,6 +645,10 @@ static int commit_target(struct job *j)
 
 static void close_files(struct job *j)
 {
+	chain_history_free(&j->hist);
+	free(j->map);
+	free(j->select);
+	j->map = j->select = NULL;
 	if (j->db_fd >= 0)
 		close(j->db_fd);
 	j->db_fd = -1;
@@ -575,6 +817,40 @@ static void backup_header(struct job *j)
 	j->hdr.max_transfer_size = j->st.maxtransfersize;
 	j->hdr.time = (int64_t)time(NULL);
 	snprintf(j->hdr.description, sizeof(j->hdr.description), "%s", j->st.description);
+	/* the chain (chain.h): COPY_ONLY is ignored with DIFFERENTIAL */
+	j->hdr.kind = j->st.log ? BK_LOG : (j->st.given & OPT_DIFFERENTIAL) ? BK_DIFF : BK_FULL;
+	if ((j->st.given & OPT_COPY_ONLY) && j->hdr.kind != BK_DIFF)
+		j->hdr.flags |= BK_F_COPY_ONLY;
+	memcpy(j->hdr.lineage, j->hist.lineage, 16);
+	j->hdr.lsn = j->hist.next_lsn;
+	j->hdr.first_lsn = j->hdr.kind == BK_DIFF  ? chain_diff_base(&j->hist)->lsn
+	                   : j->hdr.kind == BK_LOG ? chain_log_point(&j->hist)->lsn
+	                                           : j->hdr.lsn;
+	j->work = j->total;
+	if (bk_is_partial(&j->hdr)) {
+		j->hdr.chunk_count = j->nselect;
+		j->work = 0;
+		for (uint64_t i = 0; i < j->nselect; i++)
+			j->work += bk_chunk_len(&j->hdr, j->select[i]);
+	}
+}
+
+/* After a backup the client took whole: the history learns it. */
+static void record_backup(struct job *j)
+{
+	struct chain_record r = {
+		.kind = j->hdr.kind,
+		.flags = j->hdr.flags,
+		.lsn = j->hdr.lsn,
+		.size = j->total,
+		.nchunks = (j->total + BK_CHUNK_SIZE - 1) / BK_CHUNK_SIZE,
+		.map = j->map,
+	};
+	char err[CHAIN_ERR_LEN];
+
+	j->map = NULL; /* the history owns it now */
+	if (chain_history_add(&j->hist, j->db_path, &r, err, sizeof(err)) < 0)
+		job_fail(j, "the backup was delivered, but its history was not recorded: %s", err);
 }
 
 /* After the streams: the set-wide checks, then CloseDevice (success) or
@@ -632,8 +908,8 @@ static void on_signal(void *ctx, int signo)
 	struct job *j = ctx;
 
 	if (job_failed(j)) {
-		cli_err("%s: terminated by signal %d (%s) after: %s", stmt_kind_name(j->st.kind),
-		        signo, strsignal(signo), j->err);
+		cli_err("%s: terminated by signal %d (%s) after: %s", stmt_name(&j->st), signo,
+		        strsignal(signo), j->err);
 		_exit(CLI_EXIT_FAIL);
 	}
 	job_fail(j, "interrupted by signal %d (%s)", signo, strsignal(signo));
@@ -647,9 +923,10 @@ static void run_set(struct job *j)
 	if (j->st.kind == STMT_BACKUP)
 		backup_header(j);
 	else
-		bk_set_init(&j->set, j->st.ndev, j->st.kind == STMT_HEADERONLY);
+		bk_set_init(&j->set, j->st.ndev,
+		            j->st.kind == STMT_HEADERONLY || j->st.kind == STMT_FILELISTONLY);
 	if (open_set(j) == 0 && configure(j) == 0 && open_devices(j) == 0) {
-		progress_start(&prog, mode, &j->done, &j->total, j->st.stats);
+		progress_start(&prog, mode, &j->done, &j->work, j->st.stats);
 		exec_run_devices(j);
 		progress_stop(&prog);
 		finish_devices(j);
@@ -664,6 +941,14 @@ static void report(struct job *j, double elapsed)
 
 	if (j->st.kind == STMT_HEADERONLY && !job_failed(j))
 		exec_print_headers(j);
+	if (j->st.kind == STMT_FILELISTONLY && !job_failed(j) && j->set.have_ref) {
+		/* one file: its logical name is the database's, restored to */
+		printf("LogicalName       %s\n", j->set.ref.db);
+		printf("PhysicalName      %s/%s.mdf\n", j->data_dir, j->set.ref.db);
+		printf("Type              D\n");
+		printf("Size              %" PRIu64 "\n", j->set.ref.total_size);
+		fflush(stdout);
+	}
 	if (j->st.kind == STMT_VERIFYONLY && !job_failed(j)) {
 		char id[37];
 
@@ -674,13 +959,13 @@ static void report(struct job *j, double elapsed)
 		fflush(stdout);
 	}
 	if (job_failed(j)) {
-		cli_err("%s %s%s%sfailed: %s", stmt_kind_name(j->st.kind), j->st.db[0] ? "'" : "",
-		        j->st.db, j->st.db[0] ? "' " : "", j->err);
+		cli_err("%s %s%s%sfailed: %s", stmt_name(&j->st), j->st.db[0] ? "'" : "", j->st.db,
+		        j->st.db[0] ? "' " : "", j->err);
 		return;
 	}
 	if (!j->quiet && isatty(2)) {
-		snprintf(what, sizeof(what), "%s%s%s", stmt_kind_name(j->st.kind),
-		         j->st.db[0] ? " " : "", j->st.db);
+		snprintf(what, sizeof(what), "%s%s%s", stmt_name(&j->st), j->st.db[0] ? " " : "",
+		         j->st.db);
 		progress_summary(line, sizeof(line), what, j->done, j->st.ndev, elapsed);
 		cli_err("%s", line);
 	}
@@ -696,6 +981,7 @@ int cmd_exec(int argc, char **argv)
 	if (!j)
 		return CLI_EXIT_FAIL;
 	pthread_mutex_init(&j->lock, NULL);
+	pthread_cond_init(&j->prep_cond, NULL);
 	j->db_fd = -1;
 	if (parse_args(j, argc, argv, &text) < 0)
 		goto out;
@@ -708,6 +994,8 @@ int cmd_exec(int argc, char **argv)
 	t0 = cli_now();
 	run_set(j);
 	cli_signal_stop();
+	if (!job_failed(j) && j->st.kind == STMT_BACKUP)
+		record_backup(j);
 	if (!job_failed(j) && j->st.kind == STMT_RESTORE) {
 		exec_test_pause(j, "commit");
 		commit_target(j);
@@ -720,6 +1008,7 @@ int cmd_exec(int argc, char **argv)
 out:
 	close_files(j);
 	pthread_mutex_destroy(&j->lock);
+	pthread_cond_destroy(&j->prep_cond);
 	free(text);
 	free(j);
 	return status;

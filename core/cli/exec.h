@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "bkfmt.h"
+#include "chain.h"
 #include "stmt.h"
 #include "vdi.h"
 
@@ -48,10 +49,11 @@ struct job {
 	/* files */
 	char db_path[PATH_MAX];
 	char tmp_path[PATH_MAX];
-	int db_fd;     /* backup: source; restore: temp file */
-	int tmp_anon;  /* restore: the temp file has no name yet (O_TMPFILE) */
-	int replacing; /* restore: the target exists */
-	mode_t mode;   /* restore: mode of the new file */
+	char tmp_dir[PATH_MAX]; /* restore: where the new file is made */
+	int db_fd;              /* backup: source; restore: temp file */
+	int tmp_anon;           /* restore: the temp file has no name yet (O_TMPFILE) */
+	int replacing;          /* restore: the target exists */
+	mode_t mode;            /* restore: mode of the new file */
 	/* the set */
 	struct vdi_server *srv;
 	VDConfig cfg;
@@ -61,10 +63,20 @@ struct job {
 	int agent_started, agent_rc;
 	int agent_returned; /* atomic */
 	struct devjob d[STMT_MAX_DEVICES];
+	/* the chain (chain.h): history of backups, restore state */
+	struct chain_history hist; /* backup: loaded before, extended after */
+	uint64_t *map;             /* backup: chunk hashes of the database */
+	uint64_t *select;          /* DIFFERENTIAL, LOG: the chunks sent */
+	uint64_t nselect;
+	struct chain_state rstate; /* restore: the state found */
+	int restoring;             /* restore: rstate is valid */
+	int prepared, prep_failed; /* restore: exec_restore_begin 1 running, 2 done (lock) */
+	pthread_cond_t prep_cond;
 	/* the backup */
 	struct bk_header hdr; /* backup: template of the headers */
 	struct bk_set set;    /* restore: headers seen */
 	uint64_t total;       /* database bytes (atomic) */
+	uint64_t work;        /* database bytes to move, for progress (atomic) */
 	uint64_t done;        /* database bytes moved (atomic) */
 	uint64_t wire;        /* stripe bytes moved (atomic) */
 	/* VDI_TEST_PAUSE (exec.c, docs/vdi.1 TESTING) */
@@ -87,6 +99,12 @@ int job_failed(struct job *j);
 void exec_test_pause(struct job *j, const char *point);
 /* The same for the point "bytes=N", once `moved` database bytes >= N. */
 void exec_test_pause_bytes(struct job *j, uint64_t moved);
+
+/* RESTORE: once per job, when the first stripe header was read: checks
+ * MOVE and the restore chain, and for a differential or log backup starts
+ * the new file as a copy of the database it rolls forward.  0 or -1
+ * (job failed).  Thread-safe. */
+int exec_restore_begin(struct job *j, const struct bk_header *h);
 
 /* Starts one thread per device for the statement's kind; joins them.
  * Returns 0 if every stream succeeded. */

@@ -204,6 +204,13 @@ static void *backup_main(void *arg)
 
 	h.stripe = d->k;
 	bk_writer_init(&d->w, &h, sink_write, d);
+	d->w.db_size = j->total;
+	if (bk_is_partial(&h)) { /* the chunks chosen, and the state they make */
+		d->w.select = j->select;
+		d->w.db_hash = bk_db_hash(j->map, bk_db_chunks(&h), j->total);
+	} else {
+		d->w.map = j->map; /* each stripe hashes its own chunks */
+	}
 	if (bk_backup_stripe(&d->w, j->db_fd, d->buf, &j->done, err, sizeof(err)) < 0) {
 		if (err[0])
 			job_fail(j, "%s", err);
@@ -293,7 +300,15 @@ static void *restore_main(void *arg)
 		job_fail(j, "%s", r->err);
 		return NULL;
 	}
+	if (j->st.kind == STMT_RESTORE && exec_restore_begin(j, &r->h) < 0)
+		return NULL;
 	__atomic_store_n(&j->total, r->h.total_size, __ATOMIC_RELAXED);
+	__atomic_store_n(&j->work,
+	                 bk_is_partial(&r->h) &&
+	                                 r->h.chunk_count * r->h.chunk_size < r->h.total_size
+	                         ? r->h.chunk_count * r->h.chunk_size
+	                         : r->h.total_size,
+	                 __ATOMIC_RELAXED);
 	fault_stall(d);
 	d->buf = malloc(r->h.chunk_size);
 	if (!d->buf) {
@@ -396,6 +411,24 @@ void exec_print_headers(struct job *j)
 	printf("BackupSize        %" PRIu64 "\n", h->total_size);
 	print_time(h->time);
 	printf("FormatVersion     %u\n", h->version);
+	/* SQL Server's HEADERONLY codes: 1 database, 2 log, 5 differential */
+	printf("BackupType        %u (%s)\n",
+	       h->kind == BK_LOG    ? 2u
+	       : h->kind == BK_DIFF ? 5u
+	                            : 1u,
+	       h->kind == BK_LOG        ? "log"
+	       : h->kind == BK_DIFF     ? "differential"
+	       : h->kind == BK_SNAPSHOT ? "full, snapshot"
+	                                : "full");
+	printf("IsCopyOnly        %u\n", (h->flags & BK_F_COPY_ONLY) ? 1u : 0u);
+	printf("FirstLSN          %" PRIu64 "\n", h->first_lsn);
+	printf("LastLSN           %" PRIu64 "\n", h->lsn);
+	{
+		char lineage[37];
+
+		bk_id_format(h->lineage, lineage);
+		printf("BackupLineage     %s\n", lineage);
+	}
 	printf("Stripes           %u\n", h->stripes);
 	printf("BlockSize         %u\n", h->block_size);
 	printf("MaxTransferSize   %u\n", h->max_transfer_size);

@@ -113,7 +113,7 @@ if wait_paused $server "client killed (restore)"; then
 	wait_exit $server 1000 "client killed mid-restore -> vdi exec"
 fi
 [ -e "$DATA/r2.mdf" ] && die "a killed restore created the database"
-ls -a "$DATA" | grep -q 'vdi-' && die "a killed restore left its temporary file"
+ls -a "$DATA" | grep -qE '^\..*\.vdi-' && die "a killed restore left its temporary file"
 
 # 3. Server killed mid-backup.
 "$VDI" pipe -q -s "$PFX-3" "$TMP/s3" 2>"$TMP/perr" &

@@ -32,7 +32,7 @@ refuse() {
 	esac
 	grep -qF -- "$msg" "$TMP/err" || die "$what: message '$msg' not in: $(cat "$TMP/err")"
 	cmp -s "$DATA/orig.mdf" "$TMP/orig.copy" || die "$what: original database changed"
-	ls -a "$DATA" | grep -q 'vdi-' && die "$what: temporary file left"
+	ls -a "$DATA" | grep -qE '^\..*\.vdi-' && die "$what: temporary file left"
 	r=$(fresh $# "RESTORE VERIFYONLY FROM @" "$@")
 	[ "${r%% *}" = 1 ] || die "$what: VERIFYONLY accepted it ($r)"
 }

@@ -123,7 +123,7 @@ head -c 5 /dev/urandom >"$DATA/hdr2.mdf"
 r=$(pair "$PFX-x" 2 "RESTORE DATABASE hdr2 FROM $(devs "$PFX-x" 2) WITH REPLACE" "$TMP/h0" "$TMP/h1")
 [ "$r" = "0 0" ] || die "RESTORE WITH REPLACE: exit $r: $(cat "$TMP/err")"
 cmp -s "$DATA/hdr.mdf" "$DATA/hdr2.mdf" || die "RESTORE WITH REPLACE: database differs"
-ls -a "$DATA" | grep -q 'vdi-' && die "temporary files left in the data directory"
+ls -a "$DATA" | grep -qE '^\..*\.vdi-' && die "temporary files left in the data directory"
 
 # 6. VDC_Complete negotiated, extra flushes, late completion, a stall.
 PIPE_OPTS=-R
@@ -133,6 +133,110 @@ PIPE_OPTS=
 r=$(pair "$PFX-cr" 2 "RESTORE DATABASE hdr3 FROM $(devs "$PFX-cr" 2) WITH FAULT_STALL=100" "$TMP/c0" "$TMP/c1")
 [ "$r" = "0 0" ] || die "restore with a stall: exit $r: $(cat "$TMP/err")"
 cmp -s "$DATA/hdr.mdf" "$DATA/hdr3.mdf" || die "restore after VDC_Complete backup: differs"
+
+# 7. The restore chain (issue 12): full, log, differential, log; the
+# database after each step is the one backed up at that step, on 1 and 4
+# devices; out-of-order steps refused with SQL Server's reasons.
+change() { # change OFFSET BYTES: overwrite part of the chain database
+	dd if=/dev/urandom of="$DATA/ch.mdf" bs=1 count="$2" seek="$1" conv=notrunc status=none
+}
+step() { # step NAME NDEV STATEMENT: back up or restore with files $TMP/NAME.k
+	local name=$1 nd=$2 stmt=$3 files=() k
+	for ((k = 0; k < nd; k++)); do files+=("$TMP/$name.$k"); done
+	pair "$PFX-ch" "$nd" "$stmt" "${files[@]}"
+}
+for nd in 1 4; do
+	rm -f "$DATA"/ch.mdf*
+	head -c $((9 * 1048576 + 4321)) /dev/urandom >"$DATA/ch.mdf"
+	D=$(devs "$PFX-ch" "$nd")
+	r=$(step full "$nd" "BACKUP DATABASE ch TO $D WITH FORMAT, INIT, CHECKSUM")
+	[ "$r" = "0 0" ] || die "chain/$nd: full: exit $r: $(cat "$TMP/err")"
+	cp "$DATA/ch.mdf" "$TMP/at-full"
+	change 3000000 100
+	r=$(step log1 "$nd" "BACKUP LOG ch TO $D")
+	[ "$r" = "0 0" ] || die "chain/$nd: log1: exit $r: $(cat "$TMP/err")"
+	cp "$DATA/ch.mdf" "$TMP/at-log1"
+	change 7000000 100
+	r=$(step diff "$nd" "BACKUP DATABASE ch TO $D WITH DIFFERENTIAL")
+	[ "$r" = "0 0" ] || die "chain/$nd: diff: exit $r: $(cat "$TMP/err")"
+	cp "$DATA/ch.mdf" "$TMP/at-diff"
+	change 3000000 100
+	head -c 2000000 /dev/urandom >>"$DATA/ch.mdf"
+	r=$(step log2 "$nd" "BACKUP LOG ch TO $D")
+	[ "$r" = "0 0" ] || die "chain/$nd: log2: exit $r: $(cat "$TMP/err")"
+	cp "$DATA/ch.mdf" "$TMP/at-log2"
+	# what each holds: the differential 2 chunks of the full's 10 (both
+	# changes), log2 4 (its own change, the differential's, the growth)
+	r=$(step diff "$nd" "RESTORE HEADERONLY FROM $D")
+	grep -q "^BackupType        5 (differential)" "$TMP/out" && grep -q "^Chunks            2$" "$TMP/out" ||
+		die "chain/$nd: HEADERONLY of the differential: $(cat "$TMP/out")"
+	r=$(step log2 "$nd" "RESTORE HEADERONLY FROM $D")
+	grep -q "^BackupType        2 (log)" "$TMP/out" && grep -q "^Chunks            4$" "$TMP/out" &&
+		grep -q "^FirstLSN          2$" "$TMP/out" && grep -q "^LastLSN           4$" "$TMP/out" ||
+		die "chain/$nd: HEADERONLY of log2: $(cat "$TMP/out")"
+	# full + diff + log2
+	r=$(step full "$nd" "RESTORE DATABASE ch FROM $D WITH REPLACE, NORECOVERY")
+	[ "$r" = "0 0" ] && cmp -s "$DATA/ch.mdf" "$TMP/at-full" && [ -f "$DATA/ch.mdf.vdi-restoring" ] ||
+		die "chain/$nd: restore full NORECOVERY: exit $r: $(cat "$TMP/err")"
+	r=$(step diff "$nd" "RESTORE DATABASE ch FROM $D WITH NORECOVERY")
+	[ "$r" = "0 0" ] && cmp -s "$DATA/ch.mdf" "$TMP/at-diff" ||
+		die "chain/$nd: restore diff: exit $r: $(cat "$TMP/err")"
+	r=$(step log1 "$nd" "RESTORE LOG ch FROM $D WITH NORECOVERY")
+	[ "${r%% *}" = 1 ] && grep -q "ends at LSN 2, which is too early to apply to the database (restored up to LSN 3)" "$TMP/err" ||
+		die "chain/$nd: log1 after the differential: exit $r: $(cat "$TMP/err")"
+	cmp -s "$DATA/ch.mdf" "$TMP/at-diff" || die "chain/$nd: a refused log changed the database"
+	r=$(step log2 "$nd" "RESTORE LOG ch FROM $D WITH RECOVERY")
+	[ "$r" = "0 0" ] && cmp -s "$DATA/ch.mdf" "$TMP/at-log2" && [ ! -e "$DATA/ch.mdf.vdi-restoring" ] ||
+		die "chain/$nd: full+diff+log2: exit $r: $(cat "$TMP/err")"
+	# full + log1 + log2 (the differential skipped), log2 first refused
+	r=$(step full "$nd" "RESTORE DATABASE ch FROM $D WITH REPLACE, NORECOVERY")
+	r=$(step log2 "$nd" "RESTORE LOG ch FROM $D WITH NORECOVERY")
+	[ "${r%% *}" = 1 ] && grep -q "begins at LSN 2, which is too recent to apply" "$TMP/err" ||
+		die "chain/$nd: log2 before log1: exit $r: $(cat "$TMP/err")"
+	r=$(step log1 "$nd" "RESTORE LOG ch FROM $D WITH STANDBY='$TMP/undo'")
+	[ "$r" = "0 0" ] && cmp -s "$DATA/ch.mdf" "$TMP/at-log1" ||
+		die "chain/$nd: log1: exit $r: $(cat "$TMP/err")"
+	r=$(step diff "$nd" "RESTORE DATABASE ch FROM $D WITH NORECOVERY")
+	[ "${r%% *}" = 1 ] && grep -q "a differential backup applies only right after its full backup" "$TMP/err" ||
+		die "chain/$nd: diff after a log: exit $r: $(cat "$TMP/err")"
+	r=$(step log2 "$nd" "RESTORE LOG ch FROM $D")
+	[ "$r" = "0 0" ] && cmp -s "$DATA/ch.mdf" "$TMP/at-log2" ||
+		die "chain/$nd: full+log1+log2: exit $r: $(cat "$TMP/err")"
+	n=$((n + 14))
+	if [ "$nd" = 1 ]; then # kept for the refusals below
+		for f in full.0 log1.0 diff.0 at-full; do cp "$TMP/$f" "$TMP/one-$f"; done
+	fi
+done
+# Refusals that need no client: no full backup yet, a restoring database,
+# a log restore of an online database, a log backup restored as DATABASE.
+head -c 100000 /dev/urandom >"$DATA/nofull.mdf"
+"$VDI" exec -q -D "$DATA" -t 1 "BACKUP DATABASE nofull TO VIRTUAL_DEVICE='$PFX-z' WITH DIFFERENTIAL" 2>"$TMP/err" &&
+	die "differential without a full accepted"
+grep -q "because a current database backup does not exist" "$TMP/err" || die "differential without a full: $(cat "$TMP/err")"
+"$VDI" exec -q -D "$DATA" -t 1 "BACKUP LOG nofull TO VIRTUAL_DEVICE='$PFX-z'" 2>"$TMP/err" && die "log without a full accepted"
+grep -q "BACKUP LOG cannot be performed because there is no current database backup" "$TMP/err" || die "log without a full: $(cat "$TMP/err")"
+"$VDI" exec -q -D "$DATA" -t 1 "RESTORE LOG ch FROM VIRTUAL_DEVICE='$PFX-z'" 2>"$TMP/err" && die "log restore of an online database accepted"
+grep -q "no files are ready to roll forward" "$TMP/err" || die "log restore online: $(cat "$TMP/err")"
+r=$(pair "$PFX-ch" 1 "RESTORE DATABASE ch FROM VIRTUAL_DEVICE='$PFX-ch' WITH REPLACE, NORECOVERY" "$TMP/one-full.0")
+"$VDI" exec -q -D "$DATA" -t 1 "BACKUP DATABASE ch TO VIRTUAL_DEVICE='$PFX-z'" 2>"$TMP/err" && die "backup of a restoring database accepted"
+grep -q "it is restoring (finish its restore WITH RECOVERY first)" "$TMP/err" || die "backup restoring: $(cat "$TMP/err")"
+r=$(pair "$PFX-ch" 1 "RESTORE DATABASE ch FROM VIRTUAL_DEVICE='$PFX-ch'" "$TMP/one-log1.0")
+[ "${r%% *}" = 1 ] && grep -q "the backup set holds a log backup: use RESTORE LOG" "$TMP/err" ||
+	die "log backup as RESTORE DATABASE: exit $r: $(cat "$TMP/err")"
+# The chain breaks loudly when the database changes while restoring.
+change 100 10
+r=$(pair "$PFX-ch" 1 "RESTORE DATABASE ch FROM VIRTUAL_DEVICE='$PFX-ch' WITH NORECOVERY" "$TMP/one-diff.0")
+[ "${r%% *}" = 1 ] && grep -q "the database this restore built is not the one backed up" "$TMP/err" ||
+	die "tampered restoring database: exit $r: $(cat "$TMP/err")"
+# MOVE relocates the file; a logical name not in the backup is refused.
+r=$(pair "$PFX-ch" 1 "RESTORE DATABASE moved FROM VIRTUAL_DEVICE='$PFX-ch' WITH MOVE 'ch' TO '$TMP/elsewhere.mdf'" "$TMP/one-full.0")
+[ "$r" = "0 0" ] && cmp -s "$TMP/elsewhere.mdf" "$TMP/one-at-full" || die "MOVE: exit $r: $(cat "$TMP/err")"
+r=$(pair "$PFX-ch" 1 "RESTORE DATABASE moved FROM VIRTUAL_DEVICE='$PFX-ch' WITH MOVE 'nope' TO '$TMP/e2.mdf'" "$TMP/one-full.0")
+[ "${r%% *}" = 1 ] && grep -q "logical file 'nope' is not part of database 'ch'" "$TMP/err" && [ ! -e "$TMP/e2.mdf" ] ||
+	die "MOVE of a foreign name: exit $r: $(cat "$TMP/err")"
+r=$(pair "$PFX-ch" 1 "RESTORE FILELISTONLY FROM VIRTUAL_DEVICE='$PFX-ch'" "$TMP/one-full.0")
+grep -q "^LogicalName       ch$" "$TMP/out" || die "FILELISTONLY: $(cat "$TMP/out")"
+n=$((n + 12))
 
 left=$(ls /dev/shm | grep -F "$PFX" || true)
 [ -z "$left" ] || die "shared memory left: $left"

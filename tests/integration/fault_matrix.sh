@@ -344,7 +344,7 @@ run_cell() {
 		fi
 		cmp -s "$DATA/rdb.mdf" "$expect_db" ||
 			cfail db "rdb.mdf is not byte-identical to $([ "$expect_db" = "$T/orig.mdf" ] && echo the original || echo the backed-up database)"
-		left=$(ls -A "$DATA" | grep -vxE 'db\.mdf|rdb\.mdf' | tr '\n' ' ')
+		left=$(ls -A "$DATA" | grep -vxE 'db\.mdf|rdb\.mdf|db\.mdf\.vdi-history' | tr '\n' ' ')
 		if [ -n "$left" ]; then
 			cfail tmpfile "left in the data dir: $left"
 			(cd "$DATA" && rm -f -- $left)
