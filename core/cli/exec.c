@@ -528,7 +528,16 @@ int exec_restore_begin(struct job *j, const struct bk_header *h)
 	j->prepared = 1;
 	pthread_mutex_unlock(&j->lock);
 
-	if (j->st.nmove && strcasecmp(j->st.move[0].from, h->db) != 0) {
+	if ((j->st.given & OPT_BLOCKSIZE) && j->st.blocksize != h->block_size) {
+		/* spec 4.1: RESTORE must use the BACKUP's BLOCKSIZE */
+		job_fail(
+			j,
+			"BLOCKSIZE=%u does not match the media: the backup was written with BLOCKSIZE=%u (give that, or no BLOCKSIZE)",
+			j->st.blocksize, h->block_size);
+		rc = -1;
+	} else if (j->st.kind != STMT_RESTORE) {
+		rc = 0; /* VERIFYONLY, HEADERONLY, FILELISTONLY write nothing */
+	} else if (j->st.nmove && strcasecmp(j->st.move[0].from, h->db) != 0) {
 		job_fail(
 			j,
 			"MOVE '%s': logical file '%s' is not part of database '%s' (its file: '%s')",

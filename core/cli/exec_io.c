@@ -300,7 +300,7 @@ static void *restore_main(void *arg)
 		job_fail(j, "%s", r->err);
 		return NULL;
 	}
-	if (j->st.kind == STMT_RESTORE && exec_restore_begin(j, &r->h) < 0)
+	if (exec_restore_begin(j, &r->h) < 0)
 		return NULL;
 	__atomic_store_n(&j->total, r->h.total_size, __ATOMIC_RELAXED);
 	__atomic_store_n(&j->work,

@@ -3,8 +3,9 @@
 # BACKUP then RESTORE gives a byte-identical database for sizes 0, 1, 511,
 # BLOCKSIZE-1, BLOCKSIZE+1 and a large one (1 GiB, as issue 3 asks;
 # VDI_TEST_SMALL=1 makes it 256 MiB for quick runs), over 1, 2 and 8 devices, with several BLOCKSIZE /
-# BUFFERCOUNT / MAXTRANSFERSIZE combinations, restores with other values
-# than the backup, stripes given in another order, stdin/stdout, statements
+# BUFFERCOUNT / MAXTRANSFERSIZE combinations, restores with other
+# BUFFERCOUNT / MAXTRANSFERSIZE than the backup (and the same or no
+# BLOCKSIZE: another one is refused, spec 4.1), stripes given in another order, stdin/stdout, statements
 # from argv, -f and stdin, VDC_Complete and the non-failing fault options,
 # HEADERONLY and VERIFYONLY.
 . "$(dirname "$0")/cli_lib.bash" rt
@@ -43,12 +44,12 @@ for bs in 512 4096 65536; do
 done
 echo "sizes x devices: done ($n round trips)"
 
-# 2. Buffer combinations; restores with other values than the backup.
+# 2. Buffer combinations; restores with other buffers than the backup.
 combos=(
-	"WITH BLOCKSIZE=512, BUFFERCOUNT=1, MAXTRANSFERSIZE=65536|WITH BLOCKSIZE=65536, BUFFERCOUNT=64, MAXTRANSFERSIZE=4194304"
-	"WITH BLOCKSIZE=65536, BUFFERCOUNT=3, MAXTRANSFERSIZE=131072|WITH BLOCKSIZE=512, BUFFERCOUNT=2, MAXTRANSFERSIZE=65536"
+	"WITH BLOCKSIZE=512, BUFFERCOUNT=1, MAXTRANSFERSIZE=65536|WITH BLOCKSIZE=512, BUFFERCOUNT=64, MAXTRANSFERSIZE=4194304"
+	"WITH BLOCKSIZE=65536, BUFFERCOUNT=3, MAXTRANSFERSIZE=131072|WITH BUFFERCOUNT=2, MAXTRANSFERSIZE=65536"
 	"WITH BLOCKSIZE=4096, BUFFERCOUNT=20, MAXTRANSFERSIZE=524288|"
-	"WITH MAXTRANSFERSIZE=4194304, BUFFERCOUNT=4|WITH BLOCKSIZE=1024, BUFFERCOUNT=7, MAXTRANSFERSIZE=196608"
+	"WITH MAXTRANSFERSIZE=4194304, BUFFERCOUNT=4|WITH BLOCKSIZE=512, BUFFERCOUNT=7, MAXTRANSFERSIZE=196608"
 )
 for c in "${combos[@]}"; do
 	for nd in 1 3 8; do
@@ -234,6 +235,9 @@ r=$(pair "$PFX-ch" 1 "RESTORE DATABASE moved FROM VIRTUAL_DEVICE='$PFX-ch' WITH 
 r=$(pair "$PFX-ch" 1 "RESTORE DATABASE moved FROM VIRTUAL_DEVICE='$PFX-ch' WITH MOVE 'nope' TO '$TMP/e2.mdf'" "$TMP/one-full.0")
 [ "${r%% *}" = 1 ] && grep -q "logical file 'nope' is not part of database 'ch'" "$TMP/err" && [ ! -e "$TMP/e2.mdf" ] ||
 	die "MOVE of a foreign name: exit $r: $(cat "$TMP/err")"
+r=$(pair "$PFX-ch" 1 "RESTORE VERIFYONLY FROM VIRTUAL_DEVICE='$PFX-ch' WITH BLOCKSIZE=4096" "$TMP/one-full.0")
+[ "${r%% *}" = 1 ] && grep -q "BLOCKSIZE=4096 does not match the media: the backup was written with BLOCKSIZE=512" "$TMP/err" ||
+	die "restore with another BLOCKSIZE: exit $r: $(cat "$TMP/err")"
 r=$(pair "$PFX-ch" 1 "RESTORE FILELISTONLY FROM VIRTUAL_DEVICE='$PFX-ch'" "$TMP/one-full.0")
 grep -q "^LogicalName       ch$" "$TMP/out" || die "FILELISTONLY: $(cat "$TMP/out")"
 n=$((n + 12))
