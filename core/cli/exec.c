@@ -762,6 +762,8 @@ static void *agent_main(void *arg)
 	struct job *j = arg;
 
 	j->agent_rc = vdi_server_execute_completion_agent(j->srv);
+	if (j->agent_rc < 0) /* the message is this thread's: keep it */
+		snprintf(j->agent_err, sizeof(j->agent_err), "%s", vdi_last_error());
 	__atomic_store_n(&j->agent_returned, 1, __ATOMIC_RELEASE);
 	return NULL;
 }
@@ -783,9 +785,15 @@ static int start_agent(struct job *j)
 	}
 	j->agent_started = 1;
 	while (!job_failed(j)) {
-		if (__atomic_load_n(&j->agent_returned, __ATOMIC_ACQUIRE))
-			return srv_call(j, j->agent_rc ? j->agent_rc : VD_E_UNEXPECTED,
-			                "ExecuteCompletionAgent");
+		if (__atomic_load_n(&j->agent_returned, __ATOMIC_ACQUIRE)) {
+			job_fail(
+				j,
+				"virtual device set '%s': ExecuteCompletionAgent returned before the set was active: %s: %s",
+				j->st.dev[0],
+				vdi_strerror(j->agent_rc ? j->agent_rc : VD_E_UNEXPECTED),
+				j->agent_rc ? j->agent_err : "returned success at once");
+			return -1;
+		}
 		if (vdi_set_info_get(j->instance, j->st.dev[0], &info) == 0 &&
 		    info.state == VDI_SET_ACTIVE)
 			return 0;
@@ -892,7 +900,8 @@ static void teardown_set(struct job *j)
 	if (j->agent_started) {
 		pthread_join(j->agent, NULL);
 		if (j->agent_rc < 0 && !job_failed(j))
-			job_fail(j, "completion agent failed: %s", vdi_strerror(j->agent_rc));
+			job_fail(j, "completion agent failed: %s: %s", vdi_strerror(j->agent_rc),
+			         j->agent_err);
 	}
 	pthread_mutex_lock(&j->lock);
 	srv = j->srv;

@@ -61,7 +61,8 @@ struct job {
 	struct vdi_sstream_pool *pool;
 	pthread_t agent;
 	int agent_started, agent_rc;
-	int agent_returned; /* atomic */
+	int agent_returned;  /* atomic */
+	char agent_err[512]; /* the agent thread's vdi_last_error(), before agent_returned */
 	struct devjob d[STMT_MAX_DEVICES];
 	/* the chain (chain.h): history of backups, restore state */
 	struct chain_history hist; /* backup: loaded before, extended after */
