@@ -316,8 +316,13 @@ static void *restore_main(void *arg)
 		         r->h.chunk_size);
 		return NULL;
 	}
-	if (bk_read_body(r, out, d->buf, &j->done) < 0)
+	if (bk_read_body(r, out, d->buf, &j->done) < 0) {
 		reader_fail(d);
+		return NULL;
+	}
+	/* The stream ended with a failed read (ERROR_HANDLE_EOF): clear the
+	 * device's error condition, as SQL Server does (spec 6.4, 6.5). */
+	send_command(d, VDC_ClearError);
 	return NULL;
 }
 

@@ -456,9 +456,14 @@ static void run_restore(struct ex *e, const struct ex *from, const uint8_t *db, 
 		const struct dev *v = &e->dev[i];
 
 		check_data(e, v, VDC_Read);
-		for (unsigned k = 0; k < v->nrec; k++)
+		/* reads, then one VDC_ClearError after the end of the stream */
+		ck_assert_uint_ge(v->nrec, 2);
+		for (unsigned k = 0; k + 1 < v->nrec; k++)
 			ck_assert_msg(v->rec[k].code == VDC_Read, "restore device '%s' got %s",
 			              v->name, vdi_strcommand(v->rec[k].code));
+		ck_assert_msg(v->rec[v->nrec - 1].code == VDC_ClearError,
+		              "restore device '%s' ended with %s, not VDC_ClearError", v->name,
+		              vdi_strcommand(v->rec[v->nrec - 1].code));
 		ck_assert_msg(v->off == v->len,
 		              "device '%s': the server read %zu of %zu stripe bytes", v->name,
 		              v->off, v->len);
@@ -489,7 +494,7 @@ static const struct row {
 	  3 * 1048576 + 777,
 	  3,
 	  { 1, 4096, 131072, 5, 1 },
-	  { 1, 512, 65536, 3, 0 } },
+	  { 1, 4096, 65536, 3, 0 } }, /* the same BLOCKSIZE: spec 4.1 */
 	{ "three devices share BUFFERCOUNT, no VDC_Complete",
 	  7 * 1048576 + 4095,
 	  0,

@@ -113,7 +113,7 @@ roundtrip "tar -xOf archive member > device" big "$W1M" \
 	 tar -xOf "$T/b.tar" "$(basename "$BAK")" > "$DEV"'
 roundtrip "backup with MAXTRANSFERSIZE 4M, restore with 64K" big \
 	"BLOCKSIZE=4096, MAXTRANSFERSIZE=4194304" 'cat "$DEV" > "$BAK"' \
-	"BLOCKSIZE=512, MAXTRANSFERSIZE=65536" 'cp "$BAK" "$DEV"'
+	"BLOCKSIZE=4096, MAXTRANSFERSIZE=65536" 'cp "$BAK" "$DEV"'
 
 # The server's extra VDC_Flush commands and a late VDC_Complete, and a
 # set that does not ask for VDC_Complete (end of stream at CloseDevice).
