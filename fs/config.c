@@ -348,3 +348,10 @@ void fs_cfg_format(const struct fs_setcfg *c, char *buf, size_t len)
 		         c->snapshot_manual ? "" : c->snapshot_cmd);
 	}
 }
+
+/* A set answers the snapshot commands (and offers them) only when one of
+ * the two ways of taking a snapshot is configured. */
+int fs_snapshot_configured(const struct fs_setcfg *c)
+{
+	return c->snapshot_manual || c->snapshot_cmd[0];
+}

@@ -34,11 +34,6 @@
 
 #include "vdifs.h"
 
-int fs_snapshot_configured(const struct fs_setcfg *c)
-{
-	return c->snapshot_manual || c->snapshot_cmd[0];
-}
-
 static const char *phase_name(uint32_t code)
 {
 	return code == VDC_PrepareToFreeze ? "prepare"

@@ -398,11 +398,12 @@ void fs_member_close(struct fs_set *set, int k, int empty);
  * (the set failed: the backup did not complete; the status says why). */
 int fs_dev_end(struct fs_set *set, int k);
 
-/* Snapshots (snapshot.c): the handler a set's device streams get when
- * its configuration names a snapshot tool or snapshot=manual; and
- * .control's "snapshot-done" / "snapshot-failed" (0, or -EINVAL when no
- * snapshot waits). */
+/* Whether a configuration names a snapshot tool or snapshot=manual
+ * (config.c: a fact of the configuration, used by sets.c and snapshot.c). */
 int fs_snapshot_configured(const struct fs_setcfg *c);
+/* Snapshots (snapshot.c): the handler a set's device streams get when
+ * its configuration takes snapshots; and .control's "snapshot-done" /
+ * "snapshot-failed" (0, or -EINVAL when no snapshot waits). */
 void fs_snapshot_attach(struct fs_set *set, struct vdi_cstream *s);
 int fs_snapshot_answer(struct fs_set *set, int ok);
 /* The .status line (set->lock held). */
