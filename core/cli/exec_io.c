@@ -149,8 +149,17 @@ static int sink_write(void *ctx, const void *buf, size_t len)
 		fault_abort(d);
 		return -1;
 	}
-	if (d->w.offset == 0) /* the stripe header just went out */
+	if (d->w.offset == 0) { /* the stripe header just went out */
+		/* A metadata transfer of its own, smaller than MAXTRANSFERSIZE,
+		 * as SQL Server's media header is (where BLOCKSIZE allows). */
+		int rc = BK_HEADER_SIZE % d->j->st.blocksize ? 0 : vdi_sstream_drain(d->s);
+
+		if (rc < 0) {
+			stream_fail(d, "VDC_Write", rc);
+			return -1;
+		}
 		fault_stall(d);
+	}
 	exec_test_pause_bytes(d->j, __atomic_load_n(&d->j->done, __ATOMIC_RELAXED));
 	return fault_flush(d);
 }

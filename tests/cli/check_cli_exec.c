@@ -425,6 +425,13 @@ static void run_backup(struct ex *e, size_t size, unsigned extra, uint8_t **db)
 	for (uint32_t i = 0; i < e->ndev; i++) {
 		check_data(e, &e->dev[i], VDC_Write);
 		check_backup_order(e, &e->dev[i], extra);
+		/* the stripe header travels alone where BLOCKSIZE allows */
+		if (512 % e->block == 0)
+			ck_assert_msg(
+				e->dev[i].rec[0].code == VDC_Write && e->dev[i].rec[0].size == 512,
+				"device '%s': first command %s of %d bytes, not the 512-byte header",
+				e->dev[i].name, vdi_strcommand(e->dev[i].rec[0].code),
+				e->dev[i].rec[0].size);
 	}
 }
 
