@@ -589,28 +589,55 @@ static int ss_room(struct vdi_sstream *w)
 
 ssize_t vdi_sstream_write(struct vdi_sstream *w, const void *buf, size_t len)
 {
-	size_t done = 0, n;
-	int rc;
+	size_t done = 0;
+	ssize_t n = 0;
 
 	if (!w || (!buf && len))
 		return vdi_fail(VD_E_INVALID, "cannot write stream: null argument");
-	rc = ss_check_dir(w, 0, "write");
-	while (!rc && done < len) {
-		rc = ss_room(w);
-		if (rc)
+	while (done < len) {
+		void *room;
+
+		n = vdi_sstream_reserve(w, &room);
+		if (n < 0)
 			break;
-		n = w->tsize - w->fill;
-		n = len - done < n ? len - done : n;
-		memcpy(w->cur->data + w->fill, (const uint8_t *)buf + done, n);
-		w->fill += (uint32_t)n;
-		w->bytes += n;
-		done += n;
-		if (w->fill == w->tsize) {
-			ss_send(w, w->cur, w->tsize);
-			w->cur = NULL;
-		}
+		n = len - done < (size_t)n ? (ssize_t)(len - done) : n;
+		memcpy(room, (const uint8_t *)buf + done, (size_t)n);
+		vdi_sstream_commit(w, (size_t)n); /* cannot fail: n fits the room */
+		done += (size_t)n;
 	}
-	return done ? (ssize_t)done : rc;
+	return done ? (ssize_t)done : n < 0 ? n : ss_check_dir(w, 0, "write");
+}
+
+ssize_t vdi_sstream_reserve(struct vdi_sstream *w, void **ptr)
+{
+	int rc;
+
+	if (!w || !ptr)
+		return vdi_fail(VD_E_INVALID, "cannot reserve stream room: null argument");
+	rc = ss_check_dir(w, 0, "write");
+	if (!rc)
+		rc = ss_room(w);
+	if (rc)
+		return rc;
+	*ptr = w->cur->data + w->fill;
+	return (ssize_t)(w->tsize - w->fill);
+}
+
+int vdi_sstream_commit(struct vdi_sstream *w, size_t n)
+{
+	if (!w)
+		return vdi_fail(VD_E_INVALID, "cannot commit stream bytes: null stream");
+	if (!w->cur || n > w->tsize - w->fill)
+		return vdi_fail(VD_E_INVALID,
+		                "stream on device '%s': commit of %zu bytes, %u reserved",
+		                ss_name(w), n, w->cur ? w->tsize - w->fill : 0);
+	w->fill += (uint32_t)n;
+	w->bytes += n;
+	if (w->fill == w->tsize) {
+		ss_send(w, w->cur, w->tsize);
+		w->cur = NULL;
+	}
+	return 0;
 }
 
 int vdi_sstream_drain(struct vdi_sstream *w)

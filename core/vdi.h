@@ -724,6 +724,13 @@ void vdi_sstream_pool_free(struct vdi_sstream_pool *p);
 int vdi_sstream_open(struct vdi_sstream_pool *p, struct vdi_server_device *d,
                      uint32_t transfer_size, struct vdi_sstream **out);
 ssize_t vdi_sstream_write(struct vdi_sstream *w, const void *buf, size_t len);
+/* Zero-copy backup: points *ptr at the free room of the buffer being
+ * filled (waiting for a buffer as write does) and returns its size (> 0),
+ * or a negative VD_E_*.  The caller fills some of it in place and
+ * commits n <= that many bytes, which then count as written; a full
+ * buffer is sent at once.  Nothing else may write between the two. */
+ssize_t vdi_sstream_reserve(struct vdi_sstream *w, void **ptr);
+int vdi_sstream_commit(struct vdi_sstream *w, size_t n);
 ssize_t vdi_sstream_read(struct vdi_sstream *r, void *buf, size_t len);
 /* Zero-copy restore: points *ptr at up to len bytes of the oldest
  * completed VDC_Read buffer (waiting for it as read does); returns the

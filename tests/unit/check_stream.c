@@ -217,8 +217,22 @@ static void *srv_writer(void *a)
 		job_fail(j, rc);
 		return NULL;
 	}
-	while (off < j->total) {
-		k = vdi_sstream_write(w, j->ref + off, chunk(&rng, j->maxchunk, j->total - off));
+	for (unsigned turn = 0; off < j->total; turn++) {
+		size_t want = chunk(&rng, j->maxchunk, j->total - off);
+		void *room;
+
+		/* mode 1: in place through reserve/commit; mode 2: turn about */
+		if (j->mode == 1 || (j->mode == 2 && turn % 2)) {
+			k = vdi_sstream_reserve(w, &room);
+			if (k > 0) {
+				k = (ssize_t)want < k ? (ssize_t)want : k;
+				memcpy(room, j->ref + off, (size_t)k);
+				if ((rc = vdi_sstream_commit(w, (size_t)k)) != 0)
+					k = rc;
+			}
+		} else {
+			k = vdi_sstream_write(w, j->ref + off, want);
+		}
 		if (k <= 0) {
 			job_fail(j, k ? (int)k : VD_E_UNEXPECTED);
 			break;
@@ -504,6 +518,65 @@ END_TEST
 /* ---------------------------------------------------------------------
  * Zero copy: peek and reserve point into the shared buffers.
  */
+struct rc_reader {
+	struct vdi_cstream *cs;
+	uint8_t got[96 * 1024];
+	size_t have;
+};
+
+static void *rc_read(void *a)
+{
+	struct rc_reader *x = a;
+	ssize_t k;
+
+	while ((k = vdi_cstream_read(x->cs, x->got + x->have, sizeof(x->got) - x->have)) > 0)
+		x->have += (size_t)k;
+	return NULL;
+}
+
+/* reserve points into the buffer being filled; commit takes no more than
+ * it gave, and the bytes committed reach the client as written. */
+START_TEST(test_reserve_commit)
+{
+	struct tl_pair_opts o;
+	struct vdi_sstream *w;
+	struct rc_reader *x = calloc(1, sizeof(*x));
+	struct rig r;
+	pthread_t t;
+	void *room, *again;
+	ssize_t n;
+
+	rig_opts(&o, 1, VDF_WriteMedia, 512, 64 * KIB, 4);
+	rig_up(&r, &o, 4, WAIT_MS);
+	TL_OK(vdi_sstream_open(r.pool, r.p.sd[0], 0, &w));
+	TL_OK(vdi_cstream_new(r.p.cd[0], WAIT_MS, &x->cs));
+	ck_assert_int_eq(pthread_create(&t, NULL, rc_read, x), 0);
+	n = vdi_sstream_reserve(w, &room);
+	ck_assert_int_eq(n, 64 * KIB);
+	ck_assert_int_eq(vdi_sstream_commit(w, 64 * KIB + 1), VD_E_INVALID);
+	ck_assert_ptr_nonnull(strstr(vdi_last_error(),
+	                             "': commit of 65537 bytes, 65536 reserved (VD_E_INVALID)"));
+	memset(room, 'a', 1000);
+	TL_OK(vdi_sstream_commit(w, 1000));
+	ck_assert_int_eq(vdi_sstream_reserve(w, &again), 64 * KIB - 1000);
+	ck_assert_ptr_eq(again, (uint8_t *)room + 1000); /* the same buffer, further on */
+	memset(again, 'b', 64 * KIB - 1000);
+	TL_OK(vdi_sstream_commit(w, 64 * KIB - 1000)); /* full: sent */
+	ck_assert_int_eq(vdi_sstream_write(w, "tail", 4), 4);
+	TL_OK(vdi_sstream_drain(w));
+	TL_OK(vdi_sstream_close(w));
+	TL_OK(vdi_server_close_device(r.p.sd[0]));
+	pthread_join(t, NULL);
+	ck_assert_uint_eq(x->have, 64 * KIB + 512);
+	ck_assert_int_eq(x->got[999], 'a');
+	ck_assert_int_eq(x->got[1000], 'b');
+	ck_assert_int_eq(memcmp(x->got + 64 * KIB, "tail", 4), 0);
+	TL_OK(vdi_cstream_close(x->cs, 1));
+	free(x);
+	rig_finish_ok(&r);
+}
+END_TEST
+
 START_TEST(test_peek_points_into_buffers)
 {
 	struct tl_pair_opts o;
@@ -1964,6 +2037,7 @@ static Suite *stream_suite(void)
 	tcase_add_loop_test(tc, test_restore_flow, 0,
 	                    (int)(sizeof(flow_cases) / sizeof(flow_cases[0])));
 	tcase_add_test(tc, test_peek_points_into_buffers);
+	tcase_add_test(tc, test_reserve_commit);
 	tcase_add_test(tc, test_reserve_points_into_buffers);
 	suite_add_tcase(s, tc);
 
