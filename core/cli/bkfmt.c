@@ -111,23 +111,66 @@ static uint64_t le64(const uint8_t *p)
 	return le64toh(v);
 }
 
-uint64_t bk_hash64(const void *buf, size_t len)
+static void hlanes(struct bk_hasher *x, const uint8_t *p)
+{
+	x->v[0] = hround(x->v[0], le64(p));
+	x->v[1] = hround(x->v[1], le64(p + 8));
+	x->v[2] = hround(x->v[2], le64(p + 16));
+	x->v[3] = hround(x->v[3], le64(p + 24));
+}
+
+void bk_hasher_init(struct bk_hasher *x)
+{
+	x->v[0] = HP1 + HP2;
+	x->v[1] = HP2;
+	x->v[2] = 0;
+	x->v[3] = 0 - HP1;
+	x->len = 0;
+	x->nt = 0;
+}
+
+void bk_hasher_update(struct bk_hasher *x, const void *buf, size_t len)
 {
 	const uint8_t *p = buf, *end = p + len;
-	uint64_t a = HP1 + HP2, b = HP2, c = 0, d = 0 - HP1, h;
 
-	for (; end - p >= 32; p += 32) {
-		a = hround(a, le64(p));
-		b = hround(b, le64(p + 8));
-		c = hround(c, le64(p + 16));
-		d = hround(d, le64(p + 24));
+	x->len += len;
+	if (x->nt) { /* complete the pending 32 bytes first */
+		size_t take = 32 - x->nt < len ? 32 - x->nt : len;
+
+		memcpy(x->tail + x->nt, p, take);
+		x->nt += (unsigned)take;
+		p += take;
+		if (x->nt < 32)
+			return;
+		hlanes(x, x->tail);
+		x->nt = 0;
 	}
-	h = rotl64(a, 1) + rotl64(b, 7) + rotl64(c, 12) + rotl64(d, 18) + (uint64_t)len;
+	for (; end - p >= 32; p += 32)
+		hlanes(x, p);
+	memcpy(x->tail, p, (size_t)(end - p));
+	x->nt = (unsigned)(end - p);
+}
+
+uint64_t bk_hasher_final(const struct bk_hasher *x)
+{
+	const uint8_t *p = x->tail, *end = p + x->nt;
+	uint64_t h = rotl64(x->v[0], 1) + rotl64(x->v[1], 7) + rotl64(x->v[2], 12) +
+	             rotl64(x->v[3], 18) + x->len;
+
 	for (; end - p >= 8; p += 8)
 		h = rotl64(h ^ hround(0, le64(p)), 27) * HP1 + HP3;
 	for (; p < end; p++)
 		h = rotl64(h ^ (*p * HP3), 11) * HP1;
 	return hfinal(h);
+}
+
+uint64_t bk_hash64(const void *buf, size_t len)
+{
+	struct bk_hasher x;
+
+	bk_hasher_init(&x);
+	bk_hasher_update(&x, buf, len);
+	return bk_hasher_final(&x);
 }
 
 uint64_t bk_db_hash(const uint64_t *chunk_hash, uint64_t n, uint64_t size)
@@ -334,25 +377,58 @@ int bk_write_header(struct bk_writer *w)
 	return emit(w, buf, sizeof(buf));
 }
 
-int bk_write_chunk(struct bk_writer *w, uint64_t index, const void *data, uint32_t len)
+/* The 32-byte record before a chunk's data; version 3 leaves the data
+ * CRC out (it follows the data, bk_chunk_check). */
+static int emit_chunk_hdr(struct bk_writer *w, uint64_t index, uint32_t len, uint32_t data_crc)
 {
 	uint8_t hdr[BK_CHUNK_HDR_SIZE];
-	uint32_t data_crc = crc32c(0, data, len);
-	int rc;
 
 	memcpy(hdr, "VDIC", 4);
 	put32(hdr + 4, len);
 	put64(hdr + 8, index);
 	put64(hdr + 16, index * w->h.chunk_size);
-	put32(hdr + 24, data_crc);
+	put32(hdr + 24, w->h.version >= 3 ? 0 : data_crc);
 	put32(hdr + 28, crc32c(0, hdr, 28));
-	rc = emit(w, hdr, sizeof(hdr));
-	if (rc == 0)
-		rc = emit_crc(w, data, len, data_crc);
+	return emit(w, hdr, sizeof(hdr));
+}
+
+/* Version 3: the 8 bytes after a chunk's data: its CRC32C, and the CRC32C
+ * of the chunk index and that CRC (a check record moved elsewhere fails). */
+static void chunk_check(uint8_t out[BK_CHUNK_CHECK_SIZE], uint64_t index, uint32_t data_crc)
+{
+	uint8_t in[12];
+
+	put64(in, index);
+	put32(in + 8, data_crc);
+	put32(out, data_crc);
+	put32(out + 4, crc32c(0, in, sizeof(in)));
+}
+
+static int emit_chunk_end(struct bk_writer *w, uint64_t index, uint32_t len, uint32_t data_crc)
+{
+	uint8_t c[BK_CHUNK_CHECK_SIZE];
+	int rc = 0;
+
+	if (w->h.version >= 3) {
+		chunk_check(c, index, data_crc);
+		rc = emit(w, c, sizeof(c));
+	}
 	if (rc == 0) {
 		w->chunks++;
 		w->data_bytes += len;
 	}
+	return rc;
+}
+
+int bk_write_chunk(struct bk_writer *w, uint64_t index, const void *data, uint32_t len)
+{
+	uint32_t data_crc = crc32c(0, data, len);
+	int rc = emit_chunk_hdr(w, index, len, data_crc);
+
+	if (rc == 0)
+		rc = emit_crc(w, data, len, data_crc);
+	if (rc == 0)
+		rc = emit_chunk_end(w, index, len, data_crc);
 	return rc;
 }
 
@@ -390,6 +466,51 @@ static int pread_full(int fd, uint8_t *buf, uint32_t len, uint64_t off)
 	return 0;
 }
 
+static int read_err(const struct bk_header *h, uint64_t off, int e, char *err, size_t errlen)
+{
+	fmt_err(err, errlen, "cannot read database '%s' at byte offset %llu: %s", h->db,
+	        (unsigned long long)off,
+	        e == -EIO ? "file shrank during the backup" : strerror(-e));
+	return -1;
+}
+
+/* Version 3 with reserve/commit: chunk i read from the database straight
+ * into the sink's memory, checksummed (and hashed) there while hot. */
+static int chunk_in_place(struct bk_writer *w, int fd, uint64_t i, uint32_t len, char *err,
+                          size_t errlen)
+{
+	uint64_t off = i * w->h.chunk_size;
+	uint32_t crc = 0, got = 0;
+	struct bk_hasher hx;
+	int rc = emit_chunk_hdr(w, i, len, 0);
+
+	bk_hasher_init(&hx);
+	while (rc == 0 && got < len) {
+		void *p;
+		ssize_t room = w->reserve(w->ctx, &p);
+		uint32_t take, piece;
+		int e;
+
+		if (room <= 0)
+			return room < 0 ? (int)room : -1;
+		take = (size_t)room < len - got ? (uint32_t)room : len - got;
+		e = pread_full(fd, p, take, off + got);
+		if (e < 0)
+			return read_err(&w->h, off + got, e, err, errlen);
+		piece = crc32c(0, p, take);
+		crc = crc32c_combine(crc, piece, take);
+		w->stream_crc = crc32c_combine(w->stream_crc, piece, take);
+		if (w->map)
+			bk_hasher_update(&hx, p, take);
+		rc = w->commit(w->ctx, take);
+		w->offset += take;
+		got += take;
+	}
+	if (rc == 0 && w->map)
+		w->map[i] = bk_hasher_final(&hx);
+	return rc == 0 ? emit_chunk_end(w, i, len, crc) : rc;
+}
+
 int bk_backup_stripe(struct bk_writer *w, int fd, uint8_t *buf, uint64_t *done, char *err,
                      size_t errlen)
 {
@@ -399,17 +520,17 @@ int bk_backup_stripe(struct bk_writer *w, int fd, uint8_t *buf, uint64_t *done, 
 	for (uint64_t slot = h->stripe; rc == 0 && slot < h->chunk_count; slot += h->stripes) {
 		uint64_t i = w->select ? w->select[slot] : slot;
 		uint32_t len = bk_chunk_len(h, i);
-		int e = pread_full(fd, buf, len, i * h->chunk_size);
+		int e;
 
-		if (e < 0) {
-			fmt_err(err, errlen, "cannot read database '%s' at byte offset %llu: %s",
-			        h->db, (unsigned long long)(i * h->chunk_size),
-			        e == -EIO ? "file shrank during the backup" : strerror(-e));
-			return -1;
+		if (w->reserve && h->version >= 3) {
+			rc = chunk_in_place(w, fd, i, len, err, errlen);
+		} else if ((e = pread_full(fd, buf, len, i * h->chunk_size)) < 0) {
+			return read_err(h, i * h->chunk_size, e, err, errlen);
+		} else {
+			if (w->map)
+				w->map[i] = bk_hash64(buf, len);
+			rc = bk_write_chunk(w, i, buf, len);
 		}
-		if (w->map)
-			w->map[i] = bk_hash64(buf, len);
-		rc = bk_write_chunk(w, i, buf, len);
 		if (rc == 0 && done)
 			__atomic_add_fetch(done, len, __ATOMIC_RELAXED);
 	}
@@ -631,6 +752,7 @@ static int read_chunk(struct bk_reader *r, const uint8_t *hdr, int fd, uint8_t *
 	uint32_t len = get32(hdr + 4);
 	off_t off;
 	uint32_t crc;
+	uint8_t hdr_crc_v3[4];
 
 	if (check_chunk_hdr(r, hdr, at, &index) < 0)
 		return -1;
@@ -641,7 +763,20 @@ static int read_chunk(struct bk_reader *r, const uint8_t *hdr, int fd, uint8_t *
 	} else if (take_crc(r, buf, len, "chunk data", &crc) < 0) {
 		return -1;
 	}
-	if (crc != get32(hdr + 24)) {
+	if (r->h.version >= 3) { /* the data CRC follows the data */
+		uint8_t c[BK_CHUNK_CHECK_SIZE], want[BK_CHUNK_CHECK_SIZE];
+
+		if (take(r, c, sizeof(c), "a chunk check record") < 0)
+			return -1;
+		chunk_check(want, index, get32(c));
+		if (memcmp(c + 4, want + 4, 4) != 0) {
+			rerr(r, "corrupt chunk %llu at byte offset %llu: check record mismatch",
+			     (unsigned long long)index, (unsigned long long)at);
+			return -1;
+		}
+		memcpy(hdr_crc_v3, c, 4);
+	}
+	if (crc != get32(r->h.version >= 3 ? hdr_crc_v3 : hdr + 24)) {
 		rerr(r, "corrupt chunk %llu at byte offset %llu: data checksum mismatch",
 		     (unsigned long long)index, (unsigned long long)at);
 		return -1;

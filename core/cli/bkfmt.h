@@ -24,8 +24,11 @@
  *           (differential: its full; log: the log chain's previous
  *           point); CRC32C of the first 508 bytes
  *   chunk   32-byte record header: tag "VDIC", data length, chunk index,
- *           byte offset in the database, CRC32C of the data, CRC32C of
- *           the first 28 bytes; then the data
+ *           byte offset in the database, CRC32C of the data (version 3:
+ *           0), CRC32C of the first 28 bytes; then the data; version 3
+ *           then 8 bytes: the data's CRC32C and the CRC32C of (chunk
+ *           index, that CRC), so a writer can read the database straight
+ *           into the stream and checksum it there
  *   trailer 64 bytes: tag "VDIT", stripe index, chunk count, data bytes,
  *           backup id, CRC32C of every stripe byte before the trailer
  *           (the whole-stream checksum); version 2: the database's size
@@ -55,19 +58,20 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define BK_MAGIC          "VDIBAKv1"
-#define BK_VERSION        2 /* written; 1 is still read */
-#define BK_HEADER_SIZE    512
-#define BK_CHUNK_HDR_SIZE 32
-#define BK_TRAILER_SIZE   64
-#define BK_CHUNK_SIZE     (1u << 20)
-#define BK_MIN_CHUNK      (1u << 12)
-#define BK_MAX_CHUNK      (1u << 26)
-#define BK_MAX_PADDING    65535
-#define BK_MAX_STRIPES    64
-#define BK_DB_LEN         128
-#define BK_DESC_LEN       256
-#define BK_ERR_LEN        512
+#define BK_MAGIC            "VDIBAKv1"
+#define BK_VERSION          3 /* written; 1 and 2 are still read */
+#define BK_CHUNK_CHECK_SIZE 8
+#define BK_HEADER_SIZE      512
+#define BK_CHUNK_HDR_SIZE   32
+#define BK_TRAILER_SIZE     64
+#define BK_CHUNK_SIZE       (1u << 20)
+#define BK_MIN_CHUNK        (1u << 12)
+#define BK_MAX_CHUNK        (1u << 26)
+#define BK_MAX_PADDING      65535
+#define BK_MAX_STRIPES      64
+#define BK_DB_LEN           128
+#define BK_DESC_LEN         256
+#define BK_ERR_LEN          512
 
 /* CRC32C (Castagnoli), chainable: crc32c(crc32c(0, a), b) equals
  * crc32c(0, a followed by b).  Uses SSE4.2 when the CPU has it. */
@@ -107,6 +111,15 @@ struct bk_trailer {
 /* 64-bit hash of one chunk of the database (its change detector), and the
  * hash of a whole database from the hashes of its n chunks. */
 uint64_t bk_hash64(const void *buf, size_t len);
+/* The same hash over bytes that come in pieces. */
+struct bk_hasher {
+	uint64_t v[4], len;
+	uint8_t tail[32];
+	unsigned nt;
+};
+void bk_hasher_init(struct bk_hasher *x);
+void bk_hasher_update(struct bk_hasher *x, const void *buf, size_t len);
+uint64_t bk_hasher_final(const struct bk_hasher *x);
 uint64_t bk_db_hash(const uint64_t *chunk_hash, uint64_t n, uint64_t size);
 /* Fills map[i] for every chunk of the first size bytes of fd (chunk_size
  * bytes each); buf holds chunk_size bytes.  0, or -errno. */
@@ -132,6 +145,10 @@ void bk_id_format(const uint8_t id[16], char out[37]);
 
 /* Writes all len bytes or returns a negative value. */
 typedef int (*bk_write_fn)(void *ctx, const void *buf, size_t len);
+/* Optional zero-copy sink (version 3): reserve points *ptr at free room
+ * and returns its size (> 0, or < 0 on error); commit takes n of it. */
+typedef ssize_t (*bk_reserve_fn)(void *ctx, void **ptr);
+typedef int (*bk_commit_fn)(void *ctx, size_t n);
 
 struct bk_writer {
 	bk_write_fn write;
@@ -141,6 +158,8 @@ struct bk_writer {
 	uint64_t offset; /* stripe bytes written */
 	uint64_t chunks, data_bytes;
 	/* optional */
+	bk_reserve_fn reserve; /* with commit: chunks read in place */
+	bk_commit_fn commit;
 	const uint64_t *select;    /* partial: database chunk index of each slot */
 	uint64_t *map;             /* full: filled with each chunk's bk_hash64 */
 	uint64_t db_size, db_hash; /* for the version 2 trailer */

@@ -164,6 +164,37 @@ static int sink_write(void *ctx, const void *buf, size_t len)
 	return fault_flush(d);
 }
 
+/* Zero-copy sink (bkfmt.h): chunk data is read from the database straight
+ * into the shared buffer.  Not used with FAULT_ABORT_AFTER or
+ * FAULT_EXTRA_FLUSHES, which act between the pieces sink_write gets. */
+static ssize_t sink_reserve(void *ctx, void **ptr)
+{
+	struct devjob *d = ctx;
+	ssize_t n;
+
+	if (job_failed(d->j))
+		return -1;
+	n = vdi_sstream_reserve(d->s, ptr);
+	if (n <= 0) {
+		stream_fail(d, "VDC_Write", n);
+		return -1;
+	}
+	return n;
+}
+
+static int sink_commit(void *ctx, size_t n)
+{
+	struct devjob *d = ctx;
+	int rc = vdi_sstream_commit(d->s, n);
+
+	if (rc < 0) {
+		stream_fail(d, "VDC_Write", rc);
+		return -1;
+	}
+	exec_test_pause_bytes(d->j, __atomic_load_n(&d->j->done, __ATOMIC_RELAXED));
+	return 0;
+}
+
 static int send_command(struct devjob *d, uint32_t code)
 {
 	int rc = vdi_sstream_command(d->s, code);
@@ -213,6 +244,10 @@ static void *backup_main(void *arg)
 
 	h.stripe = d->k;
 	bk_writer_init(&d->w, &h, sink_write, d);
+	if (!(j->st.given & (OPT_FAULT_ABORT_AFTER | OPT_FAULT_EXTRA_FLUSHES))) {
+		d->w.reserve = sink_reserve;
+		d->w.commit = sink_commit;
+	}
 	d->w.db_size = j->total;
 	if (bk_is_partial(&h)) { /* the chunks chosen, and the state they make */
 		d->w.select = j->select;

@@ -310,11 +310,11 @@ START_TEST(test_header_refusals)
 	ck_assert_str_eq(err, "corrupt backup header: checksum mismatch");
 
 	bk_header_encode(&h, raw);
-	raw[8] = 3; /* version */
+	raw[8] = 4; /* version */
 	ck_assert_int_eq(bk_header_decode(&g, raw, err, sizeof(err)), -1);
 	ck_assert_str_eq(
 		err,
-		"unsupported backup format version 3 (header size 512): this vdi reads versions 1 to 2");
+		"unsupported backup format version 4 (header size 512): this vdi reads versions 1 to 3");
 
 	h.kind = 4;
 	bk_header_encode(&h, raw);
@@ -408,11 +408,11 @@ START_TEST(test_padding)
 	ck_assert_str_eq(err,
 	                 "device 'd0': unexpected data after the trailer at byte offset 65536");
 	s[0].len--;
-	while (s[0].len < 512 + 32 + 1000 + 64 + BK_MAX_PADDING + 1)
+	while (s[0].len < 512 + 32 + 1000 + BK_CHUNK_CHECK_SIZE + 64 + BK_MAX_PADDING + 1)
 		mem_write(&s[0], &zero, 1);
 	ck_assert_int_eq(restore(s, NULL, 1, 0, &out, err, sizeof(err)), -1);
 	ck_assert_str_eq(err,
-	                 "device 'd0': unexpected data after the trailer at byte offset 67143");
+	                 "device 'd0': unexpected data after the trailer at byte offset 67151");
 	close(db);
 	free_stripes(s, 1);
 }
@@ -487,9 +487,11 @@ START_TEST(test_truncated)
 		{ 544 + 4096,
 		  "device 'd0': stripe truncated at byte offset 4640: stream ended inside chunk data" },
 		{ 544 + BK_CHUNK_SIZE,
-		  "device 'd0': stripe truncated at byte offset 1049120: stream ended inside a record header" },
-		{ 2 * (544 + BK_CHUNK_SIZE) - 512 + 40,
-		  "device 'd0': stripe truncated at byte offset 2097768: stream ended inside the trailer" },
+		  "device 'd0': stripe truncated at byte offset 1049120: stream ended inside a chunk check record" },
+		{ 552 + BK_CHUNK_SIZE,
+		  "device 'd0': stripe truncated at byte offset 1049128: stream ended inside a record header" },
+		{ 2 * (552 + BK_CHUNK_SIZE) - 512 + 40,
+		  "device 'd0': stripe truncated at byte offset 2097784: stream ended inside the trailer" },
 	};
 	size_t len = rs[0].len;
 
@@ -514,8 +516,12 @@ START_TEST(test_flipped)
 		{ 520, "device 'd0': corrupt chunk header at byte offset 512: checksum mismatch" },
 		{ 544 + 777,
 		  "device 'd0': corrupt chunk 0 at byte offset 512: data checksum mismatch" },
-		{ 2 * (544 + BK_CHUNK_SIZE) - 512 + 9,
-		  "device 'd0': corrupt trailer at byte offset 2097728: checksum mismatch" },
+		{ 544 + BK_CHUNK_SIZE + 1,
+		  "device 'd0': corrupt chunk 0 at byte offset 512: check record mismatch" },
+		{ 544 + BK_CHUNK_SIZE + 6,
+		  "device 'd0': corrupt chunk 0 at byte offset 512: check record mismatch" },
+		{ 2 * (552 + BK_CHUNK_SIZE) - 512 + 9,
+		  "device 'd0': corrupt trailer at byte offset 2097744: checksum mismatch" },
 	};
 	for (size_t i = 0; i < sizeof(flips) / sizeof(flips[0]); i++) {
 		rs[0].p[flips[i].at] ^= 0x20;
@@ -576,17 +582,17 @@ START_TEST(test_spliced_chunk)
 	/* Chunk 2 of stripe 0 replaced by chunk 3 of stripe 1 (same size,
 	 * valid checksums): the index check catches it. */
 	struct mem s = { 0 };
-	size_t c1 = 512 + (32 + BK_CHUNK_SIZE);
+	size_t rec = 32 + BK_CHUNK_SIZE + BK_CHUNK_CHECK_SIZE, c1 = 512 + rec;
 
 	mem_write(&s, rs[0].p, c1);
-	mem_write(&s, rs[1].p + c1, 32 + 100);
-	mem_write(&s, rs[0].p + c1 + 32 + BK_CHUNK_SIZE, rs[0].len - c1 - 32 - BK_CHUNK_SIZE);
+	mem_write(&s, rs[1].p + c1, 32 + 100 + BK_CHUNK_CHECK_SIZE);
+	mem_write(&s, rs[0].p + c1 + rec, rs[0].len - c1 - rec);
 	{
 		struct mem two[2] = { s, rs[1] };
 
 		expect_refusal(
 			two, NULL, 2,
-			"device 'd0': unexpected chunk at byte offset 1049120: got chunk 3 (100 bytes), expected chunk 2 (1048576 bytes) of stripe 1");
+			"device 'd0': unexpected chunk at byte offset 1049128: got chunk 3 (100 bytes), expected chunk 2 (1048576 bytes) of stripe 1");
 	}
 	free(s.p);
 }
@@ -596,7 +602,7 @@ START_TEST(test_dropped_chunk)
 {
 	/* Stripe 0 without its second chunk, trailer kept: incomplete. */
 	struct mem s = { 0 };
-	size_t c1 = 512 + (32 + BK_CHUNK_SIZE);
+	size_t c1 = 512 + (32 + BK_CHUNK_SIZE + BK_CHUNK_CHECK_SIZE);
 
 	mem_write(&s, rs[0].p, c1);
 	mem_write(&s, rs[0].p + 2 * c1 - 512, rs[0].len - (2 * c1 - 512));
@@ -605,7 +611,7 @@ START_TEST(test_dropped_chunk)
 
 		expect_refusal(
 			two, NULL, 2,
-			"device 'd0': incomplete stripe 1: trailer at byte offset 1049120 after 1 of 2 chunks");
+			"device 'd0': incomplete stripe 1: trailer at byte offset 1049128 after 1 of 2 chunks");
 	}
 	free(s.p);
 }
@@ -657,7 +663,7 @@ START_TEST(test_version1_still_read)
 	char err[BK_ERR_LEN];
 
 	bk_header_init(&h, id_a, "db", 5u << 20, 1);
-	ck_assert_uint_eq(h.version, 2);
+	ck_assert_uint_eq(h.version, BK_VERSION);
 	h.version = 1; /* what vdi wrote before differential backups */
 	h.kind = BK_LOG;
 	h.lsn = 9; /* not written by version 1 */
@@ -790,6 +796,105 @@ START_TEST(test_partial_roundtrip)
 }
 END_TEST
 
+/* A sink whose reserve hands out rooms of varying odd sizes, as the
+ * shared buffers of a stream do after headers of other sizes. */
+struct roomy {
+	struct mem m;
+	uint8_t room[70000];
+	size_t given, calls;
+};
+
+static ssize_t roomy_reserve(void *ctx, void **ptr)
+{
+	struct roomy *r = ctx;
+
+	r->given = 1 + (r->calls++ * 7919) % sizeof(r->room);
+	*ptr = r->room;
+	return (ssize_t)r->given;
+}
+
+static int roomy_commit(void *ctx, size_t n)
+{
+	struct roomy *r = ctx;
+
+	ck_assert_uint_le(n, r->given);
+	return mem_write(&r->m, r->room, n);
+}
+
+static int roomy_write(void *ctx, const void *buf, size_t len)
+{
+	return mem_write(&((struct roomy *)ctx)->m, buf, len);
+}
+
+/* Version 3 read in place (reserve/commit) writes the very bytes and
+ * chunk hashes of the copying path; versions 2 and 3 both restore. */
+START_TEST(test_in_place_and_versions)
+{
+	uint64_t size = 3 * BK_CHUNK_SIZE + 999;
+	int fd = make_db(size, 5), out;
+	uint8_t *buf = malloc(BK_CHUNK_SIZE);
+	struct roomy *a = calloc(1, sizeof(*a));
+	struct mem b = { 0 }, v2 = { 0 };
+	uint64_t map_a[4], map_b[4];
+	struct bk_header h;
+	struct bk_writer w;
+	char err[BK_ERR_LEN];
+
+	bk_header_init(&h, id_a, "db", size, 1);
+	bk_writer_init(&w, &h, roomy_write, a);
+	w.reserve = roomy_reserve;
+	w.commit = roomy_commit;
+	w.map = map_a;
+	ck_assert_int_eq(bk_backup_stripe(&w, fd, buf, NULL, err, sizeof(err)), 0);
+	ck_assert_uint_gt(a->calls, 4); /* chunks did go through many rooms */
+	bk_writer_init(&w, &h, mem_write, &b);
+	w.map = map_b;
+	ck_assert_int_eq(bk_backup_stripe(&w, fd, buf, NULL, err, sizeof(err)), 0);
+	ck_assert_uint_eq(a->m.len, b.len);
+	ck_assert_int_eq(memcmp(a->m.p, b.p, b.len), 0);
+	ck_assert_int_eq(memcmp(map_a, map_b, sizeof(map_a)), 0);
+	for (unsigned i = 0; i < 4; i++) {
+		uint32_t len = i == 3 ? 999 : BK_CHUNK_SIZE;
+
+		ck_assert_int_eq(pread(fd, buf, len, (off_t)i * BK_CHUNK_SIZE), len);
+		ck_assert_uint_eq(map_a[i], bk_hash64(buf, len));
+	}
+	ck_assert_int_eq(restore(&b, NULL, 1, 0, &out, err, sizeof(err)), 0);
+	assert_same(fd, out, size);
+	close(out);
+	h.version = 2; /* what vdi wrote before the check record */
+	bk_writer_init(&w, &h, mem_write, &v2);
+	ck_assert_int_eq(bk_backup_stripe(&w, fd, buf, NULL, err, sizeof(err)), 0);
+	ck_assert_uint_eq(v2.len, b.len - 4 * BK_CHUNK_CHECK_SIZE);
+	ck_assert_int_eq(restore(&v2, NULL, 1, 0, &out, err, sizeof(err)), 0);
+	assert_same(fd, out, size);
+	close(out);
+	free(a->m.p);
+	free(a);
+	free(b.p);
+	free(v2.p);
+	free(buf);
+	close(fd);
+}
+END_TEST
+
+START_TEST(test_hasher_pieces)
+{
+	static uint8_t data[5000];
+	struct bk_hasher x;
+
+	for (unsigned i = 0; i < sizeof(data); i++)
+		data[i] = (uint8_t)(i * 31 + 7);
+	for (size_t step = 1; step < 80; step += 3) {
+		bk_hasher_init(&x);
+		for (size_t off = 0; off < sizeof(data); off += step)
+			bk_hasher_update(&x, data + off,
+			                 sizeof(data) - off < step ? sizeof(data) - off : step);
+		ck_assert_uint_eq(bk_hasher_final(&x), bk_hash64(data, sizeof(data)));
+	}
+}
+END_TEST
+
 static Suite *format_suite(void)
 {
 	Suite *s = suite_create("cli_format");
@@ -808,6 +913,8 @@ static Suite *format_suite(void)
 	tcase_add_test(tc, test_version2_fields);
 	tcase_add_test(tc, test_hash_detects_every_byte);
 	tcase_add_test(tc, test_partial_roundtrip);
+	tcase_add_test(tc, test_in_place_and_versions);
+	tcase_add_test(tc, test_hasher_pieces);
 	suite_add_tcase(s, tc);
 
 	tcase_set_timeout(rt, 60);

@@ -119,7 +119,20 @@ static void fix_checksums(uint8_t *s, size_t len, int keep_stream_crc)
 
 			if (dlen > have)
 				dlen = have;
-			put32(r + 24, crc32c(0, r + BK_CHUNK_HDR_SIZE, dlen));
+			if (get32(s + 8) >= 3) { /* the check record after the data */
+				uint8_t *c = r + BK_CHUNK_HDR_SIZE + dlen, in[12];
+
+				put32(r + 24, 0);
+				if (have - dlen >= BK_CHUNK_CHECK_SIZE) {
+					memcpy(in, r + 8, 8);
+					put32(c, crc32c(0, r + BK_CHUNK_HDR_SIZE, dlen));
+					memcpy(in + 8, c, 4);
+					put32(c + 4, crc32c(0, in, sizeof(in)));
+					off += BK_CHUNK_CHECK_SIZE;
+				}
+			} else {
+				put32(r + 24, crc32c(0, r + BK_CHUNK_HDR_SIZE, dlen));
+			}
 			put32(r + 28, crc32c(0, r, 28));
 			off += BK_CHUNK_HDR_SIZE + dlen;
 		} else if (!memcmp(r, "VDIT", 4) && len - off >= BK_TRAILER_SIZE) {
