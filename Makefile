@@ -116,7 +116,7 @@ VDIFS := $(BUILD)/vdifs
 
 .SECONDARY:
 .PHONY: all tests check unit-check integration-check bench fuzz install uninstall clean format format-check FORCE
-all: $(LIBA) $(LIBSO) $(BUILD)/libvdi.pc $(SQLVDI_TARGETS) $(VDI) $(if $(FS_SRC),$(VDIFS))
+all: $(LIBA) $(LIBSO) $(BUILD)/libvdi.pc $(SQLVDI_TARGETS) $(VDI) $(BUILD)/vdi-sqlcmd $(if $(FS_SRC),$(VDIFS))
 tests: $(UNIT_BIN) $(CLITEST_BIN) $(BENCH_BIN)
 
 $(BUILD)/%.o: %.c
@@ -180,6 +180,10 @@ $(BUILD)/libvdi.pc: scripts/libvdi.pc.in $(BUILD)/install-dirs
 	$(call say,GEN,$@)sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
 		-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' $< > $@
 
+# vdi-sqlcmd: the same program, started by that name (core/cli/sqlcmd.c)
+$(BUILD)/vdi-sqlcmd: $(VDI)
+	@ln -sf vdi $@
+
 $(VDI): $(CLI_OBJ) $(LIBA)
 	$(call say,LD,$@)$(CC) $(LDFLAGS) -o $@ $^ $(UUID_LIBS) $(LDLIBS_CORE)
 
@@ -226,6 +230,7 @@ install: all
 	$(if $(HAVE_CXX),install -m 755 $(SQLVDI_SO) $(DESTDIR)$(LIBDIR)/)
 	$(if $(HAVE_CXX),install -m 644 $(BUILD)/sqlvdi.pc $(DESTDIR)$(LIBDIR)/pkgconfig/)
 	install -m 755 $(VDI) $(DESTDIR)$(BINDIR)/
+	ln -sf vdi $(DESTDIR)$(BINDIR)/vdi-sqlcmd
 	$(if $(FS_SRC),install -m 755 $(VDIFS) $(DESTDIR)$(BINDIR)/)
 	$(if $(wildcard docs/*.1),install -m 644 $(wildcard docs/*.1) $(DESTDIR)$(MANDIR)/man1/)
 
@@ -234,7 +239,7 @@ uninstall:
 	  $(DESTDIR)$(INCLUDEDIR)/vdi.h $(DESTDIR)$(LIBDIR)/pkgconfig/libvdi.pc \
 	  $(DESTDIR)$(INCLUDEDIR)/sqlvdi/vdi.h $(DESTDIR)$(INCLUDEDIR)/sqlvdi/vdierror.h \
 	  $(DESTDIR)$(LIBDIR)/libsqlvdi.so $(DESTDIR)$(LIBDIR)/libsqlvdi.a $(DESTDIR)$(LIBDIR)/pkgconfig/sqlvdi.pc \
-	  $(DESTDIR)$(BINDIR)/vdi $(DESTDIR)$(BINDIR)/vdifs \
+	  $(DESTDIR)$(BINDIR)/vdi $(DESTDIR)$(BINDIR)/vdi-sqlcmd $(DESTDIR)$(BINDIR)/vdifs \
 	  $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(wildcard docs/*.1)))
 
 # Every C file of the tree: the library, the command, the filesystem and

@@ -193,6 +193,11 @@ static const struct {
 
 int cli_main(int argc, char **argv)
 {
+	const char *base = strrchr(argv[0], '/');
+
+	base = base ? base + 1 : argv[0];
+	if (strcmp(base, "vdi-sqlcmd") == 0 || strcmp(base, "sqlcmd") == 0)
+		return cmd_sqlcmd(argc, argv);
 	if (argc < 2) {
 		fputs(usage_text, stderr);
 		return CLI_EXIT_USAGE;

@@ -29,6 +29,16 @@
 
 int cli_main(int argc, char **argv);
 int cmd_exec(int argc, char **argv);
+/* What a `vdi exec` run did, for vdi-sqlcmd's messages. */
+struct exec_outcome {
+	char statement[32];  /* "BACKUP DATABASE", ...; "" if none parsed */
+	int kind_moves_data; /* BACKUP or RESTORE (not VERIFYONLY, ...) */
+	uint64_t bytes;      /* database bytes moved */
+	double seconds;
+};
+int cmd_exec_outcome(int argc, char **argv, struct exec_outcome *out);
+/* `vdi-sqlcmd` (also when vdi is started as "sqlcmd"). */
+int cmd_sqlcmd(int argc, char **argv);
 int cmd_pipe(int argc, char **argv);
 int cmd_ls(int argc, char **argv);
 int cmd_abort(int argc, char **argv);

@@ -991,11 +991,18 @@ static void report(struct job *j, double elapsed)
 
 int cmd_exec(int argc, char **argv)
 {
+	return cmd_exec_outcome(argc, argv, NULL);
+}
+
+int cmd_exec_outcome(int argc, char **argv, struct exec_outcome *out)
+{
 	struct job *j = calloc(1, sizeof(*j));
 	char *text = NULL;
 	int status = CLI_EXIT_USAGE;
-	double t0;
+	double t0 = 0;
 
+	if (out)
+		memset(out, 0, sizeof(*out));
 	if (!j)
 		return CLI_EXIT_FAIL;
 	pthread_mutex_init(&j->lock, NULL);
@@ -1021,9 +1028,17 @@ int cmd_exec(int argc, char **argv)
 	report(j, cli_now() - t0);
 	if (!job_failed(j))
 		status = CLI_EXIT_OK;
+	if (out) {
+		out->bytes = j->done;
+		out->seconds = cli_now() - t0;
+	}
 	if (j->st.kind != STMT_BACKUP)
 		bk_set_release(&j->set);
 out:
+	if (out && j->st.kind) {
+		snprintf(out->statement, sizeof(out->statement), "%s", stmt_name(&j->st));
+		out->kind_moves_data = j->st.kind == STMT_BACKUP || j->st.kind == STMT_RESTORE;
+	}
 	close_files(j);
 	pthread_mutex_destroy(&j->lock);
 	pthread_cond_destroy(&j->prep_cond);

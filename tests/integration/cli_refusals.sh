@@ -143,6 +143,39 @@ timeout -k 5 20 "$VDI" exec -q -D "$DATA" "BACKUP DATABASE src TO VIRTUAL_DEVICE
 wait
 grep -qF "Broken pipe" "$TMP/perr" || die "broken pipe: pipe message: $(cat "$TMP/perr")"
 
+# vdi-sqlcmd: sqlcmd's options in front of vdi exec.
+SQLCMD=$ROOT/${BUILD:-build}/vdi-sqlcmd
+head -c 300000 /dev/urandom >"$DATA/sq.mdf"
+timeout -k 5 60 "$VDI" pipe -q -s "$PFX-sq" -t 20000 "$TMP/sq.bak" 2>"$TMP/perr" &
+VDI_DATA_DIR=$DATA timeout -k 5 60 "$SQLCMD" -S localhost -U sa -P pw -d master -b -h -1 -W \
+	-Q "BACKUP DATABASE sq TO VIRTUAL_DEVICE='$PFX-sq' WITH FORMAT, INIT" >"$TMP/out" 2>"$TMP/err" ||
+	die "vdi-sqlcmd -Q backup: exit $?: $(cat "$TMP/err")"
+wait
+grep -q "^BACKUP DATABASE successfully processed 37 pages in " "$TMP/out" || die "vdi-sqlcmd -Q: output $(cat "$TMP/out")"
+printf "RESTORE DATABASE sq2 FROM VIRTUAL_DEVICE='%s'\ngo\n\nRESTORE VERIFYONLY FROM VIRTUAL_DEVICE='%s'\nGO\n" "$PFX-sq" "$PFX-sq" >"$TMP/two.sql"
+(timeout -k 5 60 "$VDI" pipe -q -s "$PFX-sq" -t 20000 "$TMP/sq.bak" && timeout -k 5 60 "$VDI" pipe -q -s "$PFX-sq" -t 20000 "$TMP/sq.bak") 2>"$TMP/perr" &
+VDI_DATA_DIR=$DATA timeout -k 5 60 "$SQLCMD" -b -i "$TMP/two.sql" >"$TMP/out" 2>"$TMP/err" ||
+	die "vdi-sqlcmd -i with GO: exit $?: $(cat "$TMP/err")"
+wait
+cmp -s "$DATA/sq.mdf" "$DATA/sq2.mdf" || die "vdi-sqlcmd -i: the restore differs"
+grep -q "^RESTORE DATABASE successfully processed" "$TMP/out" && grep -q "is valid" "$TMP/out" ||
+	die "vdi-sqlcmd -i: output $(cat "$TMP/out")"
+VDI_DATA_DIR=$DATA "$SQLCMD" -Q "BACKUP DATABASE nosuch TO VIRTUAL_DEVICE='$PFX-none'" >"$TMP/out" 2>"$TMP/err" ||
+	die "vdi-sqlcmd without -b: a failed statement must exit 0, as sqlcmd does"
+grep -q "^Msg 3013, Level 16, State 1, Server localhost, Line 1$" "$TMP/out" && grep -q "^BACKUP DATABASE is terminating abnormally.$" "$TMP/out" ||
+	die "vdi-sqlcmd failure message: $(cat "$TMP/out")"
+VDI_DATA_DIR=$DATA "$SQLCMD" -b -Q "BACKUP DATABASE nosuch TO VIRTUAL_DEVICE='$PFX-none'" >/dev/null 2>&1
+[ $? = 1 ] || die "vdi-sqlcmd -b: a failed statement must exit 1"
+printf "BACKUP DATABASE nosuch TO VIRTUAL_DEVICE='x'\nGO\nBACKUP DATABASE alsonot TO VIRTUAL_DEVICE='x'\nGO\n" >"$TMP/bad.sql"
+VDI_DATA_DIR=$DATA "$SQLCMD" -b -i "$TMP/bad.sql" >"$TMP/out" 2>&1
+[ $? = 1 ] && [ "$(grep -c 'terminating abnormally' "$TMP/out")" = 1 ] || die "vdi-sqlcmd -b stops at the first failed batch: $(cat "$TMP/out")"
+VDI_DATA_DIR=$DATA "$SQLCMD" -i "$TMP/bad.sql" >"$TMP/out" 2>&1
+[ $? = 0 ] && [ "$(grep -c 'terminating abnormally' "$TMP/out")" = 2 ] || die "vdi-sqlcmd without -b runs every batch: $(cat "$TMP/out")"
+"$SQLCMD" -Z 2>"$TMP/err"
+[ $? = 1 ] && grep -qF "Sqlcmd: '-Z': Unknown Option. Enter '-?' for help." "$TMP/err" || die "vdi-sqlcmd unknown option: $(cat "$TMP/err")"
+"$SQLCMD" -S x 2>"$TMP/err"
+[ $? = 1 ] && grep -q "no query" "$TMP/err" || die "vdi-sqlcmd without a query: $(cat "$TMP/err")"
+
 left=$(ls /dev/shm | grep -F "$PFX" || true)
 [ -z "$left" ] || die "shared memory left: $left"
 [ $fail = 0 ] && echo "cli_refusals: all passed"

@@ -103,6 +103,38 @@ out=$("$BDIR/vdi" pipe --sqlvdi="$T/other.so" -s sqlvdi-abi-x 2>&1)
 rc=$?
 check "vdi pipe --sqlvdi=<no symbols>: exit 2, names the missing member: $out" \
 	eval 'test $rc -eq 2 && case "$out" in *"ClientVirtualDeviceSet::ClientVirtualDeviceSet()"*) true ;; *) false ;; esac'
+
+# A Microsoft-style client (tests/sqlvdi/client.cpp), built against the
+# installed headers and -lsqlvdi alone, that starts its statement with
+# `sqlcmd` from PATH: here the staged vdi-sqlcmd under that name.
+check "tests/sqlvdi/client.cpp builds against the installed headers alone" \
+	eval '"$CXX" -std=c++11 -Wall -Wextra -Werror -g -o "$T/client" "$ROOT/tests/sqlvdi/client.cpp" $flags -luuid -lpthread >"$T/cc2.log" 2>&1' ||
+	cat "$T/cc2.log" >&2
+mkdir -p "$T/bin"
+ln -sf "$R/bin/vdi-sqlcmd" "$T/bin/sqlcmd"
+if [ -x "$T/client" ]; then
+	head -c 5000123 /dev/urandom >"$T/data/ms.mdf"
+	cp "$T/data/ms.mdf" "$T/ms.orig"
+	for nd in 1 4; do
+		run_client() { # B|R D|L NDEV [ABORT_AFTER]
+			PATH=$T/bin:$PATH VDI_DATA_DIR=$T/data LD_LIBRARY_PATH=$R/lib \
+				timeout -k 5 120 "$T/client" "$1" "$2" ms sa secret "$T/ms.$nd" "$3" ${4:-} >"$T/client.out" 2>&1
+		}
+		check "Microsoft-style client, $nd device(s): BACKUP DATABASE ... WITH FORMAT through sqlcmd" \
+			run_client B D "$nd" || cat "$T/client.out" >&2
+		grep -q "BACKUP DATABASE successfully processed" "$T/client.out" ||
+			check "... and sqlcmd said so: $(cat "$T/client.out")" false
+		head -c 1000 /dev/urandom >"$T/data/ms.mdf" # the restore must replace it
+		check "Microsoft-style client, $nd device(s): RESTORE DATABASE ... WITH REPLACE, byte-identical" \
+			eval 'run_client R D "$nd" && cmp -s "$T/data/ms.mdf" "$T/ms.orig"' ||
+			cat "$T/client.out" >&2
+		cp "$T/data/ms.mdf" "$T/before-abort"
+		check "Microsoft-style client, $nd device(s): SignalAbort mid-restore fails both sides, database untouched" \
+			eval '! run_client R D "$nd" 1048576 && grep -q "terminating abnormally" "$T/client.out" && cmp -s "$T/data/ms.mdf" "$T/before-abort"'
+	done
+	check "no shared memory left by the client runs" \
+		eval '! ls /dev/shm | grep -qE "^vdi[.-].*[0-9a-f]{8}-[0-9a-f]{4}-"'
+fi
 mkdir -p "$T/mnt"
 out=$(timeout 10 "$BDIR/vdifs" "$T/mnt" -f -o sqlvdi="$T/other.so" 2>&1)
 rc=$?

@@ -11,7 +11,10 @@
  *
  * Device k's stream is FILE.k.  ABORT_AFTER: SignalAbort once device 0
  * moved that many bytes.  Exit status: 0 if the transfer ended with
- * VD_E_CLOSE on every device and sqlcmd succeeded; 1 otherwise; 2 usage.
+ * VD_E_CLOSE on every device and sqlcmd succeeded (-b: its exit status
+ * says so); 1 otherwise; 2 usage.  The restore statement is
+ * "WITH REPLACE", the backup's "WITH FORMAT", both with
+ * MAXTRANSFERSIZE=1048576, as such clients send them.
  */
 #include <ctype.h>
 #include <pthread.h>
@@ -126,7 +129,7 @@ int main(int argc, char **argv)
 		snprintf(devs[k].name, sizeof(devs[k].name), k ? "%s%u" : "%s", name, k);
 		snprintf(clauses + l, sizeof(clauses) - l, "%sVIRTUAL_DEVICE='%s'", k ? ", " : "", devs[k].name);
 	}
-	snprintf(sql, sizeof(sql), "sqlcmd -U %s -P %s -S . -Q \"%s %s %s %s %s WITH %s, MAXTRANSFERSIZE=1048576\"",
+	snprintf(sql, sizeof(sql), "sqlcmd -b -U %s -P %s -S . -Q \"%s %s %s %s %s WITH %s, MAXTRANSFERSIZE=1048576\"",
 		 argv[4], argv[5], backup ? "BACKUP" : "RESTORE", data ? "DATABASE" : "LOG", argv[3],
 		 backup ? "TO" : "FROM", clauses, backup ? "FORMAT" : "REPLACE");
 	FILE *pipe = popen(sql, "r");
