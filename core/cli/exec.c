@@ -209,8 +209,9 @@ static int check_supported(struct job *j)
 		        stmt_name(st), st->file);
 		return -1;
 	}
-	if (st->given & OPT_SNAPSHOT) {
-		cli_err("%s: SNAPSHOT is not played by this vdi exec", stmt_name(st));
+	if ((st->given & OPT_SNAPSHOT) && st->ndev != 1) {
+		cli_err("%s WITH SNAPSHOT: %u devices: a snapshot backup's metadata goes over exactly one virtual device (spec 12)",
+		        stmt_name(st), st->ndev);
 		return -1;
 	}
 	if (st->nmove > 1) {
@@ -233,6 +234,7 @@ static int parse_args(struct job *j, int argc, char **argv, char **text)
 		{ "io-timeout", required_argument, NULL, 'T' },
 		{ "instance", required_argument, NULL, 'I' },
 		{ "quiet", no_argument, NULL, 'q' },
+		{ "freeze-timeout", required_argument, NULL, 'Z' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *file = NULL;
@@ -241,6 +243,7 @@ static int parse_args(struct job *j, int argc, char **argv, char **text)
 
 	j->timeout_ms = 30000;
 	j->io_timeout_ms = VDI_INFINITE;
+	j->freeze_ms = 10000;
 	j->data_dir = getenv("VDI_DATA_DIR");
 	if (!j->data_dir || !*j->data_dir)
 		j->data_dir = DEFAULT_DATA_DIR;
@@ -258,6 +261,14 @@ static int parse_args(struct job *j, int argc, char **argv, char **text)
 				return -1;
 			break;
 		case 'I': j->instance = optarg; break;
+		case 'Z':
+			if (cli_parse_ms("--freeze-timeout", optarg, &j->freeze_ms))
+				return -1;
+			if (j->freeze_ms & 0x80000000u) {
+				cli_err("invalid --freeze-timeout 'infinite': a freeze must end");
+				return -1;
+			}
+			break;
 		case 'q': j->quiet = 1; break;
 		default: cli_err("exec: bad option (vdi --help)"); return -1;
 		}
@@ -535,6 +546,14 @@ int exec_restore_begin(struct job *j, const struct bk_header *h)
 			"BLOCKSIZE=%u does not match the media: the backup was written with BLOCKSIZE=%u (give that, or no BLOCKSIZE)",
 			j->st.blocksize, h->block_size);
 		rc = -1;
+	} else if (j->st.kind == STMT_RESTORE &&
+	           !(j->st.given & OPT_SNAPSHOT) != (h->kind != BK_SNAPSHOT)) {
+		job_fail(
+			j,
+			h->kind == BK_SNAPSHOT
+				? "the backup set is a snapshot backup's metadata: restore it WITH SNAPSHOT, with the snapshot at hand"
+				: "RESTORE ... WITH SNAPSHOT: the backup set is not a snapshot backup");
+		rc = -1;
 	} else if (j->st.kind != STMT_RESTORE) {
 		rc = 0; /* VERIFYONLY, HEADERONLY, FILELISTONLY write nothing */
 	} else if (j->st.nmove && strcasecmp(j->st.move[0].from, h->db) != 0) {
@@ -590,6 +609,50 @@ static int verify_rolled_forward(struct job *j)
 			(unsigned long long)h->lsn, (unsigned long long)want);
 		return -1;
 	}
+	return 0;
+}
+
+static void finish_chain(struct job *j);
+
+/* RESTORE ... WITH SNAPSHOT: the client mounted the snapshot's file when
+ * it completed VDC_MountSnapshot; it must be the database that was frozen
+ * (the trailer's size and hash), or the restore fails. */
+static int verify_mounted(struct job *j)
+{
+	const struct bk_trailer *t = &j->d[0].r.t;
+	int fd = open(j->db_path, O_RDONLY | O_CLOEXEC);
+	struct stat sb;
+	uint64_t n, *map = NULL, got = 0;
+	uint8_t *buf = NULL;
+	int rc = fd < 0 || fstat(fd, &sb) != 0 ? -errno : 0;
+
+	if (rc == 0 && (uint64_t)sb.st_size == t->db_size) {
+		n = (t->db_size + BK_CHUNK_SIZE - 1) / BK_CHUNK_SIZE;
+		map = calloc(n ? n : 1, sizeof(*map));
+		buf = malloc(BK_CHUNK_SIZE);
+		rc = map && buf ? bk_hash_file(fd, t->db_size, BK_CHUNK_SIZE, buf, map) : -ENOMEM;
+		if (rc == 0)
+			got = bk_db_hash(map, n, t->db_size);
+	}
+	free(map);
+	free(buf);
+	if (fd >= 0)
+		close(fd);
+	if (rc < 0) {
+		job_fail(j, "the client completed VDC_MountSnapshot, but '%s' cannot be read: %s",
+		         j->db_path, strerror(-rc));
+		return -1;
+	}
+	if ((uint64_t)sb.st_size != t->db_size || got != t->db_hash) {
+		job_fail(
+			j,
+			"the mounted snapshot is not the database that was frozen: '%s' has %llu bytes%s, the backup recorded %llu bytes, hash %016llx",
+			j->db_path, (unsigned long long)sb.st_size,
+			(uint64_t)sb.st_size == t->db_size ? " with another hash" : "",
+			(unsigned long long)t->db_size, (unsigned long long)t->db_hash);
+		return -1;
+	}
+	finish_chain(j);
 	return 0;
 }
 
@@ -835,7 +898,10 @@ static void backup_header(struct job *j)
 	j->hdr.time = (int64_t)time(NULL);
 	snprintf(j->hdr.description, sizeof(j->hdr.description), "%s", j->st.description);
 	/* the chain (chain.h): COPY_ONLY is ignored with DIFFERENTIAL */
-	j->hdr.kind = j->st.log ? BK_LOG : (j->st.given & OPT_DIFFERENTIAL) ? BK_DIFF : BK_FULL;
+	j->hdr.kind = j->st.log                          ? BK_LOG
+	              : (j->st.given & OPT_DIFFERENTIAL) ? BK_DIFF
+	              : (j->st.given & OPT_SNAPSHOT)     ? BK_SNAPSHOT
+	                                                 : BK_FULL;
 	if ((j->st.given & OPT_COPY_ONLY) && j->hdr.kind != BK_DIFF)
 		j->hdr.flags |= BK_F_COPY_ONLY;
 	memcpy(j->hdr.lineage, j->hist.lineage, 16);
@@ -844,6 +910,10 @@ static void backup_header(struct job *j)
 	                   : j->hdr.kind == BK_LOG ? chain_log_point(&j->hist)->lsn
 	                                           : j->hdr.lsn;
 	j->work = j->total;
+	if (j->hdr.kind == BK_SNAPSHOT) { /* metadata only: the data is the snapshot */
+		j->hdr.chunk_count = 0;
+		j->work = 0;
+	}
 	if (bk_is_partial(&j->hdr)) {
 		j->hdr.chunk_count = j->nselect;
 		j->work = 0;
@@ -1023,7 +1093,10 @@ int cmd_exec_outcome(int argc, char **argv, struct exec_outcome *out)
 		record_backup(j);
 	if (!job_failed(j) && j->st.kind == STMT_RESTORE) {
 		exec_test_pause(j, "commit");
-		commit_target(j);
+		if (j->st.given & OPT_SNAPSHOT)
+			verify_mounted(j);
+		else
+			commit_target(j);
 	}
 	report(j, cli_now() - t0);
 	if (!job_failed(j))

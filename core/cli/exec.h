@@ -45,6 +45,7 @@ struct job {
 	const char *data_dir;
 	const char *instance;
 	uint32_t timeout_ms, io_timeout_ms;
+	uint32_t freeze_ms; /* SNAPSHOT: the longest freeze (--freeze-timeout) */
 	int quiet;
 	/* files */
 	char db_path[PATH_MAX];

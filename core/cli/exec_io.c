@@ -13,12 +13,16 @@
  */
 #include "exec.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -364,9 +368,181 @@ static void *restore_main(void *arg)
 		reader_fail(d);
 		return NULL;
 	}
+	if (j->st.given & OPT_SNAPSHOT) {
+		/* spec 6.5: Read x N -> MountSnapshot: the client puts the
+		 * snapshot's files in place; the commit checks them. */
+		send_command(d, VDC_MountSnapshot);
+		return NULL;
+	}
 	/* The stream ended with a failed read (ERROR_HANDLE_EOF): clear the
 	 * device's error condition, as SQL Server does (spec 6.4, 6.5). */
 	send_command(d, VDC_ClearError);
+	return NULL;
+}
+
+/* -------------------------------------------------------------- snapshot */
+
+/* The freeze limit: a client that does not complete VDC_Snapshot within
+ * --freeze-timeout fails the backup (the set is aborted, which ends the
+ * wait), so the database is never left frozen. */
+struct freeze_watch {
+	struct job *j;
+	pthread_mutex_t m;
+	pthread_cond_t c;
+	int done;
+};
+
+static void *freeze_watch_main(void *a)
+{
+	struct freeze_watch *w = a;
+	struct timespec until;
+	int timed_out = 0;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += w->j->freeze_ms / 1000;
+	until.tv_nsec += (long)(w->j->freeze_ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&w->m);
+	while (!w->done && !timed_out)
+		timed_out = pthread_cond_timedwait(&w->c, &w->m, &until) == ETIMEDOUT;
+	pthread_mutex_unlock(&w->m);
+	if (timed_out && !w->done)
+		job_fail(
+			w->j,
+			"the freeze limit of %u ms passed before the client completed VDC_Snapshot: the database was thawed",
+			w->j->freeze_ms);
+	return NULL;
+}
+
+/* Takes the stand-in database's write lock within the freeze limit: its
+ * writers hold flock(LOCK_SH or LOCK_EX) while they write (vdi(1)). */
+static int freeze(struct devjob *d)
+{
+	struct job *j = d->j;
+	double until = cli_now() + j->freeze_ms / 1000.0;
+
+	while (flock(j->db_fd, LOCK_EX | LOCK_NB) != 0) {
+		if (errno != EWOULDBLOCK && errno != EINTR) {
+			job_fail(j, "cannot freeze database '%s': flock: %s", j->st.db,
+			         strerror(errno));
+			return -1;
+		}
+		if (job_failed(j) || cli_now() > until) {
+			job_fail(
+				j,
+				"cannot freeze database '%s': a writer kept its lock past the freeze limit of %u ms",
+				j->st.db, j->freeze_ms);
+			return -1;
+		}
+		usleep(2000);
+	}
+	return 0;
+}
+
+/* The frozen database's size, chunk hashes (for the chain) and hash. */
+static int hash_frozen(struct devjob *d)
+{
+	struct job *j = d->j;
+	struct stat sb;
+	uint64_t n;
+	int rc;
+
+	if (fstat(j->db_fd, &sb) != 0) {
+		job_fail(j, "cannot read frozen database '%s': %s", j->st.db, strerror(errno));
+		return -1;
+	}
+	j->total = (uint64_t)sb.st_size;
+	n = bk_db_chunks(
+		&(struct bk_header){ .total_size = j->total, .chunk_size = BK_CHUNK_SIZE });
+	free(j->map);
+	j->map = calloc(n ? n : 1, sizeof(*j->map));
+	d->buf = d->buf ? d->buf : malloc(BK_CHUNK_SIZE);
+	rc = j->map && d->buf ? bk_hash_file(j->db_fd, j->total, BK_CHUNK_SIZE, d->buf, j->map)
+	                      : -ENOMEM;
+	if (rc < 0) {
+		job_fail(j, "cannot read frozen database '%s': %s", j->st.db, strerror(-rc));
+		return -1;
+	}
+	d->w.db_size = j->total;
+	d->w.db_hash = bk_db_hash(j->map, n, j->total);
+	return 0;
+}
+
+/* The frozen files, one path a line, as VDC_FileInfoBegin, data, End
+ * (D47: the format vdifs and vdi pipe read). */
+static int list_frozen_files(struct devjob *d)
+{
+	char line[PATH_MAX + 2];
+	int n = snprintf(line, sizeof(line), "%s\n", d->j->db_path);
+	int rc;
+
+	if (send_command(d, VDC_FileInfoBegin) < 0)
+		return -1;
+	if (vdi_sstream_write(d->s, line, (size_t)n) != n || (rc = vdi_sstream_drain(d->s)) < 0) {
+		stream_fail(d, "VDC_Write (frozen files)", VD_E_IO_ERROR);
+		return -1;
+	}
+	return send_command(d, VDC_FileInfoEnd);
+}
+
+/*
+ * BACKUP ... WITH SNAPSHOT (spec 6.5, 12): the metadata stripe's header,
+ * [the frozen files], [VDC_PrepareToFreeze], freeze, the frozen state's
+ * hash in the trailer, VDC_Snapshot within the freeze limit, thaw.  No
+ * VDC_Flush: after VDC_Snapshot the client expects only VD_E_CLOSE.
+ */
+static void *snapshot_main(void *arg)
+{
+	struct devjob *d = arg;
+	struct job *j = d->j;
+	struct bk_header h = j->hdr;
+	struct freeze_watch fw = { .j = j };
+	pthread_t watch;
+	int frozen = 0, watching = 0, rc;
+
+	h.stripe = d->k;
+	bk_writer_init(&d->w, &h, sink_write, d);
+	if (bk_write_header(&d->w) < 0 || (rc = vdi_sstream_drain(d->s)) < 0) {
+		if (!job_failed(j))
+			stream_fail(d, "VDC_Write", VD_E_IO_ERROR);
+		return NULL;
+	}
+	if ((j->cfg.features & VDF_EnumFrozenFiles) && list_frozen_files(d) < 0)
+		return NULL;
+	if ((j->cfg.features & VDF_SnapshotPrepare) && send_command(d, VDC_PrepareToFreeze) < 0)
+		return NULL;
+	exec_test_pause(j, "freeze");
+	if (freeze(d) < 0)
+		return NULL;
+	frozen = 1;
+	if (hash_frozen(d) < 0 || bk_write_trailer(&d->w) < 0)
+		goto thaw;
+	if ((rc = vdi_sstream_drain(d->s)) < 0) {
+		stream_fail(d, "VDC_Write", rc);
+		goto thaw;
+	}
+	pthread_mutex_init(&fw.m, NULL);
+	pthread_cond_init(&fw.c, NULL);
+	watching = pthread_create(&watch, NULL, freeze_watch_main, &fw) == 0;
+	if (!watching)
+		job_fail(j, "cannot start the freeze-limit thread");
+	else
+		send_command(d, VDC_Snapshot);
+thaw:
+	if (watching) {
+		pthread_mutex_lock(&fw.m);
+		fw.done = 1;
+		pthread_cond_signal(&fw.c);
+		pthread_mutex_unlock(&fw.m);
+		pthread_join(watch, NULL);
+		pthread_cond_destroy(&fw.c);
+		pthread_mutex_destroy(&fw.m);
+	}
+	if (frozen)
+		flock(j->db_fd, LOCK_UN);
 	return NULL;
 }
 
@@ -407,7 +583,11 @@ int exec_run_devices(struct job *j)
 	for (unsigned k = 0; k < n && !job_failed(j); k++) {
 		struct devjob *d = &j->d[k];
 
-		if (pthread_create(&d->thread, NULL, backup ? backup_main : restore_main, d) != 0) {
+		void *(*fn)(void *) = !backup                        ? restore_main
+		                      : (j->st.given & OPT_SNAPSHOT) ? snapshot_main
+		                                                     : backup_main;
+
+		if (pthread_create(&d->thread, NULL, fn, d) != 0) {
 			job_fail(j, "cannot start the thread of device '%s'", dev_name(d));
 			break;
 		}

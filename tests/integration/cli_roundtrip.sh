@@ -242,6 +242,88 @@ r=$(pair "$PFX-ch" 1 "RESTORE FILELISTONLY FROM VIRTUAL_DEVICE='$PFX-ch'" "$TMP/
 grep -q "^LogicalName       ch$" "$TMP/out" || die "FILELISTONLY: $(cat "$TMP/out")"
 n=$((n + 12))
 
+# 8. Snapshot backups (issue 13): the user's tool takes the snapshot while
+# vdi exec holds the database frozen; the restore mounts it back.
+SNAP=$TMP/snap
+mkdir -p "$SNAP"
+head -c 3000001 /dev/urandom >"$DATA/sn.mdf"
+cp "$DATA/sn.mdf" "$TMP/sn.orig"
+cat >"$TMP/snapcmd" <<SNAPCMD
+#!/bin/bash
+echo "\$VDI_PHASE \$VDI_DEVICE" >>"$SNAP/phases"
+case \$VDI_PHASE in
+snapshot)
+	flock -n "$DATA/sn.mdf" true && echo "not frozen" >>"$SNAP/marks"
+	setsid flock "$DATA/sn.mdf" -c 'echo writer >>"$SNAP/marks"' </dev/null >/dev/null 2>&1 &
+	sleep 0.3
+	cp --reflink=auto "$DATA/sn.mdf" "$SNAP/sn.mdf"
+	echo "snapshot taken" >>"$SNAP/marks" ;;
+mount) cp "$SNAP/sn.mdf" "$DATA/sn.mdf" ;;
+esac
+SNAPCMD
+chmod +x "$TMP/snapcmd"
+PIPE_OPTS="--snapshot-cmd $TMP/snapcmd"
+r=$(pair "$PFX-sn" 1 "BACKUP DATABASE sn TO VIRTUAL_DEVICE='$PFX-sn' WITH SNAPSHOT" "$TMP/sn.meta")
+[ "$r" = "0 0" ] || die "snapshot backup: exit $r: $(cat "$TMP/err" "$TMP/perr")"
+for i in $(seq 50); do grep -q writer "$SNAP/marks" 2>/dev/null && break; sleep 0.1; done
+[ "$(cat "$SNAP/marks")" = "snapshot taken
+writer" ] || die "snapshot backup: the database was not frozen while the snapshot was taken: $(cat "$SNAP/marks")"
+[ "$(cut -d' ' -f1 "$SNAP/phases" | tr '\n' ' ')" = "prepare snapshot " ] || die "snapshot phases: $(cat "$SNAP/phases")"
+flock -n "$DATA/sn.mdf" true || die "snapshot backup: the database is still frozen"
+r=$(pair "$PFX-sn" 1 "RESTORE HEADERONLY FROM VIRTUAL_DEVICE='$PFX-sn'" "$TMP/sn.meta")
+grep -q "^BackupType        1 (full, snapshot)" "$TMP/out" || die "snapshot HEADERONLY: $(cat "$TMP/out")"
+# the snapshot is a full backup of the chain: a differential follows it
+dd if=/dev/urandom of="$DATA/sn.mdf" bs=1 count=10 seek=2500000 conv=notrunc status=none
+cp "$DATA/sn.mdf" "$TMP/sn.later"
+PIPE_OPTS=
+r=$(pair "$PFX-sn" 1 "BACKUP DATABASE sn TO VIRTUAL_DEVICE='$PFX-sn' WITH DIFFERENTIAL" "$TMP/sn.diff")
+[ "$r" = "0 0" ] || die "differential after a snapshot: exit $r: $(cat "$TMP/err")"
+PIPE_OPTS="--snapshot-cmd $TMP/snapcmd"
+r=$(pair "$PFX-sn" 1 "RESTORE DATABASE sn FROM VIRTUAL_DEVICE='$PFX-sn' WITH SNAPSHOT, REPLACE, NORECOVERY" "$TMP/sn.meta")
+PIPE_OPTS=
+r2=$(pair "$PFX-sn" 1 "RESTORE DATABASE sn FROM VIRTUAL_DEVICE='$PFX-sn'" "$TMP/sn.diff")
+[ "$r $r2" = "0 0 0 0" ] && cmp -s "$DATA/sn.mdf" "$TMP/sn.later" ||
+	die "snapshot + differential: exit $r / $r2: $(cat "$TMP/err")"
+PIPE_OPTS=
+r=$(pair "$PFX-sn" 1 "RESTORE DATABASE sn2 FROM VIRTUAL_DEVICE='$PFX-sn' WITH SNAPSHOT" "$TMP/sn.meta")
+[ "${r%% *}" = 1 ] && grep -q "client completed VDC_MountSnapshot with ERROR_NOT_SUPPORTED" "$TMP/err" ||
+	die "snapshot restore by a client without a snapshot tool: exit $r: $(cat "$TMP/err")"
+PIPE_OPTS="--snapshot-cmd $TMP/snapcmd"
+rm -f "$DATA/sn.mdf"
+r=$(pair "$PFX-sn" 1 "RESTORE DATABASE sn FROM VIRTUAL_DEVICE='$PFX-sn' WITH SNAPSHOT" "$TMP/sn.meta")
+[ "$r" = "0 0" ] && cmp -s "$DATA/sn.mdf" "$TMP/sn.orig" || die "snapshot restore: exit $r: $(cat "$TMP/err" "$TMP/perr")"
+tail -n 1 "$SNAP/phases" | grep -q "^mount " || die "snapshot restore: no mount phase: $(cat "$SNAP/phases")"
+# refusals and failures: the database is thawed on every path
+PIPE_OPTS="--snapshot-cmd $TMP/snapcmd"
+r=$(pair "$PFX-sn" 1 "RESTORE DATABASE sn FROM VIRTUAL_DEVICE='$PFX-sn' WITH REPLACE" "$TMP/sn.meta")
+[ "${r%% *}" = 1 ] && grep -q "restore it WITH SNAPSHOT" "$TMP/err" || die "snapshot metadata restored as a stream: exit $r: $(cat "$TMP/err")"
+cp "$TMP/sn.orig" "$SNAP/sn.mdf.good"
+echo x >>"$SNAP/sn.mdf" # the snapshot the tool mounts is not the one taken
+r=$(pair "$PFX-sn" 1 "RESTORE DATABASE sn FROM VIRTUAL_DEVICE='$PFX-sn' WITH SNAPSHOT, REPLACE" "$TMP/sn.meta")
+[ "${r%% *}" = 1 ] && grep -q "the mounted snapshot is not the database that was frozen: .* has 3000003 bytes, the backup recorded 3000001 bytes" "$TMP/err" ||
+	die "a wrong snapshot mounted: exit $r: $(cat "$TMP/err")"
+"$VDI" exec -q -D "$DATA" -t 1 "BACKUP DATABASE sn TO $(devs "$PFX-s4" 4) WITH SNAPSHOT" 2>"$TMP/err" && die "4-device snapshot accepted"
+grep -q "a snapshot backup's metadata goes over exactly one virtual device" "$TMP/err" || die "4-device snapshot: $(cat "$TMP/err")"
+for c in "exit 3|client completed VDC_Snapshot with ERROR_OPERATION_ABORTED" \
+	"kill -9 \$\$|client completed VDC_Snapshot with ERROR_OPERATION_ABORTED" \
+	"sleep 5|the freeze limit of 700 ms passed before the client completed VDC_Snapshot"; do
+	printf '#!/bin/bash\n[ "$VDI_PHASE" = snapshot ] && { %s; }\nexit 0\n' "${c%%|*}" >"$TMP/badsnap"
+	chmod +x "$TMP/badsnap"
+	PIPE_OPTS="--snapshot-cmd $TMP/badsnap"
+	timeout -k 5 60 "$VDI" pipe -q -s "$PFX-sb" -t 20000 $PIPE_OPTS "$TMP/sb.meta" 2>"$TMP/perr" &
+	p=$!
+	timeout -k 5 60 "$VDI" exec -q -D "$DATA" -t 20000 --freeze-timeout 700 \
+		"BACKUP DATABASE sn TO VIRTUAL_DEVICE='$PFX-sb' WITH SNAPSHOT" >"$TMP/out" 2>"$TMP/err"
+	e=$?
+	wait $p
+	pc=$?
+	[ "$e" = 1 ] && [ "$pc" != 0 ] && grep -q "${c#*|}" "$TMP/err" ||
+		die "snapshot tool '${c%%|*}': exec $e, pipe $pc: $(cat "$TMP/err" "$TMP/perr")"
+	flock -n "$DATA/sn.mdf" true || die "snapshot tool '${c%%|*}': the database was left frozen"
+done
+PIPE_OPTS=
+n=$((n + 12))
+
 left=$(ls /dev/shm | grep -F "$PFX" || true)
 [ -z "$left" ] || die "shared memory left: $left"
 [ $fail = 0 ] && echo "cli_roundtrip: all passed ($n round trips)"
