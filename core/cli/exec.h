@@ -91,10 +91,13 @@ struct job {
 	char err[1024]; /* first failure, under lock */
 };
 
-/* Records the first failure and aborts the set.  Thread-safe. */
+/* job.c: the bottom layer.  Records the first failure and aborts the set.
+ * Thread-safe. */
 void job_fail(struct job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int job_failed(struct job *j);
 
+/* Reads $VDI_TEST_PAUSE (exec_test_pause's point) into the job. */
+void exec_test_pause_init(struct job *j);
 /* Test hook: when $VDI_TEST_PAUSE names `point`, prints
  * "vdi: test pause at <point> (pid N)" on stderr and stops the whole
  * process with SIGSTOP, once per run; SIGCONT resumes it. */
@@ -102,13 +105,27 @@ void exec_test_pause(struct job *j, const char *point);
 /* The same for the point "bytes=N", once `moved` database bytes >= N. */
 void exec_test_pause_bytes(struct job *j, uint64_t moved);
 
+/* exec_files.c: the database files, above job.c.
+ * Opens the source of a BACKUP (and chooses what a differential or log
+ * holds) or prepares the new file of a RESTORE; prints why and returns -1
+ * on failure (before any set is opened). */
+int exec_prepare_files(struct job *j);
+/* RESTORE succeeded: size, the chain's checks, mode, durability, the
+ * atomic rename, the restoring state.  0 or -1 (job failed). */
+int exec_commit_target(struct job *j);
+/* RESTORE WITH SNAPSHOT: the file the client mounted is the frozen one. */
+int exec_verify_mounted(struct job *j);
+/* BACKUP succeeded: the history records it (job failed if it cannot). */
+void exec_record_backup(struct job *j);
+void exec_close_files(struct job *j);
 /* RESTORE: once per job, when the first stripe header was read: checks
  * MOVE and the restore chain, and for a differential or log backup starts
  * the new file as a copy of the database it rolls forward.  0 or -1
  * (job failed).  Thread-safe. */
 int exec_restore_begin(struct job *j, const struct bk_header *h);
 
-/* Starts one thread per device for the statement's kind; joins them.
+/* exec_io.c, above exec_files.c.  Starts one thread per device for the
+ * statement's kind; joins them.
  * Returns 0 if every stream succeeded. */
 int exec_run_devices(struct job *j);
 /* HEADERONLY: prints the headers and trailers read, on stdout. */

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* main.c - entry point of `vdi`; everything else is in cli.c. */
+/* main.c - entry point of `vdi`; the dispatch is dispatch.c. */
 #include "cli.h"
 
 int main(int argc, char **argv)
