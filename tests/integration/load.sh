@@ -117,18 +117,21 @@ rnd() { R=$(((RANDOM * 32768 + RANDOM) % $1)); }
 # pick WORD...: P = one of the words
 pick() { rnd $#; shift $R; P=$1; }
 
-# random_with: WITH = a random WITH clause (maybe empty); buffers <= 16 MiB
+# random_with [BLOCKSIZE]: WITH = a random WITH clause (maybe empty);
+# buffers <= 16 MiB; WBS = the block size it implies.  With an argument
+# (a restore) BLOCKSIZE is that one or left out: spec 4.1.
 random_with() {
 	local opts=() bs mts
 	WITH=
+	WBS=512
 	rnd 8
 	[ $R -eq 0 ] && return 0 # all defaults
 	rnd 8
-	bs=$((512 << R))
+	bs=${1:-$((512 << R))}
 	pick 1 1 2 3 4 8 16 64
 	mts=$((65536 * P))
 	rnd 4
-	[ $R -gt 0 ] && opts+=("BLOCKSIZE=$bs")
+	[ $R -gt 0 ] && opts+=("BLOCKSIZE=$bs") && WBS=$bs
 	rnd 4
 	if [ $R -gt 0 ]; then
 		opts+=("MAXTRANSFERSIZE=$mts")
@@ -215,7 +218,7 @@ set_done() {
 xfer_fs() {
 	local set=$1 dir=$2 stmt=$3 k e rc=0 dev tool bs pids=() cfg
 	shift 3
-	pick pipe+complete pipe+complete pipe+nocomplete disk+complete
+	pick pipe+complete pipe+complete pipe+nocomplete pipe+discard+complete
 	cfg="devices=$NDEV open_timeout=120000 features=$P"
 	pick 4096 65536 1048576 4194304
 	cfg="$cfg blksize=$P"
@@ -275,7 +278,7 @@ round() {
 	files=("$WD/st.0" "$WD/st.1" "$WD/st.2" "$WD/st.3")
 	random_with
 	bw=$WITH
-	random_with
+	random_with "$WBS"
 	rw=$WITH
 	pick pipe fs
 	bt=${force:-$P}
