@@ -494,7 +494,8 @@ static int chunk_in_place(struct bk_writer *w, int fd, uint64_t i, uint32_t len,
 		if (room <= 0)
 			return room < 0 ? (int)room : -1;
 		take = (size_t)room < len - got ? (uint32_t)room : len - got;
-		e = pread_full(fd, p, take, off + got);
+		e = w->fill ? w->fill(w->ctx, p, take, off + got)
+		            : pread_full(fd, p, take, off + got);
 		if (e < 0)
 			return read_err(&w->h, off + got, e, err, errlen);
 		piece = crc32c(0, p, take);
@@ -524,7 +525,8 @@ int bk_backup_stripe(struct bk_writer *w, int fd, uint8_t *buf, uint64_t *done, 
 
 		if (w->reserve && h->version >= 3) {
 			rc = chunk_in_place(w, fd, i, len, err, errlen);
-		} else if ((e = pread_full(fd, buf, len, i * h->chunk_size)) < 0) {
+		} else if ((e = w->fill ? w->fill(w->ctx, buf, len, i * h->chunk_size)
+		                        : pread_full(fd, buf, len, i * h->chunk_size)) < 0) {
 			return read_err(h, i * h->chunk_size, e, err, errlen);
 		} else {
 			if (w->map)
@@ -989,4 +991,21 @@ int bk_set_complete(struct bk_set *s, char *err, size_t errlen)
 		snprintf(err, errlen, "%s", s->err);
 	pthread_mutex_unlock(&s->lock);
 	return rc;
+}
+
+/* ------------------------------------------------------------ generated */
+
+void bk_generate(uint8_t *buf, uint32_t len, uint64_t off)
+{
+	uint32_t i = 0;
+
+	for (; i < len && ((off + i) & 7); i++) /* up to the next word */
+		buf[i] = (uint8_t)(bk_generated_word((off + i) & ~7ull) >> (8 * ((off + i) & 7)));
+	for (; i + 8 <= len; i += 8) {
+		uint64_t v = htole64(bk_generated_word(off + i));
+
+		memcpy(buf + i, &v, 8);
+	}
+	for (; i < len; i++)
+		buf[i] = (uint8_t)(bk_generated_word((off + i) & ~7ull) >> (8 * ((off + i) & 7)));
 }

@@ -148,6 +148,9 @@ typedef int (*bk_write_fn)(void *ctx, const void *buf, size_t len);
 /* Optional zero-copy sink (version 3): reserve points *ptr at free room
  * and returns its size (> 0, or < 0 on error); commit takes n of it. */
 typedef ssize_t (*bk_reserve_fn)(void *ctx, void **ptr);
+/* Optional database source instead of pread(fd): fills len bytes from
+ * database offset off; 0 or -errno. */
+typedef int (*bk_fill_fn)(void *ctx, uint8_t *buf, uint32_t len, uint64_t off);
 typedef int (*bk_commit_fn)(void *ctx, size_t n);
 
 struct bk_writer {
@@ -160,6 +163,7 @@ struct bk_writer {
 	/* optional */
 	bk_reserve_fn reserve; /* with commit: chunks read in place */
 	bk_commit_fn commit;
+	bk_fill_fn fill;           /* the database from here, not from fd */
 	const uint64_t *select;    /* partial: database chunk index of each slot */
 	uint64_t *map;             /* full: filled with each chunk's bk_hash64 */
 	uint64_t db_size, db_hash; /* for the version 2 trailer */
@@ -239,5 +243,15 @@ int bk_set_add(struct bk_set *s, const struct bk_header *h, const char *device, 
                size_t errlen);
 /* After every device was added: 0 if every stripe is present. */
 int bk_set_complete(struct bk_set *s, char *err, size_t errlen);
+
+/* The generated database of `vdi exec --generate` (a source that costs
+ * no read): the little-endian 64-bit word at offset off (a multiple of 8)
+ * is off * 0x9e3779b97f4a7c15 + 1, so every word differs and a reader
+ * can check any byte alone.  bk_generate fills len bytes from off. */
+static inline uint64_t bk_generated_word(uint64_t off)
+{
+	return off * 0x9e3779b97f4a7c15ull + 1;
+}
+void bk_generate(uint8_t *buf, uint32_t len, uint64_t off);
 
 #endif /* VDI_CLI_BKFMT_H */

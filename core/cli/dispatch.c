@@ -21,6 +21,7 @@ static const char usage_text[] =
 	"      -I, --instance NAME   VDI instance (default instance)\n"
 	"      -q, --quiet           no progress or summary on stderr\n"
 	"      --freeze-timeout MS   WITH SNAPSHOT: the longest freeze (10000)\n"
+	"      --generate BYTES      BACKUP: a generated database, no file read\n"
 	"\n"
 	"  vdi-sqlcmd [-S srv] [-U user] [-P pw] [-b] {-Q query | -i file}...\n"
 	"                            sqlcmd's options; each batch runs with vdi exec\n"

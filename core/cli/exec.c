@@ -135,6 +135,12 @@ static int check_supported(struct job *j)
 		        stmt_name(st), st->ndev);
 		return -1;
 	}
+	if (j->generated && (st->kind != STMT_BACKUP || st->log ||
+	                     (st->given & (OPT_DIFFERENTIAL | OPT_SNAPSHOT)))) {
+		cli_err("%s: --generate: only a full BACKUP DATABASE reads a generated database (it has no history and no file)",
+		        stmt_name(st));
+		return -1;
+	}
 	if (st->nmove > 1) {
 		cli_err("%s: %u MOVE clauses: the stand-in's database has one file (logical name: the database name in the backup); give one MOVE",
 		        stmt_name(st), st->nmove);
@@ -156,6 +162,7 @@ static int parse_args(struct job *j, int argc, char **argv, char **text)
 		{ "instance", required_argument, NULL, 'I' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "freeze-timeout", required_argument, NULL, 'Z' },
+		{ "generate", required_argument, NULL, 'G' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *file = NULL;
@@ -182,6 +189,11 @@ static int parse_args(struct job *j, int argc, char **argv, char **text)
 				return -1;
 			break;
 		case 'I': j->instance = optarg; break;
+		case 'G':
+			if (cli_parse_uint("--generate", optarg, 0, UINT64_MAX >> 2, &j->generate))
+				return -1;
+			j->generated = 1;
+			break;
 		case 'Z':
 			if (cli_parse_ms("--freeze-timeout", optarg, &j->freeze_ms))
 				return -1;
@@ -547,7 +559,7 @@ int cmd_exec_outcome(int argc, char **argv, struct exec_outcome *out)
 	t0 = cli_now();
 	run_set(j);
 	cli_signal_stop();
-	if (!job_failed(j) && j->st.kind == STMT_BACKUP)
+	if (!job_failed(j) && j->st.kind == STMT_BACKUP && !j->generated)
 		exec_record_backup(j);
 	if (!job_failed(j) && j->st.kind == STMT_RESTORE) {
 		exec_test_pause(j, "commit");

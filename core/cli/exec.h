@@ -46,6 +46,8 @@ struct job {
 	const char *instance;
 	uint32_t timeout_ms, io_timeout_ms;
 	uint32_t freeze_ms; /* SNAPSHOT: the longest freeze (--freeze-timeout) */
+	uint64_t generate;  /* --generate: the database is bk_generate's, this big */
+	int generated;
 	int quiet;
 	/* files */
 	char db_path[PATH_MAX];

@@ -193,6 +193,11 @@ int exec_prepare_files(struct job *j)
 		return 0;
 	if (db_paths(j) < 0)
 		return -1;
+	if (j->st.kind == STMT_BACKUP && j->generated) { /* bk_generate's bytes, no file */
+		j->total = j->generate;
+		j->hist.next_lsn = 1;
+		return 0;
+	}
 	if (j->st.kind == STMT_BACKUP)
 		return open_source(j) < 0 ? -1 : prepare_chain(j);
 	return open_target(j);

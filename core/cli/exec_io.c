@@ -199,6 +199,14 @@ static int sink_commit(void *ctx, size_t n)
 	return 0;
 }
 
+/* --generate: the database is bk_generate's pattern (docs/vdi.1). */
+static int generated_fill(void *ctx, uint8_t *buf, uint32_t len, uint64_t off)
+{
+	(void)ctx;
+	bk_generate(buf, len, off);
+	return 0;
+}
+
 static int send_command(struct devjob *d, uint32_t code)
 {
 	int rc = vdi_sstream_command(d->s, code);
@@ -252,6 +260,8 @@ static void *backup_main(void *arg)
 		d->w.reserve = sink_reserve;
 		d->w.commit = sink_commit;
 	}
+	if (j->generated)
+		d->w.fill = generated_fill;
 	d->w.db_size = j->total;
 	if (bk_is_partial(&h)) { /* the chunks chosen, and the state they make */
 		d->w.select = j->select;
