@@ -59,7 +59,7 @@ SMNT=$T/smnt # vdifs -o sqlvdi=...
 CMNT=$T/cmnt # the FUSE ceiling
 export VDI_DATA_DIR=$T/data
 mkdir -p "$MNT" "$SMNT" "$CMNT" "$VDI_DATA_DIR"
-FS_PID= SFS_PID= CEIL_PID=
+FS_PID='' SFS_PID='' CEIL_PID=''
 SAMPLER=
 WITH="BLOCKSIZE=65536, BUFFERCOUNT=16, MAXTRANSFERSIZE=1048576"
 
@@ -93,11 +93,11 @@ esac
 cat "$VDI_DATA_DIR/db.mdf" >/dev/null
 
 mount_fs() { # PIDVAR MOUNTPOINT LOG COMMAND...: mount, the daemon's pid in PIDVAR
-	local var=$1 m=$2 log=$3 i
+	local var=$1 m=$2 log=$3
 	shift 3
 	"$@" "$m" -f >/dev/null 2>"$log" &
 	printf -v "$var" %s $!
-	for i in $(seq 100); do mountpoint -q "$m" && return 0; sleep 0.05; done
+	for _ in $(seq 100); do mountpoint -q "$m" && return 0; sleep 0.05; done
 	return 1
 }
 mount_fs FS_PID "$MNT" "$T/vdifs.log" "$VDIFS" || die "mount failed: $(cat "$T/vdifs.log")"
@@ -329,7 +329,7 @@ dd if="$CMNT/read" bs=1M count=4 status=none | od -An -v -t u8 -w8 |
 
 echo "vdifs benchmark: database ${MIB} MiB (${BENCH_DB:-filled}), backup ${BAKBYTES} bytes, $WITH"
 echo "best of $REPS rounds (each round runs every path once); cs/MiB: context switches per MiB, client + server"
-for round in $(seq "$REPS"); do
+for _ in $(seq "$REPS"); do
 	measure plain plain_pipe "$T/bak"
 	measure ceilr ceil_read
 	measure ceilw ceil_write
@@ -354,10 +354,13 @@ rss_max=$(sort -n "$T/rss" | tail -n 1)
 # The ceiling moved what it was given, each request 1 MiB.
 cat "$CMNT/stats" >"$T/cstats"
 stat_of() { awk -v k="$1" '$1 == k { print $2 }' "$T/cstats"; }
-[ "$(stat_of write_bytes)" = $((REPS * BYTES)) ] && [ "$(stat_of drained_bytes)" = $((REPS * BYTES)) ] &&
-	[ "$(stat_of drained_sum)" = 0 ] || die "the ceiling's drainer did not get every byte written: $(tr '\n' ' ' <"$T/cstats")"
-[ "$(stat_of read_max)" = 1048576 ] && [ "$(stat_of write_max)" = 1048576 ] ||
+if [ "$(stat_of write_bytes)" != $((REPS * BYTES)) ] || [ "$(stat_of drained_bytes)" != $((REPS * BYTES)) ] ||
+	[ "$(stat_of drained_sum)" != 0 ]; then
+	die "the ceiling's drainer did not get every byte written: $(tr '\n' ' ' <"$T/cstats")"
+fi
+if [ "$(stat_of read_max)" != 1048576 ] || [ "$(stat_of write_max)" != 1048576 ]; then
 	die "the ceiling did not see 1 MiB requests: $(tr '\n' ' ' <"$T/cstats")"
+fi
 
 # bytes of each path
 declare -A BYTES_OF=([ceilr]=$BYTES [ceilw]=$BYTES [dddb]=$BYTES)
@@ -402,14 +405,15 @@ row "vdifs restore, dd of=device bs=1M" fsr
 row "vdifs sqlvdi restore, dd of=device bs=1M" sqr
 # ratio A B: rate of A / rate of B ("-" if either is missing)
 ratio() {
-	local a=$(rate "$1") b=$(rate "$2")
+	local a b
+	a=$(rate "$1") b=$(rate "$2")
 	if [ "$a" = - ] || [ "$b" = - ]; then echo "-"; else awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", a / b }'; fi
 }
 echo "ratios (rate of the path / rate of the baseline, best rounds; goal in brackets):"
 echo "  backup 1 device  / backup ceiling: $(ratio fs1 ceilr)   [>= 0.8]"
 echo "  restore          / restore ceiling: $(ratio fsr ceilw)   [>= 0.6]"
 echo "  backup 4 devices / backup 1 device: $(ratio fs4 fs1)   [>= 1.0]"
-echo "  file source: backup 1 device / dd of db: $(ratio fs1 dddb)   [>= 0.8]"
+echo "  file source, backup 1 device / dd of db: $(ratio fs1 dddb)   [>= 0.8]"
 echo "  sqlvdi backup    / libvdi backup: $(ratio sq1 fs1)   [>= 0.95]"
 echo "  sqlvdi restore   / libvdi restore: $(ratio sqr fsr)   [>= 0.95]"
 echo "  tar, 4 devices   / 4 parallel readers: $(ratio tar4 fs4)"
