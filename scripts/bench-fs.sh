@@ -68,15 +68,18 @@ unmount() { # MOUNTPOINT PID
 	[ -n "$2" ] && { timeout 10 tail --pid="$2" -f /dev/null; kill -9 "$2" 2>/dev/null; }
 }
 cleanup() {
-	[ -n "$SAMPLER" ] && kill "$SAMPLER" 2>/dev/null
+	# a reader that went away (| head) must not stop the cleanup half way
+	trap '' PIPE INT TERM HUP
+	exec >/dev/null 2>&1
+	[ -n "$SAMPLER" ] && kill "$SAMPLER"
 	unmount "$MNT" "$FS_PID"
 	unmount "$SMNT" "$SFS_PID"
 	unmount "$CMNT" "$CEIL_PID"
-	(cd /dev/shm && rm -f vdi*."$TAG"-* 2>/dev/null)
+	(cd /dev/shm && rm -f vdi*."$TAG"-*)
 	rm -rf "$T"
 }
 trap cleanup EXIT
-trap 'exit 1' INT TERM
+trap 'exit 1' INT TERM HUP PIPE
 
 now() { date +%s%N; }
 die() { echo "bench-fs: $*" >&2; exit 1; }
