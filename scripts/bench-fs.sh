@@ -302,10 +302,12 @@ ceil_write() { # timed until the drainer took the last byte (/stats waits)
 }
 
 # best VAR "NS C S": keep in VAR the measurement with the smaller time
-declare -A BEST
+# (and in WORST the longest time, to show how much the rounds differ)
+declare -A BEST WORST
 best() {
-	local cur=${BEST[$1]:-}
+	local cur=${BEST[$1]:-} worst=${WORST[$1]:-}
 	if [ -z "$cur" ] || [ "${2%% *}" -lt "${cur%% *}" ]; then BEST[$1]=$2; fi
+	if [ -z "$worst" ] || [ "${2%% *}" -gt "$worst" ]; then WORST[$1]=${2%% *}; fi
 }
 # measure VAR FUNCTION ARGS...: run one path of a round, keep the best
 measure() {
@@ -331,7 +333,8 @@ dd if="$CMNT/read" bs=1M count=4 status=none | od -An -v -t u8 -w8 |
 	die "the ceiling's /read does not carry its producer's pattern"
 
 echo "vdifs benchmark: database ${MIB} MiB (${BENCH_DB:-filled}), backup ${BAKBYTES} bytes, $WITH"
-echo "best of $REPS rounds (each round runs every path once); cs/MiB: context switches per MiB, client + server"
+echo "best of $REPS rounds (each round runs every path once); worst: MB/s of the slowest round;"
+echo "cs/MiB: context switches per MiB of the best round, client + server"
 for _ in $(seq "$REPS"); do
 	measure plain plain_pipe "$T/bak"
 	measure ceilr ceil_read
@@ -390,10 +393,12 @@ row() { # LABEL VAR
 		printf '%-52s %s\n' "$1" "skipped (no $SQLVDI)"
 		return
 	fi
-	printf '%-52s %6s MB/s %6.2f s  %s\n' "$1" "$(rate "$2")" \
-		"$(awk -v ns="${m%% *}" 'BEGIN { print ns / 1e9 }')" "$(cs "$2")"
+	printf '%-52s %6s MB/s %6.2f s %6s  %s\n' "$1" "$(rate "$2")" \
+		"$(awk -v ns="${m%% *}" 'BEGIN { print ns / 1e9 }')" \
+		"$(awk -v b="$(bytes "$2")" -v ns="${WORST[$2]}" 'BEGIN { printf "%.0f", b / (ns / 1e9) / 1e6 }')" \
+		"$(cs "$2")"
 }
-printf '%-52s %11s %8s  %s\n' "path" "rate" "time" "cs/MiB (client + server)"
+printf '%-52s %11s %8s %6s  %s\n' "path" "rate" "time" "worst" "cs/MiB (client + server)"
 row "plain pipe: dd if=bak bs=1M | dd of=/dev/null" plain
 row "FUSE ceiling read: dd if=ceiling bs=1M count=$MIB" ceilr
 row "FUSE ceiling write: dd if=/dev/zero of=ceiling bs=1M" ceilw
