@@ -25,7 +25,8 @@ eng_row() { awk -v t="$1" -v d="$2" '$1 " " $2 == t && $3 == d { print $(NF-1) }
 # fs_ratio LABEL: the value of bench-fs's ratio line LABEL (labels hold no ':')
 fs_ratio() { grep -F "$1" "$out/fs" | head -n 1 | awk -F': *' '{ print $2 }' | awk '{ print $1 }'; }
 # fs_cs LABEL: the context switches per MiB (client + server) of a path's row
-fs_cs() { grep -F "$1" "$out/fs" | head -n 1 | awk '{ for (i = 1; i < NF; i++) if ($i == "s") { print $(i + 1); exit } }'; }
+# (after its time in s and its worst rate)
+fs_cs() { grep -F "$1" "$out/fs" | head -n 1 | awk '{ for (i = 1; i < NF; i++) if ($i == "s") { print $(i + 2); exit } }'; }
 cmds=$(awk '$1 == "64" && $2 == "KiB" && $3 == 1 { print $NF }' "$out/engine")
 # line MEASURE VALUE GOAL: a row, and whether a ">= X" goal is met
 line() {
