@@ -10,6 +10,7 @@
 #   BUILD=build scripts/bench-fs.sh            # 2 GiB database
 #   BENCH_MIB=8192 scripts/bench-fs.sh         # the 8 GiB RSS check
 #   BENCH_REPS=5 TMPDIR=/dev/shm scripts/bench-fs.sh
+#   BENCH_VERBOSE=1 ...                        # every round's figures on stderr
 #
 # Each figure is the best of BENCH_REPS rounds (default 3), every round
 # measuring every path once, so that a burst of load from elsewhere on a
@@ -314,6 +315,7 @@ measure() {
 	local v=$1 r
 	shift
 	r=$("$@") || exit 1
+	[ -n "${BENCH_VERBOSE:-}" ] && echo "round $ROUND $v: ${r%% *} ns, cs ${r#* }" >&2
 	best "$v" "$r"
 }
 
@@ -335,7 +337,7 @@ dd if="$CMNT/read" bs=1M count=4 status=none | od -An -v -t u8 -w8 |
 echo "vdifs benchmark: database ${MIB} MiB (${BENCH_DB:-filled}), backup ${BAKBYTES} bytes, $WITH"
 echo "best of $REPS rounds (each round runs every path once); worst: MB/s of the slowest round;"
 echo "cs/MiB: context switches per MiB of the best round, client + server"
-for _ in $(seq "$REPS"); do
+for ROUND in $(seq "$REPS"); do
 	measure plain plain_pipe "$T/bak"
 	measure ceilr ceil_read
 	measure ceilw ceil_write
