@@ -30,6 +30,8 @@
 #                     the second process drained it
 #   dd of db          dd if=$VDI_DATA_DIR/db.mdf of=/dev/null bs=1M: what
 #                     the file source costs by itself
+#   dd into new file  dd if=bak of=$VDI_DATA_DIR/w.mdf bs=1M: what writing
+#                     the restored database costs by itself
 #   vdifs backup      1 device, 4 devices (4 x dd), 4 devices as one tar
 #                     stream (cat SET/SET.tar)
 #   vdi pipe          backup and restore without FUSE
@@ -176,13 +178,16 @@ cs_end() {
 }
 # ru_cs FILE: voluntary + involuntary switches that rusage_run wrote
 ru_cs() { awk '{ print $1 + $2 }' "$1"; }
+# ru_cpu FILE: user + system CPU microseconds that rusage_run wrote
+ru_cpu() { awk '{ print $4 + $5 }' "$1"; }
 # ceil_cs KEY...: the sum of /stats fields of the ceiling
 ceil_cs() {
 	local keys=" $* "
 	awk -v k="$keys" 'index(k, " " $1 " ") { s += $2 } END { print s + 0 }' "$CMNT/stats"
 }
 
-# Every path prints "NS CLIENT_CS SERVER_CS" ("-" where nothing is counted).
+# Every path prints "NS CLIENT_CS SERVER_CS SERVER_CPU_US" ("-" where
+# nothing is counted; the CPU is vdi exec's, user + system).
 n=0
 # fs_backup MNT DAEMON NDEV [tar]: backup of db through the mount into
 # NDEV x dd of=/dev/null, or one cat of SET/SET.tar
@@ -213,7 +218,7 @@ fs_backup() {
 	cs_end
 	rmdir "$m/$s"
 	rm -f "$m/.config/$s"
-	echo "$((t1 - t0)) $CS $(ru_cs "$T/ru.exec")"
+	echo "$((t1 - t0)) $CS $(ru_cs "$T/ru.exec") $(ru_cpu "$T/ru.exec")"
 }
 
 # fs_restore MNT DAEMON: restore from bak through the mount, written by dd bs=1M
@@ -232,7 +237,7 @@ fs_restore() {
 	t1=$(now)
 	cs_end
 	rmdir "$m/$s"
-	echo "$((t1 - t0)) $CS $(ru_cs "$T/ru.exec")"
+	echo "$((t1 - t0)) $CS $(ru_cs "$T/ru.exec") $(ru_cpu "$T/ru.exec")"
 }
 
 # pipe_backup: the same backup through `vdi pipe` into dd of=/dev/null
@@ -247,7 +252,7 @@ pipe_backup() {
 		die "pipe backup server failed"
 	wait "$spid" || die "vdi pipe failed"
 	t1=$(now)
-	echo "$((t1 - t0)) $(ru_cs "$T/ru.pipe") $(ru_cs "$T/ru.exec")"
+	echo "$((t1 - t0)) $(ru_cs "$T/ru.pipe") $(ru_cs "$T/ru.exec") $(ru_cpu "$T/ru.exec")"
 }
 
 pipe_restore() {
@@ -262,7 +267,7 @@ pipe_restore() {
 		die "pipe restore server failed"
 	wait "$spid" || die "vdi pipe restore failed"
 	t1=$(now)
-	echo "$((t1 - t0)) $(ru_cs "$T/ru.pipe") $(ru_cs "$T/ru.exec")"
+	echo "$((t1 - t0)) $(ru_cs "$T/ru.pipe") $(ru_cs "$T/ru.exec") $(ru_cpu "$T/ru.exec")"
 }
 
 plain_pipe() { # FILE: dd | dd of the same bytes
@@ -270,7 +275,7 @@ plain_pipe() { # FILE: dd | dd of the same bytes
 	t0=$(now)
 	dd if="$1" bs=1M status=none | dd of=/dev/null bs=1M status=none
 	t1=$(now)
-	echo "$((t1 - t0)) - -"
+	echo "$((t1 - t0)) - - -"
 }
 
 dd_db() { # the file source alone: the database read as the server reads it
@@ -278,7 +283,21 @@ dd_db() { # the file source alone: the database read as the server reads it
 	t0=$(now)
 	dd if="$VDI_DATA_DIR/db.mdf" of=/dev/null bs=1M status=none || die "dd of db.mdf failed"
 	t1=$(now)
-	echo "$((t1 - t0)) - -"
+	echo "$((t1 - t0)) - - -"
+}
+
+# dd_write: the restore's own cost, the backup written into a new file.
+# As r.mdf before a restore, the last round's file is removed just before:
+# on a VM with free page reporting (this one) memory freed seconds ago has
+# gone back to the host and costs a fault per page to take again, memory
+# freed just now does not.
+dd_write() {
+	local t0 t1
+	rm -f "$VDI_DATA_DIR/w.mdf"
+	t0=$(now)
+	dd if="$T/bak" of="$VDI_DATA_DIR/w.mdf" bs=1M status=none || die "dd into w.mdf failed"
+	t1=$(now)
+	echo "$((t1 - t0)) - - -"
 }
 
 # The ceiling: its daemon's switches are the client side, its helper's
@@ -289,7 +308,7 @@ ceil_read() {
 	t0=$(now)
 	dd if="$CMNT/read" of=/dev/null bs=1M count="$MIB" status=none || die "ceiling read failed"
 	t1=$(now)
-	echo "$((t1 - t0)) $(($(ceil_cs ctxsw_daemon) - d0)) $(($(ceil_cs ctxsw_producer) - h0))"
+	echo "$((t1 - t0)) $(($(ceil_cs ctxsw_daemon) - d0)) $(($(ceil_cs ctxsw_producer) - h0)) -"
 }
 
 ceil_write() { # timed until the drainer took the last byte (/stats waits)
@@ -299,7 +318,7 @@ ceil_write() { # timed until the drainer took the last byte (/stats waits)
 	dd if=/dev/zero of="$CMNT/write" bs=1M count="$MIB" status=none || die "ceiling write failed"
 	cat "$CMNT/stats" >"$T/cstats" || die "ceiling stats failed"
 	t1=$(now)
-	echo "$((t1 - t0)) $(($(ceil_cs ctxsw_daemon) - d0)) $(($(ceil_cs ctxsw_drainer) - h0))"
+	echo "$((t1 - t0)) $(($(ceil_cs ctxsw_daemon) - d0)) $(($(ceil_cs ctxsw_drainer) - h0)) -"
 }
 
 # best VAR "NS C S": keep in VAR the measurement with the smaller time
@@ -336,12 +355,14 @@ dd if="$CMNT/read" bs=1M count=4 status=none | od -An -v -t u8 -w8 |
 
 echo "vdifs benchmark: database ${MIB} MiB (${BENCH_DB:-filled}), backup ${BAKBYTES} bytes, $WITH"
 echo "best of $REPS rounds (each round runs every path once); worst: MB/s of the slowest round;"
+echo "exec CPU: user + system seconds of vdi exec in the best round, and their share of its time;"
 echo "cs/MiB: context switches per MiB of the best round, client + server"
 for ROUND in $(seq "$REPS"); do
 	measure plain plain_pipe "$T/bak"
 	measure ceilr ceil_read
 	measure ceilw ceil_write
 	measure dddb dd_db
+	measure ddw dd_write
 	measure fs1 fs_backup "$MNT" "$FS_PID" 1
 	measure fs4 fs_backup "$MNT" "$FS_PID" 4
 	measure tar4 fs_backup "$MNT" "$FS_PID" 4 tar
@@ -389,22 +410,33 @@ cs() {
 		mib = b / 1048576; lb = (c ~ /\+$/) ? "+" : ""
 		printf "%.2f%s (%.2f%s + %.2f)", (c + s) / mib, lb, c / mib, lb, s / mib }'
 }
+# cpu VAR: vdi exec's CPU seconds in the best round, and their share of the time
+cpu() {
+	local m=${BEST[$1]:-} u
+	u=$(echo "$m" | cut -d' ' -f4)
+	if [ -z "$u" ] || [ "$u" = - ]; then
+		echo "-"
+		return
+	fi
+	awk -v u="$u" -v ns="${m%% *}" 'BEGIN { printf "%.2f s %3.0f%%", u / 1e6, u / 1e6 / (ns / 1e9) * 100 }'
+}
 row() { # LABEL VAR
 	local m=${BEST[$2]:-}
 	if [ -z "$m" ]; then
 		printf '%-52s %s\n' "$1" "skipped (no $SQLVDI)"
 		return
 	fi
-	printf '%-52s %6s MB/s %6.2f s %6s  %s\n' "$1" "$(rate "$2")" \
+	printf '%-52s %6s MB/s %6.2f s %6s %12s  %s\n' "$1" "$(rate "$2")" \
 		"$(awk -v ns="${m%% *}" 'BEGIN { print ns / 1e9 }')" \
 		"$(awk -v b="$(bytes "$2")" -v ns="${WORST[$2]}" 'BEGIN { printf "%.0f", b / (ns / 1e9) / 1e6 }')" \
-		"$(cs "$2")"
+		"$(cpu "$2")" "$(cs "$2")"
 }
-printf '%-52s %11s %8s %6s  %s\n' "path" "rate" "time" "worst" "cs/MiB (client + server)"
+printf '%-52s %11s %8s %6s %12s  %s\n' "path" "rate" "time" "worst" "exec CPU" "cs/MiB (client + server)"
 row "plain pipe: dd if=bak bs=1M | dd of=/dev/null" plain
 row "FUSE ceiling read: dd if=ceiling bs=1M count=$MIB" ceilr
 row "FUSE ceiling write: dd if=/dev/zero of=ceiling bs=1M" ceilw
 row "dd if=db.mdf of=/dev/null bs=1M (file source)" dddb
+row "dd if=bak of=new file bs=1M (a restore's write)" ddw
 row "vdi pipe backup | dd of=/dev/null" vp
 row "vdifs backup, 1 device -> dd of=/dev/null" fs1
 row "vdifs backup, 4 devices -> 4 x dd" fs4
@@ -427,6 +459,7 @@ echo "  file source, backup 1 device / dd of db: $(ratio fs1 dddb)   [>= 0.8]"
 echo "  sqlvdi backup    / libvdi backup: $(ratio sq1 fs1)   [>= 0.95]"
 echo "  sqlvdi restore   / libvdi restore: $(ratio sqr fsr)   [>= 0.95]"
 echo "  tar, 4 devices   / 4 parallel readers: $(ratio tar4 fs4)"
+echo "  restore          / dd of bak into a new file: $(ratio fsr ddw)"
 echo "  backup 1 device  / plain pipe: $(ratio fs1 plain)   [>= 1.3]"
 echo "  backup 4 devices / plain pipe: $(ratio fs4 plain)"
 echo "  backup 1 device  / vdi pipe:   $(ratio fs1 vp)"
