@@ -24,9 +24,11 @@ BUILD=$BUILD TMPDIR=${TMPDIR:-/dev/shm} bash "$ROOT/scripts/bench-fs.sh" | tee "
 eng_row() { awk -v t="$1" -v d="$2" '$1 " " $2 == t && $3 == d { print $(NF-1) }' "$out/engine"; }
 # fs_ratio LABEL: the value of bench-fs's ratio line LABEL (labels hold no ':')
 fs_ratio() { grep -F "$1" "$out/fs" | head -n 1 | awk -F': *' '{ print $2 }' | awk '{ print $1 }'; }
-# fs_cs LABEL: the context switches per MiB (client + server) of a path's row
-# (after its time in s and its worst rate)
-fs_cs() { grep -F "$1" "$out/fs" | head -n 1 | awk '{ for (i = 1; i < NF; i++) if ($i == "s") { print $(i + 2); exit } }'; }
+# fs_cs LABEL: the context switches per MiB (client + server) of a path's
+# row: the figure in front of "(client + server)"
+fs_cs() { grep -F "$1" "$out/fs" | head -n 1 | awk '{ for (i = 2; i <= NF; i++) if ($i ~ /^\(/) { print $(i - 1); exit } print "-" }'; }
+# fs_cpu LABEL: vdi exec's CPU share of a path's time ("NN%")
+fs_cpu() { grep -F "$1" "$out/fs" | head -n 1 | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+%$/) { print $i; exit } print "-" }'; }
 cmds=$(awk '$1 == "64" && $2 == "KiB" && $3 == 1 { print $NF }' "$out/engine")
 # line MEASURE VALUE GOAL: a row, and whether a ">= X" goal is met
 line() {
@@ -51,6 +53,7 @@ line "vdifs backup, file source / dd of the database" "$(fs_ratio 'file source, 
 line "vdifs sqlvdi backup / libvdi backup" "$(fs_ratio 'sqlvdi backup    / libvdi backup')" ">= 0.95"
 line "vdifs sqlvdi restore / libvdi restore" "$(fs_ratio 'sqlvdi restore   / libvdi restore')" ">= 0.95"
 line "vdifs tar of 4 devices / 4 parallel readers" "$(fs_ratio 'tar, 4 devices   / 4 parallel readers')" "-"
+line "vdifs restore / dd of the backup into a new file" "$(fs_ratio 'restore          / dd of bak into a new file')" "-"
 line "vdifs backup, 1 device / plain pipe" "$(fs_ratio 'backup 1 device  / plain pipe')" ">= 1.3"
 line "vdifs backup, 4 devices / plain pipe" "$(fs_ratio 'backup 4 devices / plain pipe')" "-"
 line "vdifs backup / vdi pipe" "$(fs_ratio 'backup 1 device  / vdi pipe')" "-"
@@ -59,5 +62,7 @@ line "context switches/MiB, backup ceiling" "$(fs_cs 'FUSE ceiling read')" "-"
 line "context switches/MiB, vdifs backup 1 device" "$(fs_cs 'vdifs backup, 1 device')" "down"
 line "context switches/MiB, restore ceiling" "$(fs_cs 'FUSE ceiling write')" "-"
 line "context switches/MiB, vdifs restore" "$(fs_cs 'vdifs restore, dd')" "down"
+line "vdi exec CPU / time, vdifs backup 1 device" "$(fs_cpu 'vdifs backup, 1 device')" "-"
+line "vdi exec CPU / time, vdifs restore" "$(fs_cpu 'vdifs restore, dd')" "-"
 line "vdifs daemon peak RSS" "$(grep -o 'peak [0-9]* kB' "$out/fs" | head -n1)" "flat"
 exit $status
