@@ -8,7 +8,7 @@
 # MiB and the daemon's peak RSS, and fails only if something broke.
 #
 #   BUILD=build scripts/bench-fs.sh            # 2 GiB database
-#   BENCH_MIB=8192 scripts/bench-fs.sh         # the 8 GiB RSS check
+#   BENCH_MIB=8192 BENCH_DB=sparse scripts/bench-fs.sh   # the 8 GiB RSS check
 #   BENCH_REPS=5 TMPDIR=/dev/shm scripts/bench-fs.sh
 #   BENCH_VERBOSE=1 ...                        # every round's figures on stderr
 #
@@ -30,7 +30,7 @@
 #                     the second process drained it
 #   dd of db          dd if=$VDI_DATA_DIR/db.mdf of=/dev/null bs=1M: what
 #                     the file source costs by itself
-#   dd into new file  dd if=bak of=$VDI_DATA_DIR/w.mdf bs=1M: what writing
+#   dd into new file  dd if=bak of=$VDI_DATA_DIR/r.mdf bs=1M: what writing
 #                     the restored database costs by itself
 #   vdifs backup      1 device, 4 devices (4 x dd), 4 devices as one tar
 #                     stream (cat SET/SET.tar)
@@ -91,6 +91,15 @@ for f in "$VDIFS" "$VDI" "$RU" "$CEILING"; do
 done
 
 BYTES=$((MIB * 1024 * 1024))
+# db.mdf (when filled), the backup and r.mdf live in TMPDIR: on tmpfs,
+# in memory, and this machine has no swap
+if [ "$(stat -f -c %T "$T")" = tmpfs ]; then
+	need=$((MIB * 2))
+	[ "${BENCH_DB:-filled}" = filled ] && need=$((MIB * 3))
+	avail=$(awk '/^MemAvailable/ { print int($2 / 1024) }' /proc/meminfo)
+	[ "$need" -lt $((avail * 9 / 10)) ] ||
+		die "BENCH_MIB=$MIB needs $need MiB in TMPDIR (tmpfs, memory) and $avail MiB are available: use BENCH_DB=sparse (db.mdf as a hole file) or a smaller BENCH_MIB"
+fi
 case ${BENCH_DB:-filled} in
 sparse) truncate -s "${MIB}M" "$VDI_DATA_DIR/db.mdf" ;;
 filled) yes 'vdifs bench: a page of the database, not a hole' | head -c "$BYTES" >"$VDI_DATA_DIR/db.mdf" ;;
@@ -286,16 +295,16 @@ dd_db() { # the file source alone: the database read as the server reads it
 	echo "$((t1 - t0)) - - -"
 }
 
-# dd_write: the restore's own cost, the backup written into a new file.
-# As r.mdf before a restore, the last round's file is removed just before:
-# on a VM with free page reporting (this one) memory freed seconds ago has
-# gone back to the host and costs a fault per page to take again, memory
-# freed just now does not.
+# dd_write: the restore's own cost, the backup written into a new file:
+# r.mdf, removed just before as before a restore (no more memory than the
+# restores take, and the same pages: on a VM with free page reporting, as
+# this one, memory freed seconds ago has gone back to the host and costs a
+# fault per page to take again, memory freed just now does not).
 dd_write() {
 	local t0 t1
-	rm -f "$VDI_DATA_DIR/w.mdf"
+	rm -f "$VDI_DATA_DIR/r.mdf"
 	t0=$(now)
-	dd if="$T/bak" of="$VDI_DATA_DIR/w.mdf" bs=1M status=none || die "dd into w.mdf failed"
+	dd if="$T/bak" of="$VDI_DATA_DIR/r.mdf" bs=1M status=none || die "dd into r.mdf failed"
 	t1=$(now)
 	echo "$((t1 - t0)) - - -"
 }
