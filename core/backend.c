@@ -4,7 +4,7 @@
  * set and device objects every front end uses, and the libvdi backend.
  *
  * A struct vdi_bset forwards each call to its backend's operations
- * (backend.h) and keeps what any backend can tell from the calls alone:
+ * (backend_ops.h) and keeps what any backend can tell from the calls alone:
  * the state of the object, the final configuration, the devices it
  * opened, which of them returned VD_E_CLOSE, the bytes and commands
  * completed through it, and the first abort seen (a VD_E_ABORT return or
@@ -24,7 +24,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "backend.h"
+#include "backend_ops.h"
 #include "internal.h"
 
 enum bs_state {

@@ -35,7 +35,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "backend.h"
+#include "backend_ops.h"
 #include "internal.h"
 
 /* The member functions, as C sees them. */

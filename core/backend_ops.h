@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * backend.h - private side of the client backend seam (vdi.h, "Client
+ * backend_ops.h - private side of the client backend seam (vdi.h, "Client
  * backends"): the operations table each backend implements, and the
  * wrapping of a bare libvdi device for the stream adapter.  Never
  * installed.
@@ -19,8 +19,8 @@
  * thread blocked in GetConfiguration); a device's operations run on one
  * thread at a time.
  */
-#ifndef VDI_BACKEND_H
-#define VDI_BACKEND_H
+#ifndef VDI_BACKEND_OPS_H
+#define VDI_BACKEND_OPS_H
 
 #include <limits.h>
 
@@ -63,4 +63,4 @@ void vdi_sqlvdi_unload(struct vdi_backend *b);
 int vdi_bdev_wrap(struct vdi_client_device *d, struct vdi_bdev **out);
 void vdi_bdev_unwrap(struct vdi_bdev *d);
 
-#endif /* VDI_BACKEND_H */
+#endif /* VDI_BACKEND_OPS_H */
