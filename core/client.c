@@ -173,9 +173,7 @@ int vdi_client_set_group(struct vdi_client *c, gid_t group)
 {
 	int rc;
 
-	vdi_clear_error();
-	if (!c)
-		return vdi_fail(VD_E_INVALID, "client object is NULL");
+	VDI_ENTER(c, "client");
 	pthread_mutex_lock(&c->lock);
 	rc = check_state(c, VDI_CALL_C_SET_GROUP);
 	if (!rc) {
@@ -210,9 +208,7 @@ int vdi_client_create_ex(struct vdi_client *c, const char *instance, const char 
 	const char *inst;
 	int rc;
 
-	vdi_clear_error();
-	if (!c)
-		return vdi_fail(VD_E_INVALID, "client object is NULL");
+	VDI_ENTER(c, "client");
 	pthread_mutex_lock(&c->lock);
 	rc = check_open(c, VDI_CALL_C_CREATE, instance, name, &inst);
 	if (!rc)
@@ -279,9 +275,7 @@ int vdi_client_open_in_secondary_ex(struct vdi_client *c, const char *instance, 
 	const char *inst;
 	int rc;
 
-	vdi_clear_error();
-	if (!c)
-		return vdi_fail(VD_E_INVALID, "client object is NULL");
+	VDI_ENTER(c, "client");
 	pthread_mutex_lock(&c->lock);
 	rc = check_open(c, VDI_CALL_C_OPEN_IN_SECONDARY, instance, name, &inst);
 	if (rc)
@@ -900,9 +894,7 @@ int vdi_client_signal_abort(struct vdi_client *c)
 {
 	int rc;
 
-	vdi_clear_error();
-	if (!c)
-		return vdi_fail(VD_E_INVALID, "client object is NULL");
+	VDI_ENTER(c, "client");
 	/* Without c->lock: an abort must never wait behind another call of
 	 * the set.  The state is one word; the region stays mapped until
 	 * Close. */
@@ -976,9 +968,7 @@ int vdi_client_close(struct vdi_client *c)
 	enum vdi_set_state s;
 	int rc;
 
-	vdi_clear_error();
-	if (!c)
-		return vdi_fail(VD_E_INVALID, "client object is NULL");
+	VDI_ENTER(c, "client");
 	pthread_mutex_lock(&c->lock);
 	s = client_state(c);
 	rc = vdi_state_check(&c->r, VDI_CALL_C_CLOSE, s);

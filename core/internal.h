@@ -53,4 +53,14 @@ struct vdi_region *vdi_client_region(struct vdi_client *c);
 
 #define VDI_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
+/* The start of every public call on an object: no error left from an
+ * earlier call, and a NULL object refused with VD_E_INVALID ("server
+ * object is NULL").  Returns from the calling function. */
+#define VDI_ENTER(obj, what)                                                   \
+	do {                                                                   \
+		vdi_clear_error();                                             \
+		if (!(obj))                                                    \
+			return vdi_fail(VD_E_INVALID, what " object is NULL"); \
+	} while (0)
+
 #endif /* VDI_INTERNAL_H */

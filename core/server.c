@@ -207,9 +207,7 @@ int vdi_server_open_wait(struct vdi_server *s, const char *instance, const char 
 	const char *inst;
 	int rc;
 
-	vdi_clear_error();
-	if (!s)
-		return vdi_fail(VD_E_INVALID, "server object is NULL");
+	VDI_ENTER(s, "server");
 	rc = vdi_check_set_name(name, "set");
 	if (!rc)
 		rc = vdi_check_instance(instance, &inst);
@@ -321,9 +319,7 @@ int vdi_server_begin_configuration(struct vdi_server *s, uint32_t features, uint
 	int rc;
 
 	(void)timeout_ms; /* D14 */
-	vdi_clear_error();
-	if (!s)
-		return vdi_fail(VD_E_INVALID, "server object is NULL");
+	VDI_ENTER(s, "server");
 	pthread_mutex_lock(&s->lock);
 	rc = check_state(s, VDI_CALL_S_BEGIN_CONFIGURATION);
 	if (!rc)
@@ -386,9 +382,7 @@ int vdi_server_request_buffers(struct vdi_server *s, uint32_t size, uint32_t ali
 	uint64_t bytes;
 	int rc;
 
-	vdi_clear_error();
-	if (!s)
-		return vdi_fail(VD_E_INVALID, "server object is NULL");
+	VDI_ENTER(s, "server");
 	pthread_mutex_lock(&s->lock);
 	rc = check_request(s, VDI_CALL_S_REQUEST_BUFFERS, size, &alignment);
 	if (!rc && !count)
@@ -431,9 +425,7 @@ int vdi_server_end_configuration(struct vdi_server *s)
 	uint64_t bytes;
 	int rc;
 
-	vdi_clear_error();
-	if (!s)
-		return vdi_fail(VD_E_INVALID, "server object is NULL");
+	VDI_ENTER(s, "server");
 	pthread_mutex_lock(&s->lock);
 	rc = check_state(s, VDI_CALL_S_END_CONFIGURATION);
 	if (rc)
@@ -601,9 +593,7 @@ int vdi_server_free_buffer(struct vdi_server *s, uint8_t *buffer, uint32_t size)
 	struct vdi_buf *b;
 	int rc;
 
-	vdi_clear_error();
-	if (!s)
-		return vdi_fail(VD_E_INVALID, "server object is NULL");
+	VDI_ENTER(s, "server");
 	pthread_mutex_lock(&s->lock);
 	rc = check_state(s, VDI_CALL_S_FREE_BUFFER);
 	if (rc)
@@ -1025,9 +1015,7 @@ int vdi_server_execute_completion_agent(struct vdi_server *s)
 	enum vdi_set_state st;
 	int rc;
 
-	vdi_clear_error();
-	if (!s)
-		return vdi_fail(VD_E_INVALID, "server object is NULL");
+	VDI_ENTER(s, "server");
 	pthread_mutex_lock(&s->lock);
 	st = server_state(s);
 	rc = vdi_state_check(&s->r, VDI_CALL_S_EXECUTE_COMPLETION_AGENT, st);
@@ -1069,9 +1057,7 @@ int vdi_server_signal_abort(struct vdi_server *s)
 {
 	int running, rc;
 
-	vdi_clear_error();
-	if (!s)
-		return vdi_fail(VD_E_INVALID, "server object is NULL");
+	VDI_ENTER(s, "server");
 	/* Under the lock: Open may be mapping the region on another thread. */
 	pthread_mutex_lock(&s->lock);
 	rc = check_state(s, VDI_CALL_S_SIGNAL_ABORT);
@@ -1135,9 +1121,7 @@ int vdi_server_close(struct vdi_server *s)
 	enum vdi_set_state st;
 	int rc;
 
-	vdi_clear_error();
-	if (!s)
-		return vdi_fail(VD_E_INVALID, "server object is NULL");
+	VDI_ENTER(s, "server");
 	pthread_mutex_lock(&s->lock);
 	st = server_state(s);
 	rc = vdi_state_check(&s->r, VDI_CALL_S_CLOSE, st);

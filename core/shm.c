@@ -288,6 +288,14 @@ static void area_name(const struct vdi_region *r, uint32_t k, char *buf, size_t 
 	snprintf(buf, len, "/vdi-b%u.%s.%s", k, r->instance, r->name);
 }
 
+/* Opens area k of r (flags O_RDONLY or O_RDWR) and leaves its name in buf
+ * for messages; the fd, or -1 with errno. */
+static int area_open(const struct vdi_region *r, uint32_t k, int flags, char *buf, size_t len)
+{
+	area_name(r, k, buf, len);
+	return shm_open(buf, flags | O_CLOEXEC, 0);
+}
+
 void vdi_region_unmap(struct vdi_region *r)
 {
 	if (r->hdr)
@@ -440,8 +448,7 @@ static int probe_area(const struct vdi_region *r, uint32_t k, struct vdi_shm_pro
 	struct stat st;
 	int fd, err;
 
-	area_name(r, k, name, sizeof(name));
-	fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0);
+	fd = area_open(r, k, O_RDONLY, name, sizeof(name));
 	if (fd < 0)
 		return vdi_fail_errno(errno, "cannot inspect buffer area '%s'", name);
 	err = fstat(fd, &st) < 0 ? errno : 0;
@@ -756,8 +763,7 @@ int vdi_area_map(struct vdi_region *r, uint32_t k, struct vdi_area_map *m)
 	struct stat st;
 	int fd, rc;
 
-	area_name(r, k, name, sizeof(name));
-	fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
+	fd = area_open(r, k, O_RDWR, name, sizeof(name));
 	if (fd < 0)
 		return vdi_fail_errno(errno, "set '%s': cannot open buffer area %u", r->name, k);
 	if (fstat(fd, &st) < 0 || st.st_size <= 0) {

@@ -472,20 +472,16 @@ int chain_check_apply(const struct chain_state *s, const struct bk_header *h, in
 		     s->last_lsn);
 		return -1;
 	}
-	if (h->kind == BK_LOG && s->last_lsn < h->first_lsn) {
+	if (h->kind == BK_LOG && (s->last_lsn < h->first_lsn || s->last_lsn >= h->lsn)) {
+		int early = s->last_lsn >= h->lsn; /* already applied, or a gap before it */
+
 		cerr(err, errlen,
-		     "the log in this backup set begins at LSN %" PRIu64
-		     ", which is too recent to apply to the database (restored up to LSN %" PRIu64
-		     "): an earlier log backup must be restored first",
-		     h->first_lsn, s->last_lsn);
-		return -1;
-	}
-	if (h->kind == BK_LOG && s->last_lsn >= h->lsn) {
-		cerr(err, errlen,
-		     "the log in this backup set ends at LSN %" PRIu64
-		     ", which is too early to apply to the database (restored up to LSN %" PRIu64
-		     ")",
-		     h->lsn, s->last_lsn);
+		     "the log in this backup set %s at LSN %" PRIu64
+		     ", which is too %s to apply to the database (restored up to LSN %" PRIu64
+		     ")%s",
+		     early ? "ends" : "begins", early ? h->lsn : h->first_lsn,
+		     early ? "early" : "recent", s->last_lsn,
+		     early ? "" : ": an earlier log backup must be restored first");
 		return -1;
 	}
 	return 0;
