@@ -73,13 +73,16 @@
 
 #include "internal.h"
 
-#define SS_TICK_MS 100 /* abort check interval of an idle waiter */
+#define SS_TICK_MS            100 /* abort check interval of an idle waiter */
+#define SS_ERROR_INVALID_DATA 13u /* Win32: a read behind the end carried bytes */
 
 struct ss_buf {
 	VDS_Command cmd;           /* completionContext = this buffer */
 	uint8_t *data;             /* from vdi_server_allocate_buffer */
 	struct vdi_sstream *owner; /* stream that sent it */
 	uint64_t offset;           /* stream byte offset of data[0] */
+	uint32_t len;              /* backup: bytes of data sent */
+	uint32_t stored;           /* backup: of which the client stored (removable) */
 	struct ss_buf *next;       /* free list link (lock) */
 	int done;                  /* routine ran (lock) */
 };
@@ -129,6 +132,11 @@ struct vdi_sstream {
 	uint32_t inflight;     /* (lock) commands sent, not completed */
 	struct ss_fault first; /* (lock) first failed command */
 	struct ss_fault fatal; /* (lock) first failed data command */
+	/* media (D50) */
+	struct ss_buf *redo; /* (lock) backup: Writes stored in part, to re-issue */
+	int eom;             /* (lock) backup: ERROR_END_OF_MEDIA seen: VDC_Load */
+	uint32_t end_code;   /* (lock) restore: completion code that ended it */
+	uint32_t loads;      /* VDC_Load sent */
 };
 
 static const char *ss_name(const struct vdi_sstream *w)
@@ -302,6 +310,37 @@ static struct ss_buf *ss_take_free(struct vdi_sstream_pool *p)
 	return b;
 }
 
+/*
+ * A completed Write; lock held.  Stored whole: the buffer is free.  On
+ * removable media (spec 10.5) ERROR_END_OF_MEDIA asks for the next medium
+ * (VDC_Load) and a Write stored in part is re-issued for the rest, by the
+ * owner (ss_media); anything else fails the stream.
+ */
+static void ss_write_done(struct vdi_sstream *w, struct ss_buf *b)
+{
+	const VDS_Command *cmd = &b->cmd;
+	int removable = (w->p->cfg.features & VDF_Removable) != 0;
+	uint32_t code = cmd->completionCode;
+
+	if (cmd->bytesTransferred <= cmd->size &&
+	    (code == ERROR_SUCCESS || (removable && code == ERROR_END_OF_MEDIA))) {
+		b->stored += cmd->bytesTransferred;
+		if (code == ERROR_END_OF_MEDIA)
+			w->eom = 1;
+		if (b->stored == b->len) {
+			ss_put(w->p, b);
+			return;
+		}
+		if (removable) {
+			b->next = w->redo;
+			w->redo = b;
+			return;
+		}
+	}
+	ss_record(w, cmd, b->offset + b->stored, 1);
+	ss_put(w->p, b);
+}
+
 /* Completion routine of data commands (agent thread, or D8). */
 static void ss_data_done(VDS_Command *cmd)
 {
@@ -313,12 +352,11 @@ static void ss_data_done(VDS_Command *cmd)
 	w->inflight--;
 	b->done = 1;
 	if (!w->restore) {
-		if (cmd->completionCode != ERROR_SUCCESS || cmd->bytesTransferred != cmd->size)
-			ss_record(w, cmd, b->offset, 1);
-		ss_put(p, b);
+		ss_write_done(w, b);
 	} else if (cmd->completionCode != ERROR_SUCCESS &&
 	           cmd->completionCode != ERROR_HANDLE_EOF &&
-	           cmd->completionCode != ERROR_NO_DATA_DETECTED) {
+	           cmd->completionCode != ERROR_NO_DATA_DETECTED &&
+	           cmd->completionCode != ERROR_FILEMARK_DETECTED) {
 		ss_record(w, cmd, b->offset, 0); /* fatal in order, at the head */
 	}
 	pthread_cond_broadcast(&p->cond);
@@ -351,6 +389,8 @@ static void ss_send(struct vdi_sstream *w, struct ss_buf *b, uint32_t size)
 	b->cmd.completionRoutine = ss_data_done;
 	b->cmd.completionContext = b;
 	b->offset = w->sent;
+	b->len = size;
+	b->stored = 0;
 	b->owner = w;
 	b->done = 0;
 	w->sent += size;
@@ -553,6 +593,8 @@ static int ss_check_dir(const struct vdi_sstream *w, int restore, const char *wh
  * be larger, and one device may have all of it). */
 #define SS_MAX_DATA_INFLIGHT (VDI_QUEUE_DEPTH - 1)
 
+static int ss_media(struct vdi_sstream *w);
+
 /* Gets a buffer to fill into w->cur; lock held. */
 static int ss_get_cur(struct vdi_sstream *w)
 {
@@ -561,6 +603,8 @@ static int ss_get_cur(struct vdi_sstream *w)
 
 	for (;;) {
 		rc = ss_status(w);
+		if (!rc && (w->redo || w->eom))
+			rc = ss_media(w);
 		if (rc)
 			return rc;
 		w->cur = w->inflight < SS_MAX_DATA_INFLIGHT ? ss_take_free(w->p) : NULL;
@@ -667,8 +711,9 @@ int vdi_sstream_drain(struct vdi_sstream *w)
 		ss_put(w->p, w->cur);
 	w->cur = NULL;
 	rc = ss_idle(w);
-	if (!rc)
-		rc = ss_status(w);
+	while (!rc && !(rc = ss_status(w)) && (w->redo || w->eom))
+		if (!(rc = ss_media(w)))
+			rc = ss_idle(w);
 	pthread_mutex_unlock(&w->p->lock);
 	return rc;
 }
@@ -710,9 +755,11 @@ static int ss_head_check(struct vdi_sstream *r, struct ss_buf *b)
 	r->avail = b->cmd.bytesTransferred < b->cmd.size ? b->cmd.bytesTransferred : b->cmd.size;
 	r->off = 0;
 	r->head_ok = 1;
-	if (code == ERROR_HANDLE_EOF || code == ERROR_NO_DATA_DETECTED)
+	if (code == ERROR_HANDLE_EOF || code == ERROR_NO_DATA_DETECTED ||
+	    code == ERROR_FILEMARK_DETECTED) {
 		r->eof = 1;
-	else if (code != ERROR_SUCCESS)
+		r->end_code = code;
+	} else if (code != ERROR_SUCCESS)
 		ss_record(r, &b->cmd, r->bytes, 1);
 	return ss_status(r);
 }
@@ -759,6 +806,11 @@ static void ss_reap(struct vdi_sstream *r)
 		b = r->ring[r->head % r->p->count];
 		if (!b->done)
 			return;
+		if (b->cmd.bytesTransferred && b->cmd.completionCode == ERROR_SUCCESS) {
+			/* bytes after the end would be lost: fail loudly (D50) */
+			b->cmd.completionCode = SS_ERROR_INVALID_DATA;
+			ss_record(r, &b->cmd, r->bytes, 1);
+		}
 		r->head++;
 		ss_put(r->p, b);
 	}
@@ -926,7 +978,38 @@ static int ss_ctl_result(struct vdi_sstream *w)
 	return (int)code;
 }
 
-int vdi_sstream_command(struct vdi_sstream *w, uint32_t code)
+/* Sends a control command and waits for it; lock held (dropped to send). */
+static int ss_control_locked(struct vdi_sstream *w, uint32_t code, uint32_t size, uint64_t position,
+                             uint64_t *out_position)
+{
+	int rc = w->ctl_busy ? vdi_fail(VD_E_PROTOCOL,
+	                                "stream on device '%s': previous command still pending",
+	                                ss_name(w))
+	                     : ss_status(w);
+
+	if (rc)
+		return rc;
+	memset(&w->ctl, 0, sizeof(w->ctl));
+	w->ctl.commandCode = code;
+	w->ctl.size = size;
+	w->ctl.inPosition = position;
+	w->ctl.completionRoutine = ss_ctl_done;
+	w->ctl.completionContext = w;
+	w->ctl_busy = 1;
+	w->inflight++;
+	pthread_mutex_unlock(&w->p->lock);
+	(void)vdi_server_send_command(w->dev, &w->ctl); /* D8: see routine */
+	pthread_mutex_lock(&w->p->lock);
+	rc = ss_ctl_wait(w);
+	if (!rc)
+		rc = ss_ctl_result(w);
+	if (!rc && out_position)
+		*out_position = w->ctl.outPosition;
+	return rc;
+}
+
+int vdi_sstream_control(struct vdi_sstream *w, uint32_t code, uint32_t size, uint64_t position,
+                        uint64_t *out_position)
 {
 	int rc;
 
@@ -934,27 +1017,127 @@ int vdi_sstream_command(struct vdi_sstream *w, uint32_t code)
 		return vdi_fail(VD_E_INVALID, "cannot send command on stream: %s",
 		                w ? "data command" : "null stream");
 	pthread_mutex_lock(&w->p->lock);
-	rc = w->ctl_busy
-	             ? vdi_fail(VD_E_PROTOCOL,
-	                        "stream on device '%s': previous command still pending", ss_name(w))
-	             : ss_status(w);
-	if (!rc) {
-		memset(&w->ctl, 0, sizeof(w->ctl));
-		w->ctl.commandCode = code;
-		w->ctl.completionRoutine = ss_ctl_done;
-		w->ctl.completionContext = w;
-		w->ctl_busy = 1;
-		w->inflight++;
-	}
+	rc = ss_control_locked(w, code, size, position, out_position);
+	if (rc == 0 && code == VDC_Load)
+		w->loads++;
 	pthread_mutex_unlock(&w->p->lock);
+	return rc;
+}
+
+int vdi_sstream_command(struct vdi_sstream *w, uint32_t code)
+{
+	return vdi_sstream_control(w, code, 0, 0, NULL);
+}
+
+/* Re-sends the rest of a Write stored in part; lock held (dropped). */
+static void ss_resend(struct vdi_sstream *w, struct ss_buf *b)
+{
+	memset(&b->cmd, 0, sizeof(b->cmd));
+	b->cmd.commandCode = VDC_Write;
+	b->cmd.size = b->len - b->stored;
+	b->cmd.inPosition = b->offset + b->stored;
+	b->cmd.buffer = b->data + b->stored;
+	b->cmd.completionRoutine = ss_data_done;
+	b->cmd.completionContext = b;
+	b->done = 0;
+	w->inflight++;
+	pthread_mutex_unlock(&w->p->lock);
+	(void)vdi_server_send_command(w->dev, &b->cmd); /* D8: see routine */
+	pthread_mutex_lock(&w->p->lock);
+}
+
+/*
+ * Removable media, backup (spec 10.5): once every Write in flight has
+ * completed, ERROR_END_OF_MEDIA gets the next medium (VDC_Load), then the
+ * rest of every Write stored in part is re-issued in stream order.  Lock
+ * held.  0 or the failure.
+ */
+static int ss_media(struct vdi_sstream *w)
+{
+	struct ss_buf *list, *b, **pp;
+	int rc = ss_idle(w);
+
+	if (!rc)
+		rc = ss_status(w);
 	if (rc)
 		return rc;
-	(void)vdi_server_send_command(w->dev, &w->ctl); /* D8: see routine */
-	pthread_mutex_lock(&w->p->lock);
-	rc = ss_ctl_wait(w);
+	if (w->eom) {
+		w->eom = 0;
+		rc = ss_control_locked(w, VDC_Load, 0, 0, NULL);
+		if (rc > 0) {
+			w->fatal = w->first; /* the VDC_Load just recorded */
+			return ss_report(w, &w->fatal);
+		}
+		if (rc)
+			return rc;
+		w->loads++;
+		vdi_log(VDI_LOG_INFO, "device '%s': medium %u loaded at byte offset %llu",
+		        ss_name(w), w->loads, (unsigned long long)w->sent);
+	}
+	list = w->redo;
+	w->redo = NULL;
+	while (list) { /* re-issue in offset order: the lowest first */
+		struct ss_buf **low = &list;
+
+		for (pp = &list; *pp; pp = &(*pp)->next)
+			if ((*pp)->offset < (*low)->offset)
+				low = pp;
+		b = *low;
+		*low = b->next;
+		ss_resend(w, b);
+	}
+	return 0;
+}
+
+uint32_t vdi_sstream_loads(const struct vdi_sstream *w)
+{
+	return w ? w->loads : 0;
+}
+
+uint32_t vdi_sstream_end_code(const struct vdi_sstream *r)
+{
+	uint32_t code;
+
+	if (!r)
+		return 0;
+	pthread_mutex_lock(&r->p->lock);
+	code = r->ended ? r->end_code : 0;
+	pthread_mutex_unlock(&r->p->lock);
+	return code;
+}
+
+int vdi_sstream_resume(struct vdi_sstream *r, uint32_t code)
+{
+	int rc;
+
+	if (!r)
+		return vdi_fail(VD_E_INVALID, "cannot resume stream: null stream");
+	rc = ss_check_dir(r, 1, "resume");
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&r->p->lock);
+	rc = ss_status(r);
+	if (!rc && !r->ended)
+		rc = vdi_fail(
+			VD_E_PROTOCOL,
+			"cannot resume stream on device '%s': not at an end (byte offset %llu)",
+			ss_name(r), (unsigned long long)r->bytes);
 	if (!rc)
-		rc = ss_ctl_result(w);
-	pthread_mutex_unlock(&w->p->lock);
+		rc = ss_idle(r); /* the reads sent behind the end */
+	if (!rc) {
+		ss_reap(r);
+		rc = ss_status(r);
+	}
+	if (!rc) {
+		r->eof = r->ended = 0;
+		r->end_code = 0;
+		r->sent = r->bytes; /* the reads behind the end moved nothing */
+		if (code)
+			rc = ss_control_locked(r, code, 0, 0, NULL);
+		if (rc == 0 && code == VDC_Load)
+			r->loads++;
+	}
+	pthread_mutex_unlock(&r->p->lock);
 	return rc;
 }
 
@@ -995,6 +1178,17 @@ int vdi_sstream_close(struct vdi_sstream *w)
 		rc = vdi_fail(VD_E_PROTOCOL,
 		              "stream on device '%s' closed with %u bytes written but not drained",
 		              ss_name(w), w->fill);
+	if (!rc && w->redo)
+		rc = vdi_fail(
+			VD_E_PROTOCOL,
+			"stream on device '%s' closed with Writes stored in part, not re-issued",
+			ss_name(w));
+	while (w->redo) {
+		struct ss_buf *b = w->redo;
+
+		w->redo = b->next;
+		ss_put(p, b);
+	}
 	if (w->cur)
 		ss_put(p, w->cur);
 	while (w->head != w->tail)

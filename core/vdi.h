@@ -635,6 +635,37 @@ void vdi_cstream_on_snapshot(struct vdi_cstream *s, vdi_cstream_snapshot_fn fn, 
  * its death, a user's abort) its process group is killed. */
 uint32_t vdi_snapshot_run(struct vdi_cstream *s, const char *command, uint32_t code,
                           const char *files, char *err, size_t errlen);
+/*
+ * Media (D50).  A set offering VDF_FileMarks is a tape: its stream is an
+ * AWS tape image (each block, one VDC_Write, behind 6-byte chunk headers;
+ * a filemark is a header of its own), positions are block addresses on
+ * the medium (records and filemarks), VDC_WriteMark writes a filemark,
+ * and on restore a Read that meets a filemark completes with
+ * ERROR_FILEMARK_DETECTED, as does every later Read until VDC_ClearError;
+ * VDC_SkipMarks, VDC_SkipBlocks and VDC_SetPosition move forward over the
+ * writer's bytes.  VDF_RandomAccess: positions are byte offsets, data
+ * commands must come in order (SetPosition moves a restore forward).  A
+ * stream never moves backwards: VDC_Rewind succeeds at the beginning of
+ * a medium, and a move back completes with ERROR_NOT_SUPPORTED.
+ *
+ * VDF_Removable: a backup medium holds set_volume_size bytes of the
+ * stream (0: no limit); the Write that does not fit is answered
+ * ERROR_END_OF_MEDIA with the bytes that fit (a tape record is never
+ * split: 0), and read returns 0 with vdi_cstream_volume_ended 1.  The
+ * reader calls vdi_cstream_next_volume to go on: later Writes are
+ * answered ERROR_END_OF_MEDIA with 0 bytes until VDC_Load, after which
+ * read returns the next medium's bytes.  Restore: vdi_cstream_end_volume
+ * says the writer has no more bytes on this medium (the pending Read
+ * ends with ERROR_HANDLE_EOF, later ones too until VDC_Load); what is
+ * written next goes on the next medium, or fails with VD_E_CLOSE if the
+ * server closed the device instead.  vdi_cstream_volume: the medium the
+ * next bytes belong to, 0 first, +1 at each VDC_Load.
+ */
+int vdi_cstream_set_volume_size(struct vdi_cstream *s, uint64_t bytes);
+int vdi_cstream_next_volume(struct vdi_cstream *s);
+int vdi_cstream_end_volume(struct vdi_cstream *s);
+uint32_t vdi_cstream_volume(const struct vdi_cstream *s);
+int vdi_cstream_volume_ended(const struct vdi_cstream *s);
 /* The device the stream runs over (borrowed; for a stream made with
  * vdi_cstream_new, a wrapping of it that lives as long as the stream). */
 struct vdi_bdev *vdi_cstream_device(const struct vdi_cstream *s);
@@ -743,6 +774,25 @@ int vdi_sstream_advance(struct vdi_sstream *r, size_t n);
  * negative VD_E_*.  A partly filled buffer is not sent: call
  * vdi_sstream_drain first. */
 int vdi_sstream_command(struct vdi_sstream *w, uint32_t code);
+/* A control command with its inputs (size: a count, or the whence of a
+ * disk's VDC_SetPosition; position) and, in *out_position if not NULL,
+ * the position the client returned.  Returns like vdi_sstream_command. */
+int vdi_sstream_control(struct vdi_sstream *w, uint32_t code, uint32_t size, uint64_t position,
+                        uint64_t *out_position);
+/*
+ * Media (D50).  Restore: read returns 0 at ERROR_HANDLE_EOF,
+ * ERROR_NO_DATA_DETECTED or ERROR_FILEMARK_DETECTED; end_code says which
+ * (0 before an end).  resume goes on past it: it waits for the reads sent
+ * behind the end (one that carried bytes fails the stream: they would be
+ * lost), sends code (VDC_ClearError after a filemark, VDC_Load for the
+ * next medium; 0: none) and reads on.  Backup on VDF_Removable media:
+ * ERROR_END_OF_MEDIA makes the stream send VDC_Load once every Write in
+ * flight completed, and the rest of a Write stored in part is re-issued
+ * (spec 10.5); loads counts the VDC_Load sent.
+ */
+uint32_t vdi_sstream_end_code(const struct vdi_sstream *r);
+int vdi_sstream_resume(struct vdi_sstream *r, uint32_t code);
+uint32_t vdi_sstream_loads(const struct vdi_sstream *w);
 /* Backup: send the padded tail, wait for every command; no close.  */
 int vdi_sstream_drain(struct vdi_sstream *w);
 /* Ends the stream: waits for outstanding commands and frees w.  Does not
