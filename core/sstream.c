@@ -1029,14 +1029,20 @@ int vdi_sstream_command(struct vdi_sstream *w, uint32_t code)
 	return vdi_sstream_control(w, code, 0, 0, NULL);
 }
 
-/* Re-sends the rest of a Write stored in part; lock held (dropped). */
+/* Re-sends the rest of a Write stored in part; lock held (dropped).  The
+ * rest moves to the start of the buffer: SendCommand takes only a buffer
+ * as allocated, not a pointer into one. */
 static void ss_resend(struct vdi_sstream *w, struct ss_buf *b)
 {
+	memmove(b->data, b->data + b->stored, b->len - b->stored);
+	b->offset += b->stored;
+	b->len -= b->stored;
+	b->stored = 0;
 	memset(&b->cmd, 0, sizeof(b->cmd));
 	b->cmd.commandCode = VDC_Write;
-	b->cmd.size = b->len - b->stored;
-	b->cmd.inPosition = b->offset + b->stored;
-	b->cmd.buffer = b->data + b->stored;
+	b->cmd.size = b->len;
+	b->cmd.inPosition = b->offset;
+	b->cmd.buffer = b->data;
 	b->cmd.completionRoutine = ss_data_done;
 	b->cmd.completionContext = b;
 	b->done = 0;
