@@ -15,6 +15,12 @@
  * convention of Microsoft's samples, so the statement reads
  * VIRTUAL_DEVICE='s', VIRTUAL_DEVICE='s1', ...
  *
+ * Media (F34): --features chooses pipe (the default), tape (the file is
+ * an AWS tape image with its filemarks, D50) or disk, and removable
+ * media; with --volume-size a backup medium holds that many bytes and
+ * the media of a device are FILE, FILE.1, FILE.2 ...; a restore reads
+ * them in that order, as the server loads them.
+ *
  * Any failure (a write error such as EPIPE on a closed pipe, a read
  * error on the input, an abort or the death of the server) aborts the
  * set, so the server fails too, and the exit status is 1.  A backup file
@@ -25,6 +31,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <grp.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,13 +43,19 @@
 #include "vdi.h"
 
 #define IO_CHUNK (1u << 20)
+/* The smallest medium the stream adapter takes (two tape chunk headers). */
+#define PIPE_VOLUME_MIN 12u
 
 struct pdev {
 	struct pipe_job *pj;
 	unsigned k;
 	char name[VDI_MAX_NAME + 1];
-	const char *path; /* NULL or "-" = stdio */
-	int fd;
+	const char *path;     /* NULL or "-" = stdio: medium 0 */
+	int fd;               /* the file of the current medium */
+	uint32_t medium;      /* removable media: the current one, 0 first */
+	uint64_t mstart;      /* stream bytes before the current medium */
+	int mended;           /* restore: its medium ended, the server decides */
+	char mpath[PATH_MAX]; /* medium > 0: FILE.<medium> */
 	struct vdi_bdev *dev;
 	struct vdi_cstream *s;
 	pthread_t thread;
@@ -58,6 +71,9 @@ struct pipe_job {
 	uint32_t timeout_ms, server_timeout_ms, io_timeout_ms;
 	const char *group;
 	int quiet;
+	const char *type;         /* --features: "pipe", "tape", "disk"; NULL: pipe */
+	uint64_t volume_size;     /* --volume-size: stream bytes per backup medium, 0 = one */
+	uint32_t block_size;      /* the server's VDConfig.blockSize */
 	int backup;               /* direction from the server */
 	int sqlvdi;               /* --sqlvdi given */
 	int tar;                  /* --tar: every device as one tar stream */
@@ -85,30 +101,72 @@ static void pipe_fail(struct pipe_job *pj)
 
 /* ------------------------------------------------------------ options */
 
-static int parse_features(const char *list, uint32_t *features)
+/*
+ * --features (F34): one device type (pipe, the default; tape; disk) and
+ * the extras the spec allows with it (removable with pipe or disk; tape
+ * includes it), discard and request-complete with any.  Tape is
+ * VDF_LikeTape without VDF_ReversePosition: a stream never moves back
+ * (D50).  The list may be given in several options: the type chosen
+ * first stays, another one is refused.
+ */
+#define PIPE_TAPE (VDF_LikeTape & ~(uint32_t)VDF_ReversePosition)
+
+static int parse_features(struct pipe_job *pj, const char *list)
 {
 	char *copy = strdup(list), *save = NULL;
 	int rc = 0;
 
+	if (!copy)
+		return -1;
 	for (char *t = strtok_r(copy, ",", &save); t && rc == 0; t = strtok_r(NULL, ",", &save)) {
+		const char *type = NULL;
+
 		if (strcmp(t, "discard") == 0)
-			*features |= VDF_Discard;
+			pj->features |= VDF_Discard;
 		else if (strcmp(t, "request-complete") == 0)
-			*features |= VDF_RequestComplete;
-		else if (!strcmp(t, "removable") || !strcmp(t, "tape") || !strcmp(t, "disk")) {
-			/* offered only what is answered (D48) */
-			cli_err("invalid --features '%s': '%s' is not offered: vdi pipe answers pipe-like streams "
-			        "only (discard, request-complete; --snapshot-cmd for snapshots)",
+			pj->features |= VDF_RequestComplete;
+		else if (strcmp(t, "removable") == 0)
+			pj->features |= VDF_Removable;
+		else if (!strcmp(t, "pipe") || !strcmp(t, "tape") || !strcmp(t, "disk"))
+			type = !strcmp(t, "pipe") ? "pipe" : !strcmp(t, "tape") ? "tape" : "disk";
+		else {
+			cli_err("invalid --features '%s': unknown feature '%s' (pipe, tape, disk, "
+			        "removable, discard, request-complete)",
 			        list, t);
 			rc = -1;
-		} else {
-			cli_err("invalid --features '%s': unknown feature '%s' (discard, request-complete)",
-			        list, t);
+		}
+		if (type && pj->type && strcmp(type, pj->type) != 0) {
+			cli_err("invalid --features '%s': '%s' and '%s' are two device types: a set "
+			        "is one of pipe, tape or disk",
+			        list, pj->type, type);
 			rc = -1;
+		} else if (type) {
+			pj->type = type;
+			pj->features |= !strcmp(type, "tape")   ? PIPE_TAPE
+			                : !strcmp(type, "disk") ? VDF_RandomAccess
+			                                        : 0;
 		}
 	}
 	free(copy);
 	return rc;
+}
+
+/* What the options allow together, once all were read. */
+static int check_media_opts(const struct pipe_job *pj)
+{
+	if (pj->volume_size && !(pj->features & VDF_Removable)) {
+		cli_err("invalid --volume-size %llu: only removable media have a size: add "
+		        "--features removable (with pipe or disk) or --features tape",
+		        (unsigned long long)pj->volume_size);
+		return -1;
+	}
+	if (pj->volume_size && pj->tar) {
+		cli_err("invalid --volume-size %llu with --tar: the archive is one medium for "
+		        "the whole set",
+		        (unsigned long long)pj->volume_size);
+		return -1;
+	}
+	return 0;
 }
 
 static int parse_pipe_opts(struct pipe_job *pj, int argc, char **argv)
@@ -127,6 +185,7 @@ static int parse_pipe_opts(struct pipe_job *pj, int argc, char **argv)
 		{ "sqlvdi", optional_argument, NULL, 'L' },
 		{ "tar", no_argument, NULL, 'X' },
 		{ "snapshot-cmd", required_argument, NULL, 'P' },
+		{ "volume-size", required_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	uint64_t v;
@@ -143,7 +202,12 @@ static int parse_pipe_opts(struct pipe_job *pj, int argc, char **argv)
 			break;
 		case 'R': pj->features |= VDF_RequestComplete; break;
 		case 'F':
-			if (parse_features(optarg, &pj->features))
+			if (parse_features(pj, optarg))
+				return -1;
+			break;
+		case 'V':
+			if (cli_parse_uint("--volume-size", optarg, PIPE_VOLUME_MIN,
+			                   UINT64_MAX >> 1, &pj->volume_size))
 				return -1;
 			break;
 		case 't':
@@ -174,7 +238,7 @@ static int parse_pipe_opts(struct pipe_job *pj, int argc, char **argv)
 		default: cli_err("pipe: bad option (vdi --help)"); return -1;
 		}
 	}
-	return 0;
+	return check_media_opts(pj);
 }
 
 static int setup_devices(struct pipe_job *pj, int nfiles, char **files)
@@ -231,6 +295,13 @@ static int setup_devices(struct pipe_job *pj, int nfiles, char **files)
 		d->k = k;
 		d->fd = -1;
 		d->path = nfiles ? files[k] : NULL;
+		if (pj->volume_size && (!d->path || !strcmp(d->path, "-"))) {
+			cli_err("invalid --volume-size %llu: device '%s' is on standard input or "
+			        "output, which holds one medium: give a FILE per device (media "
+			        "FILE, FILE.1, FILE.2 ...)",
+			        (unsigned long long)pj->volume_size, d->name);
+			return -1;
+		}
 	}
 	return 0;
 }
@@ -314,6 +385,7 @@ static int wait_server(struct pipe_job *pj)
 		return -1;
 	}
 	pj->backup = (cfg.features & VDF_WriteMedia) != 0;
+	pj->block_size = cfg.blockSize;
 	return 0;
 }
 
@@ -357,6 +429,19 @@ static uint32_t snapshot_handler(void *ctx, struct vdi_cstream *s, uint32_t code
 	return answer;
 }
 
+/* A pipe or disk medium holds whole blocks: the server re-issues the
+ * rest of a Write that did not fit (spec 10.5), and a Write's size must
+ * be a multiple of the block size.  A tape record is never split (D50),
+ * so its size stays as given. */
+static uint64_t medium_size(const struct pipe_job *pj)
+{
+	uint64_t bs = pj->block_size ? pj->block_size : 1, v = pj->volume_size;
+
+	if (pj->features & VDF_FileMarks)
+		return v;
+	return v < bs ? bs : v - v % bs;
+}
+
 static int open_devices(struct pipe_job *pj)
 {
 	for (unsigned k = 0; k < pj->ndev; k++) {
@@ -378,6 +463,11 @@ static int open_devices(struct pipe_job *pj)
 		}
 		if (pj->snapshot_cmd)
 			vdi_cstream_on_snapshot(d->s, snapshot_handler, d);
+		if (pj->backup && pj->volume_size &&
+		    (rc = vdi_cstream_set_volume_size(d->s, medium_size(pj))) < 0) {
+			cli_vdi_err(rc, "device '%s': cannot set the medium size", d->name);
+			return -1;
+		}
 	}
 	return 0;
 }
@@ -386,10 +476,143 @@ static int open_devices(struct pipe_job *pj)
 
 static const char *fd_desc(const struct pdev *d)
 {
+	if (d->medium)
+		return d->mpath;
 	return d->path && strcmp(d->path, "-") ? d->path
 	       : d->pj->backup                 ? "standard output"
 	                                       : "standard input";
 }
+
+/* ------------------------------------------------------------- media */
+
+/*
+ * Removable media (F34): medium 0 is FILE, medium m > 0 is FILE.m.  A
+ * backup medium ends when the stream adapter says so (its size, set
+ * with --volume-size, is full): the file is made durable and closed,
+ * and the next one is created.  A restore medium ends with its file;
+ * the server then loads the next medium (the stream hands out room
+ * again, on medium m + 1) or closes the device.
+ */
+static int removable(const struct pdev *d)
+{
+	return (d->pj->features & VDF_Removable) != 0;
+}
+
+/* One line per medium, at its end. */
+static void medium_line(const struct pdev *d)
+{
+	if (!removable(d) || d->pj->quiet)
+		return;
+	cli_err("device '%s': medium %u: %llu bytes %s '%s'", d->name, d->medium,
+	        (unsigned long long)(vdi_cstream_bytes(d->s) - d->mstart),
+	        d->pj->backup ? "on" : "from", fd_desc(d));
+}
+
+static int flush_medium(struct pdev *d)
+{
+	/* Durable before the orderly close completes VDC_Complete. */
+	if (fsync(d->fd) != 0 && errno != EINVAL && errno != EROFS) {
+		cli_err("device '%s': cannot flush '%s' (medium %u): %s", d->name, fd_desc(d),
+		        d->medium, strerror(errno));
+		return -1;
+	}
+	medium_line(d);
+	return 0;
+}
+
+/* Closes the file of the medium that ended (not stdio: it holds one). */
+static int close_medium(struct pdev *d)
+{
+	int fd = d->fd;
+
+	d->fd = -1;
+	if (fd > STDERR_FILENO && close(fd) != 0 && d->pj->backup) {
+		cli_err("device '%s': cannot close '%s' (medium %u): %s", d->name, fd_desc(d),
+		        d->medium, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* Names and opens the file of medium d->medium + 1. */
+static int open_next_medium(struct pdev *d)
+{
+	int n;
+
+	if (!d->path || !strcmp(d->path, "-")) {
+		cli_err("device '%s': the server wants medium %u, but %s holds one medium: give "
+		        "a FILE (media FILE, FILE.1 ...)",
+		        d->name, d->medium + 1, fd_desc(d));
+		return -1;
+	}
+	n = snprintf(d->mpath, sizeof(d->mpath), "%s.%u", d->path, d->medium + 1);
+	if (n < 0 || (size_t)n >= sizeof(d->mpath)) {
+		cli_err("device '%s': the name of medium %u of '%s' is too long", d->name,
+		        d->medium + 1, d->path);
+		return -1;
+	}
+	d->medium++;
+	d->mstart = vdi_cstream_bytes(d->s);
+	d->fd = d->pj->backup ? open(d->mpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666)
+	                      : open(d->mpath, O_RDONLY | O_CLOEXEC);
+	if (d->fd < 0) {
+		cli_err("device '%s': cannot open '%s' for medium %u of the %s: %s", d->name,
+		        d->mpath, d->medium, d->pj->backup ? "backup" : "restore", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* Backup: the medium is full; go on on the next one. */
+static int next_backup_medium(struct pdev *d)
+{
+	int rc;
+
+	if (flush_medium(d) < 0 || close_medium(d) < 0 || open_next_medium(d) < 0)
+		return -1;
+	rc = vdi_cstream_next_volume(d->s);
+	if (rc < 0) {
+		cli_vdi_err(rc, "device '%s': cannot start medium %u", d->name, d->medium);
+		return -1;
+	}
+	return 0;
+}
+
+/* Restore: the file of this medium ended. */
+static int end_restore_medium(struct pdev *d)
+{
+	int rc;
+
+	medium_line(d);
+	if (close_medium(d) < 0)
+		return -1;
+	rc = vdi_cstream_end_volume(d->s);
+	if (rc < 0) {
+		cli_vdi_err(rc, "device '%s': cannot end medium %u after %llu bytes", d->name,
+		            d->medium, (unsigned long long)vdi_cstream_bytes(d->s));
+		return -1;
+	}
+	d->mended = 1;
+	return 0;
+}
+
+/* Restore: the stream has room again after the end of a medium: the
+ * server loaded the next one. */
+static int start_restore_medium(struct pdev *d)
+{
+	uint32_t want = vdi_cstream_volume(d->s);
+
+	d->mended = 0;
+	if (want != d->medium + 1) {
+		cli_err("device '%s': the stream asks for bytes of medium %u after the end of "
+		        "medium %u, before the server loaded medium %u",
+		        d->name, want, d->medium, d->medium + 1);
+		return -1;
+	}
+	return open_next_medium(d);
+}
+
+/* ---------------------------------------------------------- streaming */
 
 static int write_full(int fd, const uint8_t *p, size_t len)
 {
@@ -412,6 +635,11 @@ static int backup_loop(struct pdev *d)
 		const void *p;
 		ssize_t n = vdi_cstream_peek(d->s, &p, IO_CHUNK);
 
+		if (n == 0 && vdi_cstream_volume_ended(d->s)) {
+			if (next_backup_medium(d) < 0)
+				return -1;
+			continue;
+		}
 		if (n == 0)
 			break;
 		if (n < 0) {
@@ -427,12 +655,7 @@ static int backup_loop(struct pdev *d)
 		}
 		vdi_cstream_advance(d->s, (size_t)n);
 	}
-	/* Durable before the orderly close completes VDC_Complete. */
-	if (fsync(d->fd) != 0 && errno != EINVAL && errno != EROFS) {
-		cli_err("device '%s': cannot flush '%s': %s", d->name, fd_desc(d), strerror(errno));
-		return -1;
-	}
-	return 0;
+	return flush_medium(d);
 }
 
 static ssize_t read_some(int fd, void *p, size_t len)
@@ -451,12 +674,16 @@ static int restore_loop(struct pdev *d)
 		void *p;
 		ssize_t room = vdi_cstream_reserve(d->s, &p, IO_CHUNK), n;
 
+		if (room == VD_E_CLOSE && d->mended)
+			return 0; /* the server needs no further medium */
 		if (room <= 0) {
 			cli_vdi_err(room ? (int)room : VD_E_CLOSE,
 			            "device '%s': the server stopped reading after %llu bytes",
 			            d->name, (unsigned long long)vdi_cstream_bytes(d->s));
 			return -1;
 		}
+		if (d->mended && start_restore_medium(d) < 0)
+			return -1;
 		n = read_some(d->fd, p, (size_t)room);
 		if (n < 0) {
 			cli_err("device '%s': cannot read '%s' after %llu bytes: %s", d->name,
@@ -464,8 +691,13 @@ static int restore_loop(struct pdev *d)
 			        strerror(errno));
 			return -1;
 		}
-		if (n == 0)
+		if (n == 0 && !removable(d))
 			return 0;
+		if (n == 0) {
+			if (end_restore_medium(d) < 0)
+				return -1;
+			continue;
+		}
 		if (vdi_cstream_commit(d->s, (size_t)n) < 0) {
 			cli_vdi_err(VD_E_ABORT,
 			            "device '%s': restore stream failed after %llu bytes", d->name,
@@ -615,7 +847,7 @@ static void teardown(struct pipe_job *pj)
 		if (d->s)
 			vdi_cstream_close(d->s, 0);
 		if (d->fd > STDERR_FILENO && close(d->fd) != 0 && d->ok && pj->backup) {
-			cli_err("device '%s': cannot close '%s': %s", d->name, d->path,
+			cli_err("device '%s': cannot close '%s': %s", d->name, fd_desc(d),
 			        strerror(errno));
 			pj->failed = 1;
 		}
