@@ -433,6 +433,11 @@ static enum cs_kind cs_classify_media(struct vdi_cstream *s, const VDC_Command *
 	*code = ERROR_NOT_SUPPORTED;
 	switch (cmd->commandCode) {
 	case VDC_Load:
+		/* a backup's reader learns of the end of a medium before the
+		 * next one is loaded (vdi_cstream_volume_ended) */
+		if ((f & VDF_Removable) && s->direction == VDF_WriteMedia && s->vol_end &&
+		    !s->vol_next)
+			return CS_HOLD;
 		if (f & VDF_Removable)
 			*code = cs_load(s);
 		return CS_ANSWER;
