@@ -433,11 +433,6 @@ static enum cs_kind cs_classify_media(struct vdi_cstream *s, const VDC_Command *
 	*code = ERROR_NOT_SUPPORTED;
 	switch (cmd->commandCode) {
 	case VDC_Load:
-		/* a backup's reader learns of the end of a medium before the
-		 * next one is loaded (vdi_cstream_volume_ended) */
-		if ((f & VDF_Removable) && s->direction == VDF_WriteMedia && s->vol_end &&
-		    !s->vol_next)
-			return CS_HOLD;
 		if (f & VDF_Removable)
 			*code = cs_load(s);
 		return CS_ANSWER;
@@ -937,18 +932,12 @@ static ssize_t cs_room(struct vdi_cstream *s, void **ptr, size_t len)
 	size_t left;
 	int rc;
 
-	/* A tape's next header is taken without a command at the head; after
-	 * the end of a medium it belongs to the next one, so VDC_Load (or the
-	 * server's close) comes first: cs_load resets the chain it is checked
-	 * against, and the writer learns whether another medium is wanted. */
-	rc = s->tape && s->vol_end ? cs_ready(s, s->timeout) : 1;
-	if (rc > 0 && s->tape && s->aws_left == 0) {
+	if (s->tape && s->aws_left == 0) {
 		*ptr = s->aws + s->aws_len;
 		left = CS_AWS_HDR - s->aws_len;
 		return (ssize_t)(len < left ? len : left);
 	}
-	if (rc > 0)
-		rc = cs_ready(s, s->timeout);
+	rc = cs_ready(s, s->timeout);
 	if (rc == 0)
 		return vdi_fail(VD_E_CLOSE,
 		                "cannot write device '%s': the server closed it after %llu bytes",

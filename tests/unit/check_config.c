@@ -96,8 +96,6 @@ static const struct cfg_row cfg_rows[] = {
 	{ "pipe", CFG(.deviceCount = 1, .features = VDF_LikePipe), NOERROR },
 	{ "pipe removable", CFG(.deviceCount = 1, .features = VDF_Removable), NOERROR },
 	{ "tape", CFG(.deviceCount = 1, .features = VDF_LikeTape), NOERROR },
-	{ "tape forward only (D50)",
-	  CFG(.deviceCount = 1, .features = VDF_LikeTape & ~VDF_ReversePosition), NOERROR },
 	{ "disk", CFG(.deviceCount = 1, .features = VDF_LikeDisk), NOERROR },
 	{ "disk removable", CFG(.deviceCount = 1, .features = VDF_LikeDisk | VDF_Removable),
 	  NOERROR },
@@ -213,8 +211,7 @@ END_TEST
 
 /* Every one of the 32 feature bits, alone and on top of tape and disk,
  * against a model of D25 written from the decision's text: one mode
- * (pipe: 0 or Removable; tape: VDF_LikeTape, with or without
- * ReversePosition; disk: RandomAccess,
+ * (pipe: 0 or Removable; tape: exactly VDF_LikeTape; disk: RandomAccess,
  * optionally Removable) plus any of the extras; nothing else. */
 static int d25_accepts(uint32_t f)
 {
@@ -225,8 +222,7 @@ static int d25_accepts(uint32_t f)
 
 	if (f & ~(tape | VDF_RandomAccess | extras))
 		return 0;
-	return mode == 0 || mode == VDF_Removable || mode == tape ||
-	       mode == (tape & ~(uint32_t)VDF_ReversePosition) || mode == VDF_RandomAccess ||
+	return mode == 0 || mode == VDF_Removable || mode == tape || mode == VDF_RandomAccess ||
 	       mode == (VDF_RandomAccess | VDF_Removable);
 }
 
