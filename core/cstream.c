@@ -933,6 +933,15 @@ static ssize_t cs_room(struct vdi_cstream *s, void **ptr, size_t len)
 	int rc;
 
 	if (s->tape && s->aws_left == 0) {
+		/* after vdi_cstream_end_volume the next header belongs to the
+		 * next medium only if the server loads one: ask it first, so
+		 * that a closed device fails the write (as for other media) */
+		if (s->vol_end && s->aws_len == 0 && (rc = cs_ready(s, s->timeout)) <= 0)
+			return rc ? rc
+			          : vdi_fail(VD_E_CLOSE,
+			                     "cannot write device '%s': the server closed it after "
+			                     "%llu bytes",
+			                     cs_name(s), (unsigned long long)s->bytes);
 		*ptr = s->aws + s->aws_len;
 		left = CS_AWS_HDR - s->aws_len;
 		return (ssize_t)(len < left ? len : left);
