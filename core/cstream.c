@@ -433,6 +433,11 @@ static enum cs_kind cs_classify_media(struct vdi_cstream *s, const VDC_Command *
 	*code = ERROR_NOT_SUPPORTED;
 	switch (cmd->commandCode) {
 	case VDC_Load:
+		/* a backup's reader moves on first (vdi_cstream_next_volume):
+		 * a Load with no Write queued behind the end waits for it too */
+		if ((f & VDF_Removable) && s->vol_end && !s->vol_next &&
+		    s->direction == VDF_WriteMedia)
+			return CS_HOLD;
 		if (f & VDF_Removable)
 			*code = cs_load(s);
 		return CS_ANSWER;
