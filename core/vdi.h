@@ -742,6 +742,12 @@ struct vdi_sstream;
 int vdi_sstream_pool_new(struct vdi_server *s, uint32_t buffer_count, uint32_t timeout_ms,
                          struct vdi_sstream_pool **out);
 void vdi_sstream_pool_free(struct vdi_sstream_pool *p);
+/* fn runs on the sending thread before every control command a stream of
+ * the pool sends (vdi_sstream_command, _control, _resume, and the
+ * VDC_Load of removable media); a nonzero return is returned instead of
+ * sending it.  For fault injection and tracing; set before streams open. */
+typedef int (*vdi_sstream_command_fn)(void *ctx, struct vdi_sstream *w, uint32_t code);
+void vdi_sstream_pool_on_command(struct vdi_sstream_pool *p, vdi_sstream_command_fn fn, void *ctx);
 
 /* Backup: bytes written are sent as VDC_Write commands of transfer_size
  * bytes (a blockSize multiple <= maxTransferSize, 0 = maxTransferSize);
@@ -793,6 +799,11 @@ int vdi_sstream_control(struct vdi_sstream *w, uint32_t code, uint32_t size, uin
 uint32_t vdi_sstream_end_code(const struct vdi_sstream *r);
 int vdi_sstream_resume(struct vdi_sstream *r, uint32_t code);
 uint32_t vdi_sstream_loads(const struct vdi_sstream *w);
+/* Restore: at most reads VDC_Read in flight from now on (0: the fair
+ * share of the pool, the default).  1 reads a tape block by block, so
+ * that the server can position (VDC_SkipMarks) after a block with no
+ * read sent past it. */
+int vdi_sstream_set_window(struct vdi_sstream *r, uint32_t reads);
 /* Backup: send the padded tail, wait for every command; no close.  */
 int vdi_sstream_drain(struct vdi_sstream *w);
 /* Ends the stream: waits for outstanding commands and frees w.  Does not
