@@ -739,6 +739,26 @@ uint32_t vdi_cstream_direction(const struct vdi_cstream *s)
 	return s ? s->direction : 0;
 }
 
+int vdi_cstream_await_direction(struct vdi_cstream *s, uint32_t *direction)
+{
+	int rc;
+
+	if (!s || !direction)
+		return vdi_fail(VD_E_INVALID, "cannot wait for the direction: null argument");
+	*direction = s->direction;
+	if (s->direction)
+		return 0;
+	rc = cs_ready(s, s->timeout);
+	if (rc == 0)
+		return vdi_fail(VD_E_CLOSE,
+		                "device '%s': the server closed it before its first data command",
+		                cs_name(s));
+	if (rc < 0)
+		return rc;
+	*direction = s->direction;
+	return 0;
+}
+
 uint64_t vdi_cstream_bytes(const struct vdi_cstream *s)
 {
 	return s ? s->bytes : 0;
@@ -767,6 +787,8 @@ static ssize_t cs_peek(struct vdi_cstream *s, const void **ptr, size_t len, uint
 	rc = cs_ready(s, timeout);
 	if (rc <= 0)
 		return rc;
+	if (s->direction != VDF_WriteMedia) /* both configured: a Read came */
+		return cs_check(s, VDF_WriteMedia, "read");
 	if (s->tape) {
 		if (s->aws_off == s->aws_len && s->aws_left == 0)
 			cs_aws_build(s); /* the next chunk of the Write */
@@ -982,6 +1004,8 @@ static ssize_t cs_room(struct vdi_cstream *s, void **ptr, size_t len)
 		                cs_name(s), (unsigned long long)s->bytes);
 	if (rc < 0)
 		return rc;
+	if (s->direction != VDF_ReadMedia) /* both configured: a Write came */
+		return cs_check(s, VDF_ReadMedia, "write");
 	if (s->skip) {
 		if (!s->scratch && !(s->scratch = malloc(CS_SCRATCH)))
 			return vdi_fail(VD_E_MEMORY, "device '%s': out of memory", cs_name(s));

@@ -115,7 +115,7 @@ struct vdi_sstream {
 	struct vdi_sstream_pool *p;
 	struct vdi_server_device *dev;
 	uint32_t tsize; /* bytes per data command */
-	int restore;    /* VDF_ReadMedia stream */
+	int restore;    /* VDF_ReadMedia stream; -1 undecided (both configured) */
 	uint64_t bytes; /* caller bytes moved */
 	uint64_t sent;  /* offset of the next data command */
 	/* backup */
@@ -538,7 +538,11 @@ int vdi_sstream_open(struct vdi_sstream_pool *p, struct vdi_server_device *d,
 	w->p = p;
 	w->dev = d;
 	w->tsize = transfer_size;
-	w->restore = (p->cfg.features & VDF_ReadMedia) != 0;
+	switch (p->cfg.features & (VDF_WriteMedia | VDF_ReadMedia)) {
+	case VDF_ReadMedia: w->restore = 1; break;
+	case VDF_WriteMedia: w->restore = 0; break;
+	default: w->restore = -1; /* both: the first data call decides */
+	}
 	pthread_mutex_lock(&p->lock);
 	p->streams++;
 	pthread_mutex_unlock(&p->lock);
@@ -588,8 +592,10 @@ static int ss_idle(struct vdi_sstream *w)
 	return 0;
 }
 
-static int ss_check_dir(const struct vdi_sstream *w, int restore, const char *what)
+static int ss_check_dir(struct vdi_sstream *w, int restore, const char *what)
 {
+	if (w->restore < 0)
+		w->restore = restore;
 	if (w->restore == restore)
 		return 0;
 	return vdi_fail(VD_E_PROTOCOL, "cannot %s stream on device '%s': it is a %s stream", what,

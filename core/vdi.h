@@ -591,6 +591,12 @@ int vdi_cstream_new(struct vdi_client_device *d, uint32_t timeout_ms, struct vdi
  * device exists only after configuration): VDF_WriteMedia (backup: read
  * the stream) or VDF_ReadMedia (restore: write it). */
 uint32_t vdi_cstream_direction(const struct vdi_cstream *s);
+/* The server may configure both VDF_WriteMedia and VDF_ReadMedia (D18):
+ * vdi_cstream_direction is then 0 until the first data command, which
+ * this waits for (answering the commands before it, each wait bounded by
+ * the timeout) and leaves at the head; *direction is then known.
+ * Returns at once when it already is. */
+int vdi_cstream_await_direction(struct vdi_cstream *s, uint32_t *direction);
 ssize_t vdi_cstream_read(struct vdi_cstream *s, void *buf, size_t len);
 /* Zero-copy read: points *ptr at up to len bytes of the current buffer
  * (valid until the next call on s); consume them with _advance. */

@@ -163,6 +163,7 @@ static int parse_args(struct job *j, int argc, char **argv, char **text)
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "freeze-timeout", required_argument, NULL, 'Z' },
 		{ "generate", required_argument, NULL, 'G' },
+		{ "both-media", no_argument, NULL, 'B' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *file = NULL;
@@ -203,6 +204,7 @@ static int parse_args(struct job *j, int argc, char **argv, char **text)
 			}
 			break;
 		case 'q': j->quiet = 1; break;
+		case 'B': j->both_media = 1; break;
 		default: cli_err("exec: bad option (vdi --help)"); return -1;
 		}
 	}
@@ -298,6 +300,8 @@ static int configure(struct job *j)
 				(uint32_t)(STMT_MAX_BUFFER_BYTES / j->st.maxtransfersize);
 	}
 	features = j->st.kind == STMT_BACKUP ? VDF_WriteMedia : VDF_ReadMedia;
+	if (j->both_media) /* spec 4 "and/or" (D18): each device's first data command tells */
+		features |= VDF_WriteMedia | VDF_ReadMedia;
 	if (j->st.kind == STMT_BACKUP && (j->cfg.features & VDF_RequestComplete))
 		features |= VDF_CompleteEnabled;
 	j->features = features;

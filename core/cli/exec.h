@@ -52,6 +52,7 @@ struct job {
 	uint64_t generate;  /* --generate: the database is bk_generate's, this big */
 	int generated;
 	int quiet;
+	int both_media; /* --both-media: VDF_WriteMedia and VDF_ReadMedia configured */
 	/* files */
 	char db_path[PATH_MAX];
 	char tmp_path[PATH_MAX];
