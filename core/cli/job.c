@@ -23,6 +23,8 @@ void job_fail(struct job *j, const char *fmt, ...)
 		vsnprintf(j->err, sizeof(j->err), fmt, ap);
 		va_end(ap);
 		__atomic_store_n(&j->failed, 1, __ATOMIC_RELEASE);
+		if (j->srv && j->on_fail)
+			j->on_fail(j);
 		if (j->srv)
 			vdi_server_signal_abort(j->srv);
 	}
