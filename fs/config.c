@@ -28,8 +28,8 @@
  *                        > .control` (snapshot.c)
  *
  * Features (F35): one device type, pipe (no bit), tape (VDF_LikeTape
- * without VDF_ReversePosition: a stream never moves back, D50) or disk
- * (VDF_RandomAccess), with removable, discard and the complete bits;
+ * whole, D50) or disk (VDF_RandomAccess), with removable, discard and
+ * the complete bits;
  * what the client stream adapter answers, nothing more.  Two types, or a
  * number with other bits, are refused with the reason.
  *
@@ -89,9 +89,10 @@ static int parse_timeout(const char *s, uint32_t *out)
 }
 
 /* What a set may offer: only what the stream adapter answers (F31,
- * F35).  The snapshot bits come with a snapshot configuration
+ * F35).  Tape is VDF_LikeTape whole, the one tape mask the spec defines
+ * (D50).  The snapshot bits come with a snapshot configuration
  * (snapshot.c). */
-#define FS_TAPE ((uint32_t)(VDF_LikeTape & ~(uint32_t)VDF_ReversePosition))
+#define FS_TAPE ((uint32_t)VDF_LikeTape)
 #define FS_MODE_BITS                                                             \
 	((uint32_t)(VDF_FileMarks | VDF_Rewind | VDF_Position | VDF_SkipBlocks | \
 	            VDF_ReversePosition | VDF_RandomAccess))
@@ -103,13 +104,6 @@ static int features_check(const char *text, uint32_t f, char *err, size_t errlen
 {
 	uint32_t mode = f & FS_MODE_BITS;
 
-	if (f & VDF_ReversePosition) {
-		snprintf(err, errlen,
-		         "option 'features': '%s' is not offered: VDF_ReversePosition (0x%x): "
-		         "a device file is a stream that never moves backwards (tape is 0x%x)",
-		         text, VDF_ReversePosition, FS_TAPE);
-		return -EINVAL;
-	}
 	if (f & ~FS_FEATURES_ANSWERED) {
 		snprintf(err, errlen,
 		         "option 'features': '%s' is not offered: bits 0x%x are not answered "
@@ -119,11 +113,12 @@ static int features_check(const char *text, uint32_t f, char *err, size_t errlen
 		         VDF_Discard, VDF_RequestComplete);
 		return -EINVAL;
 	}
-	if (mode && mode != (FS_TAPE & ~(uint32_t)VDF_Removable) && mode != VDF_RandomAccess) {
+	if ((mode && mode != (FS_TAPE & FS_MODE_BITS) && mode != VDF_RandomAccess) ||
+	    (mode == (FS_TAPE & FS_MODE_BITS) && !(f & VDF_Removable))) {
 		snprintf(err, errlen,
-		         "option 'features': '%s' mixes device types (0x%x): a device is one of "
-		         "pipe, tape (0x%x) or disk (0x%x)",
-		         text, mode, FS_TAPE, VDF_RandomAccess);
+		         "option 'features': '%s' is not offered: the device type bits 0x%x are "
+		         "none of pipe (0), tape (0x%x, whole) or disk (0x%x)",
+		         text, mode | (f & VDF_Removable), FS_TAPE, VDF_RandomAccess);
 		return -EINVAL;
 	}
 	return 0;
@@ -413,9 +408,9 @@ void fs_features_format(uint32_t f, char *buf, size_t len)
 {
 	const uint32_t snap = VDF_SnapshotPrepare | VDF_EnumFrozenFiles;
 	uint32_t mode = f & FS_MODE_BITS;
-	const char *type = mode == (FS_TAPE & ~(uint32_t)VDF_Removable) ? "tape"
-	                   : mode == VDF_RandomAccess                   ? "disk"
-	                                                                : "pipe";
+	const char *type = mode == (FS_TAPE & FS_MODE_BITS) ? "tape"
+	                   : mode == VDF_RandomAccess       ? "disk"
+	                                                    : "pipe";
 	int removable = (f & VDF_Removable) && strcmp(type, "tape");
 
 	if ((f & ~(FS_FEATURES_ANSWERED | snap)) || (mode && !strcmp(type, "pipe")) ||
