@@ -132,6 +132,8 @@ struct vdi_cstream {
 	uint64_t vol_bytes;      /* stream bytes on this medium */
 	int vol_end;             /* at the end of this medium until VDC_Load */
 	int vol_next;            /* backup: the reader moved on to the next medium */
+	int rewound;             /* tape rewound after data: it cannot move again */
+	uint64_t vol_moved;      /* restore: data bytes of this medium gone to Reads or skipped */
 	uint32_t cond;           /* restore: code of every Read until VDC_ClearError */
 	uint32_t marks;          /* restore: filemarks parsed, not yet reported */
 	uint8_t aws[CS_AWS_HDR]; /* block header handed out / being collected */
@@ -229,13 +231,16 @@ static int cs_is_data_code(int32_t code)
  * a tape, the byte offset from the start of the data otherwise. */
 static uint64_t cs_position(const struct vdi_cstream *s)
 {
+	if (s->rewound)
+		return 0;
 	return (s->features & VDF_RandomAccess) ? s->bytes : s->block;
 }
 
 /* Nothing moved on this medium yet: the stream is at its beginning. */
 static int cs_at_bom(const struct vdi_cstream *s)
 {
-	return s->vol_bytes == 0 && s->block == 0;
+	/* restore: chunk headers collected ahead do not count */
+	return s->block == 0 && (s->direction == VDF_ReadMedia ? s->vol_moved : s->vol_bytes) == 0;
 }
 
 static uint32_t cs_refuse(const struct vdi_cstream *s, const char *what, uint64_t want)
@@ -245,6 +250,24 @@ static uint32_t cs_refuse(const struct vdi_cstream *s, const char *what, uint64_
 	        cs_name(s), what, (unsigned long long)want, (unsigned long long)cs_position(s),
 	        s->volume);
 	return ERROR_NOT_SUPPORTED;
+}
+
+/* VDC_Rewind: nothing to do at the beginning of the medium.  After data
+ * it ends the medium's use (as a tape rewinds at the end of an operation):
+ * the position is 0 again, and a data command or move after it is
+ * refused, since a stream cannot be read or written twice. */
+static uint32_t cs_rewind(struct vdi_cstream *s)
+{
+	if (cs_at_bom(s))
+		return ERROR_SUCCESS;
+	vdi_log(VDI_LOG_INFO,
+	        "device '%s': rewound after %llu bytes of medium %u: it can be loaded or closed, "
+	        "not moved again",
+	        cs_name(s), (unsigned long long)s->vol_bytes, s->volume);
+	s->rewound = 1;
+	s->block = 0;
+	s->cond = 0;
+	return ERROR_SUCCESS;
 }
 
 /* VDC_Load: the next medium, after the end of this one. */
@@ -259,8 +282,10 @@ static uint32_t cs_load(struct vdi_cstream *s)
 		return ERROR_NOT_SUPPORTED;
 	}
 	s->volume++;
+	s->rewound = 0;
 	s->vol_end = s->vol_next = 0;
 	s->vol_bytes = 0;
+	s->vol_moved = 0;
 	s->block = 0;
 	s->cond = 0;
 	s->marks = 0;
@@ -433,12 +458,17 @@ static enum cs_kind cs_classify_media(struct vdi_cstream *s, const VDC_Command *
 	*code = ERROR_NOT_SUPPORTED;
 	switch (cmd->commandCode) {
 	case VDC_Load:
+		/* a backup's reader moves on first (vdi_cstream_next_volume):
+		 * a Load with no Write queued behind the end waits for it too */
+		if ((f & VDF_Removable) && s->vol_end && !s->vol_next &&
+		    s->direction == VDF_WriteMedia)
+			return CS_HOLD;
 		if (f & VDF_Removable)
 			*code = cs_load(s);
 		return CS_ANSWER;
 	case VDC_Rewind:
 		if (f & VDF_Rewind)
-			*code = cs_at_bom(s) ? ERROR_SUCCESS : cs_refuse(s, "VDC_Rewind", 0);
+			*code = cs_rewind(s);
 		return CS_ANSWER;
 	case VDC_WriteMark:
 		if (!s->direction)
@@ -495,6 +525,14 @@ static enum cs_kind cs_classify(struct vdi_cstream *s, const VDC_Command *cmd, u
 	if (!s->direction && cs_is_data_code(cmd->commandCode))
 		s->direction = cmd->commandCode == VDC_Read ? VDF_ReadMedia : VDF_WriteMedia;
 	want = s->direction == VDF_ReadMedia ? VDC_Read : VDC_Write;
+	if (s->rewound && cmd->commandCode != VDC_Load && cmd->commandCode != VDC_Rewind &&
+	    cmd->commandCode != VDC_GetPosition &&
+	    (cs_is_data_code(cmd->commandCode) || cs_is_media_code(cmd->commandCode))) {
+		vdi_log(VDI_LOG_INFO,
+		        "device '%s': %s refused: the medium was rewound after its data",
+		        cs_name(s), vdi_strcommand((uint32_t)cmd->commandCode));
+		return CS_ANSWER; /* ERROR_NOT_SUPPORTED */
+	}
 	if (cs_is_media_code(cmd->commandCode))
 		return cs_classify_media(s, cmd, code);
 	switch (cmd->commandCode) {
@@ -505,8 +543,13 @@ static enum cs_kind cs_classify(struct vdi_cstream *s, const VDC_Command *cmd, u
 	case VDC_Flush: *code = ERROR_SUCCESS; return CS_ANSWER;
 	case VDC_Discard:
 		/* the stream keeps nothing to discard: offered, it succeeds */
-		if (s->features & VDF_Discard)
+		if (s->features & VDF_Discard) {
+			vdi_log(VDI_LOG_INFO,
+			        "device '%s': VDC_Discard: the server gave up this operation after "
+			        "%llu bytes",
+			        cs_name(s), (unsigned long long)s->bytes);
 			*code = ERROR_SUCCESS;
+		}
 		return CS_ANSWER;
 	case VDC_PrepareToFreeze:
 	case VDC_Snapshot:
@@ -701,6 +744,26 @@ uint32_t vdi_cstream_direction(const struct vdi_cstream *s)
 	return s ? s->direction : 0;
 }
 
+int vdi_cstream_await_direction(struct vdi_cstream *s, uint32_t *direction)
+{
+	int rc;
+
+	if (!s || !direction)
+		return vdi_fail(VD_E_INVALID, "cannot wait for the direction: null argument");
+	*direction = s->direction;
+	if (s->direction)
+		return 0;
+	rc = cs_ready(s, s->timeout);
+	if (rc == 0)
+		return vdi_fail(VD_E_CLOSE,
+		                "device '%s': the server closed it before its first data command",
+		                cs_name(s));
+	if (rc < 0)
+		return rc;
+	*direction = s->direction;
+	return 0;
+}
+
 uint64_t vdi_cstream_bytes(const struct vdi_cstream *s)
 {
 	return s ? s->bytes : 0;
@@ -729,6 +792,8 @@ static ssize_t cs_peek(struct vdi_cstream *s, const void **ptr, size_t len, uint
 	rc = cs_ready(s, timeout);
 	if (rc <= 0)
 		return rc;
+	if (s->direction != VDF_WriteMedia) /* both configured: a Read came */
+		return cs_check(s, VDF_WriteMedia, "read");
 	if (s->tape) {
 		if (s->aws_off == s->aws_len && s->aws_left == 0)
 			cs_aws_build(s); /* the next chunk of the Write */
@@ -933,6 +998,15 @@ static ssize_t cs_room(struct vdi_cstream *s, void **ptr, size_t len)
 	int rc;
 
 	if (s->tape && s->aws_left == 0) {
+		/* after vdi_cstream_end_volume the next header belongs to the
+		 * next medium only if the server loads one: ask it first, so
+		 * that a closed device fails the write (as for other media) */
+		if (s->vol_end && s->aws_len == 0 && (rc = cs_ready(s, s->timeout)) <= 0)
+			return rc ? rc
+			          : vdi_fail(VD_E_CLOSE,
+			                     "cannot write device '%s': the server closed it after "
+			                     "%llu bytes",
+			                     cs_name(s), (unsigned long long)s->bytes);
 		*ptr = s->aws + s->aws_len;
 		left = CS_AWS_HDR - s->aws_len;
 		return (ssize_t)(len < left ? len : left);
@@ -944,6 +1018,8 @@ static ssize_t cs_room(struct vdi_cstream *s, void **ptr, size_t len)
 		                cs_name(s), (unsigned long long)s->bytes);
 	if (rc < 0)
 		return rc;
+	if (s->direction != VDF_ReadMedia) /* both configured: a Write came */
+		return cs_check(s, VDF_ReadMedia, "write");
 	if (s->skip) {
 		if (!s->scratch && !(s->scratch = malloc(CS_SCRATCH)))
 			return vdi_fail(VD_E_MEMORY, "device '%s': out of memory", cs_name(s));
@@ -1002,6 +1078,7 @@ static int cs_take_in(struct vdi_cstream *s, size_t n)
 		return cs_bad_take(s, n, had, "commit");
 	s->bytes += n;
 	s->vol_bytes += n;
+	s->vol_moved += n;
 	if (s->skip == CS_SKIP_BYTES) {
 		s->skip_left -= n;
 		return s->skip_left ? 0 : cs_finish_at(s, ERROR_SUCCESS, 0, s->bytes);

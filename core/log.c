@@ -202,6 +202,8 @@ const char *vdi_strcompletion(uint32_t code)
 	case ERROR_IO_DEVICE: return "ERROR_IO_DEVICE";
 	case ERROR_EOM_OVERFLOW: return "ERROR_EOM_OVERFLOW";
 	case ERROR_NO_SYSTEM_RESOURCES: return "ERROR_NO_SYSTEM_RESOURCES";
+	case 13: return "ERROR_INVALID_DATA";
+	case 234: return "ERROR_MORE_DATA";
 	}
 	snprintf(unknown, sizeof(unknown), "ERROR_%u", code);
 	return unknown;

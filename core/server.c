@@ -274,10 +274,10 @@ static int check_server_features(const struct vdi_server *s, uint32_t f)
 			VD_E_INVALID,
 			"server BeginConfiguration: features 0x%08x carry bits 0x%08x the client did not request",
 			f, f & ~(server_bits | s->cfg.features));
-	if (dir != VDF_WriteMedia && dir != VDF_ReadMedia)
+	if (!dir)
 		return vdi_fail(
 			VD_E_INVALID,
-			"server BeginConfiguration: features 0x%08x must hold exactly one of VDF_WriteMedia (0x10000) and VDF_ReadMedia (0x20000)",
+			"server BeginConfiguration: features 0x%08x must hold VDF_WriteMedia (0x10000), VDF_ReadMedia (0x20000) or both",
 			f);
 	if ((f & VDF_CompleteEnabled) && !(s->cfg.features & VDF_RequestComplete))
 		return vdi_fail(

@@ -94,12 +94,14 @@ struct vdi_sstream_pool {
 	uint32_t count;
 	struct ss_buf *bufs; /* count buffers */
 	pthread_mutex_t lock;
-	pthread_cond_t cond; /* completion, release, abort */
-	struct ss_buf *free; /* (lock) */
-	uint32_t nfree;      /* (lock) */
-	uint32_t streams;    /* (lock) open streams */
-	int aborted;         /* (lock) set seen aborted */
-	uint64_t checked;    /* (lock) last abort check, ms */
+	pthread_cond_t cond;           /* completion, release, abort */
+	struct ss_buf *free;           /* (lock) */
+	uint32_t nfree;                /* (lock) */
+	uint32_t streams;              /* (lock) open streams */
+	int aborted;                   /* (lock) set seen aborted */
+	vdi_sstream_command_fn before; /* called before each control command */
+	void *before_ctx;
+	uint64_t checked; /* (lock) last abort check, ms */
 };
 
 /* A failed command. */
@@ -113,7 +115,7 @@ struct vdi_sstream {
 	struct vdi_sstream_pool *p;
 	struct vdi_server_device *dev;
 	uint32_t tsize; /* bytes per data command */
-	int restore;    /* VDF_ReadMedia stream */
+	int restore;    /* VDF_ReadMedia stream; -1 undecided (both configured) */
 	uint64_t bytes; /* caller bytes moved */
 	uint64_t sent;  /* offset of the next data command */
 	/* backup */
@@ -137,6 +139,7 @@ struct vdi_sstream {
 	int eom;             /* (lock) backup: ERROR_END_OF_MEDIA seen: VDC_Load */
 	uint32_t end_code;   /* (lock) restore: completion code that ended it */
 	uint32_t loads;      /* VDC_Load sent */
+	uint32_t window;     /* (lock) restore: reads in flight at most, 0 = fair share */
 };
 
 static const char *ss_name(const struct vdi_sstream *w)
@@ -265,7 +268,7 @@ static int ss_abort_fail(struct vdi_sstream *w)
 	}
 	if (w->fatal.set)
 		return ss_report(w, &w->fatal);
-	if (w->first.set && w->first.code == ERROR_OPERATION_ABORTED)
+	if (w->first.set) /* the client's own failure, or the abort's first victim */
 		return ss_report(w, &w->first);
 	return vdi_fail(VD_E_ABORT,
 	                "stream on device '%s': the set was aborted after byte offset %llu",
@@ -485,6 +488,14 @@ int vdi_sstream_pool_new(struct vdi_server *s, uint32_t buffer_count, uint32_t t
 	return 0;
 }
 
+void vdi_sstream_pool_on_command(struct vdi_sstream_pool *p, vdi_sstream_command_fn fn, void *ctx)
+{
+	if (!p)
+		return;
+	p->before = fn;
+	p->before_ctx = ctx;
+}
+
 void vdi_sstream_pool_free(struct vdi_sstream_pool *p)
 {
 	if (!p)
@@ -527,7 +538,11 @@ int vdi_sstream_open(struct vdi_sstream_pool *p, struct vdi_server_device *d,
 	w->p = p;
 	w->dev = d;
 	w->tsize = transfer_size;
-	w->restore = (p->cfg.features & VDF_ReadMedia) != 0;
+	switch (p->cfg.features & (VDF_WriteMedia | VDF_ReadMedia)) {
+	case VDF_ReadMedia: w->restore = 1; break;
+	case VDF_WriteMedia: w->restore = 0; break;
+	default: w->restore = -1; /* both: the first data call decides */
+	}
 	pthread_mutex_lock(&p->lock);
 	p->streams++;
 	pthread_mutex_unlock(&p->lock);
@@ -577,8 +592,10 @@ static int ss_idle(struct vdi_sstream *w)
 	return 0;
 }
 
-static int ss_check_dir(const struct vdi_sstream *w, int restore, const char *what)
+static int ss_check_dir(struct vdi_sstream *w, int restore, const char *what)
 {
+	if (w->restore < 0)
+		w->restore = restore;
 	if (w->restore == restore)
 		return 0;
 	return vdi_fail(VD_E_PROTOCOL, "cannot %s stream on device '%s': it is a %s stream", what,
@@ -738,6 +755,8 @@ static void ss_refill(struct vdi_sstream *r)
 		share = 1;
 	if (share > SS_MAX_DATA_INFLIGHT)
 		share = SS_MAX_DATA_INFLIGHT;
+	if (r->window && share > r->window)
+		share = r->window;
 	while (!r->eof && r->tail - r->head < share && !p->aborted &&
 	       (b = ss_take_free(p)) != NULL) {
 		r->ring[r->tail++ % p->count] = b;
@@ -987,6 +1006,11 @@ static int ss_control_locked(struct vdi_sstream *w, uint32_t code, uint32_t size
 	                                ss_name(w))
 	                     : ss_status(w);
 
+	if (!rc && w->p->before) {
+		pthread_mutex_unlock(&w->p->lock);
+		rc = w->p->before(w->p->before_ctx, w, code);
+		pthread_mutex_lock(&w->p->lock);
+	}
 	if (rc)
 		return rc;
 	memset(&w->ctl, 0, sizeof(w->ctl));
@@ -1092,6 +1116,21 @@ static int ss_media(struct vdi_sstream *w)
 		*low = b->next;
 		ss_resend(w, b);
 	}
+	return 0;
+}
+
+int vdi_sstream_set_window(struct vdi_sstream *r, uint32_t reads)
+{
+	int rc;
+
+	if (!r)
+		return vdi_fail(VD_E_INVALID, "cannot set the read window: null stream");
+	rc = ss_check_dir(r, 1, "set the read window of");
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&r->p->lock);
+	r->window = reads;
+	pthread_mutex_unlock(&r->p->lock);
 	return 0;
 }
 

@@ -591,6 +591,12 @@ int vdi_cstream_new(struct vdi_client_device *d, uint32_t timeout_ms, struct vdi
  * device exists only after configuration): VDF_WriteMedia (backup: read
  * the stream) or VDF_ReadMedia (restore: write it). */
 uint32_t vdi_cstream_direction(const struct vdi_cstream *s);
+/* The server may configure both VDF_WriteMedia and VDF_ReadMedia (D18):
+ * vdi_cstream_direction is then 0 until the first data command, which
+ * this waits for (answering the commands before it, each wait bounded by
+ * the timeout) and leaves at the head; *direction is then known.
+ * Returns at once when it already is. */
+int vdi_cstream_await_direction(struct vdi_cstream *s, uint32_t *direction);
 ssize_t vdi_cstream_read(struct vdi_cstream *s, void *buf, size_t len);
 /* Zero-copy read: points *ptr at up to len bytes of the current buffer
  * (valid until the next call on s); consume them with _advance. */
@@ -742,6 +748,12 @@ struct vdi_sstream;
 int vdi_sstream_pool_new(struct vdi_server *s, uint32_t buffer_count, uint32_t timeout_ms,
                          struct vdi_sstream_pool **out);
 void vdi_sstream_pool_free(struct vdi_sstream_pool *p);
+/* fn runs on the sending thread before every control command a stream of
+ * the pool sends (vdi_sstream_command, _control, _resume, and the
+ * VDC_Load of removable media); a nonzero return is returned instead of
+ * sending it.  For fault injection and tracing; set before streams open. */
+typedef int (*vdi_sstream_command_fn)(void *ctx, struct vdi_sstream *w, uint32_t code);
+void vdi_sstream_pool_on_command(struct vdi_sstream_pool *p, vdi_sstream_command_fn fn, void *ctx);
 
 /* Backup: bytes written are sent as VDC_Write commands of transfer_size
  * bytes (a blockSize multiple <= maxTransferSize, 0 = maxTransferSize);
@@ -793,6 +805,11 @@ int vdi_sstream_control(struct vdi_sstream *w, uint32_t code, uint32_t size, uin
 uint32_t vdi_sstream_end_code(const struct vdi_sstream *r);
 int vdi_sstream_resume(struct vdi_sstream *r, uint32_t code);
 uint32_t vdi_sstream_loads(const struct vdi_sstream *w);
+/* Restore: at most reads VDC_Read in flight from now on (0: the fair
+ * share of the pool, the default).  1 reads a tape block by block, so
+ * that the server can position (VDC_SkipMarks) after a block with no
+ * read sent past it. */
+int vdi_sstream_set_window(struct vdi_sstream *r, uint32_t reads);
 /* Backup: send the padded tail, wait for every command; no close.  */
 int vdi_sstream_drain(struct vdi_sstream *w);
 /* Ends the stream: waits for outstanding commands and frees w.  Does not

@@ -7,8 +7,12 @@
  * `-o devices=4` and in `echo devices=4 > /mnt/vdi/.config/db`:
  *
  *   devices=N            deviceCount, 1..64                    (1)
- *   features=W[+W...]    pipe|tape|disk, removable, complete,
- *                        nocomplete, or a number (0x2000)      (pipe+complete)
+ *   features=W[+W...]    pipe|tape|disk, removable, discard,
+ *                        complete, nocomplete, or a number
+ *                        (0x2000)                              (pipe+complete)
+ *   volume_size=BYTES    removable media: a backup medium holds that
+ *                        many stream bytes (k, m, g: KiB, MiB, GiB);
+ *                        0 = one medium                        (0)
  *   open_timeout=MS      open() of a device waits that long for
  *                        the server; "inf" waits forever       (60000)
  *   server_timeout=MS    VDConfig.serverTimeOut, 0 = infinite   (0)
@@ -22,6 +26,12 @@
  *                        snapshot (in .config: the rest of the line)
  *   snapshot=manual|none snapshot backups answered by `echo snapshot-done
  *                        > .control` (snapshot.c)
+ *
+ * Features (F35): one device type, pipe (no bit), tape (VDF_LikeTape
+ * whole, D50) or disk (VDF_RandomAccess), with removable, discard and
+ * the complete bits;
+ * what the client stream adapter answers, nothing more.  Two types, or a
+ * number with other bits, are refused with the reason.
  *
  * group= and instance= need the libvdi backend (fs_cfg_check): a sqlvdi
  * library decides the modes of its objects from the umask, and SQL
@@ -78,65 +88,140 @@ static int parse_timeout(const char *s, uint32_t *out)
 	return parse_u32(s, out);
 }
 
-/* What a set may offer: only what the stream adapter answers (D48).
- * The snapshot bits come with a snapshot configuration (snapshot.c). */
-#define FS_FEATURES_ANSWERED ((uint32_t)(VDF_RequestComplete | VDF_Discard))
+/* What a set may offer: only what the stream adapter answers (F31,
+ * F35).  Tape is VDF_LikeTape whole, the one tape mask the spec defines
+ * (D50).  The snapshot bits come with a snapshot configuration
+ * (snapshot.c). */
+#define FS_TAPE ((uint32_t)VDF_LikeTape)
+#define FS_MODE_BITS                                                             \
+	((uint32_t)(VDF_FileMarks | VDF_Rewind | VDF_Position | VDF_SkipBlocks | \
+	            VDF_ReversePosition | VDF_RandomAccess))
+#define FS_FEATURES_ANSWERED \
+	((uint32_t)(VDF_RequestComplete | VDF_Discard | VDF_Removable | FS_TAPE | VDF_RandomAccess))
 
-static int feature_word(const char *w, size_t n, uint32_t *f, int *nocomplete)
+/* A mask a set may offer: 0, or -EINVAL with the reason in err. */
+static int features_check(const char *text, uint32_t f, char *err, size_t errlen)
+{
+	uint32_t mode = f & FS_MODE_BITS;
+
+	if (f & ~FS_FEATURES_ANSWERED) {
+		snprintf(err, errlen,
+		         "option 'features': '%s' is not offered: bits 0x%x are not answered "
+		         "(allowed: pipe, tape 0x%x, disk 0x%x, removable 0x%x, discard 0x%x, "
+		         "complete 0x%x; snapshot_cmd= for snapshots)",
+		         text, f & ~FS_FEATURES_ANSWERED, FS_TAPE, VDF_RandomAccess, VDF_Removable,
+		         VDF_Discard, VDF_RequestComplete);
+		return -EINVAL;
+	}
+	if ((mode && mode != (FS_TAPE & FS_MODE_BITS) && mode != VDF_RandomAccess) ||
+	    (mode == (FS_TAPE & FS_MODE_BITS) && !(f & VDF_Removable))) {
+		snprintf(err, errlen,
+		         "option 'features': '%s' is not offered: the device type bits 0x%x are "
+		         "none of pipe (0), tape (0x%x, whole) or disk (0x%x)",
+		         text, mode | (f & VDF_Removable), FS_TAPE, VDF_RandomAccess);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int feature_word(const char *w, size_t n, uint32_t *f, const char **mode, int *nocomplete)
 {
 	static const struct {
 		const char *name;
-		uint32_t mode, bits;
+		int is_mode;
+		uint32_t bits;
 	} words[] = {
 		{ "pipe", 1, VDF_LikePipe },
+		{ "tape", 1, FS_TAPE },
+		{ "disk", 1, VDF_RandomAccess },
+		{ "removable", 0, VDF_Removable },
 		{ "complete", 0, VDF_RequestComplete },
 		{ "discard", 0, VDF_Discard },
 	};
-	static const char *const unanswered[] = { "tape", "disk", "removable" };
 	size_t i;
 
 	if (n == 10 && !strncmp(w, "nocomplete", n)) {
 		*nocomplete = 1;
 		return 0;
 	}
-	for (i = 0; i < sizeof(unanswered) / sizeof(unanswered[0]); i++)
-		if (strlen(unanswered[i]) == n && !strncmp(w, unanswered[i], n))
-			return -ENOTSUP;
 	for (i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
 		if (strlen(words[i].name) != n || strncmp(w, words[i].name, n))
 			continue;
+		if (words[i].is_mode && *mode && strcmp(*mode, words[i].name))
+			return -EEXIST;
+		if (words[i].is_mode)
+			*mode = words[i].name;
 		*f |= words[i].bits;
 		return 0;
 	}
 	return -EINVAL;
 }
 
-static int parse_features(const char *s, uint32_t *out)
+static int parse_features(const char *s, uint32_t *out, char *err, size_t errlen)
 {
+	const char *p = s, *mode = NULL;
 	uint32_t f = 0;
 	int nocomplete = 0;
-	const char *p = s;
 
 	if (isdigit((unsigned char)*s)) {
-		int rc = parse_u32(s, &f);
-
-		if (!rc && (f & ~FS_FEATURES_ANSWERED))
-			return -ENOTSUP;
-		if (!rc)
-			*out = f;
-		return rc;
+		if (parse_u32(s, &f)) {
+			snprintf(err, errlen, "option 'features': bad value '%s'", s);
+			return -EINVAL;
+		}
+		if (features_check(s, f, err, errlen))
+			return -EINVAL;
+		*out = f;
+		return 0;
 	}
 	while (*p) {
 		size_t n = strcspn(p, "+|");
-		int rc = n ? feature_word(p, n, &f, &nocomplete) : -EINVAL;
+		int rc = n ? feature_word(p, n, &f, &mode, &nocomplete) : -EINVAL;
 
-		if (rc)
-			return rc;
+		if (rc == -EEXIST) {
+			snprintf(err, errlen,
+			         "option 'features': '%s' names two device types: a device is one "
+			         "of pipe, tape or disk",
+			         s);
+			return -EINVAL;
+		}
+		if (rc) {
+			snprintf(
+				err, errlen,
+				"option 'features': unknown word '%.*s' in '%s' (pipe, tape, disk, "
+				"removable, discard, complete, nocomplete, or a number)",
+				(int)n, p, s);
+			return -EINVAL;
+		}
 		p += n;
 		if (*p)
 			p++;
 	}
 	*out = nocomplete ? f & ~(uint32_t)VDF_RequestComplete : f | VDF_RequestComplete;
+	return 0;
+}
+
+/* BYTES with an optional k, m or g (KiB, MiB, GiB). */
+static int parse_size(const char *s, uint64_t *out)
+{
+	unsigned long long v;
+	unsigned shift = 0;
+	char *end;
+
+	if (!isdigit((unsigned char)*s))
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (*end == 'k' || *end == 'K')
+		shift = 10;
+	else if (*end == 'm' || *end == 'M')
+		shift = 20;
+	else if (*end == 'g' || *end == 'G')
+		shift = 30;
+	if (shift)
+		end++;
+	if (errno || *end || v > (UINT64_MAX >> shift))
+		return -EINVAL;
+	*out = (uint64_t)v << shift;
 	return 0;
 }
 
@@ -177,8 +262,10 @@ static int apply_value(struct fs_setcfg *c, const char *key, const char *val)
 		if (parse_u32(val, &v) || v < 1 || v > VDI_MAX_DEVICES)
 			return -EINVAL;
 		c->devices = v;
-	} else if (!strcmp(key, "features")) {
-		return parse_features(val, &c->features);
+	} else if (!strcmp(key, "volume_size")) {
+		/* a medium must hold at least a tape record's two headers */
+		if (parse_size(val, &c->volume_size) || (c->volume_size && c->volume_size < 12))
+			return -EINVAL;
 	} else if (!strcmp(key, "open_timeout")) {
 		return parse_timeout(val, &c->open_timeout_ms);
 	} else if (!strcmp(key, "server_timeout")) {
@@ -234,16 +321,15 @@ int fs_cfg_apply(struct fs_setcfg *c, const char *kv, char *err, size_t errlen)
 	}
 	memcpy(key, kv, n);
 	key[n] = '\0';
+	if (!strcmp(key, "features"))
+		return parse_features(eq + 1, &c->features, err, errlen);
 	rc = apply_value(c, key, eq + 1);
-	if (rc == -ENOTSUP) {
-		snprintf(
-			err, errlen,
-			"option 'features': '%s' is not offered: vdifs answers only pipe-like "
-			"streams (complete, discard; snapshot_cmd= for snapshots), not the tape, disk or "
-			"removable commands (marks, positions, media changes) a server would send",
-			eq + 1);
-		rc = -EINVAL;
-	} else if (rc == -EINVAL && !strcmp(key, "sqlvdi"))
+	if (rc == -EINVAL && !strcmp(key, "volume_size"))
+		snprintf(err, errlen,
+		         "option 'volume_size': bad value '%s' (bytes, k/m/g suffix, at least 12; "
+		         "0 = one medium)",
+		         eq + 1);
+	else if (rc == -EINVAL && !strcmp(key, "sqlvdi"))
 		snprintf(err, errlen, "option 'sqlvdi': '%s' is not an absolute path of a library",
 		         eq + 1);
 	else if (rc == -EINVAL && !strcmp(key, "backend"))
@@ -295,6 +381,12 @@ int fs_cfg_parse(struct fs_setcfg *c, const char *text, char *err, size_t errlen
 
 int fs_cfg_check(const struct fs_setcfg *c, char *err, size_t errlen)
 {
+	if (c->volume_size && !(c->features & VDF_Removable)) {
+		snprintf(err, errlen,
+		         "option 'volume_size' needs removable media: features=tape, or "
+		         "pipe+removable / disk+removable");
+		return -EINVAL;
+	}
 	if (c->sqlvdi && c->has_group) {
 		snprintf(
 			err, errlen,
@@ -315,18 +407,25 @@ int fs_cfg_check(const struct fs_setcfg *c, char *err, size_t errlen)
 void fs_features_format(uint32_t f, char *buf, size_t len)
 {
 	const uint32_t snap = VDF_SnapshotPrepare | VDF_EnumFrozenFiles;
+	uint32_t mode = f & FS_MODE_BITS;
+	const char *type = mode == (FS_TAPE & FS_MODE_BITS) ? "tape"
+	                   : mode == VDF_RandomAccess       ? "disk"
+	                                                    : "pipe";
+	int removable = (f & VDF_Removable) && strcmp(type, "tape");
 
-	if (f & ~(FS_FEATURES_ANSWERED | snap)) {
+	if ((f & ~(FS_FEATURES_ANSWERED | snap)) || (mode && !strcmp(type, "pipe")) ||
+	    (!strcmp(type, "tape") && !(f & VDF_Removable))) {
 		snprintf(buf, len, "0x%x", f);
 		return;
 	}
-	snprintf(buf, len, "pipe%s%s%s", (f & VDF_RequestComplete) ? "+complete" : "+nocomplete",
+	snprintf(buf, len, "%s%s%s%s%s", type, removable ? "+removable" : "",
+	         (f & VDF_RequestComplete) ? "+complete" : "+nocomplete",
 	         (f & VDF_Discard) ? "+discard" : "", (f & snap) ? "+snapshot" : "");
 }
 
 void fs_cfg_format(const struct fs_setcfg *c, char *buf, size_t len)
 {
-	char feat[64], tmo[16], grp[24] = "";
+	char feat[64], tmo[16], grp[24] = "", vol[40] = "";
 
 	fs_features_format(c->features, feat, sizeof(feat));
 	if (c->open_timeout_ms == VDI_INFINITE)
@@ -335,9 +434,11 @@ void fs_cfg_format(const struct fs_setcfg *c, char *buf, size_t len)
 		snprintf(tmo, sizeof(tmo), "%u", c->open_timeout_ms);
 	if (c->has_group)
 		snprintf(grp, sizeof(grp), " group=%u", (unsigned)c->group);
+	if (c->volume_size)
+		snprintf(vol, sizeof(vol), " volume_size=%llu", (unsigned long long)c->volume_size);
 	snprintf(buf, len,
-	         "devices=%u features=%s open_timeout=%s server_timeout=%u blksize=%u%s%s%s%s%s",
-	         c->devices, feat, tmo, c->server_timeout_ms, c->blksize, grp,
+	         "devices=%u features=%s%s open_timeout=%s server_timeout=%u blksize=%u%s%s%s%s%s",
+	         c->devices, feat, vol, tmo, c->server_timeout_ms, c->blksize, grp,
 	         c->instance[0] ? " instance=" : "", c->instance, c->sqlvdi ? " sqlvdi=" : "",
 	         c->sqlvdi ? (c->sqlvdi_path[0] ? c->sqlvdi_path : VDI_SQLVDI_DEFAULT_PATH) : "");
 	if (c->snapshot_manual || c->snapshot_cmd[0]) {

@@ -85,7 +85,9 @@ void fs_devfile_read(struct fs_rq *r, struct fs_handle *h, size_t size)
 		fs_reply_err(r, rc);
 		return;
 	}
-	if (n == 0)
+	if (n == 0 && dev->s && vdi_cstream_volume_ended(dev->s))
+		fs_media_ended(h->set, h->dev); /* a medium's end, not the stream's */
+	else if (n == 0)
 		dev->at_eof = 1;
 	fs_rq_end(r, (long)n);
 	/* consume the bytes only once the kernel took them */
@@ -271,6 +273,8 @@ void fs_devfile_release(struct fs_handle *h)
 
 	if (h->ended)
 		return;
+	if (!h->killed && !h->failed && fs_media_release(h))
+		return; /* the end of a medium: the stream goes on */
 	if (h->killed)
 		snprintf(why, sizeof(why), "%s killed by signal %d",
 		         h->writer ? "writer" : "reader", h->killed);

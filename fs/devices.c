@@ -70,8 +70,23 @@ static int dev_check_locked(struct fs_set *set, int k, int *writer)
 		return -EIO;
 	if (set->state == SET_DONE || dev->state == DEV_DONE)
 		return -ENODATA;
+	if (dev->medium || dev->between) {
+		fs_log(VDI_LOG_WARN,
+		       "set '%s': device '%s': medium 0 is over: its medium %u is '%s.%u'",
+		       set->name, dev->name, dev->medium + dev->between, dev->name,
+		       dev->medium + dev->between);
+		return -ENODATA;
+	}
 	if (dev->state == DEV_OPEN)
 		return -EBUSY;
+	if (fs_is_tar(set, k) && !fs_set_has_tar(set)) {
+		fs_log(VDI_LOG_WARN,
+		       "set '%s': '%s' refused: a tar member cannot carry a tape image or "
+		       "removable media (features %s); read or write the device files",
+		       set->name, dev->name,
+		       set->cfg.features & VDF_FileMarks ? "tape" : "removable");
+		return -EOPNOTSUPP;
+	}
 	rc = tar_exclusion_locked(set, k);
 	if (rc)
 		return rc;
@@ -109,6 +124,11 @@ static int dev_attach_locked(struct fs_set *set, int k)
 		return -fs_errno(rc);
 	}
 	fs_snapshot_attach(set, dev->s);
+	if (set->cfg.volume_size && (set->vcfg.features & VDF_WriteMedia) &&
+	    (rc = vdi_cstream_set_volume_size(dev->s, set->cfg.volume_size))) {
+		fs_set_error_locked(set, "device '%s': %s", dev->name, vdi_last_error());
+		return -fs_errno(rc);
+	}
 	return 0;
 }
 

@@ -133,7 +133,8 @@ static int attr_set(struct vdifs *fs, struct fs_set *set, fuse_ino_t ino, struct
 	} else if (slot == SLOT_SET_CONTROL) {
 		st_init(fs, st, ino, S_IFREG, perm_of(c, 0200), c, set->created_wall);
 	} else if ((slot >= SLOT_DEV0 && slot - SLOT_DEV0 <= c->devices) ||
-	           (slot >= SLOT_MEMBER0 && slot - SLOT_MEMBER0 < c->devices)) {
+	           (slot >= SLOT_MEMBER0 && slot - SLOT_MEMBER0 < c->devices) ||
+	           (slot >= SLOT_MEDIUM0 && slot - SLOT_MEDIUM0 < c->devices)) {
 		/* size 0 and 0 blocks: not sparse, read to end of file */
 		st_init(fs, st, ino, S_IFREG, perm_of(c, 0600), c, set->created_wall);
 		st->st_blksize = fs_set_blksize(set);
@@ -184,6 +185,7 @@ static fuse_ino_t lookup_in_set(struct vdifs *fs, fuse_ino_t parent, const char 
 {
 	struct fs_set *set = fs_set_get_id(fs, FS_INO_ID(parent));
 	fuse_ino_t ino = 0;
+	uint32_t m;
 	int k;
 
 	if (!set)
@@ -194,8 +196,13 @@ static fuse_ino_t lookup_in_set(struct vdifs *fs, fuse_ino_t parent, const char 
 		ino = FS_INO(set->id, SLOT_SET_CONTROL);
 	} else if ((k = fs_set_dev_index(set, name)) >= 0) {
 		pthread_mutex_lock(&set->lock);
-		if (!set->dev[k].hidden)
+		if (!set->dev[k].hidden && (!fs_is_tar(set, k) || fs_set_has_tar(set)))
 			ino = FS_INO(set->id, SLOT_DEV0 + (unsigned)k);
+		pthread_mutex_unlock(&set->lock);
+	} else if (!fs_media_parse(set, name, &k, &m)) {
+		pthread_mutex_lock(&set->lock);
+		if (fs_media_visible_locked(set, k, m))
+			ino = FS_INO_MED(set->id, (unsigned)k, m);
 		pthread_mutex_unlock(&set->lock);
 	}
 	fs_set_put(set);
@@ -469,6 +476,9 @@ static int open_ino(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, s
 	}
 	if (slot >= SLOT_DEV0 && slot - SLOT_DEV0 <= set->cfg.devices)
 		return open_dev(req, set, (int)(slot - SLOT_DEV0), fi, h);
+	if (slot >= SLOT_MEDIUM0 && slot - SLOT_MEDIUM0 < set->cfg.devices)
+		return fs_media_open(req, set, (int)(slot - SLOT_MEDIUM0), FS_INO_MEDIUM(ino), fi,
+		                     h);
 	return -EISDIR;
 }
 
@@ -536,12 +546,17 @@ static int create_dev(fuse_req_t req, fuse_ino_t parent, const char *name,
 {
 	struct vdifs *fs = fuse_req_userdata(req);
 	struct fs_set *set = fs_set_get_id(fs, FS_INO_ID(parent));
+	uint32_t m;
 	int k;
 
 	if (!set)
 		return -ENOENT;
 	h->set = set;
 	k = fs_set_dev_index(set, name);
+	if (k < 0 && !fs_media_parse(set, name, &k, &m)) {
+		*ino = FS_INO_MED(set->id, (unsigned)k, m);
+		return fs_media_open(req, set, k, m, fi, h);
+	}
 	if (k < 0)
 		return create_member(req, set, name, fi, h, ino);
 	pthread_mutex_lock(&set->lock);
@@ -825,8 +840,17 @@ static int dir_fill_set(struct vdifs *fs, struct fs_handle *h, size_t *cap, uint
 	rc |= dir_add(h, cap, ".control", FS_INO(id, SLOT_SET_CONTROL), S_IFREG);
 	pthread_mutex_lock(&set->lock);
 	for (k = 0; k <= set->cfg.devices && !rc; k++)
-		if (!set->dev[k].hidden)
+		if (!set->dev[k].hidden && (!fs_is_tar(set, (int)k) || fs_set_has_tar(set)))
 			rc = dir_add(h, cap, set->dev[k].name, FS_INO(id, SLOT_DEV0 + k), S_IFREG);
+	for (k = 0; k < set->cfg.devices && !rc; k++) {
+		char name[VDI_MAX_NAME + 24];
+		uint32_t m;
+
+		for (m = 1; fs_media_visible_locked(set, (int)k, m) && !rc; m++) {
+			snprintf(name, sizeof(name), "%s.%u", set->dev[k].name, m);
+			rc = dir_add(h, cap, name, FS_INO_MED(id, k, m), S_IFREG);
+		}
+	}
 	pthread_mutex_unlock(&set->lock);
 	fs_set_put(set);
 	return rc;

@@ -121,6 +121,11 @@ uint32_t fs_set_blksize(struct fs_set *set)
 	return b ? b : set->cfg.blksize;
 }
 
+int fs_set_has_tar(const struct fs_set *set)
+{
+	return !(set->cfg.features & (VDF_FileMarks | VDF_Removable));
+}
+
 void fs_root_error_locked(struct vdifs *fs, const char *fmt, ...)
 {
 	va_list ap;
@@ -481,6 +486,7 @@ void fs_set_maybe_finish_locked(struct fs_set *set)
 		fs_log(VDI_LOG_INFO, "set '%s': %s", set->name,
 		       set->state == SET_DONE ? "done" : "failed at close");
 	} else if (set->state == SET_FAILED) {
+		fs_media_fail_locked(set); /* streams no file holds */
 		client_close_locked(set);
 	}
 }

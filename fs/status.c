@@ -82,6 +82,22 @@ static double rate_mb(uint64_t bytes, double secs)
 	return secs > 0 ? (double)bytes / secs / 1e6 : 0;
 }
 
+/* Removable media (media.c): "medium: <dev> <m> <file> <what>". */
+static void status_medium_locked(struct sbuf *b, const struct fs_dev *d)
+{
+	char file[VDI_MAX_NAME + 24];
+
+	if (d->medium)
+		snprintf(file, sizeof(file), "%s.%u", d->name, d->medium);
+	else
+		snprintf(file, sizeof(file), "%s", d->name);
+	if (d->between || d->medium_end)
+		sb_printf(b, "medium: %s %u %s ended, next %s.%u\n", d->name, d->medium, file,
+		          d->name, d->medium + 1);
+	else
+		sb_printf(b, "medium: %s %u %s %s\n", d->name, d->medium, file, dev_state_name(d));
+}
+
 /* One line per device: name, state, bytes, rate, elapsed.  No total and
  * no ETA: a device is a stream whose length only the server knows. */
 static void status_devices_locked(struct sbuf *b, struct fs_set *set, uint64_t *bytes, uint64_t *t0,
@@ -102,6 +118,8 @@ static void status_devices_locked(struct sbuf *b, struct fs_set *set, uint64_t *
 
 		sb_printf(b, "device: %s %s %llu bytes, %.1f MB/s, %.3f s\n", d->name,
 		          dev_state_name(d), (unsigned long long)pos, rate_mb(pos, secs), secs);
+		if (!fs_is_tar(set, (int)k) && (set->cfg.features & VDF_Removable))
+			status_medium_locked(b, d);
 		*bytes += pos;
 		if (tf && (!*t0 || tf < *t0))
 			*t0 = tf;

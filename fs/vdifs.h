@@ -21,6 +21,7 @@
  *   devices.c  the streams of a set's devices: open, end, release
  *   sets.c     the registry of a mount (struct vdifs: sets and /.config
  *              files) and the life of a set: create, fail, end, remove
+ *   media.c    removable media: the files <dev>.N of media 1, 2, ...
  *   snapshot.c the snapshot of a snapshot backup: the user's tool, or
  *              an answer through .control
  *   pump.c     the thread per open device that waits on its stream
@@ -45,7 +46,10 @@
  *   /<set>/<set>1 ...      devices 1..N-1
  *   /<set>/<set>.tar       every device as one tar stream (vdi_tarstream):
  *                          set->dev[N], a device of its own in fs/, whose
- *                          stream is the tar stream over the N others
+ *                          stream is the tar stream over the N others;
+ *                          not there for tape or removable sets (F35)
+ *   /<set>/<dev>.<m>       removable sets: medium m >= 1 of a device
+ *                          (medium 0 is <dev>), media.c
  *
  * Threads and locks
  *   The FUSE session runs multi-threaded: any request may run on any
@@ -154,6 +158,7 @@ struct fs_setcfg {
 	uint32_t open_timeout_ms;   /* open() waits this long for a server */
 	uint32_t server_timeout_ms; /* VDConfig.serverTimeOut */
 	uint32_t blksize;           /* st_blksize before configuration */
+	uint64_t volume_size;       /* removable: stream bytes a backup medium holds */
 	int has_group;
 	gid_t group;
 	char instance[VDI_MAX_INSTANCE + 1];
@@ -231,14 +236,19 @@ struct fs_dev {
 	int writer; /* open for restore */
 	struct vdi_bdev *vd;
 	struct vdi_cstream *s;
-	struct vdi_tarstream *t;  /* the tar device: its stream */
-	int by_tar;               /* a device whose stream the tar owns */
-	int by_members;           /* fed by member files <dev>.<seq> */
-	int member_open;          /* a member file of it is open */
-	uint64_t next_seq;        /* the member it takes next */
-	struct fs_pump pump;      /* waits on s (or t) for the requests */
-	uint64_t pos;             /* bytes moved through the stream */
-	int at_eof;               /* reader saw end of stream */
+	struct vdi_tarstream *t; /* the tar device: its stream */
+	int by_tar;              /* a device whose stream the tar owns */
+	int by_members;          /* fed by member files <dev>.<seq> */
+	int member_open;         /* a member file of it is open */
+	uint64_t next_seq;       /* the member it takes next */
+	struct fs_pump pump;     /* waits on s (or t) for the requests */
+	uint64_t pos;            /* bytes moved through the stream */
+	int at_eof;              /* reader saw end of stream */
+	/* removable media (media.c), under set->lock (medium_end: dev->io) */
+	uint32_t medium;          /* the medium the device's file holds (0: <dev>) */
+	int medium_end;           /* backup: the reader saw the end of this medium */
+	int between;              /* this medium ended and its file was closed: the
+	                   * stream waits for <dev>.<medium + 1> */
 	uint64_t t_first, t_last; /* ms of first and last data */
 };
 
@@ -333,8 +343,15 @@ enum {
 			       * device cfg.devices */
 	SLOT_MEMBER0 = SLOT_DEV0 + VDI_MAX_DEVICES + 1, /* an open member
 			       * file <dev>.<seq> of device k: + k */
+	SLOT_MEDIUM0 = SLOT_MEMBER0 + VDI_MAX_DEVICES,  /* medium file <dev>.<m> of
+			       * device k: + k, m in FS_INO_MEDIUM */
 	SLOT_CFGFILE = 0xff,                            /* id = config file */
 };
+/* A medium file's inode carries its medium number above the id, which
+ * FS_INO_ID's 32 bits leave out: each <dev>.<m> is a file of its own. */
+#define FS_INO_MED(id, k, m) (FS_INO(id, SLOT_MEDIUM0 + (k)) | ((fuse_ino_t)(m) << 40))
+#define FS_INO_MEDIUM(ino)   ((uint32_t)((ino) >> 40))
+_Static_assert(SLOT_MEDIUM0 + VDI_MAX_DEVICES <= SLOT_CFGFILE, "inode slots overlap");
 
 /* Sets (sets.c). */
 int fs_set_create(struct vdifs *fs, const char *name, struct fs_set **out);
@@ -364,6 +381,9 @@ static inline int fs_is_tar(const struct fs_set *set, int k)
 	return k == (int)set->cfg.devices;
 }
 uint32_t fs_set_blksize(struct fs_set *set);
+/* Does the set have a <set>.tar file?  Not for tape images or removable
+ * media, which a tar member cannot carry (F35). */
+int fs_set_has_tar(const struct fs_set *set);
 /* References to every registered set (caller puts each, frees *out). */
 int fs_sets_snapshot(struct vdifs *fs, struct fs_set ***out);
 /* Records the mount's last error, shown by /.status (fs->lock held). */
@@ -398,6 +418,30 @@ void fs_member_close(struct fs_set *set, int k, int empty);
  * (the set failed: the backup did not complete; the status says why). */
 int fs_dev_end(struct fs_set *set, int k);
 
+struct fs_handle;
+/* Removable media (media.c).  A name <dev>.<m> (m >= 1, decimal) of a
+ * removable set: 0 with the device index and medium, or -1. */
+int fs_media_parse(const struct fs_set *set, const char *name, int *k, uint32_t *m);
+/* Is medium file m of device k there (set->lock held)?  Backup: the
+ * media read so far and the next once the current one ended. */
+int fs_media_visible_locked(const struct fs_set *set, int k, uint32_t m);
+/* Open of <dev>.<m>: waits (bounded by open_timeout, interruptible) until
+ * medium m - 1 ended and its file was closed, then hands the stream to
+ * the new file (backup: vdi_cstream_next_volume).  Returns 1 (writer) or
+ * 0 (reader), or -errno; a restore medium out of order fails the set. */
+int fs_media_open(fuse_req_t req, struct fs_set *set, int k, uint32_t m, struct fuse_file_info *fi,
+                  struct fs_handle *h);
+/* Backup: a read of device k returned 0 at the end of a medium, not of
+ * the stream (vdi_cstream_volume_ended): <dev>.<m+1> appears. */
+void fs_media_ended(struct fs_set *set, int k);
+/* Release of a device or medium file of a removable set, orderly: ends
+ * the medium (a reader at its end; a writer: vdi_cstream_end_volume and
+ * the server's answer, the next medium or the device's end).  1 if it
+ * took care of the file, 0 if fs_dev_release must end the stream. */
+int fs_media_release(struct fs_handle *h);
+/* The set failed: close the streams of devices between media, which no
+ * file holds (set->lock held). */
+void fs_media_fail_locked(struct fs_set *set);
 /* Whether a configuration names a snapshot tool or snapshot=manual
  * (config.c: a fact of the configuration, used by sets.c and snapshot.c). */
 int fs_snapshot_configured(const struct fs_setcfg *c);
@@ -446,6 +490,7 @@ struct fs_handle {
 	int failed;         /* H_DEV: an I/O error happened */
 	int ended;          /* H_DEV: stream already ended (at flush) */
 	int member;         /* H_DEV: a member file <dev>.<seq> */
+	uint32_t medium;    /* H_DEV: the medium this file is (0: <dev>) */
 	uint64_t base;      /* H_DEV: stream position at its open */
 	uint32_t cfg_id;    /* H_CFG */
 	char *text;         /* H_TEXT, H_CFG: contents */

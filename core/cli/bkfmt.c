@@ -837,6 +837,7 @@ static int read_trailer(struct bk_reader *r, const uint8_t *first)
 		     r->h.stripe + 1, r->t.stream_crc, crc_before);
 		return -1;
 	}
+	r->trailer_ok = 1;
 	return 0;
 }
 

@@ -207,6 +207,7 @@ struct bk_reader {
 	uint64_t prev_db_index;            /* partial: last database index + 1 */
 	uint64_t chunks, data_bytes;
 	int source_error; /* the read callback failed (not a format error) */
+	int trailer_ok;   /* the trailer was read and checked: only padding follows */
 	char err[BK_ERR_LEN];
 };
 

@@ -22,6 +22,7 @@ static const char usage_text[] =
 	"      -q, --quiet           no progress or summary on stderr\n"
 	"      --freeze-timeout MS   WITH SNAPSHOT: the longest freeze (10000)\n"
 	"      --generate BYTES      BACKUP: a generated database, no file read\n"
+	"      --both-media          configure VDF_WriteMedia and VDF_ReadMedia (D18)\n"
 	"\n"
 	"  vdi-sqlcmd [-S srv] [-U user] [-P pw] [-b] {-Q query | -i file}...\n"
 	"                            sqlcmd's options; each batch runs with vdi exec\n"

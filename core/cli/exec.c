@@ -163,6 +163,7 @@ static int parse_args(struct job *j, int argc, char **argv, char **text)
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "freeze-timeout", required_argument, NULL, 'Z' },
 		{ "generate", required_argument, NULL, 'G' },
+		{ "both-media", no_argument, NULL, 'B' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *file = NULL;
@@ -203,6 +204,7 @@ static int parse_args(struct job *j, int argc, char **argv, char **text)
 			}
 			break;
 		case 'q': j->quiet = 1; break;
+		case 'B': j->both_media = 1; break;
 		default: cli_err("exec: bad option (vdi --help)"); return -1;
 		}
 	}
@@ -288,7 +290,18 @@ static int configure(struct job *j)
 		         j->st.ndev);
 		return -1;
 	}
+	if (j->st.kind != STMT_BACKUP && (j->cfg.features & VDF_FileMarks) &&
+	    !(j->st.given & OPT_MAXTRANSFERSIZE)) {
+		/* A tape block is read whole: without MAXTRANSFERSIZE, any size
+		 * the backup may have used fits (D50). */
+		j->st.maxtransfersize = VDI_MAX_MAXTRANSFER;
+		if ((uint64_t)j->st.buffercount * j->st.maxtransfersize > STMT_MAX_BUFFER_BYTES)
+			j->st.buffercount =
+				(uint32_t)(STMT_MAX_BUFFER_BYTES / j->st.maxtransfersize);
+	}
 	features = j->st.kind == STMT_BACKUP ? VDF_WriteMedia : VDF_ReadMedia;
+	if (j->both_media) /* spec 4 "and/or" (D18): each device's first data command tells */
+		features |= VDF_WriteMedia | VDF_ReadMedia;
 	if (j->st.kind == STMT_BACKUP && (j->cfg.features & VDF_RequestComplete))
 		features |= VDF_CompleteEnabled;
 	j->features = features;
@@ -370,9 +383,11 @@ static int open_devices(struct job *j)
 		if (srv_call(j, vdi_server_open_device(j->srv, j->st.dev[k], &j->d[k].dev), call))
 			return -1;
 	}
-	return srv_call(j,
-	                vdi_sstream_pool_new(j->srv, j->st.buffercount, j->io_timeout_ms, &j->pool),
-	                "allocating the buffer pool");
+	if (srv_call(j, vdi_sstream_pool_new(j->srv, j->st.buffercount, j->io_timeout_ms, &j->pool),
+	             "allocating the buffer pool"))
+		return -1;
+	vdi_sstream_pool_on_command(j->pool, exec_before_command, j);
+	return 0;
 }
 
 static void backup_header(struct job *j)
@@ -547,6 +562,8 @@ int cmd_exec_outcome(int argc, char **argv, struct exec_outcome *out)
 		return CLI_EXIT_FAIL;
 	pthread_mutex_init(&j->lock, NULL);
 	pthread_cond_init(&j->prep_cond, NULL);
+	pthread_mutex_init(&j->discard_lock, NULL);
+	pthread_cond_init(&j->discard_cond, NULL);
 	j->db_fd = -1;
 	if (parse_args(j, argc, argv, &text) < 0)
 		goto out;
@@ -585,6 +602,8 @@ out:
 	exec_close_files(j);
 	pthread_mutex_destroy(&j->lock);
 	pthread_cond_destroy(&j->prep_cond);
+	pthread_mutex_destroy(&j->discard_lock);
+	pthread_cond_destroy(&j->discard_cond);
 	free(text);
 	free(j);
 	return status;

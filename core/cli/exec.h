@@ -33,10 +33,13 @@ struct devjob {
 	pthread_t thread;
 	int started;
 	uint8_t *buf;
-	int stalled;        /* FAULT_STALL done */
-	uint32_t flushes;   /* FAULT_EXTRA_FLUSHES sent so far */
-	struct bk_reader r; /* restore side */
-	struct bk_writer w; /* backup side */
+	int stalled;         /* FAULT_STALL done */
+	uint32_t flushes;    /* FAULT_EXTRA_FLUSHES sent so far */
+	uint32_t marks;      /* restore of a tape: filemarks passed */
+	VDS_Command discard; /* VDC_Discard of a failed restore (exec_discard) */
+	int discard_done;    /* its routine ran (j->discard_lock) */
+	struct bk_reader r;  /* restore side */
+	struct bk_writer w;  /* backup side */
 };
 
 struct job {
@@ -49,6 +52,7 @@ struct job {
 	uint64_t generate;  /* --generate: the database is bk_generate's, this big */
 	int generated;
 	int quiet;
+	int both_media; /* --both-media: VDF_WriteMedia and VDF_ReadMedia configured */
 	/* files */
 	char db_path[PATH_MAX];
 	char tmp_path[PATH_MAX];
@@ -87,6 +91,10 @@ struct job {
 	char pause_point[32]; /* "" = none */
 	uint64_t pause_bytes; /* point "bytes=N" */
 	int paused;           /* atomic: 1 stopping, 2 resumed */
+	/* VDF_Discard: a failed restore tells the client before the abort */
+	void (*on_fail)(struct job *j); /* called once by job_fail, lock held */
+	pthread_mutex_t discard_lock;
+	pthread_cond_t discard_cond;
 	/* outcome */
 	pthread_mutex_t lock;
 	int failed;     /* atomic */
@@ -130,6 +138,12 @@ int exec_restore_begin(struct job *j, const struct bk_header *h);
  * statement's kind; joins them.
  * Returns 0 if every stream succeeded. */
 int exec_run_devices(struct job *j);
+/* The stream pool's hook before each control command: the fault
+ * injection of FAULT_FAIL_AT, FAULT_STALL_AT and VDI_TEST_PAUSE=<command>. */
+int exec_before_command(void *ctx, struct vdi_sstream *w, uint32_t code);
+/* job.on_fail of a restore whose client offered VDF_Discard: VDC_Discard
+ * to every device, each answer awaited for up to 1 s in all. */
+void exec_discard(struct job *j);
 /* HEADERONLY: prints the headers and trailers read, on stdout. */
 void exec_print_headers(struct job *j);
 

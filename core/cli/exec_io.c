@@ -13,6 +13,7 @@
  */
 #include "exec.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -74,8 +75,13 @@ static void stream_fail(struct devjob *d, const char *what, long long rc)
 	} else if (code)
 		job_fail(
 			j,
-			"device '%s': %s failed: client completed a command with %s (%u) at byte offset %" PRIu64,
-			dev_name(d), what, vdi_strcompletion(code), code, off);
+			"device '%s': %s failed: client completed a command with %s (%u) at byte offset %" PRIu64
+			"%s",
+			dev_name(d), what, vdi_strcompletion(code), code, off,
+			code == 234
+				? ": a block on the tape is larger than MAXTRANSFERSIZE; restore with "
+				  "the backup's MAXTRANSFERSIZE, or without the option"
+				: "");
 	else
 		job_fail(j, "device '%s': %s failed: %s: %s", dev_name(d), what,
 		         vdi_strerror((int)rc), vdi_last_error());
@@ -104,7 +110,8 @@ static void fault_abort(struct devjob *d)
 
 static void fault_stall(struct devjob *d)
 {
-	if (d->stalled || !(d->j->st.given & OPT_FAULT_STALL))
+	if (d->stalled || !(d->j->st.given & OPT_FAULT_STALL) ||
+	    (d->j->st.given & OPT_FAULT_STALL_AT))
 		return;
 	d->stalled = 1;
 	sleep_ms(d->j, d->j->st.fault_stall_ms);
@@ -117,7 +124,239 @@ static void fault_stall(struct devjob *d)
  * is where a client breaks that takes a VDC_Flush for the end of the
  * stream, or completes it before it took every byte sent before it.
  * Only whole buffers were sent: the partly filled one follows the flush. */
-static int send_command(struct devjob *d, uint32_t code);
+/* ------------------------------------------------------------ media (D50) */
+
+/* The device type the client configured makes the command sequence. */
+static int dev_tape(const struct job *j)
+{
+	return (j->cfg.features & VDF_FileMarks) != 0;
+}
+
+static int dev_disk(const struct job *j)
+{
+	return (j->cfg.features & VDF_RandomAccess) != 0;
+}
+
+static int dev_positions(const struct job *j)
+{
+	return (j->cfg.features & (VDF_Position | VDF_RandomAccess)) != 0;
+}
+
+/* Sends a control command with its inputs: 0, or -1 with the job failed
+ * (the client's completion code, or the stream's failure). */
+static int control(struct devjob *d, uint32_t code, uint32_t size, uint64_t pos, uint64_t *out)
+{
+	int rc = vdi_sstream_control(d->s, code, size, pos, out);
+
+	if (rc < 0) {
+		stream_fail(d, vdi_strcommand(code), rc);
+		return -1;
+	}
+	if (rc != 0) {
+		job_fail(d->j, "device '%s': client completed %s with %s (%d)", dev_name(d),
+		         vdi_strcommand(code), vdi_strcompletion((uint32_t)rc), rc);
+		return -1;
+	}
+	return 0;
+}
+
+static int send_command(struct devjob *d, uint32_t code)
+{
+	return control(d, code, 0, 0, NULL);
+}
+
+static int position_is(struct devjob *d, uint64_t want, const char *where)
+{
+	uint64_t pos = 0;
+
+	if (control(d, VDC_GetPosition, 0, 0, &pos) < 0)
+		return -1;
+	if (pos == want)
+		return 0;
+	job_fail(d->j, "device '%s': the client reports position %" PRIu64 " %s, expected %" PRIu64,
+	         dev_name(d), pos, where, want);
+	return -1;
+}
+
+/* The beginning of the medium: a tape is rewound, a disk positioned at
+ * byte 0; either must then report position 0. */
+static int media_begin(struct devjob *d)
+{
+	struct job *j = d->j;
+	uint64_t pos = 0;
+
+	if ((j->cfg.features & VDF_Rewind) && send_command(d, VDC_Rewind) < 0)
+		return -1;
+	if (dev_disk(j) && control(d, VDC_SetPosition, VDC_Beginning, 0, &pos) < 0)
+		return -1;
+	if (dev_disk(j) && pos != 0) {
+		job_fail(j, "device '%s': VDC_SetPosition to byte 0 returned position %" PRIu64,
+		         dev_name(d), pos);
+		return -1;
+	}
+	return dev_positions(j) ? position_is(d, 0, "at the beginning of the medium") : 0;
+}
+
+/* Tape, backup: a filemark after the stripe header's block, where the
+ * position must be that block and the mark (2); at the end, two (the end
+ * of the data), after which it must have moved on. */
+static int tape_marks(struct devjob *d, int end)
+{
+	uint64_t pos = 0;
+
+	if (!dev_tape(d->j))
+		return 0;
+	if (send_command(d, VDC_WriteMark) < 0 || (end && send_command(d, VDC_WriteMark) < 0))
+		return -1;
+	if (!(d->j->cfg.features & VDF_Position))
+		return 0;
+	if (!end)
+		return position_is(d, 2, "after the stripe header and its filemark");
+	if (control(d, VDC_GetPosition, 0, 0, &pos) < 0)
+		return -1;
+	if (vdi_sstream_loads(d->s) == 0 && pos < 5) {
+		job_fail(d->j,
+		         "device '%s': the client reports position %" PRIu64
+		         " after the data and two filemarks, expected 5 or more",
+		         dev_name(d), pos);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Tape, restore, after the stripe header: the header's block is read
+ * alone (the window of 1 read), its padding taken, then VDC_SkipMarks
+ * passes the filemark behind it with no read sent past it, and
+ * GetPosition / SetPosition place the tape at the data (block 2).
+ */
+static int tape_to_data(struct devjob *d)
+{
+	uint32_t bs = d->r.h.block_size; /* the header's block: the backup's BLOCKSIZE */
+	uint8_t pad[4096];
+	uint64_t pos = 0;
+
+	if (!dev_tape(d->j))
+		return 0;
+	for (uint32_t left = bs > BK_HEADER_SIZE ? bs - BK_HEADER_SIZE : 0; left;) {
+		ssize_t n = vdi_sstream_read(d->s, pad, left < sizeof(pad) ? left : sizeof(pad));
+
+		if (n <= 0) {
+			if (n < 0)
+				stream_fail(d, "VDC_Read", n);
+			else
+				job_fail(d->j, "device '%s': the stripe header's block ends early",
+				         dev_name(d));
+			return -1;
+		}
+		for (ssize_t i = 0; i < n; i++)
+			if (pad[i]) {
+				job_fail(
+					d->j,
+					"device '%s': data after the stripe header in its block: not a "
+					"stripe written to a tape",
+					dev_name(d));
+				return -1;
+			}
+		left -= (uint32_t)n;
+	}
+	if (control(d, VDC_SkipMarks, 1, 0, NULL) < 0 ||
+	    ((d->j->cfg.features & VDF_Position) &&
+	     (position_is(d, 2, "after the stripe header and its filemark") < 0 ||
+	      control(d, VDC_SetPosition, 0, 2, &pos) < 0)))
+		return -1;
+	if ((d->j->cfg.features & VDF_Position) && pos != 2) {
+		job_fail(d->j, "device '%s': VDC_SetPosition to block 2 returned %" PRIu64,
+		         dev_name(d), pos);
+		return -1;
+	}
+	d->marks = 1;
+	return vdi_sstream_set_window(d->s, 0) < 0 ? (stream_fail(d, "VDC_Read", -1), -1) : 0;
+}
+
+/*
+ * Restore: the stream ended (a read returned 0).  1: it goes on (the next
+ * medium is loaded), 0: the stripe's end, -1: failed.  A filemark must
+ * come right after the stripe's trailer; an end of medium before it on
+ * removable media asks for the next one (spec 10.5), where a tape is
+ * rewound again.
+ */
+static int media_next(struct devjob *d)
+{
+	struct job *j = d->j;
+	uint32_t code = vdi_sstream_end_code(d->s);
+	int rc;
+
+	if (code == ERROR_FILEMARK_DETECTED) {
+		if (!dev_tape(j) || !d->r.trailer_ok) {
+			job_fail(j,
+			         "device '%s': VDC_Read at stripe byte offset %" PRIu64
+			         " completed with ERROR_FILEMARK_DETECTED: %s",
+			         dev_name(d), d->r.offset,
+			         dev_tape(j)
+			                 ? "a stripe on tape has filemarks only after its header "
+			                   "and after its end"
+			                 : "the client offered no filemarks");
+			return -1;
+		}
+		d->marks++;
+		return 0;
+	}
+	if (d->r.trailer_ok || !(j->cfg.features & VDF_Removable))
+		return 0;
+	rc = vdi_sstream_resume(d->s, VDC_Load);
+	if (rc != 0) {
+		if (rc < 0)
+			stream_fail(d, "VDC_Load", rc);
+		else
+			job_fail(j, "device '%s': client completed VDC_Load with %s (%d)",
+			         dev_name(d), vdi_strcompletion((uint32_t)rc), rc);
+		return -1;
+	}
+	if (!j->quiet)
+		cli_err("device '%s': medium %u loaded at stripe byte offset %" PRIu64, dev_name(d),
+		        vdi_sstream_loads(d->s) + 1, d->r.offset);
+	return dev_tape(j) ? (media_begin(d) < 0 ? -1 : 1) : 1;
+}
+
+/* Disk, restore: the client's position is every byte read. */
+static int disk_end(struct devjob *d)
+{
+	if (!dev_disk(d->j))
+		return 0;
+	return position_is(d, vdi_sstream_bytes(d->s), "at the end of the stripe");
+}
+
+/*
+ * Fault injection at the control commands (the pool's hook, on the
+ * sending thread): VDI_TEST_PAUSE=<command> stops before it (a test kills
+ * a party there), FAULT_STALL_AT waits FAULT_STALL ms (1000 if not
+ * given), FAULT_FAIL_AT fails the statement and aborts the set instead
+ * of sending it.  The existing points "flush" and "complete" keep their
+ * places (backup_finish).
+ */
+int exec_before_command(void *ctx, struct vdi_sstream *w, uint32_t code)
+{
+	struct job *j = ctx;
+	char point[32];
+	size_t i;
+
+	(void)w;
+	if (code != VDC_Flush && code != VDC_Complete) {
+		snprintf(point, sizeof(point), "%s", vdi_strcommand(code));
+		for (i = 0; point[i]; i++)
+			point[i] = (char)tolower((unsigned char)point[i]);
+		exec_test_pause(j, point);
+	}
+	if ((j->st.given & OPT_FAULT_STALL_AT) && j->st.fault_stall_at == code)
+		sleep_ms(j, (j->st.given & OPT_FAULT_STALL) ? j->st.fault_stall_ms : 1000);
+	if ((j->st.given & OPT_FAULT_FAIL_AT) && j->st.fault_fail_at == code) {
+		job_fail(j, "stopped instead of sending %s: FAULT_FAIL_AT (fault injection)",
+		         vdi_strcommand(code));
+		return VD_E_ABORT;
+	}
+	return 0;
+}
 
 static int fault_flush(struct devjob *d)
 {
@@ -155,13 +394,18 @@ static int sink_write(void *ctx, const void *buf, size_t len)
 	}
 	if (d->w.offset == 0) { /* the stripe header just went out */
 		/* A metadata transfer of its own, smaller than MAXTRANSFERSIZE,
-		 * as SQL Server's media header is (where BLOCKSIZE allows). */
-		int rc = BK_HEADER_SIZE % d->j->st.blocksize ? 0 : vdi_sstream_drain(d->s);
+		 * as SQL Server's media header is (where BLOCKSIZE allows; on a
+		 * tape always: a block of its own, then a filemark). */
+		int rc = BK_HEADER_SIZE % d->j->st.blocksize && !dev_tape(d->j)
+		                 ? 0
+		                 : vdi_sstream_drain(d->s);
 
 		if (rc < 0) {
 			stream_fail(d, "VDC_Write", rc);
 			return -1;
 		}
+		if (tape_marks(d, 0) < 0)
+			return -1;
 		fault_stall(d);
 	}
 	exec_test_pause_bytes(d->j, __atomic_load_n(&d->j->done, __ATOMIC_RELAXED));
@@ -207,22 +451,6 @@ static int generated_fill(void *ctx, uint8_t *buf, uint32_t len, uint64_t off)
 	return 0;
 }
 
-static int send_command(struct devjob *d, uint32_t code)
-{
-	int rc = vdi_sstream_command(d->s, code);
-
-	if (rc < 0) {
-		stream_fail(d, vdi_strcommand(code), rc);
-		return -1;
-	}
-	if (rc != 0) {
-		job_fail(d->j, "device '%s': client completed %s with %s (%d)", dev_name(d),
-		         vdi_strcommand(code), vdi_strcompletion((uint32_t)rc), rc);
-		return -1;
-	}
-	return 0;
-}
-
 static int backup_finish(struct devjob *d)
 {
 	struct job *j = d->j;
@@ -232,6 +460,8 @@ static int backup_finish(struct devjob *d)
 		stream_fail(d, "VDC_Write", rc);
 		return -1;
 	}
+	if (tape_marks(d, 1) < 0)
+		return -1;
 	exec_test_pause(j, "flush");
 	while (d->flushes < j->st.fault_extra_flushes)
 		if (fault_flush(d) < 0)
@@ -262,6 +492,8 @@ static void *backup_main(void *arg)
 	}
 	if (j->generated)
 		d->w.fill = generated_fill;
+	if (media_begin(d) < 0)
+		return NULL;
 	d->w.db_size = j->total;
 	if (bk_is_partial(&h)) { /* the chunks chosen, and the state they make */
 		d->w.select = j->select;
@@ -293,7 +525,12 @@ static ssize_t source_read(void *ctx, void *buf, size_t len)
 		fault_abort(d);
 		return -1;
 	}
-	n = vdi_sstream_read(d->s, buf, allowed);
+	while ((n = vdi_sstream_read(d->s, buf, allowed)) == 0) {
+		int rc = media_next(d);
+
+		if (rc <= 0)
+			return rc;
+	}
 	if (n < 0) {
 		stream_fail(d, "VDC_Read", n);
 		return -1;
@@ -314,7 +551,12 @@ static ssize_t source_peek(void *ctx, const void **ptr, size_t len)
 	if (job_failed(d->j))
 		return -1;
 	exec_test_pause_bytes(d->j, __atomic_load_n(&d->j->done, __ATOMIC_RELAXED));
-	n = vdi_sstream_peek(d->s, ptr, len);
+	while ((n = vdi_sstream_peek(d->s, ptr, len)) == 0) {
+		int rc = media_next(d);
+
+		if (rc <= 0)
+			return rc;
+	}
 	if (n < 0) {
 		stream_fail(d, "VDC_Read", n);
 		return -1;
@@ -350,10 +592,14 @@ static void *restore_main(void *arg)
 	bk_reader_init(r, source_read, d, dev_name(d));
 	if (!(j->st.given & OPT_FAULT_ABORT_AFTER))
 		bk_reader_set_peek(r, source_peek, source_advance);
+	if (media_begin(d) < 0 || (dev_tape(j) && vdi_sstream_set_window(d->s, 1) < 0))
+		return NULL;
 	if (bk_read_header(r) < 0) {
 		reader_fail(d);
 		return NULL;
 	}
+	if (tape_to_data(d) < 0)
+		return NULL;
 	if (bk_set_add(&j->set, &r->h, dev_name(d), r->err, sizeof(r->err)) < 0) {
 		job_fail(j, "%s", r->err);
 		return NULL;
@@ -376,6 +622,13 @@ static void *restore_main(void *arg)
 	}
 	if (bk_read_body(r, out, d->buf, &j->done) < 0) {
 		reader_fail(d);
+		return NULL;
+	}
+	if (disk_end(d) < 0)
+		return NULL;
+	if (dev_tape(j) && d->marks != 2) {
+		job_fail(j, "device '%s': the stripe ends without the filemark after its data",
+		         dev_name(d));
 		return NULL;
 	}
 	if (j->st.given & OPT_SNAPSHOT) {
@@ -573,11 +826,73 @@ static int open_stream(struct devjob *d)
 	return 0;
 }
 
+/* ------------------------------------------------------------- discard */
+
+static void discard_done(VDS_Command *cmd)
+{
+	struct devjob *d = cmd->completionContext;
+
+	pthread_mutex_lock(&d->j->discard_lock);
+	d->discard_done = 1;
+	pthread_cond_broadcast(&d->j->discard_cond);
+	pthread_mutex_unlock(&d->j->discard_lock);
+}
+
+/*
+ * A restore failed (job_fail, before the abort): with VDF_Discard offered
+ * the client learns that the data of this restore is worthless and may be
+ * dropped (spec 6.4), on every device.  Sent outside the streams (their
+ * threads may be anywhere), so a full device queue refuses it; each
+ * answer is awaited for 1 s in all, then the abort completes the rest.
+ */
+void exec_discard(struct job *j)
+{
+	struct timespec until;
+	unsigned k, answered = 0;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 1;
+
+	for (k = 0; k < j->st.ndev; k++) {
+		struct devjob *d = &j->d[k];
+
+		if (!d->dev)
+			continue;
+		memset(&d->discard, 0, sizeof(d->discard));
+		d->discard.commandCode = VDC_Discard;
+		d->discard.completionRoutine = discard_done;
+		d->discard.completionContext = d;
+		d->discard_done = 0;
+		(void)vdi_server_send_command(d->dev, &d->discard); /* D8: the routine runs */
+	}
+	pthread_mutex_lock(&j->discard_lock);
+	for (k = 0; k < j->st.ndev; k++) {
+		struct devjob *d = &j->d[k];
+
+		while (d->dev && !d->discard_done &&
+		       pthread_cond_timedwait(&j->discard_cond, &j->discard_lock, &until) == 0)
+			;
+		if (d->dev && d->discard_done && d->discard.completionCode == ERROR_SUCCESS)
+			answered++;
+	}
+	pthread_mutex_unlock(&j->discard_lock);
+	if (!j->quiet)
+		cli_err("VDC_Discard sent to the %u device%s of the failed restore: %u answered",
+		        j->st.ndev, j->st.ndev == 1 ? "" : "s", answered);
+}
+
 int exec_run_devices(struct job *j)
 {
 	int backup = j->st.kind == STMT_BACKUP;
 	unsigned n = j->st.ndev;
 
+	/* A restore failing from here on tells a client that offered
+	 * VDF_Discard (until the streams are closed: job_fail's hook). */
+	if (!backup && (j->cfg.features & VDF_Discard)) {
+		pthread_mutex_lock(&j->lock);
+		j->on_fail = exec_discard;
+		pthread_mutex_unlock(&j->lock);
+	}
 	/* Every stream opens before any moves data, so a device whose
 	 * stream cannot open fails the job before a byte moved. */
 	for (unsigned k = 0; k < n && !job_failed(j); k++) {
@@ -619,6 +934,9 @@ int exec_run_devices(struct job *j)
 		free(d->buf);
 		d->buf = NULL;
 	}
+	pthread_mutex_lock(&j->lock);
+	j->on_fail = NULL;
+	pthread_mutex_unlock(&j->lock);
 	return job_failed(j) ? -1 : 0;
 }
 

@@ -23,6 +23,8 @@ void job_fail(struct job *j, const char *fmt, ...)
 		vsnprintf(j->err, sizeof(j->err), fmt, ap);
 		va_end(ap);
 		__atomic_store_n(&j->failed, 1, __ATOMIC_RELEASE);
+		if (j->srv && j->on_fail)
+			j->on_fail(j);
 		if (j->srv)
 			vdi_server_signal_abort(j->srv);
 	}
@@ -44,7 +46,10 @@ int job_failed(struct job *j)
  * EndConfiguration), bytes=N (once N database bytes moved), flush
  * (before the first VDC_Flush), complete (before the first
  * VDC_Complete), close (streams ended, before CloseDevice), commit
- * (RESTORE: set closed, before the rename).  Unset: no effect.
+ * (RESTORE: set closed, before the rename), and before the first of each
+ * other control command by its name without VDC_ in lower case (rewind,
+ * writemark, skipmarks, load, getposition, setposition, clearerror,
+ * discard: exec_before_command).  Unset: no effect.
  */
 void exec_test_pause_init(struct job *j)
 {

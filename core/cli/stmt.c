@@ -434,6 +434,16 @@ static const struct optdef optdefs[] = {
 	{ "FAULT_LATE_COMPLETE", OPT_FAULT_LATE_COMPLETE, K_BACKUP, V_NUM, CHK_RANGE, 0,
 	  STMT_MAX_MS, "must be from 0 to 600000 (milliseconds)", F(fault_late_complete_ms), 0, 0,
 	  NULL },
+	{ "FAULT_FAIL_AT", OPT_FAULT_FAIL_AT, K_ALL, V_STR, CHK_RANGE, 1, STMT_MAX_NAME,
+	  "must name a command: 'VDC_Rewind', 'VDC_WriteMark', 'VDC_SkipMarks', 'VDC_Load', "
+	  "'VDC_GetPosition', 'VDC_SetPosition', 'VDC_ClearError', 'VDC_Discard', 'VDC_Flush', "
+	  "'VDC_Complete'",
+	  F(fault_at_name), 0, 0, NULL },
+	{ "FAULT_STALL_AT", OPT_FAULT_STALL_AT, K_ALL, V_STR, CHK_RANGE, 1, STMT_MAX_NAME,
+	  "must name a command: 'VDC_Rewind', 'VDC_WriteMark', 'VDC_SkipMarks', 'VDC_Load', "
+	  "'VDC_GetPosition', 'VDC_SetPosition', 'VDC_ClearError', 'VDC_Discard', 'VDC_Flush', "
+	  "'VDC_Complete'",
+	  F(fault_stall_name), 0, 0, NULL },
 };
 
 #define NOPTS (sizeof(optdefs) / sizeof(optdefs[0]))
@@ -792,7 +802,48 @@ static void set_defaults(struct stmt *st)
 	st->replace = (st->given & OPT_REPLACE) != 0;
 }
 
-static void check_combination(struct parser *ps, const struct stmt *st)
+uint32_t stmt_fault_command(const char *name)
+{
+	/* the codes of vdi.h's enum VDCommands (stmt.c stands alone: fuzz_stmt) */
+	static const struct {
+		const char *name;
+		uint32_t code;
+	} cmds[] = {
+		{ "VDC_ClearError", 3 },   { "VDC_Rewind", 4 },   { "VDC_WriteMark", 5 },
+		{ "VDC_SkipMarks", 6 },    { "VDC_Load", 8 },     { "VDC_GetPosition", 9 },
+		{ "VDC_SetPosition", 10 }, { "VDC_Discard", 11 }, { "VDC_Flush", 12 },
+		{ "VDC_Complete", 19 },
+	};
+
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+		if (!strcasecmp(name, cmds[i].name))
+			return cmds[i].code;
+	return 0;
+}
+
+/* FAULT_FAIL_AT, FAULT_STALL_AT: the names become codes. */
+static void check_fault_commands(struct parser *ps, struct stmt *st)
+{
+	const struct {
+		uint64_t bit;
+		const char *opt, *name;
+		uint32_t *code;
+	} f[] = {
+		{ OPT_FAULT_FAIL_AT, "FAULT_FAIL_AT", st->fault_at_name, &st->fault_fail_at },
+		{ OPT_FAULT_STALL_AT, "FAULT_STALL_AT", st->fault_stall_name, &st->fault_stall_at },
+	};
+
+	for (size_t i = 0; i < 2 && !ps->failed; i++) {
+		if (!(st->given & f[i].bit))
+			continue;
+		*f[i].code = stmt_fault_command(f[i].name);
+		if (!*f[i].code)
+			perr(ps, "invalid %s '%s': %s", f[i].opt, f[i].name,
+			     opt_of_bit(f[i].bit)->rule);
+	}
+}
+
+static void check_combination(struct parser *ps, struct stmt *st)
 {
 	uint64_t bytes = (uint64_t)st->buffercount * st->maxtransfersize;
 
@@ -836,6 +887,7 @@ int stmt_parse(const char *text, struct stmt *st, char *err, size_t errlen)
 		return -1;
 	set_defaults(st);
 	check_combination(&ps, st);
+	check_fault_commands(&ps, st);
 	return ps.failed ? -1 : 0;
 }
 

@@ -120,7 +120,9 @@ enum stmt_kind {
 #define OPT_STANDBY              OPT_BIT(36)
 #define OPT_MOVE                 OPT_BIT(37)
 #define OPT_STOPAT               OPT_BIT(38)
-#define OPT_LAST                 OPT_STOPAT
+#define OPT_FAULT_FAIL_AT        OPT_BIT(39)
+#define OPT_FAULT_STALL_AT       OPT_BIT(40)
+#define OPT_LAST                 OPT_FAULT_STALL_AT
 
 struct stmt_move {
 	char from[STMT_MAX_NAME + 1]; /* logical file name */
@@ -152,7 +154,15 @@ struct stmt {
 	uint32_t fault_stall_ms;
 	uint32_t fault_extra_flushes;
 	uint32_t fault_late_complete_ms;
+	char fault_at_name[STMT_MAX_NAME + 1];
+	char fault_stall_name[STMT_MAX_NAME + 1];
+	uint32_t fault_fail_at;  /* FAULT_FAIL_AT: a VDC_* code */
+	uint32_t fault_stall_at; /* FAULT_STALL_AT: a VDC_* code */
 };
+
+/* The control command named name ("VDC_WriteMark", case-insensitive) the
+ * stand-in may send, or 0. */
+uint32_t stmt_fault_command(const char *name);
 
 /* Parses and validates one statement.  Returns 0, or -1 with a message
  * (no trailing period) in err.  Defaults are filled in for options not

@@ -92,6 +92,15 @@ static void check_ok(const struct stmt *st)
 	}
 	if (st->given & ~(OPT_LAST * 2 - 1))
 		FAIL("unknown option bits 0x%llx", (unsigned long long)st->given);
+	/* a fault command is one the stand-in sends, and the code of its name */
+	if (!(st->given & OPT_FAULT_FAIL_AT) != !st->fault_fail_at ||
+	    ((st->given & OPT_FAULT_FAIL_AT) &&
+	     stmt_fault_command(st->fault_at_name) != st->fault_fail_at))
+		FAIL("FAULT_FAIL_AT '%s' parsed as %u", st->fault_at_name, st->fault_fail_at);
+	if (!(st->given & OPT_FAULT_STALL_AT) != !st->fault_stall_at ||
+	    ((st->given & OPT_FAULT_STALL_AT) &&
+	     stmt_fault_command(st->fault_stall_name) != st->fault_stall_at))
+		FAIL("FAULT_STALL_AT '%s' parsed as %u", st->fault_stall_name, st->fault_stall_at);
 	if (st->log && st->kind != STMT_BACKUP && st->kind != STMT_RESTORE)
 		FAIL("LOG with %s", stmt_kind_name(st->kind));
 	if (st->kind != STMT_RESTORE && (st->given & restore_only & ~OPT_FILE))

@@ -100,14 +100,29 @@ rmdir "$MNT/$SET"
 rm "$MNT/.config/$SET"
 check ".config file removed" test ! -e "$MNT/.config/$SET"
 
-# --- a set offers only what vdifs answers (F31) -----------------------
+# --- a set offers only what vdifs answers (F31, F35) -----------------
 new_set
-for f in tape disk pipe+removable 0x173; do
-	expect_err "features=$f refused (not answered)" "Invalid argument" \
+for f in 0x133 tape+disk pipe+tape disk+pipe 0x10 0x40 0x2173+0x80 tape+frob; do
+	expect_err "features=$f refused" "Invalid argument" \
 		bash -c 'printf "features=%s\n" "$2" > "$1"' _ "$MNT/.config/$SET" "$f"
 done
-check "... and /.status says why" grep -q "^last-error: .config: option 'features': '0x173' is not offered" "$MNT/.status"
-check "features=pipe+discard accepted" bash -c 'printf "features=pipe+discard\n" > "$1"' _ "$MNT/.config/$SET"
+check "... and /.status says why" grep -q "^last-error: .config: option 'features': unknown word 'frob'" "$MNT/.status"
+expect_err "features=0x133 refused" "Invalid argument" \
+	bash -c 'printf "features=0x133\n" > "$1"' _ "$MNT/.config/$SET"
+check "... a tape is VDF_LikeTape whole" \
+	grep -q "^last-error: .config: option 'features': '0x133' is not offered: the device type bits 0x133" "$MNT/.status"
+expect_err "volume_size without removable refused" "Invalid argument" \
+	bash -c 'printf "features=disk volume_size=1m\n" > "$1"' _ "$MNT/.config/$SET"
+check "... and /.status says why" grep -q "^last-error: .config: option 'volume_size' needs removable media" "$MNT/.status"
+for f in pipe+discard tape disk pipe+removable disk+removable+discard 0x2173 "tape volume_size=64k"; do
+	check "features=$f accepted" bash -c 'printf "features=%s\n" "$2" > "$1"' _ "$MNT/.config/$SET" "$f"
+done
+mkdir "$MNT/$SET"
+check "tape: config shown in .status" \
+	grep -q "^config: devices=1 features=tape+complete volume_size=65536 " "$MNT/$SET/.status"
+check "tape: no $SET.tar (a tar member cannot carry a tape image)" \
+	test "$(ls "$MNT/$SET" | tr '\n' ' ')" = "$SET "
+rmdir "$MNT/$SET"
 rm -f "$MNT/.config/$SET"
 
 # --- rmdir rules and abort from the shell -----------------------------

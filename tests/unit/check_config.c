@@ -557,7 +557,7 @@ static const struct begin_row begin_rows[] = {
 	/* features (D18) */
 	{ "ReadMedia", 0, RM, 512, 0, 65536, NOERROR, 512, 65536 },
 	{ "no direction", 0, 0, 512, 0, 65536, INV, 0, 0 },
-	{ "both directions", 0, WM | RM, 512, 0, 65536, INV, 0, 0 },
+	{ "both directions (spec 4: and/or)", 0, WM | RM, 512, 0, 65536, NOERROR, 512, 65536 },
 	{ "CompleteEnabled not requested", 0, WM | VDF_CompleteEnabled, 512, 0, 65536, INV, 0, 0 },
 	{ "CompleteEnabled requested", VDF_RequestComplete, WM | VDF_CompleteEnabled, 512, 0, 65536,
 	  NOERROR, 512, 65536 },
