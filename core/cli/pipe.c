@@ -105,11 +105,11 @@ static void pipe_fail(struct pipe_job *pj)
  * --features (F34): one device type (pipe, the default; tape; disk) and
  * the extras the spec allows with it (removable with pipe or disk; tape
  * includes it), discard and request-complete with any.  Tape is
- * VDF_LikeTape without VDF_ReversePosition: a stream never moves back
- * (D50).  The list may be given in several options: the type chosen
- * first stays, another one is refused.
+ * VDF_LikeTape whole, the only tape mask the spec defines (D50: a move
+ * back still fails loudly).  The list may be given in several options:
+ * the type chosen first stays, another one is refused.
  */
-#define PIPE_TAPE (VDF_LikeTape & ~(uint32_t)VDF_ReversePosition)
+#define PIPE_TAPE VDF_LikeTape
 
 static int parse_features(struct pipe_job *pj, const char *list)
 {
@@ -164,6 +164,16 @@ static int check_media_opts(const struct pipe_job *pj)
 		cli_err("invalid --volume-size %llu with --tar: the archive is one medium for "
 		        "the whole set",
 		        (unsigned long long)pj->volume_size);
+		return -1;
+	}
+	if (pj->tar && (pj->features & (VDF_FileMarks | VDF_Removable))) {
+		/* as vdifs's <set>.tar (F35) */
+		cli_err("invalid --tar with --features %s: a tar member is a chunk of a "
+		        "VDC_Write buffer%s; pipe or disk only",
+		        (pj->features & VDF_FileMarks) ? "tape" : "removable",
+		        (pj->features & VDF_FileMarks)
+		                ? ", which a tape image's block headers are not"
+		                : ", and the archive has no end of medium");
 		return -1;
 	}
 	return 0;

@@ -74,6 +74,9 @@ want="device '$PFX-no1' is on standard input or output" refused -F removable --v
 want="invalid --volume-size 65536 with --tar: the archive is one medium for the whole set" \
 	refused --tar --features removable --volume-size 65536 "$TMP/x"
 want="invalid --volume-size '11': must be a decimal number from 12" refused -F removable --volume-size 11 "$TMP/x"
+want="invalid --tar with --features tape: a tar member is a chunk of a VDC_Write buffer, which a tape image's block headers are not" \
+	refused --tar --features tape "$TMP/x"
+want="invalid --tar with --features removable" refused --tar -F disk,removable "$TMP/x"
 [ -e "$TMP/x" ] && die "a refused vdi pipe created its file"
 
 # 2. Round trips.  mediatrip NAME NDEV FEATURES VOLUME: back up a database
