@@ -74,7 +74,8 @@ struct pipe_job {
 	const char *type;         /* --features: "pipe", "tape", "disk"; NULL: pipe */
 	uint64_t volume_size;     /* --volume-size: stream bytes per backup medium, 0 = one */
 	uint32_t block_size;      /* the server's VDConfig.blockSize */
-	int backup;               /* direction from the server */
+	int backup;               /* direction from the server; -1 until known (both media) */
+	int both;                 /* the server configured both directions (D18) */
 	int sqlvdi;               /* --sqlvdi given */
 	int tar;                  /* --tar: every device as one tar stream */
 	const char *snapshot_cmd; /* --snapshot-cmd: the user's snapshot tool */
@@ -394,8 +395,39 @@ static int wait_server(struct pipe_job *pj)
 		cli_vdi_err(rc, "virtual device set '%s': waiting for the server failed", pj->set);
 		return -1;
 	}
-	pj->backup = (cfg.features & VDF_WriteMedia) != 0;
+	switch (cfg.features & (VDF_WriteMedia | VDF_ReadMedia)) {
+	case VDF_WriteMedia: pj->backup = 1; break;
+	case VDF_ReadMedia: pj->backup = 0; break;
+	default: pj->backup = -1; pj->both = 1; /* (D18): the first data command tells */
+	}
 	pj->block_size = cfg.blockSize;
+	return 0;
+}
+
+/* The server configured both media directions: each device's first data
+ * command tells its direction, which must be the same on every device
+ * (one file, or stdio, per device: read or written). */
+static int learn_direction(struct pipe_job *pj, struct pdev *d)
+{
+	uint32_t dir = 0;
+	int rc = vdi_cstream_await_direction(d->s, &dir);
+
+	if (rc < 0) {
+		cli_vdi_err(rc, "device '%s': waiting for the server's first data command",
+		            d->name);
+		return -1;
+	}
+	if (pj->backup < 0) {
+		pj->backup = dir == VDF_WriteMedia;
+		return 0;
+	}
+	if (pj->backup != (dir == VDF_WriteMedia)) {
+		cli_err("device '%s': the server %s it while it %s the others: vdi pipe moves one "
+		        "direction per set",
+		        d->name, dir == VDF_WriteMedia ? "writes" : "reads",
+		        pj->backup ? "writes" : "reads");
+		return -1;
+	}
 	return 0;
 }
 
@@ -458,7 +490,7 @@ static int open_devices(struct pipe_job *pj)
 		struct pdev *d = &pj->d[k];
 		int rc;
 
-		if (open_file(d) < 0)
+		if (!pj->both && open_file(d) < 0)
 			return -1;
 		rc = vdi_bset_open_device(pj->c, d->name, &d->dev);
 		if (rc < 0) {
@@ -473,6 +505,8 @@ static int open_devices(struct pipe_job *pj)
 		}
 		if (pj->snapshot_cmd)
 			vdi_cstream_on_snapshot(d->s, snapshot_handler, d);
+		if (pj->both && (learn_direction(pj, d) < 0 || open_file(d) < 0))
+			return -1;
 		if (pj->backup && pj->volume_size &&
 		    (rc = vdi_cstream_set_volume_size(d->s, medium_size(pj))) < 0) {
 			cli_vdi_err(rc, "device '%s': cannot set the medium size", d->name);

@@ -41,6 +41,7 @@ devs() {
 
 # pair SET NDEV STATEMENT FILE... : `vdi pipe` (the client, on FILEs;
 # PIPE_OPTS adds options, its stderr goes to $TMP/perr) against `vdi
+# exec EXEC_OPTS
 # exec STATEMENT` (stdout $TMP/out, stderr $TMP/err); echoes the two exit
 # codes, "exec pipe".
 pair() {
@@ -48,7 +49,7 @@ pair() {
 	shift 3
 	timeout -k 5 120 "$VDI" pipe -q -s "$set" -n "$nd" -t 20000 ${PIPE_OPTS:-} "$@" 2>"$TMP/perr" &
 	p=$!
-	timeout -k 5 120 "$VDI" exec -q -D "$DATA" -t 20000 "$stmt" >"$TMP/out" 2>"$TMP/err"
+	timeout -k 5 120 "$VDI" exec -q -D "$DATA" -t 20000 ${EXEC_OPTS:-} "$stmt" >"$TMP/out" 2>"$TMP/err"
 	e=$?
 	wait $p
 	c=$?

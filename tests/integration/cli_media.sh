@@ -200,6 +200,23 @@ r=$(chainstep log "RESTORE LOG tch FROM VIRTUAL_DEVICE='$PFX-tch' WITH RECOVERY"
 	die "tape chain: restore log: exit $r: $(cat "$TMP/err" "$TMP/perr")"
 n=$((n + 6))
 
+# 6. Both media directions configured (D18, spec 4 "and/or"): each device's
+#    first data command tells the client which way it goes; 1 and 4 devices.
+for nd in 1 4; do
+	head -c $((2 * 1048576 + 99)) /dev/urandom >"$DATA/both$nd.mdf"
+	files=$(for k in $(seq 0 $((nd - 1))); do printf '%s ' "$TMP/both$nd.$k"; done)
+	# shellcheck disable=SC2086
+	r=$(EXEC_OPTS=--both-media pair "$PFX-b$nd" $nd "BACKUP DATABASE both$nd TO $(devs "$PFX-b$nd" $nd)" $files)
+	[ "$r" = "0 0" ] || die "both media, $nd devices: backup: exit $r: $(cat "$TMP/err" "$TMP/perr")"
+	cp "$DATA/both$nd.mdf" "$TMP/both$nd.ref"
+	echo changed >"$DATA/both$nd.mdf"
+	# shellcheck disable=SC2086
+	r=$(EXEC_OPTS=--both-media pair "$PFX-b$nd" $nd "RESTORE DATABASE both$nd FROM $(devs "$PFX-b$nd" $nd) WITH REPLACE" $files)
+	[ "$r" = "0 0" ] && cmp -s "$DATA/both$nd.mdf" "$TMP/both$nd.ref" ||
+		die "both media, $nd devices: restore: exit $r: $(cat "$TMP/err" "$TMP/perr")"
+	n=$((n + 2))
+done
+
 left=$(ls /dev/shm | grep -F "$PFX" || true)
 [ -z "$left" ] || die "shared memory left: $left"
 [ $fail = 0 ] && echo "cli_media: all passed ($n round trips)"
