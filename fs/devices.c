@@ -92,6 +92,10 @@ static int dev_check_locked(struct fs_set *set, int k, int *writer)
 		return rc;
 	if (*writer == 2)
 		*writer = !backup;
+	if ((set->vcfg.features & (VDF_WriteMedia | VDF_ReadMedia)) ==
+	    (VDF_WriteMedia | VDF_ReadMedia))
+		return 0; /* both configured (D18): the opener's direction; the
+		           * stream fails loudly if the server's is the other */
 	if (*writer == backup) {
 		fs_log(VDI_LOG_WARN, "set '%s': device '%s': open for %s refused: the server is %s",
 		       set->name, dev->name, *writer ? "writing" : "reading",

@@ -104,9 +104,9 @@ new_set() { NSET=$((NSET + 1)); SET=$TAG-$NSET; }
 # make_db NAME BYTES: a database file of random bytes
 make_db() { head -c "$2" /dev/urandom >"$DATA/$1.mdf"; }
 
-# server_start "STATEMENT": runs `vdi exec` in the background, SPID
+# server_start "STATEMENT": runs `vdi exec [EXEC_OPTS]` in the background, SPID
 server_start() {
-	timeout -k 5 120 "$VDI" exec -q -t 20000 "$1" >"$T/server.out" 2>&1 &
+	timeout -k 5 120 "$VDI" exec -q -t 20000 ${EXEC_OPTS:-} "$1" >"$T/server.out" 2>&1 &
 	SPID=$!
 	bg_track "$SPID"
 }

@@ -214,5 +214,11 @@ check "$label: the log names the medium file" grep -q "medium file '$SET.2' out 
 check "$label: the database is untouched" same "$DATA/keep.mdf" "$T/keep.orig"
 rmdir "$MNT/$SET" || fail "rmdir $SET"
 
+# --- both media directions configured (D18): the opener's direction -
+label="both media"
+EXEC_OPTS=--both-media backup "$label" 1 pipe "" cp
+check "$label: the stripe holds the database" test "$(stat -c %s "$T/b.0.0")" -gt $((5 * 1024 * 1024))
+EXEC_OPTS=--both-media restore "$label" 1 pipe cp rboth
+
 rm -f "$T"/b.*
 check_nothing_left
