@@ -76,12 +76,14 @@ static int check_features(uint32_t f)
 {
 	uint32_t mode = f & ~(uint32_t)VDF_CLIENT_OPTIONAL;
 
-	if (mode == VDF_LikePipe || mode == VDF_Removable || mode == VDF_LikeTape ||
-	    mode == VDF_LikeDisk || mode == (VDF_LikeDisk | VDF_Removable))
+	/* tape with or without VDF_ReversePosition: D50 offers it without */
+	if (mode == VDF_LikePipe || mode == VDF_Removable ||
+	    (mode | VDF_ReversePosition) == VDF_LikeTape || mode == VDF_LikeDisk ||
+	    mode == (VDF_LikeDisk | VDF_Removable))
 		return 0;
 	return vdi_fail(
 		VD_E_NOTSUPPORTED,
-		"features 0x%08x are not supported: the mode bits 0x%08x must be pipe (0 or 0x1), tape (0x173) or disk (0x200 or 0x201), plus optional 0x%08x",
+		"features 0x%08x are not supported: the mode bits 0x%08x must be pipe (0 or 0x1), tape (0x173 or 0x133) or disk (0x200 or 0x201), plus optional 0x%08x",
 		f, mode, (uint32_t)VDF_CLIENT_OPTIONAL);
 }
 
