@@ -232,9 +232,14 @@ static uint64_t cs_position(const struct vdi_cstream *s)
 	return (s->features & VDF_RandomAccess) ? s->bytes : s->block;
 }
 
-/* Nothing moved on this medium yet: the stream is at its beginning. */
+/* Nothing moved on this medium yet: the stream is at its beginning.  A
+ * tape restore takes the writer's chunk headers before any command asks
+ * for them, so there the bytes received say nothing: only the position
+ * does (no block reached the server or was skipped). */
 static int cs_at_bom(const struct vdi_cstream *s)
 {
+	if (s->tape && s->direction == VDF_ReadMedia)
+		return s->block == 0;
 	return s->vol_bytes == 0 && s->block == 0;
 }
 
