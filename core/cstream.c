@@ -332,10 +332,13 @@ static enum cs_kind cs_write_room(struct vdi_cstream *s, const VDC_Command *cmd,
 	return CS_DATA;
 }
 
-/* A restore Read at the head: a condition to report, or CS_DATA. */
+/* A restore Read at the head: a condition to report, or CS_DATA.  The
+ * condition comes first: the Reads behind a reported filemark repeat it
+ * and must not take the next filemark parsed (that one is for the Read
+ * after VDC_ClearError). */
 static enum cs_kind cs_read_room(struct vdi_cstream *s, uint32_t *code)
 {
-	if (s->marks) {
+	if (!s->cond && s->marks) {
 		s->marks--;
 		s->block++;
 		s->cond = ERROR_FILEMARK_DETECTED;
