@@ -441,6 +441,10 @@ static enum cs_kind cs_classify_media(struct vdi_cstream *s, const VDC_Command *
 	*code = ERROR_NOT_SUPPORTED;
 	switch (cmd->commandCode) {
 	case VDC_Load:
+		/* a backup's reader has to see the end of its medium first */
+		if ((f & VDF_Removable) && s->direction == VDF_WriteMedia && s->vol_end &&
+		    !s->vol_next)
+			return CS_HOLD;
 		if (f & VDF_Removable)
 			*code = cs_load(s);
 		return CS_ANSWER;
