@@ -941,21 +941,27 @@ static int cs_aws_parse(struct vdi_cstream *s)
  * bytes' scratch, or the Read at the head. */
 static ssize_t cs_room(struct vdi_cstream *s, void **ptr, size_t len)
 {
+	int header = s->tape && s->aws_left == 0;
 	size_t left;
 	int rc;
 
-	if (s->tape && s->aws_left == 0) {
+	/* a chunk header needs no command, but the next medium's first one
+	 * waits for the VDC_Load that starts that medium (and its chain) */
+	if (!header || s->vol_end) {
+		rc = cs_ready(s, s->timeout);
+		if (rc == 0)
+			return vdi_fail(
+				VD_E_CLOSE,
+				"cannot write device '%s': the server closed it after %llu bytes",
+				cs_name(s), (unsigned long long)s->bytes);
+		if (rc < 0)
+			return rc;
+	}
+	if (header) {
 		*ptr = s->aws + s->aws_len;
 		left = CS_AWS_HDR - s->aws_len;
 		return (ssize_t)(len < left ? len : left);
 	}
-	rc = cs_ready(s, s->timeout);
-	if (rc == 0)
-		return vdi_fail(VD_E_CLOSE,
-		                "cannot write device '%s': the server closed it after %llu bytes",
-		                cs_name(s), (unsigned long long)s->bytes);
-	if (rc < 0)
-		return rc;
 	if (s->skip) {
 		if (!s->scratch && !(s->scratch = malloc(CS_SCRATCH)))
 			return vdi_fail(VD_E_MEMORY, "device '%s': out of memory", cs_name(s));
