@@ -129,6 +129,7 @@ struct vdi_cstream {
 	uint64_t block;          /* tape: block address on this medium */
 	uint32_t volume;         /* medium, 0 first */
 	uint64_t vol_size;       /* backup: stream bytes a medium holds, 0 unlimited */
+	uint32_t block_size;     /* VDConfig.blockSize: Writes are multiples of it */
 	uint64_t vol_bytes;      /* stream bytes on this medium */
 	int vol_end;             /* at the end of this medium until VDC_Load */
 	int vol_next;            /* backup: the reader moved on to the next medium */
@@ -668,6 +669,7 @@ int vdi_cstream_open(struct vdi_bdev *d, uint32_t timeout_ms, struct vdi_cstream
 	s->set = vdi_bdev_set(d);
 	s->timeout = timeout_ms;
 	s->features = cfg.features;
+	s->block_size = cfg.blockSize;
 	s->tape = (cfg.features & VDF_FileMarks) != 0;
 	if ((cfg.features & (VDF_WriteMedia | VDF_ReadMedia)) != (VDF_WriteMedia | VDF_ReadMedia))
 		s->direction = cfg.features & (VDF_WriteMedia | VDF_ReadMedia);
@@ -1078,6 +1080,8 @@ ssize_t vdi_cstream_write(struct vdi_cstream *s, const void *buf, size_t len)
 
 int vdi_cstream_set_volume_size(struct vdi_cstream *s, uint64_t bytes)
 {
+	uint64_t room;
+
 	if (!s)
 		return vdi_fail(VD_E_INVALID, "cannot set the medium size: null stream");
 	if (bytes && !(s->features & VDF_Removable))
@@ -1090,7 +1094,17 @@ int vdi_cstream_set_volume_size(struct vdi_cstream *s, uint64_t bytes)
 		                "cannot set the medium size of device '%s' to %llu bytes: at least "
 		                "%u",
 		                cs_name(s), (unsigned long long)bytes, CS_AWS_HDR * 2);
-	s->vol_size = bytes;
+	/* The server re-issues the rest of a Write stored in part, and a
+	 * Write is whole blocks: a pipe's or disk's medium ends on a block. */
+	room = bytes;
+	if (!s->tape && s->block_size > 1)
+		room -= room % s->block_size;
+	if (bytes && !room)
+		return vdi_fail(VD_E_INVALID,
+		                "cannot set the medium size of device '%s' to %llu bytes: less "
+		                "than one block (%u bytes)",
+		                cs_name(s), (unsigned long long)bytes, s->block_size);
+	s->vol_size = room;
 	return 0;
 }
 
