@@ -1029,19 +1029,29 @@ int vdi_sstream_command(struct vdi_sstream *w, uint32_t code)
 	return vdi_sstream_control(w, code, 0, 0, NULL);
 }
 
-/* Re-sends the rest of a Write stored in part; lock held (dropped). */
+/* Re-sends the rest of a Write stored in part; lock held (dropped).  A
+ * command names a whole shared buffer (its handle carries no offset), so
+ * the rest moves to the start of the buffer first: the buffer is ours
+ * (not in flight), the copy runs unlocked. */
 static void ss_resend(struct vdi_sstream *w, struct ss_buf *b)
 {
+	uint32_t stored = b->stored;
+
+	b->offset += stored;
+	b->len -= stored;
+	b->stored = 0;
 	memset(&b->cmd, 0, sizeof(b->cmd));
 	b->cmd.commandCode = VDC_Write;
-	b->cmd.size = b->len - b->stored;
-	b->cmd.inPosition = b->offset + b->stored;
-	b->cmd.buffer = b->data + b->stored;
+	b->cmd.size = b->len;
+	b->cmd.inPosition = b->offset;
+	b->cmd.buffer = b->data;
 	b->cmd.completionRoutine = ss_data_done;
 	b->cmd.completionContext = b;
 	b->done = 0;
 	w->inflight++;
 	pthread_mutex_unlock(&w->p->lock);
+	if (stored)
+		memmove(b->data, b->data + stored, b->len);
 	(void)vdi_server_send_command(w->dev, &b->cmd); /* D8: see routine */
 	pthread_mutex_lock(&w->p->lock);
 }
