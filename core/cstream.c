@@ -863,6 +863,7 @@ ssize_t vdi_cstream_read(struct vdi_cstream *s, void *buf, size_t len)
 
 /* --------------------------------------------------------------- restore */
 
+/* A chunk header just taken is wrong: the offset is the header's own. */
 static int cs_not_tape(struct vdi_cstream *s, const char *why, unsigned v1, unsigned v2)
 {
 	char m[160];
@@ -871,7 +872,8 @@ static int cs_not_tape(struct vdi_cstream *s, const char *why, unsigned v1, unsi
 	return cs_failed(s, vdi_fail(VD_E_PROTOCOL,
 	                             "device '%s': not a tape image at byte offset %llu "
 	                             "(medium %u): %s",
-	                             cs_name(s), (unsigned long long)s->bytes, s->volume, m));
+	                             cs_name(s), (unsigned long long)(s->bytes - CS_AWS_HDR),
+	                             s->volume, m));
 }
 
 /* A record ended on a restore: the Read at the head returns it, or the
