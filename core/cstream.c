@@ -1238,7 +1238,7 @@ static int cs_close_restore(struct vdi_cstream *s)
 
 	if (rc) {
 		cs_abort(s, 0);
-		return rc;
+		return cs_replay(s); /* the abort's call cleared the message */
 	}
 	s->writer_done = 1;
 	rc = cs_ready(s, s->timeout);
