@@ -1182,6 +1182,7 @@ int vdi_sstream_close(struct vdi_sstream *w)
 	p = w->p;
 	pthread_mutex_lock(&p->lock);
 	rc = ss_settle(w);
+	ss_reap(w); /* reads behind the end that brought bytes fail it (D50) */
 	if (!rc)
 		rc = ss_status(w);
 	if (!rc && w->cur && w->fill)
