@@ -129,6 +129,7 @@ struct vdi_cstream {
 	uint64_t block;          /* tape: block address on this medium */
 	uint32_t volume;         /* medium, 0 first */
 	uint64_t vol_size;       /* backup: stream bytes a medium holds, 0 unlimited */
+	uint32_t block_size;     /* VDConfig.blockSize: Writes are multiples of it */
 	uint64_t vol_bytes;      /* stream bytes on this medium */
 	int vol_end;             /* at the end of this medium until VDC_Load */
 	int vol_next;            /* backup: the reader moved on to the next medium */
@@ -236,7 +237,10 @@ static uint64_t cs_position(const struct vdi_cstream *s)
 	return (s->features & VDF_RandomAccess) ? s->bytes : s->block;
 }
 
-/* Nothing moved on this medium yet: the stream is at its beginning. */
+/* Nothing moved on this medium yet: the stream is at its beginning.  A
+ * tape restore takes the writer's chunk headers before any command asks
+ * for them, so there the bytes received say nothing: only the position
+ * does (no block reached the server or was skipped). */
 static int cs_at_bom(const struct vdi_cstream *s)
 {
 	/* restore: chunk headers collected ahead do not count */
@@ -352,10 +356,13 @@ static enum cs_kind cs_write_room(struct vdi_cstream *s, const VDC_Command *cmd,
 	return CS_DATA;
 }
 
-/* A restore Read at the head: a condition to report, or CS_DATA. */
+/* A restore Read at the head: a condition to report, or CS_DATA.  The
+ * condition comes first: the Reads behind a reported filemark repeat it
+ * and must not take the next filemark parsed (that one is for the Read
+ * after VDC_ClearError). */
 static enum cs_kind cs_read_room(struct vdi_cstream *s, uint32_t *code)
 {
-	if (s->marks) {
+	if (!s->cond && s->marks) {
 		s->marks--;
 		s->block++;
 		s->cond = ERROR_FILEMARK_DETECTED;
@@ -458,10 +465,9 @@ static enum cs_kind cs_classify_media(struct vdi_cstream *s, const VDC_Command *
 	*code = ERROR_NOT_SUPPORTED;
 	switch (cmd->commandCode) {
 	case VDC_Load:
-		/* a backup's reader moves on first (vdi_cstream_next_volume):
-		 * a Load with no Write queued behind the end waits for it too */
-		if ((f & VDF_Removable) && s->vol_end && !s->vol_next &&
-		    s->direction == VDF_WriteMedia)
+		/* a backup's reader has to see the end of its medium first */
+		if ((f & VDF_Removable) && s->direction == VDF_WriteMedia && s->vol_end &&
+		    !s->vol_next)
 			return CS_HOLD;
 		if (f & VDF_Removable)
 			*code = cs_load(s);
@@ -699,6 +705,7 @@ int vdi_cstream_open(struct vdi_bdev *d, uint32_t timeout_ms, struct vdi_cstream
 	s->set = vdi_bdev_set(d);
 	s->timeout = timeout_ms;
 	s->features = cfg.features;
+	s->block_size = cfg.blockSize;
 	s->tape = (cfg.features & VDF_FileMarks) != 0;
 	if ((cfg.features & (VDF_WriteMedia | VDF_ReadMedia)) != (VDF_WriteMedia | VDF_ReadMedia))
 		s->direction = cfg.features & (VDF_WriteMedia | VDF_ReadMedia);
@@ -914,6 +921,7 @@ ssize_t vdi_cstream_read(struct vdi_cstream *s, void *buf, size_t len)
 
 /* --------------------------------------------------------------- restore */
 
+/* A chunk header just taken is wrong: the offset is the header's own. */
 static int cs_not_tape(struct vdi_cstream *s, const char *why, unsigned v1, unsigned v2)
 {
 	char m[160];
@@ -922,7 +930,8 @@ static int cs_not_tape(struct vdi_cstream *s, const char *why, unsigned v1, unsi
 	return cs_failed(s, vdi_fail(VD_E_PROTOCOL,
 	                             "device '%s': not a tape image at byte offset %llu "
 	                             "(medium %u): %s",
-	                             cs_name(s), (unsigned long long)s->bytes, s->volume, m));
+	                             cs_name(s), (unsigned long long)(s->bytes - CS_AWS_HDR),
+	                             s->volume, m));
 }
 
 /* A record ended on a restore: the Read at the head returns it, or the
@@ -994,30 +1003,27 @@ static int cs_aws_parse(struct vdi_cstream *s)
  * bytes' scratch, or the Read at the head. */
 static ssize_t cs_room(struct vdi_cstream *s, void **ptr, size_t len)
 {
+	int header = s->tape && s->aws_left == 0;
 	size_t left;
 	int rc;
 
-	if (s->tape && s->aws_left == 0) {
-		/* after vdi_cstream_end_volume the next header belongs to the
-		 * next medium only if the server loads one: ask it first, so
-		 * that a closed device fails the write (as for other media) */
-		if (s->vol_end && s->aws_len == 0 && (rc = cs_ready(s, s->timeout)) <= 0)
-			return rc ? rc
-			          : vdi_fail(VD_E_CLOSE,
-			                     "cannot write device '%s': the server closed it after "
-			                     "%llu bytes",
-			                     cs_name(s), (unsigned long long)s->bytes);
+	/* a chunk header needs no command, but the next medium's first one
+	 * waits for the VDC_Load that starts that medium (and its chain) */
+	if (!header || s->vol_end) {
+		rc = cs_ready(s, s->timeout);
+		if (rc == 0)
+			return vdi_fail(
+				VD_E_CLOSE,
+				"cannot write device '%s': the server closed it after %llu bytes",
+				cs_name(s), (unsigned long long)s->bytes);
+		if (rc < 0)
+			return rc;
+	}
+	if (header) {
 		*ptr = s->aws + s->aws_len;
 		left = CS_AWS_HDR - s->aws_len;
 		return (ssize_t)(len < left ? len : left);
 	}
-	rc = cs_ready(s, s->timeout);
-	if (rc == 0)
-		return vdi_fail(VD_E_CLOSE,
-		                "cannot write device '%s': the server closed it after %llu bytes",
-		                cs_name(s), (unsigned long long)s->bytes);
-	if (rc < 0)
-		return rc;
 	if (s->direction != VDF_ReadMedia) /* both configured: a Write came */
 		return cs_check(s, VDF_ReadMedia, "write");
 	if (s->skip) {
@@ -1137,6 +1143,8 @@ ssize_t vdi_cstream_write(struct vdi_cstream *s, const void *buf, size_t len)
 
 int vdi_cstream_set_volume_size(struct vdi_cstream *s, uint64_t bytes)
 {
+	uint64_t room;
+
 	if (!s)
 		return vdi_fail(VD_E_INVALID, "cannot set the medium size: null stream");
 	if (bytes && !(s->features & VDF_Removable))
@@ -1149,7 +1157,17 @@ int vdi_cstream_set_volume_size(struct vdi_cstream *s, uint64_t bytes)
 		                "cannot set the medium size of device '%s' to %llu bytes: at least "
 		                "%u",
 		                cs_name(s), (unsigned long long)bytes, CS_AWS_HDR * 2);
-	s->vol_size = bytes;
+	/* The server re-issues the rest of a Write stored in part, and a
+	 * Write is whole blocks: a pipe's or disk's medium ends on a block. */
+	room = bytes;
+	if (!s->tape && s->block_size > 1)
+		room -= room % s->block_size;
+	if (bytes && !room)
+		return vdi_fail(VD_E_INVALID,
+		                "cannot set the medium size of device '%s' to %llu bytes: less "
+		                "than one block (%u bytes)",
+		                cs_name(s), (unsigned long long)bytes, s->block_size);
+	s->vol_size = room;
 	return 0;
 }
 
@@ -1281,7 +1299,7 @@ static int cs_close_restore(struct vdi_cstream *s)
 
 	if (rc) {
 		cs_abort(s, 0);
-		return rc;
+		return cs_replay(s); /* the abort's call cleared the message */
 	}
 	s->writer_done = 1;
 	rc = cs_ready(s, s->timeout);

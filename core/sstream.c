@@ -1053,14 +1053,16 @@ int vdi_sstream_command(struct vdi_sstream *w, uint32_t code)
 	return vdi_sstream_control(w, code, 0, 0, NULL);
 }
 
-/* Re-sends the rest of a Write stored in part; lock held (dropped).  The
- * rest moves to the start of the buffer: SendCommand takes only a buffer
- * as allocated, not a pointer into one. */
+/* Re-sends the rest of a Write stored in part; lock held (dropped).  A
+ * command names a whole shared buffer (its handle carries no offset), so
+ * the rest moves to the start of the buffer first: the buffer is ours
+ * (not in flight), the copy runs unlocked. */
 static void ss_resend(struct vdi_sstream *w, struct ss_buf *b)
 {
-	memmove(b->data, b->data + b->stored, b->len - b->stored);
-	b->offset += b->stored;
-	b->len -= b->stored;
+	uint32_t stored = b->stored;
+
+	b->offset += stored;
+	b->len -= stored;
 	b->stored = 0;
 	memset(&b->cmd, 0, sizeof(b->cmd));
 	b->cmd.commandCode = VDC_Write;
@@ -1072,6 +1074,8 @@ static void ss_resend(struct vdi_sstream *w, struct ss_buf *b)
 	b->done = 0;
 	w->inflight++;
 	pthread_mutex_unlock(&w->p->lock);
+	if (stored)
+		memmove(b->data, b->data + stored, b->len);
 	(void)vdi_server_send_command(w->dev, &b->cmd); /* D8: see routine */
 	pthread_mutex_lock(&w->p->lock);
 }
@@ -1217,6 +1221,7 @@ int vdi_sstream_close(struct vdi_sstream *w)
 	p = w->p;
 	pthread_mutex_lock(&p->lock);
 	rc = ss_settle(w);
+	ss_reap(w); /* reads behind the end that brought bytes fail it (D50) */
 	if (!rc)
 		rc = ss_status(w);
 	if (!rc && w->cur && w->fill)

@@ -655,7 +655,8 @@ uint32_t vdi_snapshot_run(struct vdi_cstream *s, const char *command, uint32_t c
  * a medium, and a move back completes with ERROR_NOT_SUPPORTED.
  *
  * VDF_Removable: a backup medium holds set_volume_size bytes of the
- * stream (0: no limit); the Write that does not fit is answered
+ * stream (0: no limit; a pipe's or disk's rounded down to whole blocks,
+ * since the rest of a Write stored in part is re-issued); the Write that does not fit is answered
  * ERROR_END_OF_MEDIA with the bytes that fit (a tape record is never
  * split: 0), and read returns 0 with vdi_cstream_volume_ended 1.  The
  * reader calls vdi_cstream_next_volume to go on: later Writes are

@@ -96,6 +96,8 @@ static const struct cfg_row cfg_rows[] = {
 	{ "pipe", CFG(.deviceCount = 1, .features = VDF_LikePipe), NOERROR },
 	{ "pipe removable", CFG(.deviceCount = 1, .features = VDF_Removable), NOERROR },
 	{ "tape", CFG(.deviceCount = 1, .features = VDF_LikeTape), NOERROR },
+	{ "tape without ReversePosition (D50: only the whole mask)",
+	  CFG(.deviceCount = 1, .features = VDF_LikeTape & ~VDF_ReversePosition), NS },
 	{ "disk", CFG(.deviceCount = 1, .features = VDF_LikeDisk), NOERROR },
 	{ "disk removable", CFG(.deviceCount = 1, .features = VDF_LikeDisk | VDF_Removable),
 	  NOERROR },

@@ -12,6 +12,7 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -1766,6 +1767,1384 @@ START_TEST(test_server_timeout)
 END_TEST
 
 /* ---------------------------------------------------------------------
+ * Media (D50): tape images, positions, removable media, disks.
+ *
+ * The expected tape images are built here from the format's definition
+ * (6-byte chunk headers: length, previous length, flags, 0), not with
+ * cstream.c's code, so that both halves are checked against the format.
+ */
+#define TAPE_F   VDF_LikeTape /* the whole mask (D50) */
+#define AWS_BOR  0x80u
+#define AWS_EOR  0x20u
+#define AWS_MARK 0x40u
+#define AWS_MAX  65535u
+#define ANY_POS  UINT64_MAX
+#define OK_      ERROR_SUCCESS
+#define NS_      ERROR_NOT_SUPPORTED
+#define FM_      ERROR_FILEMARK_DETECTED
+#define EOF_     ERROR_HANDLE_EOF
+
+struct tape {
+	uint8_t *b;
+	size_t len, cap;
+	uint32_t prev; /* length of the previous chunk */
+};
+
+static void tape_put(struct tape *t, const void *p, size_t n)
+{
+	if (t->len + n > t->cap) {
+		t->cap = (t->len + n) * 2 + 64;
+		t->b = realloc(t->b, t->cap);
+		ck_assert_ptr_nonnull(t->b);
+	}
+	memcpy(t->b + t->len, p, n);
+	t->len += n;
+}
+
+/* One raw chunk header (malformed images use it directly). */
+static void tape_hdr(struct tape *t, uint32_t len, uint32_t prev, uint32_t flags)
+{
+	uint8_t h[6] = { (uint8_t)len,         (uint8_t)(len >> 8), (uint8_t)prev,
+		         (uint8_t)(prev >> 8), (uint8_t)flags,      0 };
+
+	tape_put(t, h, sizeof(h));
+	t->prev = len;
+}
+
+static void tape_record(struct tape *t, const uint8_t *p, size_t n)
+{
+	size_t off = 0, c;
+
+	do {
+		c = n - off < AWS_MAX ? n - off : AWS_MAX;
+		tape_hdr(t, (uint32_t)c, t->prev,
+		         (off == 0 ? AWS_BOR : 0) | (off + c == n ? AWS_EOR : 0));
+		tape_put(t, p + off, c);
+		off += c;
+	} while (off < n);
+}
+
+#define TAPE_MARK   (-1)
+#define TAPE_MEDIUM (-2)
+
+/* The image of recs (record lengths taken in turn from data, TAPE_MARK,
+ * TAPE_MEDIUM: the next medium starts, its image offset goes to ends[];
+ * 0 ends the list).  Returns the data bytes used. */
+static size_t tape_make(struct tape *t, const uint8_t *data, const int32_t *recs, size_t *ends,
+                        unsigned *nends)
+{
+	size_t off = 0;
+
+	memset(t, 0, sizeof(*t));
+	if (nends)
+		*nends = 0;
+	for (; *recs; recs++) {
+		if (*recs == TAPE_MARK) {
+			tape_hdr(t, 0, t->prev, AWS_MARK);
+		} else if (*recs == TAPE_MEDIUM) {
+			ends[(*nends)++] = t->len;
+			t->prev = 0;
+		} else {
+			tape_record(t, data + off, (size_t)*recs);
+			off += (size_t)*recs;
+		}
+	}
+	return off;
+}
+
+/* Sum of the record lengths of recs. */
+static size_t recs_bytes(const int32_t *recs)
+{
+	size_t n = 0;
+
+	for (; *recs; recs++)
+		n += *recs > 0 ? (size_t)*recs : 0;
+	return n;
+}
+
+/* --- A server script: the steps a server thread runs on one stream. */
+enum op { OP_END, OP_WRITE, OP_DRAIN, OP_CTL, OP_READ, OP_RESUME, OP_LOADS, OP_ERROR };
+
+struct step {
+	int op;
+	uint32_t code; /* OP_CTL, OP_RESUME: the command (0: none) */
+	uint32_t size; /* OP_CTL: count or whence; OP_READ: bytes before the end */
+	uint64_t arg;  /* OP_WRITE: bytes of ref; OP_CTL: position; OP_READ: ref offset */
+	int want;      /* return; OP_READ: end code, or a negative VD_E_* */
+	uint64_t pos;  /* OP_CTL: position the client returns, ANY_POS: unchecked */
+};
+
+#define S_CMD(c, w)                             \
+	{                                       \
+		OP_CTL, (c), 0, 0, (w), ANY_POS \
+	}
+#define S_CTL(c, n, p, w, o)                    \
+	{                                       \
+		OP_CTL, (c), (n), (p), (w), (o) \
+	}
+#define S_GETPOS(p)                                     \
+	{                                               \
+		OP_CTL, VDC_GetPosition, 0, 0, OK_, (p) \
+	}
+#define S_WRITE(n)                        \
+	{                                 \
+		OP_WRITE, 0, 0, (n), 0, 0 \
+	}
+#define S_DRAIN                         \
+	{                               \
+		OP_DRAIN, 0, 0, 0, 0, 0 \
+	}
+#define S_READ(off, n, end)                      \
+	{                                        \
+		OP_READ, 0, (n), (off), (end), 0 \
+	}
+#define S_RESUME(c, w)                       \
+	{                                    \
+		OP_RESUME, (c), 0, 0, (w), 0 \
+	}
+#define S_LOADS(n)                        \
+	{                                 \
+		OP_LOADS, 0, 0, 0, (n), 0 \
+	}
+#define S_ERROR(c)                        \
+	{                                 \
+		OP_ERROR, 0, 0, 0, (c), 0 \
+	}
+#define S_END                         \
+	{                             \
+		OP_END, 0, 0, 0, 0, 0 \
+	}
+
+static const char *op_name(const struct step *st)
+{
+	static const char *const names[] = { "end",  "write",  "drain", "command",
+		                             "read", "resume", "loads", "error" };
+
+	return st->op == OP_CTL || st->op == OP_RESUME ? vdi_strcommand(st->code) : names[st->op];
+}
+
+/* Records the first unexpected result of a script. */
+static int step_fail(struct job *j, unsigned i, const struct step *st, const char *fmt, ...)
+{
+	char m[400];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(m, sizeof(m), fmt, ap);
+	va_end(ap);
+	if (!j->rc) {
+		j->rc = VD_E_UNEXPECTED;
+		snprintf(j->err, sizeof(j->err), "step %u (%s): %s [last error: %s]", i,
+		         op_name(st), m, vdi_last_error());
+	}
+	return -1;
+}
+
+/* OP_READ: read to the end (or the failure st->want); the bytes must be
+ * ref[arg, arg + size). */
+static int step_read(struct job *j, struct vdi_sstream *r, unsigned i, const struct step *st,
+                     uint8_t *buf, uint64_t *rng)
+{
+	uint64_t got = 0;
+	uint32_t end;
+	ssize_t k;
+
+	while ((k = vdi_sstream_read(r, buf, chunk(rng, 128 * KIB, 128 * KIB))) > 0) {
+		if (got + (uint64_t)k > st->size)
+			return step_fail(j, i, st, "%llu bytes before the end, want %u",
+			                 (unsigned long long)(got + (uint64_t)k), st->size);
+		if (memcmp(buf, j->ref + st->arg + got, (size_t)k))
+			return step_fail(j, i, st, "wrong bytes at %llu..%llu",
+			                 (unsigned long long)got,
+			                 (unsigned long long)(got + (uint64_t)k));
+		got += (uint64_t)k;
+	}
+	j->got += got;
+	if (k < 0 || st->want < 0)
+		return k == st->want
+		               ? 0
+		               : step_fail(j, i, st, "read returned %s after %llu bytes, want %s",
+		                           vdi_strerror((int)k), (unsigned long long)got,
+		                           vdi_strerror(st->want));
+	end = vdi_sstream_end_code(r);
+	if (got != st->size || end != (uint32_t)st->want)
+		return step_fail(j, i, st, "%llu bytes, then %s; want %u bytes, then %s",
+		                 (unsigned long long)got, vdi_strcompletion(end), st->size,
+		                 vdi_strcompletion((uint32_t)st->want));
+	return 0;
+}
+
+static int step_run(struct job *j, struct vdi_sstream *w, unsigned i, const struct step *st,
+                    uint64_t *woff, uint8_t *buf, uint64_t *rng)
+{
+	uint64_t pos = ANY_POS;
+	int rc;
+
+	switch (st->op) {
+	case OP_WRITE:
+		rc = (int)vdi_sstream_write(w, j->ref + *woff, (size_t)st->arg);
+		*woff += st->arg;
+		return rc == (int)st->arg ? 0 : step_fail(j, i, st, "%s", vdi_strerror(rc));
+	case OP_DRAIN:
+		rc = vdi_sstream_drain(w);
+		return rc ? step_fail(j, i, st, "%s", vdi_strerror(rc)) : 0;
+	case OP_CTL:
+		rc = vdi_sstream_control(w, st->code, st->size, st->arg, &pos);
+		if (rc != st->want)
+			return step_fail(j, i, st, "returned %d (%s), want %d", rc,
+			                 rc < 0 ? vdi_strerror(rc)
+			                        : vdi_strcompletion((uint32_t)rc),
+			                 st->want);
+		if (st->pos != ANY_POS && pos != st->pos)
+			return step_fail(j, i, st, "position %llu, want %llu",
+			                 (unsigned long long)pos, (unsigned long long)st->pos);
+		return 0;
+	case OP_READ: return step_read(j, w, i, st, buf, rng);
+	case OP_RESUME:
+		rc = vdi_sstream_resume(w, st->code);
+		return rc == st->want ? 0
+		                      : step_fail(j, i, st, "returned %d, want %d", rc, st->want);
+	case OP_LOADS:
+		rc = (int)vdi_sstream_loads(w);
+		return rc == st->want ? 0 : step_fail(j, i, st, "%d loads, want %d", rc, st->want);
+	case OP_ERROR:
+		rc = (int)vdi_sstream_error(w, NULL);
+		return rc == st->want ? 0 : step_fail(j, i, st, "error %d, want %d", rc, st->want);
+	}
+	return step_fail(j, i, st, "bad step");
+}
+
+/* Server thread: runs the steps j->ctx on device j->dev (transfer size
+ * j->tsize), stops at the first unexpected result, closes the stream
+ * and the device. */
+static void *srv_script(void *a)
+{
+	struct job *j = a;
+	const struct step *st = j->ctx;
+	uint8_t *buf = malloc(128 * KIB);
+	uint64_t woff = 0, rng = j->seed;
+	struct vdi_sstream *w;
+	int rc;
+
+	rc = vdi_sstream_open(j->r->pool, j->r->p.sd[j->dev], j->tsize, &w);
+	if (rc || !buf) {
+		job_fail(j, rc ? rc : VD_E_MEMORY);
+		free(buf);
+		return NULL;
+	}
+	for (unsigned i = 0; st[i].op != OP_END; i++)
+		if (step_run(j, w, i, &st[i], &woff, buf, &rng))
+			break;
+	__atomic_store_n(&j->cmd_done, 1, __ATOMIC_SEQ_CST);
+	j->close_rc = vdi_sstream_close(w);
+	if (j->close_rc && !j->rc)
+		job_fail(j, j->close_rc);
+	if (j->close_device)
+		vdi_server_close_device(j->r->p.sd[j->dev]);
+	free(buf);
+	return NULL;
+}
+
+/* The script ran through; the stream then ended with rc (0, or the
+ * failure the case provokes). */
+static void steps_ok(const struct job *j, int rc)
+{
+	ck_assert_msg(j->rc == rc && !strstr(j->err, "step "), "server: %s, want %s: %s",
+	              vdi_strerror(j->rc), vdi_strerror(rc), j->err);
+}
+
+/* --- Client sides. */
+
+/* A backup reader's result: the stream's bytes and where media ended. */
+struct media_out {
+	uint8_t *b;
+	size_t len, cap;
+	size_t ends[16];
+	unsigned nends;
+	uint32_t volume; /* vdi_cstream_volume at the end */
+	int bad_ended;   /* volume_ended still 1 after next_volume */
+};
+
+/* Client thread: reads the whole stream (medium size j->total, 0: no
+ * limit), moving to the next medium whenever one ends. */
+static void *cli_media_reader(void *a)
+{
+	struct job *j = a;
+	struct media_out *m = j->ctx;
+	struct vdi_cstream *cs;
+	uint64_t rng = j->seed;
+	ssize_t k;
+	int rc;
+
+	rc = vdi_cstream_new(j->r->p.cd[j->dev], j->timeout, &cs);
+	if (rc) {
+		job_fail(j, rc);
+		return NULL;
+	}
+	if (j->total && (rc = vdi_cstream_set_volume_size(cs, j->total)) != 0)
+		job_fail(j, rc);
+	while (!j->rc) {
+		if (m->len == m->cap) {
+			uint8_t *nb = realloc(m->b, m->cap * 2 + MIB);
+
+			if (!nb) {
+				job_fail(j, VD_E_MEMORY);
+				break;
+			}
+			m->b = nb;
+			m->cap = m->cap * 2 + MIB;
+		}
+		k = vdi_cstream_read(cs, m->b + m->len, chunk(&rng, j->maxchunk, m->cap - m->len));
+		if (k > 0) {
+			m->len += (size_t)k;
+			continue;
+		}
+		if (k < 0 || !vdi_cstream_volume_ended(cs)) {
+			if (k < 0)
+				job_fail(j, (int)k);
+			break;
+		}
+		if (m->nends < 16)
+			m->ends[m->nends++] = m->len;
+		if ((rc = vdi_cstream_next_volume(cs)) != 0)
+			job_fail(j, rc);
+		m->bad_ended |= vdi_cstream_volume_ended(cs);
+	}
+	m->volume = vdi_cstream_volume(cs);
+	j->close_rc = vdi_cstream_close(cs, 1);
+	return NULL;
+}
+
+/* A restore writer's input and result. */
+struct media_in {
+	const uint8_t *img;
+	size_t len;
+	size_t ends[16]; /* vdi_cstream_end_volume after these offsets */
+	unsigned nends;
+	uint32_t volume[17]; /* vdi_cstream_volume once each medium was written */
+	const int *hold;     /* if set: wait for it (atomic) before the close */
+	int write_rc;        /* first failure of write or end_volume */
+	size_t written;
+	char close_err[400];
+};
+
+/* Client thread: writes the image in odd sizes (headers split across
+ * calls), ending each medium, then closes (ok=1). */
+static void *cli_media_writer(void *a)
+{
+	struct job *j = a;
+	struct media_in *m = j->ctx;
+	struct vdi_cstream *cs;
+	uint64_t rng = j->seed;
+	size_t off = 0, end, n;
+	unsigned turn = 0;
+	ssize_t k;
+	int rc;
+
+	rc = vdi_cstream_new(j->r->p.cd[j->dev], j->timeout, &cs);
+	if (rc) {
+		job_fail(j, rc);
+		return NULL;
+	}
+	for (unsigned v = 0; v <= m->nends && !m->write_rc; v++) {
+		end = v < m->nends ? m->ends[v] : m->len;
+		while (off < end) {
+			n = turn++ % 3 ? 1 + (size_t)(rnd(&rng) % 11)
+			               : chunk(&rng, j->maxchunk, MIB);
+			k = vdi_cstream_write(cs, m->img + off, n < end - off ? n : end - off);
+			if (k <= 0) {
+				m->write_rc = k ? (int)k : VD_E_UNEXPECTED;
+				break;
+			}
+			off += (size_t)k;
+		}
+		m->volume[v] = vdi_cstream_volume(cs);
+		if (!m->write_rc && v < m->nends)
+			m->write_rc = vdi_cstream_end_volume(cs);
+	}
+	if (m->write_rc)
+		job_fail(j, m->write_rc);
+	m->written = off;
+	for (int i = 0; i < 1000 && m->hold && !__atomic_load_n(m->hold, __ATOMIC_SEQ_CST); i++)
+		tl_sleep_ms(10);
+	j->close_rc = vdi_cstream_close(cs, 1);
+	if (j->close_rc)
+		snprintf(m->close_err, sizeof(m->close_err), "%s", vdi_last_error());
+	return NULL;
+}
+
+/* A one-device rig for the media cases, the server running steps and
+ * the client job c (reader or writer) already set up by the caller. */
+static void media_rig(struct rig *r, uint32_t dir, uint32_t features, uint32_t mts,
+                      uint32_t buffers)
+{
+	struct tl_pair_opts o;
+
+	rig_opts(&o, 1, dir, 512, mts, buffers);
+	o.client_features = features;
+	rig_up(r, &o, buffers, WAIT_MS);
+}
+
+/* The same without a stream pool: a raw server allocates the buffers. */
+static void media_rig_raw(struct rig *r, uint32_t dir, uint32_t features, uint32_t mts,
+                          uint32_t buffers)
+{
+	struct tl_pair_opts o;
+
+	rig_opts(&o, 1, dir, 512, mts, buffers);
+	o.client_features = features;
+	rig_up(r, &o, 0, WAIT_MS);
+}
+
+static void media_run(struct job *s, struct job *c, void *(*cli)(void *))
+{
+	job_start(s, srv_script);
+	job_start(c, cli);
+	job_join(s);
+	job_join(c);
+}
+
+/* --- 1. Tape backup: the stream is the AWS image, positions are block
+ * addresses, and nothing moves back. */
+#define TB_T  (96u * KIB)        /* a transfer: one record of two chunks */
+#define TB_S1 (2 * TB_T + 1000u) /* section 1: records T, T, 1024 (padded) */
+#define TB_S2 (64u * KIB + 1)    /* section 2: one record of 66048 bytes */
+
+static const int32_t tb_recs[] = { TB_T, TB_T, 1024, TAPE_MARK, 66048, TAPE_MARK, TAPE_MARK, 0 };
+
+static const struct step tb_steps[] = {
+	S_CMD(VDC_Rewind, OK_), /* at the beginning: nothing moved */
+	S_GETPOS(0),
+	S_WRITE(TB_S1),
+	S_DRAIN,
+	S_GETPOS(3),
+	S_CTL(VDC_SetPosition, 0, 0, NS_, ANY_POS), /* backwards */
+	S_CTL(VDC_SetPosition, 0, 3, OK_, 3),       /* where it is */
+	S_CTL(VDC_SetPosition, 0, 5, NS_, ANY_POS), /* a backup cannot skip ahead */
+	S_CTL(VDC_SkipMarks, 1, 0, NS_, ANY_POS),   /* nor skip marks */
+	S_CMD(VDC_Load, NS_),                       /* mid-medium */
+	S_CMD(VDC_WriteMark, OK_),
+	S_GETPOS(4),
+	S_WRITE(TB_S2),
+	S_DRAIN,
+	S_GETPOS(5),
+	S_CMD(VDC_WriteMark, OK_),
+	S_CMD(VDC_WriteMark, OK_),
+	S_GETPOS(7),
+	S_CMD(VDC_Rewind, OK_),                     /* after data: the medium's use ends */
+	S_GETPOS(0),
+	S_CMD(VDC_WriteMark, NS_),                  /* nothing moves on it again */
+	S_CTL(VDC_SetPosition, 0, 7, NS_, ANY_POS),
+	S_CMD(VDC_Flush, OK_),
+	S_LOADS(0),
+	S_END,
+};
+
+START_TEST(test_tape_backup_image)
+{
+	uint8_t *src = ref_new(40, TB_S1 + TB_S2);
+	size_t dlen = recs_bytes(tb_recs);
+	uint8_t *data = calloc(1, dlen);
+	struct media_out out = { .b = NULL };
+	struct tape want;
+	struct job s, c;
+	struct rig r;
+
+	/* what the server writes, padded as drain pads each section */
+	memcpy(data, src, TB_S1);
+	memcpy(data + 2 * TB_T + 1024, src + TB_S1, TB_S2);
+	ck_assert_uint_eq(tape_make(&want, data, tb_recs, NULL, NULL), dlen);
+	ck_assert_uint_eq(want.len, dlen + 10 * 6); /* 7 record chunks, 3 marks */
+	media_rig(&r, VDF_WriteMedia, TAPE_F, 128 * KIB, 4);
+	job_init(&s, &r, 0, src, 0, 41);
+	s.tsize = TB_T;
+	s.ctx = (void *)tb_steps;
+	job_init(&c, &r, 0, NULL, 0, 42);
+	c.maxchunk = 5000; /* reads end inside headers too */
+	c.ctx = &out;
+	media_run(&s, &c, cli_media_reader);
+	JOB_OK(&s);
+	JOB_OK(&c);
+	ck_assert_int_eq(c.close_rc, 0);
+	ck_assert_uint_eq(out.nends, 0);
+	ck_assert_uint_eq(out.len, want.len);
+	for (size_t i = 0; i < want.len; i++)
+		ck_assert_msg(out.b[i] == want.b[i], "image byte %zu: 0x%02x, want 0x%02x", i,
+		              out.b[i], want.b[i]);
+	free(out.b);
+	free(want.b);
+	free(data);
+	free(src);
+	rig_finish_ok(&r);
+}
+END_TEST
+
+/* --- 2. Tape restore: the image of test 1 read back by sections. */
+static const struct step tr_steps[] = {
+	S_GETPOS(0),
+	S_CMD(VDC_Rewind, OK_), /* the writer may be ahead: still nothing moved */
+	S_READ(0, 2 * TB_T + 1024, FM_),
+	S_RESUME(VDC_ClearError, 0),
+	S_GETPOS(4),
+	S_CTL(VDC_SetPosition, 0, 4, OK_, 4),
+	S_CTL(VDC_SetPosition, 0, 2, NS_, ANY_POS),         /* backwards */
+	S_CTL(VDC_SkipMarks, 0xFFFFFFFFu, 0, NS_, ANY_POS), /* a negative count */
+	S_CMD(VDC_Load, NS_),                               /* mid-medium */
+	S_READ(2 * TB_T + 1024, 66048, FM_),
+	S_RESUME(VDC_ClearError, 0),
+	S_READ(2 * TB_T + 1024 + 66048, 0, FM_), /* the second mark */
+	S_RESUME(VDC_ClearError, 0),
+	S_GETPOS(7),
+	S_READ(0, 0, EOF_), /* the writer closed */
+	S_RESUME(VDC_Rewind, 0), /* after data: the medium's use ends */
+	S_GETPOS(0),
+	S_CTL(VDC_SkipMarks, 1, 0, NS_, ANY_POS), /* nothing moves on it again */
+	S_ERROR(NS_),       /* the first refusal, kept for vdi_sstream_error */
+	S_END,
+};
+
+/* The restore of an image of recs (data from seed) by the server steps;
+ * the writer splits the image at the media ends TAPE_MEDIUM marks. */
+static void tape_restore_case(const int32_t *recs, const struct step *steps, uint32_t features,
+                              uint32_t tsize, uint64_t seed, int hold, struct job *s, struct job *c,
+                              struct media_in *in, struct rig *r)
+{
+	size_t dlen = recs_bytes(recs);
+	uint8_t *data = ref_new(seed, dlen);
+	struct tape img;
+
+	memset(in, 0, sizeof(*in));
+	if (features & VDF_FileMarks) {
+		tape_make(&img, data, recs, in->ends, &in->nends);
+	} else { /* a pipe or disk: the bytes, media split at TAPE_MEDIUM */
+		size_t off = 0;
+
+		memset(&img, 0, sizeof(img));
+		img.b = malloc(dlen + 1);
+		memcpy(img.b, data, dlen);
+		img.len = dlen;
+		for (; *recs; recs++) {
+			if (*recs == TAPE_MEDIUM)
+				in->ends[in->nends++] = off;
+			off += *recs > 0 ? (size_t)*recs : 0;
+		}
+	}
+	in->img = img.b;
+	in->len = img.len;
+	media_rig(r, VDF_ReadMedia, features, 128 * KIB, 4);
+	job_init(s, r, 0, data, dlen, seed + 1);
+	s->tsize = tsize;
+	s->ctx = (void *)steps;
+	job_init(c, r, 0, NULL, 0, seed + 2);
+	c->maxchunk = 70000;
+	c->ctx = in;
+	if (hold) /* the writer closes once the server's steps are done */
+		in->hold = &s->cmd_done;
+	media_run(s, c, cli_media_writer);
+	free(data);
+	free(img.b);
+}
+
+START_TEST(test_tape_restore_sections)
+{
+	struct media_in in;
+	struct job s, c;
+	struct rig r;
+
+	tape_restore_case(tb_recs, tr_steps, TAPE_F, 0, 43, 0, &s, &c, &in, &r);
+	JOB_OK(&s);
+	JOB_OK(&c);
+	ck_assert_int_eq(c.close_rc, 0);
+	ck_assert_uint_eq(in.written, in.len);
+	ck_assert_uint_eq(s.got, recs_bytes(tb_recs));
+	rig_finish_ok(&r);
+}
+END_TEST
+
+/* Positioning on a restore: SkipMarks over a whole section, SkipBlocks
+ * stopping at a mark (which stays reported until ClearError),
+ * SetPosition forward. */
+#define TP_A1 100000
+#define TP_B1 4096
+#define TP_B2 65535
+#define TP_B3 65536
+#define TP_C  (1000 + 2000 + 3000 + 4000)
+#define TP_D1 131072
+#define TP_D2 7
+#define TP_D3 9000
+
+static const int32_t tp_recs[] = { TP_A1, 512,  TAPE_MARK, TP_B1,     TP_B2, TP_B3, TAPE_MARK, 1000,
+	                           2000,  3000, 4000,      TAPE_MARK, TP_D1, TP_D2, TP_D3,     0 };
+
+#define TP_OFF_B2 (TP_A1 + 512 + TP_B1)
+#define TP_OFF_D3 (TP_OFF_B2 + TP_B2 + TP_B3 + TP_C + TP_D1 + TP_D2)
+
+static const struct step tp_steps[] = {
+	S_CTL(VDC_SkipMarks, 1, 0, OK_, ANY_POS), /* section A whole */
+	S_GETPOS(3),
+	S_CTL(VDC_SkipBlocks, 1, 0, OK_, ANY_POS), /* B1 */
+	S_GETPOS(4),
+	S_READ(TP_OFF_B2, TP_B2 + TP_B3, FM_),
+	S_RESUME(VDC_ClearError, 0),
+	S_GETPOS(7),
+	S_CTL(VDC_SkipBlocks, 10, 0, FM_, ANY_POS), /* C1..C4, then the mark */
+	S_GETPOS(12),
+	S_READ(0, 0, FM_), /* sticky: still the mark */
+	S_RESUME(VDC_ClearError, 0),
+	S_CTL(VDC_SetPosition, 0, 14, OK_, 14), /* over D1, D2 */
+	S_CTL(VDC_SetPosition, 0, 13, NS_, ANY_POS),
+	S_CTL(VDC_SkipBlocks, 0xFFFFFFFFu, 0, NS_, ANY_POS),
+	S_READ(TP_OFF_D3, TP_D3, EOF_),
+	S_GETPOS(15),
+	S_END,
+};
+
+START_TEST(test_tape_restore_positioning)
+{
+	struct media_in in;
+	struct job s, c;
+	struct rig r;
+
+	tape_restore_case(tp_recs, tp_steps, TAPE_F, 0, 44, 0, &s, &c, &in, &r);
+	JOB_OK(&s);
+	JOB_OK(&c);
+	ck_assert_int_eq(c.close_rc, 0);
+	ck_assert_uint_eq(s.got, TP_B2 + TP_B3 + TP_D3);
+	rig_finish_ok(&r);
+}
+END_TEST
+
+/* --- A raw server in the test thread: commands sent one by one. */
+static void raw_send(struct rig *r, struct tl_cmd *t, uint32_t code, uint32_t size, uint64_t pos,
+                     uint8_t *buf)
+{
+	tl_cmd_init(t, code, size, pos, buf);
+	TL_OK(vdi_server_send_command(r->p.sd[0], &t->cmd));
+}
+
+static void raw_expect(struct tl_cmd *t, uint32_t code, uint32_t bytes)
+{
+	TL_OK(tl_cmd_wait(t, WAIT_MS));
+	ck_assert_msg(t->code == code && t->bytes == bytes,
+	              "%s: completion %u with %u bytes, want %u with %u",
+	              vdi_strcommand(t->cmd.commandCode), t->code, t->bytes, code, bytes);
+}
+
+/* Sends a command and checks its answer (and position unless ANY_POS). */
+static void raw_do(struct rig *r, uint32_t code, uint32_t size, uint64_t pos, uint8_t *buf,
+                   uint32_t want, uint32_t bytes, uint64_t want_pos)
+{
+	struct tl_cmd t;
+
+	raw_send(r, &t, code, size, pos, buf);
+	TL_OK(tl_cmd_wait(&t, WAIT_MS));
+	ck_assert_msg(t.code == want && t.bytes == bytes,
+	              "%s (size %u, position %llu): completion %u with %u bytes, want %u with %u",
+	              vdi_strcommand(code), size, (unsigned long long)pos, t.code, t.bytes, want,
+	              bytes);
+	if (want_pos != ANY_POS)
+		ck_assert_msg(t.out_position == want_pos, "%s: position %llu, want %llu",
+		              vdi_strcommand(code), (unsigned long long)t.out_position,
+		              (unsigned long long)want_pos);
+}
+
+static uint8_t *raw_buffer(struct rig *r)
+{
+	uint8_t *b;
+
+	TL_OK(vdi_server_allocate_buffer(r->p.s, &b, r->p.o.max_transfer, 0));
+	return b;
+}
+
+/* Every Read in flight behind a filemark gets ERROR_FILEMARK_DETECTED
+ * and 0 bytes, and so does a later one, until VDC_ClearError. */
+START_TEST(test_tape_filemark_sticky)
+{
+	static const int32_t recs[] = { 1000, TAPE_MARK, 2000, 0 };
+	uint8_t *data = ref_new(45, 3000), *b[8];
+	struct tl_cmd rd[4];
+	struct media_in in;
+	struct tape img;
+	struct job c;
+	struct rig r;
+
+	media_rig_raw(&r, VDF_ReadMedia, TAPE_F, 64 * KIB, 8);
+	for (int i = 0; i < 8; i++)
+		b[i] = raw_buffer(&r);
+	tape_make(&img, data, recs, NULL, NULL);
+	memset(&in, 0, sizeof(in));
+	in.img = img.b;
+	in.len = img.len;
+	for (int i = 0; i < 4; i++)
+		raw_send(&r, &rd[i], VDC_Read, 64 * KIB, 0, b[i]);
+	job_init(&c, &r, 0, NULL, 0, 46);
+	c.ctx = &in;
+	job_start(&c, cli_media_writer);
+	raw_expect(&rd[0], ERROR_SUCCESS, 1000);
+	ck_assert_int_eq(memcmp(b[0], data, 1000), 0);
+	for (int i = 1; i < 4; i++)
+		raw_expect(&rd[i], ERROR_FILEMARK_DETECTED, 0);
+	raw_do(&r, VDC_GetPosition, 0, 0, NULL, ERROR_SUCCESS, 0, 2);
+	raw_do(&r, VDC_Read, 64 * KIB, 0, b[4], ERROR_FILEMARK_DETECTED, 0, ANY_POS);
+	raw_do(&r, VDC_ClearError, 0, 0, NULL, ERROR_SUCCESS, 0, ANY_POS);
+	raw_do(&r, VDC_Read, 64 * KIB, 0, b[5], ERROR_SUCCESS, 2000, ANY_POS);
+	ck_assert_int_eq(memcmp(b[5], data + 1000, 2000), 0);
+	raw_do(&r, VDC_GetPosition, 0, 0, NULL, ERROR_SUCCESS, 0, 3);
+	raw_do(&r, VDC_Read, 64 * KIB, 0, b[6], ERROR_HANDLE_EOF, 0, ANY_POS);
+	TL_OK(vdi_server_close_device(r.p.sd[0]));
+	job_join(&c);
+	JOB_OK(&c);
+	ck_assert_int_eq(c.close_rc, 0);
+	free(img.b);
+	free(data);
+	rig_finish_ok(&r);
+}
+END_TEST
+
+/* --- 3. Malformed images fail the client stream with the offset. */
+struct bad_image {
+	const char *what;
+	int at_close;    /* found by close (truncation), not by write */
+	const char *msg; /* in the client's message */
+};
+
+static const struct bad_image bad_images[] = {
+	{ "bad previous length", 0,
+	  "not a tape image at byte offset 518 (medium 0): chunk says the previous one had "
+	  "100 bytes, it had 512" },
+	{ "mark inside a record", 0, "not a tape image at byte offset 1006 (medium 0): filemark" },
+	{ "truncated header at close", 1,
+	  "tape image ends inside a chunk header at byte offset 521 (medium 0)" },
+	{ "truncated record at close", 1,
+	  "tape image ends inside a record at byte offset 506 (medium 0)" },
+	{ "unknown flags", 0, "not a tape image at byte offset 0 (medium 0): chunk flags 0x81" },
+	{ "chunk outside a record", 0,
+	  "not a tape image at byte offset 0 (medium 0): chunk outside a record" },
+};
+
+static void bad_image_make(int i, struct tape *t, const uint8_t *data)
+{
+	memset(t, 0, sizeof(*t));
+	switch (i) {
+	case 0:
+		tape_hdr(t, 512, 0, AWS_BOR | AWS_EOR);
+		tape_put(t, data, 512);
+		tape_hdr(t, 512, 100, AWS_BOR | AWS_EOR);
+		tape_put(t, data, 512);
+		break;
+	case 1:
+		tape_hdr(t, 1000, 0, AWS_BOR);
+		tape_put(t, data, 1000);
+		tape_hdr(t, 0, 1000, AWS_MARK);
+		tape_put(t, data, 512); /* more: the next write reports it */
+		break;
+	case 2:
+		tape_hdr(t, 512, 0, AWS_BOR | AWS_EOR);
+		tape_put(t, data, 512);
+		tape_put(t, "\0\2\0", 3);
+		break;
+	case 3:
+		tape_hdr(t, 1000, 0, AWS_BOR | AWS_EOR);
+		tape_put(t, data, 500);
+		break;
+	case 4:
+		tape_hdr(t, 512, 0, AWS_BOR | 0x01);
+		tape_put(t, data, 512);
+		break;
+	case 5:
+		tape_hdr(t, 512, 0, AWS_EOR);
+		tape_put(t, data, 512);
+		break;
+	}
+}
+
+START_TEST(test_tape_malformed)
+{
+	const struct bad_image *bi = &bad_images[_i];
+	static const struct step steps[] = { S_READ(0, 512, VD_E_ABORT), S_END };
+	uint8_t *data = ref_new(47, 1000);
+	struct media_in in;
+	struct tape img;
+	struct job s, c;
+	struct rig r;
+	const char *got;
+
+	bad_image_make(_i, &img, data);
+	memset(&in, 0, sizeof(in));
+	in.img = img.b;
+	in.len = img.len;
+	media_rig(&r, VDF_ReadMedia, TAPE_F, 64 * KIB, 4);
+	job_init(&s, &r, 0, data, 1000, 48);
+	s.ctx = (void *)steps;
+	job_init(&c, &r, 0, NULL, 0, 49);
+	c.ctx = &in;
+	media_run(&s, &c, cli_media_writer);
+	steps_ok(&s, VD_E_ABORT); /* the read failed: the client aborted the set */
+	ck_assert_int_eq(c.close_rc, VD_E_PROTOCOL);
+	if (bi->at_close) {
+		ck_assert_int_eq(in.write_rc, 0);
+		got = in.close_err;
+	} else {
+		ck_assert_int_eq(in.write_rc, VD_E_PROTOCOL);
+		got = c.err;
+	}
+	ck_assert_msg(strstr(got, bi->msg), "%s: message '%s', want '%s'", bi->what, got, bi->msg);
+	ck_assert_msg(strstr(got, r.p.dev[0]), "%s: message '%s' names no device", bi->what, got);
+	free(img.b);
+	free(data);
+	rig_down(&r);
+}
+END_TEST
+
+/* A block larger than the server's read: that Read completes with 234
+ * (ERROR_MORE_DATA), the server's stream and the client's both fail. */
+START_TEST(test_tape_block_larger_than_read)
+{
+	static const int32_t recs[] = { 4096, 96 * KIB, 0 };
+	static const struct step steps[] = { S_READ(0, 4096, VD_E_IO_ERROR), S_ERROR(234), S_END };
+	struct media_in in;
+	struct job s, c;
+	struct rig r;
+
+	tape_restore_case(recs, steps, TAPE_F, 64 * KIB, 50, 1, &s, &c, &in, &r);
+	steps_ok(&s, VD_E_IO_ERROR);
+	ck_assert_int_eq(s.close_rc, VD_E_IO_ERROR);
+	ck_assert_int_eq(in.write_rc, VD_E_PROTOCOL);
+	ck_assert_msg(strstr(c.err, "larger than the server's read of 65536 bytes"), "%s", c.err);
+	ck_assert_int_eq(c.close_rc, VD_E_PROTOCOL);
+	rig_down(&r);
+}
+END_TEST
+
+/* --- 4. Removable backup: media of a few transfers. */
+struct rm_case {
+	const char *what;
+	uint32_t features;
+	uint64_t vol;   /* medium size */
+	uint64_t total; /* bytes the server writes (transfers of 64 KiB) */
+	uint32_t buffers;
+};
+
+#define RM_T (64u * KIB)
+#define RM_R (RM_T + 12) /* a tape record of one transfer: two chunks */
+
+static const struct rm_case rm_cases[] = {
+	{ "pipe, media split mid-transfer", VDF_Removable, 3 * RM_T + 1000, 10 * RM_T + 300, 4 },
+	{ "pipe, media of whole transfers", VDF_Removable, 2 * RM_T, 4 * RM_T + 300, 4 },
+	{ "pipe, stream ends with a medium", VDF_Removable, 2 * RM_T, 4 * RM_T, 4 },
+	{ "pipe, one buffer", VDF_Removable, 3 * RM_T + 1000, 7 * RM_T, 1 },
+	{ "tape", TAPE_F, 3 * RM_R + 100, 10 * RM_T + 300, 4 },
+	{ "tape, media of one record", TAPE_F, RM_R, 3 * RM_T, 3 },
+};
+
+START_TEST(test_removable_backup)
+{
+	const struct rm_case *rc = &rm_cases[_i];
+	int tape = (rc->features & VDF_FileMarks) != 0;
+	uint64_t padded = round_up(rc->total, 512);
+	uint8_t *data = ref_new(51 + (uint64_t)_i, (size_t)padded);
+	struct step steps[] = { S_WRITE(rc->total), S_DRAIN,       S_LOADS(0),
+		                S_GETPOS(0),        S_CMD(0, OK_), S_END };
+	struct media_out out = { .b = NULL };
+	size_t ends[16];
+	unsigned nends = 0;
+	struct tape want;
+	struct job s, c;
+	struct rig r;
+
+	memset(data + rc->total, 0, (size_t)(padded - rc->total));
+	memset(&want, 0, sizeof(want));
+	if (tape) { /* records never split: a medium holds what fits whole */
+		int32_t recs[64];
+		unsigned n = 0, per = 0;
+		uint64_t left = padded;
+
+		while (left) {
+			uint32_t len = left < RM_T ? (uint32_t)left : RM_T;
+
+			if ((per + 1) * (uint64_t)(len + 12) > rc->vol && per) {
+				recs[n++] = TAPE_MEDIUM;
+				per = 0;
+			}
+			recs[n++] = (int32_t)len;
+			per++;
+			left -= len;
+		}
+		recs[n] = 0;
+		tape_make(&want, data, recs, ends, &nends);
+		steps[3] = (struct step)S_GETPOS(per); /* positions restart on each medium */
+		steps[4] = (struct step)S_CMD(VDC_WriteMark, OK_);
+		tape_hdr(&want, 0, want.prev, AWS_MARK);
+	} else { /* a medium holds whole blocks: the rest is re-issued */
+		uint64_t room = rc->vol / 512 * 512;
+
+		for (uint64_t e = room; e < padded; e += room)
+			ends[nends++] = (size_t)e;
+		want.b = malloc((size_t)padded);
+		memcpy(want.b, data, (size_t)padded);
+		want.len = (size_t)padded;
+		steps[3] = (struct step)S_CMD(VDC_GetPosition, NS_);
+		steps[4] = (struct step)S_CMD(VDC_Flush, OK_);
+	}
+	steps[2].want = (int)nends;
+	media_rig(&r, VDF_WriteMedia, rc->features, RM_T, rc->buffers);
+	job_init(&s, &r, 0, data, 0, 52);
+	s.ctx = steps;
+	job_init(&c, &r, 0, NULL, rc->vol, 53);
+	c.maxchunk = 30000;
+	c.ctx = &out;
+	media_run(&s, &c, cli_media_reader);
+	JOB_OK(&s);
+	JOB_OK(&c);
+	ck_assert_int_eq(c.close_rc, 0);
+	ck_assert_int_eq(out.bad_ended, 0);
+	ck_assert_uint_eq(out.nends, nends);
+	for (unsigned i = 0; i < nends; i++)
+		ck_assert_msg(out.ends[i] == ends[i], "%s: medium %u ends at %zu, want %zu",
+		              rc->what, i, out.ends[i], ends[i]);
+	ck_assert_uint_eq(out.volume, nends);
+	ck_assert_uint_eq(out.len, want.len);
+	ck_assert_msg(!memcmp(out.b, want.b, want.len), "%s: media differ from the stream",
+	              rc->what);
+	free(out.b);
+	free(want.b);
+	free(data);
+	rig_finish_ok(&r);
+}
+END_TEST
+
+/* Several Writes in flight at the end of a medium (raw server): the one
+ * that does not fit gets ERROR_END_OF_MEDIA with the bytes that fit (a
+ * tape record: 0), the ones queued behind it ERROR_END_OF_MEDIA and 0
+ * bytes, VDC_Load starts the next medium and the rest follows on it. */
+START_TEST(test_removable_eom_in_flight)
+{
+	int tape = _i;
+	/* a pipe's medium holds whole blocks: RM_T + 512 */
+	uint32_t vol = tape ? RM_R + 100 : RM_T + 1000, first = tape ? 0 : 512;
+	uint8_t *ref = ref_new(54, 4 * RM_T), *got = malloc(4 * RM_T), *b[5];
+	struct vdi_cstream *cs;
+	struct tl_cmd wr[4], load, rest;
+	struct rig r;
+	size_t have = 0;
+	ssize_t k;
+
+	media_rig_raw(&r, VDF_WriteMedia, tape ? TAPE_F : VDF_Removable, RM_T, 8);
+	TL_OK(vdi_cstream_new(r.p.cd[0], WAIT_MS, &cs));
+	TL_OK(vdi_cstream_set_volume_size(cs, vol));
+	for (int i = 0; i < 4; i++) {
+		b[i] = raw_buffer(&r);
+		memcpy(b[i], ref + (size_t)i * RM_T, RM_T);
+		raw_send(&r, &wr[i], VDC_Write, RM_T, 0, b[i]);
+	}
+	while ((k = vdi_cstream_read(cs, got + have, 4 * RM_T - have)) > 0)
+		have += (size_t)k;
+	ck_assert_int_eq(k, 0);
+	ck_assert_int_eq(vdi_cstream_volume_ended(cs), 1);
+	ck_assert_uint_eq(vdi_cstream_volume(cs), 0);
+	ck_assert_uint_eq(have, tape ? RM_R : RM_T + first);
+	raw_expect(&wr[0], ERROR_SUCCESS, RM_T);
+	raw_expect(&wr[1], ERROR_END_OF_MEDIA, first);
+	ck_assert_int_eq(tl_cmd_calls(&wr[2]), 0); /* held until the reader moves on */
+	TL_OK(vdi_cstream_next_volume(cs));
+	ck_assert_int_eq(vdi_cstream_volume_ended(cs), 0);
+	TL_RC(vdi_cstream_next_volume(cs), VD_E_PROTOCOL); /* once per end */
+	raw_send(&r, &load, VDC_Load, 0, 0, NULL);
+	memmove(b[1], b[1] + first, RM_T - first); /* a command names a whole buffer */
+	raw_send(&r, &rest, VDC_Write, RM_T - first, 0, b[1]);
+	have = 0;
+	while (have < (tape ? RM_R : RM_T - first)) {
+		k = vdi_cstream_read(cs, got + have, 4 * RM_T - have);
+		ck_assert_int_gt(k, 0);
+		have += (size_t)k;
+	}
+	raw_expect(&wr[2], ERROR_END_OF_MEDIA, 0);
+	raw_expect(&wr[3], ERROR_END_OF_MEDIA, 0);
+	raw_expect(&load, ERROR_SUCCESS, 0);
+	raw_expect(&rest, ERROR_SUCCESS, RM_T - first);
+	ck_assert_uint_eq(vdi_cstream_volume(cs), 1);
+	if (tape) { /* the first record of the new medium: previous length 0 */
+		struct tape want;
+		int32_t recs[] = { RM_T, 0 };
+
+		tape_make(&want, ref + RM_T, recs, NULL, NULL);
+		ck_assert_uint_eq(have, want.len);
+		ck_assert_int_eq(memcmp(got, want.b, want.len), 0);
+		free(want.b);
+	} else {
+		ck_assert_int_eq(memcmp(got, ref + RM_T + first, RM_T - first), 0);
+	}
+	TL_OK(vdi_server_close_device(r.p.sd[0]));
+	TL_OK(vdi_cstream_close(cs, 1));
+	free(ref);
+	free(got);
+	rig_finish_ok(&r);
+}
+END_TEST
+
+/* --- 5. Removable restore: the writer ends medium 0, the server loads
+ * medium 1 and reads on. */
+START_TEST(test_removable_restore)
+{
+	static const int32_t pipe_recs[] = { 100000, TAPE_MEDIUM, 150000, 0 };
+	static const struct step pipe_steps[] = {
+		S_READ(0, 100000, EOF_),
+		S_RESUME(VDC_Load, 0),
+		S_READ(100000, 150000, EOF_),
+		S_LOADS(1),
+		S_END,
+	};
+	static const int32_t tape_recs[] = { 70000, 512, TAPE_MEDIUM, 1024, 66000, TAPE_MARK, 0 };
+	static const struct step tape_steps[] = {
+		S_READ(0, 70512, EOF_),
+		S_RESUME(VDC_Load, 0),
+		S_GETPOS(0),            /* positions restart on each medium */
+		S_CMD(VDC_Load, OK_),   /* an unused medium is loaded already */
+		S_CMD(VDC_Rewind, OK_), /* and at its beginning */
+		S_READ(70512, 1024 + 66000, FM_),
+		S_RESUME(VDC_ClearError, 0),
+		S_GETPOS(3),
+		S_READ(0, 0, EOF_),
+		S_LOADS(2),
+		S_END,
+	};
+	int tape = _i;
+	struct media_in in;
+	struct job s, c;
+	struct rig r;
+
+	tape_restore_case(tape ? tape_recs : pipe_recs, tape ? tape_steps : pipe_steps,
+	                  tape ? TAPE_F : VDF_Removable, 0, 55, 0, &s, &c, &in, &r);
+	JOB_OK(&s);
+	JOB_OK(&c);
+	ck_assert_int_eq(c.close_rc, 0);
+	ck_assert_uint_eq(in.nends, 1);
+	ck_assert_uint_eq(in.written, in.len);
+	ck_assert_uint_eq(in.volume[0], 0);
+	ck_assert_uint_eq(in.volume[1], 1);
+	rig_finish_ok(&r);
+}
+END_TEST
+
+/* The server does not load the next medium but closes the device: the
+ * writer's next bytes get VD_E_CLOSE. */
+START_TEST(test_removable_restore_no_load)
+{
+	static const int32_t pipe_recs[] = { 100000, TAPE_MEDIUM, 5000, 0 };
+	static const int32_t tape_recs[] = { 70000, TAPE_MEDIUM, 5000, 0 };
+	static const struct step pipe_steps[] = { S_READ(0, 100000, EOF_), S_END };
+	static const struct step tape_steps[] = { S_READ(0, 70000, EOF_), S_END };
+	int tape = _i;
+	struct media_in in;
+	struct job s, c;
+	struct rig r;
+
+	tape_restore_case(tape ? tape_recs : pipe_recs, tape ? tape_steps : pipe_steps,
+	                  tape ? TAPE_F : VDF_Removable, 0, 56, 0, &s, &c, &in, &r);
+	JOB_OK(&s);
+	ck_assert_msg(in.write_rc == VD_E_CLOSE, "write: %s: %s", vdi_strerror(in.write_rc), c.err);
+	ck_assert_uint_eq(in.written, in.ends[0]);
+	ck_assert_msg(strstr(c.err, "the server closed it"), "%s", c.err);
+	rig_finish_ok(&r);
+}
+END_TEST
+
+/* --- 6. Disk: positions are byte offsets. */
+#define DK_T (64u * KIB)
+
+static const struct step dk_steps[] = {
+	S_GETPOS(0),
+	S_WRITE(3 * DK_T + 100),
+	S_DRAIN,
+	S_GETPOS(3 * DK_T + 512),
+	S_CTL(VDC_SetPosition, VDC_Beginning, 3 * DK_T + 512, OK_, 3 * DK_T + 512),
+	S_CTL(VDC_SetPosition, VDC_Current, 0, OK_, 3 * DK_T + 512),
+	S_CTL(VDC_SetPosition, VDC_End, 0, NS_, ANY_POS),
+	S_CTL(VDC_SetPosition, VDC_Beginning, 0, NS_, ANY_POS), /* backwards */
+	S_CTL(VDC_SetPosition, VDC_Current, 100, NS_, ANY_POS), /* a backup cannot skip */
+	S_CMD(VDC_Rewind, NS_),                                 /* not offered */
+	S_WRITE(1000),
+	S_DRAIN,
+	S_GETPOS(3 * DK_T + 512 + 1024),
+	S_CMD(VDC_Flush, OK_),
+	S_END,
+};
+
+START_TEST(test_disk_backup_positions)
+{
+	uint8_t *src = ref_new(57, 3 * DK_T + 1100), *want = calloc(1, 3 * DK_T + 1536);
+	struct media_out out = { .b = NULL };
+	struct job s, c;
+	struct rig r;
+
+	memcpy(want, src, 3 * DK_T + 100);
+	memcpy(want + 3 * DK_T + 512, src + 3 * DK_T + 100, 1000);
+	media_rig(&r, VDF_WriteMedia, VDF_RandomAccess, DK_T, 4);
+	job_init(&s, &r, 0, src, 0, 58);
+	s.ctx = (void *)dk_steps;
+	job_init(&c, &r, 0, NULL, 0, 59);
+	c.ctx = &out;
+	media_run(&s, &c, cli_media_reader);
+	JOB_OK(&s);
+	JOB_OK(&c);
+	ck_assert_uint_eq(out.len, 3 * DK_T + 1536);
+	ck_assert_int_eq(memcmp(out.b, want, out.len), 0);
+	free(out.b);
+	free(want);
+	free(src);
+	rig_finish_ok(&r);
+}
+END_TEST
+
+/* Restore (raw server): SetPosition(VDC_Current, n) skips n bytes of the
+ * writer, a Read out of order is refused, nothing moves back. */
+START_TEST(test_disk_restore_positions)
+{
+	const size_t total = 200000;
+	uint8_t *data = ref_new(60, total), *b[6];
+	struct media_in in;
+	struct job c;
+	struct rig r;
+
+	media_rig_raw(&r, VDF_ReadMedia, VDF_RandomAccess, DK_T, 8);
+	for (int i = 0; i < 6; i++)
+		b[i] = raw_buffer(&r);
+	memset(&in, 0, sizeof(in));
+	in.img = data;
+	in.len = total;
+	job_init(&c, &r, 0, NULL, 0, 61);
+	c.ctx = &in;
+	job_start(&c, cli_media_writer);
+	raw_do(&r, VDC_GetPosition, 0, 0, NULL, OK_, 0, 0);
+	raw_do(&r, VDC_Read, DK_T, 0, b[0], OK_, DK_T, ANY_POS);
+	ck_assert_int_eq(memcmp(b[0], data, DK_T), 0);
+	raw_do(&r, VDC_SetPosition, VDC_Current, 1000, NULL, OK_, 0, DK_T + 1000);
+	raw_do(&r, VDC_GetPosition, 0, 0, NULL, OK_, 0, DK_T + 1000);
+	raw_do(&r, VDC_Read, DK_T, 0, b[1], NS_, 0, ANY_POS);     /* behind */
+	raw_do(&r, VDC_Read, DK_T, 70000, b[1], NS_, 0, ANY_POS); /* ahead */
+	raw_do(&r, VDC_SetPosition, VDC_Beginning, 70000, NULL, OK_, 0, 70000);
+	raw_do(&r, VDC_SetPosition, VDC_Beginning, 100, NULL, NS_, 0, ANY_POS);
+	raw_do(&r, VDC_SetPosition, VDC_End, 0, NULL, NS_, 0, ANY_POS);
+	raw_do(&r, VDC_Read, DK_T, 70000, b[2], OK_, DK_T, ANY_POS);
+	ck_assert_int_eq(memcmp(b[2], data + 70000, DK_T), 0);
+	raw_do(&r, VDC_Read, DK_T, 70000 + DK_T, b[3], EOF_, (uint32_t)(total - 70000 - DK_T),
+	       ANY_POS);
+	ck_assert_int_eq(memcmp(b[3], data + 70000 + DK_T, total - 70000 - DK_T), 0);
+	raw_do(&r, VDC_Read, DK_T, total, b[4], EOF_, 0, ANY_POS);
+	raw_do(&r, VDC_GetPosition, 0, 0, NULL, OK_, 0, total);
+	TL_OK(vdi_server_close_device(r.p.sd[0]));
+	job_join(&c);
+	JOB_OK(&c);
+	ck_assert_int_eq(c.close_rc, 0);
+	free(data);
+	rig_finish_ok(&r);
+}
+END_TEST
+
+/* --- 7. Every command code against every device type: what a client
+ * that offers only what it answers (F31) completes a command with, at
+ * the beginning of a medium (spec 5.1, 6.3, D50).  Columns: pipe,
+ * pipe+removable, tape, disk. */
+static const uint32_t table_features[4] = { 0, VDF_Removable, TAPE_F, VDF_RandomAccess };
+static const char *const table_columns[4] = { "pipe", "pipe+removable", "tape", "disk" };
+
+static const struct {
+	uint32_t code;
+	uint32_t backup[4], restore[4];
+} cmd_table[] = {
+	/* the data command of the other direction is not the stream's */
+	{ VDC_Read, { NS_, NS_, NS_, NS_ }, { OK_, OK_, OK_, OK_ } },
+	{ VDC_Write, { OK_, OK_, OK_, OK_ }, { NS_, NS_, NS_, NS_ } },
+	{ VDC_ClearError, { OK_, OK_, OK_, OK_ }, { OK_, OK_, OK_, OK_ } },
+	{ VDC_Rewind, { NS_, NS_, OK_, NS_ }, { NS_, NS_, OK_, NS_ } }, /* nothing moved */
+	/* a filemark is written by a backup only */
+	{ VDC_WriteMark, { NS_, NS_, OK_, NS_ }, { NS_, NS_, NS_, NS_ } },
+	/* skipping moves over the writer's bytes: a restore only (D50) */
+	{ VDC_SkipMarks, { NS_, NS_, NS_, NS_ }, { NS_, NS_, OK_, NS_ } },
+	{ VDC_SkipBlocks, { NS_, NS_, NS_, NS_ }, { NS_, NS_, OK_, NS_ } },
+	/* an unused medium is loaded: VDC_Load succeeds at its beginning */
+	{ VDC_Load, { NS_, OK_, OK_, NS_ }, { NS_, OK_, OK_, NS_ } },
+	{ VDC_GetPosition, { NS_, NS_, OK_, OK_ }, { NS_, NS_, OK_, OK_ } },
+	{ VDC_SetPosition, { NS_, NS_, OK_, OK_ }, { NS_, NS_, OK_, OK_ } }, /* to where it is */
+	{ VDC_Discard, { NS_, NS_, NS_, NS_ }, { NS_, NS_, NS_, NS_ } },     /* not offered */
+	{ VDC_Flush, { OK_, OK_, OK_, OK_ }, { OK_, OK_, OK_, OK_ } },
+	/* no snapshot handler, no frozen-file list, no Complete negotiated */
+	{ VDC_Snapshot, { NS_, NS_, NS_, NS_ }, { NS_, NS_, NS_, NS_ } },
+	{ VDC_MountSnapshot, { NS_, NS_, NS_, NS_ }, { NS_, NS_, NS_, NS_ } },
+	{ VDC_PrepareToFreeze, { NS_, NS_, NS_, NS_ }, { NS_, NS_, NS_, NS_ } },
+	{ VDC_FileInfoBegin, { NS_, NS_, NS_, NS_ }, { NS_, NS_, NS_, NS_ } },
+	{ VDC_FileInfoEnd, { NS_, NS_, NS_, NS_ }, { NS_, NS_, NS_, NS_ } },
+	{ VDC_GetError, { NS_, NS_, NS_, NS_ }, { NS_, NS_, NS_, NS_ } },
+	{ VDC_Complete, { NS_, NS_, NS_, NS_ }, { NS_, NS_, NS_, NS_ } },
+};
+
+#define CMD_TABLE_N (sizeof(cmd_table) / sizeof(cmd_table[0]))
+
+/* Order of sending: what moves the stream (WriteMark, then the data
+ * commands, the stream's own last) after everything that needs the
+ * beginning of the medium. */
+static int table_rank(uint32_t code, int restore)
+{
+	if (code == VDC_WriteMark)
+		return 1;
+	if (code == VDC_Read || code == VDC_Write)
+		return (code == VDC_Read) == restore ? 3 : 2;
+	return 0;
+}
+
+START_TEST(test_command_table)
+{
+	int col = _i % 4, restore = _i / 4;
+	uint32_t f = table_features[col];
+	static const int32_t recs[] = { 512, 0 };
+	uint8_t *data = ref_new(62, 512), *buf;
+	struct media_out out = { .b = NULL };
+	struct media_in in;
+	struct tape img;
+	struct job c;
+	struct rig r;
+	unsigned sent = 0;
+
+	ck_assert_uint_eq(CMD_TABLE_N, 19);
+	media_rig_raw(&r, restore ? VDF_ReadMedia : VDF_WriteMedia, f, 64 * KIB, 4);
+	buf = raw_buffer(&r);
+	memset(&img, 0, sizeof(img));
+	if (f & VDF_FileMarks)
+		tape_make(&img, data, recs, NULL, NULL);
+	else
+		tape_put(&img, data, 512);
+	memset(&in, 0, sizeof(in));
+	in.img = img.b;
+	in.len = img.len;
+	job_init(&c, &r, 0, NULL, 0, 63);
+	c.ctx = restore ? (void *)&in : (void *)&out;
+	job_start(&c, restore ? cli_media_writer : cli_media_reader);
+	for (int rank = 0; rank < 4; rank++) {
+		for (size_t i = 0; i < CMD_TABLE_N; i++) {
+			uint32_t code = cmd_table[i].code;
+			uint32_t want =
+				restore ? cmd_table[i].restore[col] : cmd_table[i].backup[col];
+			int data_cmd = code == VDC_Read || code == VDC_Write;
+			struct tl_cmd t;
+
+			if (table_rank(code, restore) != rank)
+				continue;
+			memcpy(buf, data, 512);
+			raw_send(&r, &t, code, data_cmd ? 512 : 0, 0, data_cmd ? buf : NULL);
+			TL_OK(tl_cmd_wait(&t, WAIT_MS));
+			ck_assert_msg(t.code == want, "%s %s: %s completed with %s (%u), want %u",
+			              table_columns[col], restore ? "restore" : "backup",
+			              vdi_strcommand(code), vdi_strcompletion(t.code), t.code,
+			              want);
+			ck_assert_uint_eq(t.bytes, want == OK_ && data_cmd ? 512 : 0);
+			if (code == VDC_Read && want == OK_)
+				ck_assert_int_eq(memcmp(buf, data, 512), 0);
+			sent++;
+		}
+	}
+	ck_assert_uint_eq(sent, CMD_TABLE_N);
+	TL_OK(vdi_server_close_device(r.p.sd[0]));
+	job_join(&c);
+	JOB_OK(&c);
+	ck_assert_int_eq(c.close_rc, 0);
+	if (!restore) { /* the stream: the record, and the filemark before it on a tape */
+		struct tape want;
+		static const int32_t mark_recs[] = { TAPE_MARK, 512, 0 };
+
+		memset(&want, 0, sizeof(want));
+		if (f & VDF_FileMarks)
+			tape_make(&want, data, mark_recs, NULL, NULL);
+		else
+			tape_put(&want, data, 512);
+		ck_assert_uint_eq(out.len, want.len);
+		ck_assert_int_eq(memcmp(out.b, want.b, want.len), 0);
+		free(want.b);
+	}
+	free(out.b);
+	free(img.b);
+	free(data);
+	rig_finish_ok(&r);
+}
+END_TEST
+
+/* --- 8. The server adapter: a Read sent behind an end that carries
+ * bytes fails the stream, whether the server resumes or closes. */
+static void *srv_read_to_end(void *a)
+{
+	struct job *j = a;
+	struct vdi_sstream *r;
+	uint8_t buf[4096];
+	ssize_t k;
+	int rc = vdi_sstream_open(j->r->pool, j->r->p.sd[0], 0, &r);
+
+	if (rc) {
+		job_fail(j, rc);
+		__atomic_store_n(&j->cmd_done, 1, __ATOMIC_SEQ_CST);
+		return NULL;
+	}
+	while ((k = vdi_sstream_read(r, buf, sizeof(buf))) > 0)
+		j->got += (uint64_t)k;
+	j->codes[0] = (int)k;
+	j->codes[1] = (int)vdi_sstream_end_code(r);
+	__atomic_store_n(&j->cmd_done, 1, __ATOMIC_SEQ_CST);
+	if (j->mode) {
+		j->cmd_rc = vdi_sstream_resume(r, 0);
+		snprintf(j->err, sizeof(j->err), "%s", vdi_last_error());
+		j->ecode = vdi_sstream_error(r, &j->eoff);
+	}
+	j->close_rc = vdi_sstream_close(r);
+	if (!j->mode)
+		snprintf(j->err, sizeof(j->err), "%s", vdi_last_error());
+	vdi_server_close_device(j->r->p.sd[0]);
+	return NULL;
+}
+
+START_TEST(test_read_behind_end_with_bytes)
+{
+	uint8_t *ref = ref_new(64, 64 * KIB);
+	struct tl_pair_opts o;
+	VDC_Command *r1, *r2, *cmd;
+	struct job s;
+	struct rig r;
+	int rc;
+
+	rig_opts(&o, 1, VDF_ReadMedia, 512, 64 * KIB, 2);
+	rig_up(&r, &o, 2, WAIT_MS); /* a share of 2: exactly two Reads in flight */
+	job_init(&s, &r, 0, ref, 100, 65);
+	s.mode = _i; /* 0: close after the end; 1: resume */
+	job_start(&s, srv_read_to_end);
+	TL_OK(vdi_client_get_command(r.p.cd[0], WAIT_MS, &r1));
+	TL_OK(vdi_client_get_command(r.p.cd[0], WAIT_MS, &r2));
+	ck_assert_int_eq(r1->commandCode, VDC_Read);
+	ck_assert_int_eq(r2->commandCode, VDC_Read);
+	memcpy(r1->buffer, ref, 100);
+	TL_OK(vdi_client_complete_command(r.p.cd[0], r1, ERROR_HANDLE_EOF, 100, 0));
+	for (int i = 0; i < 1000 && !__atomic_load_n(&s.cmd_done, __ATOMIC_SEQ_CST); i++)
+		tl_sleep_ms(10);
+	ck_assert_int_eq(__atomic_load_n(&s.cmd_done, __ATOMIC_SEQ_CST), 1);
+	/* the server read to the end; now the Read behind it brings bytes */
+	memcpy(r2->buffer, ref, (size_t)r2->size);
+	TL_OK(vdi_client_complete_command(r.p.cd[0], r2, ERROR_SUCCESS, (uint32_t)r2->size, 0));
+	while ((rc = vdi_client_get_command(r.p.cd[0], WAIT_MS, &cmd)) == 0)
+		TL_OK(vdi_client_complete_command(r.p.cd[0], cmd, ERROR_HANDLE_EOF, 0, 0));
+	ck_assert_int_eq(rc, VD_E_CLOSE);
+	job_join(&s);
+	ck_assert_uint_eq(s.got, 100);
+	ck_assert_int_eq(s.codes[0], 0);
+	ck_assert_int_eq(s.codes[1], ERROR_HANDLE_EOF);
+	if (_i) {
+		ck_assert_int_eq(s.cmd_rc, VD_E_IO_ERROR);
+		ck_assert_uint_eq(s.ecode, 13); /* ERROR_INVALID_DATA */
+		ck_assert_uint_eq(s.eoff, 100);
+	}
+	ck_assert_int_eq(s.close_rc, VD_E_IO_ERROR);
+	ck_assert_msg(strstr(s.err, "VDC_Read at byte offset 100"), "%s", s.err);
+	free(ref);
+	rig_finish_ok(&r);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------
  * Client in another process.
  */
 struct xflow {
@@ -2076,6 +3455,26 @@ static Suite *stream_suite(void)
 	tcase_add_test(tc, test_abort_wakes_idle_waiter);
 	tcase_add_loop_test(tc, test_client_timeout, 0, 2);
 	tcase_add_loop_test(tc, test_server_timeout, 0, 2);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("media");
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_tape_backup_image);
+	tcase_add_test(tc, test_tape_restore_sections);
+	tcase_add_test(tc, test_tape_restore_positioning);
+	tcase_add_test(tc, test_tape_filemark_sticky);
+	tcase_add_loop_test(tc, test_tape_malformed, 0,
+	                    (int)(sizeof(bad_images) / sizeof(bad_images[0])));
+	tcase_add_test(tc, test_tape_block_larger_than_read);
+	tcase_add_loop_test(tc, test_removable_backup, 0,
+	                    (int)(sizeof(rm_cases) / sizeof(rm_cases[0])));
+	tcase_add_loop_test(tc, test_removable_eom_in_flight, 0, 2);
+	tcase_add_loop_test(tc, test_removable_restore, 0, 2);
+	tcase_add_loop_test(tc, test_removable_restore_no_load, 0, 2);
+	tcase_add_test(tc, test_disk_backup_positions);
+	tcase_add_test(tc, test_disk_restore_positions);
+	tcase_add_loop_test(tc, test_command_table, 0, 8);
+	tcase_add_loop_test(tc, test_read_behind_end_with_bytes, 0, 2);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("fork");
