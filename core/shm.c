@@ -163,14 +163,22 @@ int vdi_region_abort(struct vdi_region *r, const char *fmt, ...)
 
 	won = vdi_cas(&h->abort, &zero, 1u);
 	if (won) {
+		char text[sizeof(h->abort_reason)];
+		size_t i;
+
 		/* Only the winner writes the reason; readers wait for
 		 * reason_ready (store-release below pairs with the acquire
-		 * in vdi_region_reason). */
+		 * in vdi_region_reason).  A hostile peer may scribble
+		 * reason_ready early, so the bytes are stored (and loaded)
+		 * one by one with relaxed atomics: a torn text, never a
+		 * data race. */
 		va_start(ap, fmt);
-		vsnprintf(h->abort_reason, sizeof(h->abort_reason), fmt, ap);
+		vsnprintf(text, sizeof(text), fmt, ap);
 		va_end(ap);
+		for (i = 0; i < sizeof(text); i++)
+			__atomic_store_n(&h->abort_reason[i], text[i], __ATOMIC_RELAXED);
 		vdi_store_release(&h->reason_ready, 1u);
-		vdi_log(VDI_LOG_INFO, "set '%s': aborted: %s", r->name, h->abort_reason);
+		vdi_log(VDI_LOG_INFO, "set '%s': aborted: %s", r->name, text);
 	}
 	vdi_region_wake_all(r);
 	return won;
@@ -192,7 +200,7 @@ void vdi_region_reason(const struct vdi_region *r, char *buf, size_t len)
 		return;
 	/* Copy byte by byte up to a NUL: the text is untrusted. */
 	for (i = 0; i + 1 < len && i < VDI_REASON_MAX; i++) {
-		char ch = r->hdr->abort_reason[i];
+		char ch = __atomic_load_n(&r->hdr->abort_reason[i], __ATOMIC_RELAXED);
 
 		if (!ch)
 			break;
