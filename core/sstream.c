@@ -1035,13 +1035,41 @@ static int ss_control_locked(struct vdi_sstream *w, uint32_t code, uint32_t size
 int vdi_sstream_control(struct vdi_sstream *w, uint32_t code, uint32_t size, uint64_t position,
                         uint64_t *out_position)
 {
-	int rc;
+	uint64_t at = 0;
+	int rc, moves;
 
 	if (!w || code == VDC_Read || code == VDC_Write)
 		return vdi_fail(VD_E_INVALID, "cannot send command on stream: %s",
 		                w ? "data command" : "null stream");
+	moves = w->restore == 1 && code == VDC_SetPosition &&
+	        (w->p->cfg.features & VDF_RandomAccess);
 	pthread_mutex_lock(&w->p->lock);
-	rc = ss_control_locked(w, code, size, position, out_position);
+	rc = 0;
+	/* Backup on removable media: the Writes sent complete first, and a
+	 * medium that ended is dealt with (VDC_Load, the rests re-issued),
+	 * so the command never overtakes data it follows (a VDC_Flush must
+	 * come after every byte before it is stored). */
+	if (w->restore != 1 && (w->p->cfg.features & VDF_Removable)) {
+		/* the rests re-issued may end the next medium too */
+		while (!(rc = ss_idle(w)) && !(rc = ss_status(w)) && (w->redo || w->eom))
+			if ((rc = ss_media(w)) != 0)
+				break;
+	}
+	/* Restore of a disk: the reads go on from where SetPosition put the
+	 * client, so none may be outstanding at the old offset. */
+	if (!rc && moves && w->head != w->tail)
+		rc = vdi_fail(
+			VD_E_PROTOCOL,
+			"stream on device '%s': VDC_SetPosition with reads outstanding at byte "
+			"offset %llu: read to an end and resume first",
+			ss_name(w), (unsigned long long)w->bytes);
+	if (!rc)
+		rc = ss_control_locked(w, code, size, position, moves ? &at : out_position);
+	if (rc == 0 && moves) {
+		w->sent = at;
+		if (out_position)
+			*out_position = at;
+	}
 	if (rc == 0 && code == VDC_Load)
 		w->loads++;
 	pthread_mutex_unlock(&w->p->lock);

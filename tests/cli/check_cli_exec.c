@@ -708,6 +708,11 @@ static void answer(struct ex *e, struct dev *v, const struct held *h)
 
 	switch (cmd->commandCode) {
 	case VDC_Flush:
+		/* everything before it must be stored: never at a full medium */
+		ck_assert_msg(!v->eom,
+		              "device '%s': VDC_Flush (command %u) while the medium is full",
+		              v->name, v->nrec);
+		break;
 	case VDC_Complete: break;
 	case VDC_ClearError: v->mark_hit = 0; break;
 	case VDC_Discard:
@@ -805,7 +810,7 @@ static const char *expected_sequence(const struct ex *e)
 	if (is_disk(e))
 		return e->backup ? "^SPW+FC?$" : "^SPr+PE$";
 	if (is_removable(e))
-		return e->backup ? "^W[WL]*WFC?$" : "^r[rL]*E$";
+		return e->backup ? "^W[WLF]*WFC?$" : "^r[rL]*E$"; /* F: extra flushes */
 	return e->backup ? "^[WF]+C?$" : "^r+E$";
 }
 
@@ -1105,6 +1110,11 @@ static const struct row {
 	  .b = { GEO(2, 512, 65536, 6, 1), REMOVABLE },
 	  .r = { GEO(2, 512, 131072, 6, 0), REMOVABLE },
 	  .r2 = { GEO(2, 512, 65536, 4, 0) },
+	  .medium = 5 * 65536 / 2 },
+	{ .what = "removable, extra flushes: each after every byte before it is stored",
+	  .size = 2 * 1048576 + 1234,
+	  .extra_flushes = 6,
+	  .b = { GEO(1, 512, 65536, 6, 1), REMOVABLE },
 	  .medium = 5 * 65536 / 2 },
 	{ .what = "corrupt stripe, VDF_Discard offered: VDC_Discard on every device",
 	  .size = 3 * 1048576 + 17,

@@ -2231,9 +2231,9 @@ static const struct step tb_steps[] = {
 	S_CMD(VDC_WriteMark, OK_),
 	S_CMD(VDC_WriteMark, OK_),
 	S_GETPOS(7),
-	S_CMD(VDC_Rewind, OK_),                     /* after data: the medium's use ends */
+	S_CMD(VDC_Rewind, OK_), /* after data: the medium's use ends */
 	S_GETPOS(0),
-	S_CMD(VDC_WriteMark, NS_),                  /* nothing moves on it again */
+	S_CMD(VDC_WriteMark, NS_), /* nothing moves on it again */
 	S_CTL(VDC_SetPosition, 0, 7, NS_, ANY_POS),
 	S_CMD(VDC_Flush, OK_),
 	S_LOADS(0),
@@ -2295,11 +2295,11 @@ static const struct step tr_steps[] = {
 	S_READ(2 * TB_T + 1024 + 66048, 0, FM_), /* the second mark */
 	S_RESUME(VDC_ClearError, 0),
 	S_GETPOS(7),
-	S_READ(0, 0, EOF_), /* the writer closed */
+	S_READ(0, 0, EOF_),      /* the writer closed */
 	S_RESUME(VDC_Rewind, 0), /* after data: the medium's use ends */
 	S_GETPOS(0),
 	S_CTL(VDC_SkipMarks, 1, 0, NS_, ANY_POS), /* nothing moves on it again */
-	S_ERROR(NS_),       /* the first refusal, kept for vdi_sstream_error */
+	S_ERROR(NS_), /* the first refusal, kept for vdi_sstream_error */
 	S_END,
 };
 
