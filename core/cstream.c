@@ -390,7 +390,11 @@ static enum cs_kind cs_skip_begin(struct vdi_cstream *s, const VDC_Command *cmd,
 	    !(s->features & (marks ? VDF_FileMarks : VDF_SkipBlocks)))
 		return CS_ANSWER;
 	if (cmd->size < 0) {
-		cs_refuse(s, vdi_strcommand((uint32_t)cmd->commandCode), 0);
+		vdi_log(VDI_LOG_INFO,
+		        "device '%s': %s of %d refused: a stream moves forward only (at %llu, "
+		        "medium %u)",
+		        cs_name(s), vdi_strcommand((uint32_t)cmd->commandCode), (int)cmd->size,
+		        (unsigned long long)cs_position(s), s->volume);
 		return CS_ANSWER;
 	}
 	n = (uint64_t)cmd->size;
@@ -481,6 +485,12 @@ static enum cs_kind cs_classify_media(struct vdi_cstream *s, const VDC_Command *
 			s->direction = VDF_WriteMedia;
 		if (!(f & VDF_FileMarks) || !s->tape || s->direction != VDF_WriteMedia)
 			return CS_ANSWER;
+		if (s->vol_end) { /* like a Write behind the end of the medium */
+			if (!s->vol_next)
+				return CS_HOLD;
+			*code = ERROR_END_OF_MEDIA;
+			return CS_ANSWER;
+		}
 		if (s->aws_off == s->aws_len) /* first time at the head */
 			cs_aws_build(s);
 		return CS_DATA;
