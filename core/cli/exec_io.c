@@ -343,7 +343,7 @@ int exec_before_command(void *ctx, struct vdi_sstream *w, uint32_t code)
 
 	(void)w;
 	if (code != VDC_Flush && code != VDC_Complete) {
-		snprintf(point, sizeof(point), "%s", vdi_strcommand(code));
+		snprintf(point, sizeof(point), "%s", vdi_strcommand(code) + 4); /* no "VDC_" */
 		for (i = 0; point[i]; i++)
 			point[i] = (char)tolower((unsigned char)point[i]);
 		exec_test_pause(j, point);

@@ -163,6 +163,53 @@ grep -F "$PFX-6" "$TMP/ls" | grep -qw "$client" || die "vdi ls does not show the
 wait_exit $client 1000 "vdi abort -> vdi pipe"
 "$VDI" abort "$PFX-nosuch" 2>/dev/null && die "vdi abort of a missing set succeeded"
 
+# 7. Either side killed at each media command (issue 12: fault injection
+#    reaches them): vdi exec pauses before the command (VDI_TEST_PAUSE=
+#    <command>), the victim dies there, the survivor fails within a second;
+#    a restore leaves no database.
+timeout -k 5 30 "$VDI" pipe -q -s "$PFX-7t" --features tape "$TMP/tape.bak" &
+p=$!
+timeout -k 5 30 "$VDI" exec -q -D "$DATA" "BACKUP DATABASE db TO VIRTUAL_DEVICE='$PFX-7t'" || die "tape backup for the media kills failed"
+wait $p || die "tape backup for the media kills: pipe failed"
+timeout -k 5 30 "$VDI" pipe -q -s "$PFX-7m" --features removable --volume-size 4000000 "$TMP/vol.bak" &
+p=$!
+timeout -k 5 30 "$VDI" exec -q -D "$DATA" "BACKUP DATABASE db TO VIRTUAL_DEVICE='$PFX-7m' WITH MAXTRANSFERSIZE=1048576" || die "removable backup for the media kills failed"
+wait $p || die "removable backup for the media kills: pipe failed"
+k=0
+for c in "writemark|tape|B|$TMP/k" "getposition|tape|B|$TMP/k" "rewind|tape|R|$TMP/tape.bak" \
+	"skipmarks|tape|R|$TMP/tape.bak" "setposition|tape|R|$TMP/tape.bak" \
+	"setposition|disk|B|$TMP/k" "load|removable|B|$TMP/k" "load|removable|R|$TMP/vol.bak"; do
+	IFS='|' read -r point feat kind file <<<"$c"
+	vol=()
+	[ "$feat" = removable ] && vol=(--volume-size 4000000)
+	for victim in server client; do
+		k=$((k + 1))
+		PAUSE=$point
+		rm -f "$TMP"/k "$TMP"/k.*
+		"$VDI" pipe -q -s "$PFX-7-$k" --features "$feat" "${vol[@]}" "$file" 2>"$TMP/perr" &
+		client=$!
+		if [ "$kind" = B ]; then
+			serve "BACKUP DATABASE db TO VIRTUAL_DEVICE='$PFX-7-$k' WITH MAXTRANSFERSIZE=1048576"
+		else
+			serve "RESTORE DATABASE r7 FROM VIRTUAL_DEVICE='$PFX-7-$k'"
+		fi
+		what="$feat $([ "$kind" = B ] && echo backup || echo restore), $victim killed at $point"
+		wait_paused $server "$what" || { kill -9 $client 2>/dev/null; wait $client 2>/dev/null; continue; }
+		if [ $victim = server ]; then
+			kill -9 $server
+			wait $server 2>/dev/null
+			wait_exit $client 1000 "$what -> vdi pipe"
+		else
+			kill -9 $client
+			wait $client 2>/dev/null
+			kill -CONT $server
+			wait_exit $server 1000 "$what -> vdi exec"
+		fi
+		[ -e "$DATA/r7.mdf" ] && die "$what: a killed restore created the database"
+	done
+done
+PAUSE=bytes=1048576
+
 left=$(ls /dev/shm | grep -F "$PFX" || true)
 [ -z "$left" ] || die "shared memory left: $left"
 [ $fail = 0 ] && echo "cli_kill: all passed"
