@@ -34,7 +34,7 @@
  * Between media no file and no thread uses the stream (the pump is idle:
  * a backup's last read returned 0, a restore's wait ran on the release
  * worker), so the open that takes it over, and a failure of the set that
- * closes it (fs_media_fail_locked), do so under set->lock alone.
+ * closes it (sets.c, close_idle_media_locked), do so under set->lock alone.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -300,23 +300,4 @@ void fs_media_ended(struct fs_set *set, int k)
 		       set->name, dev->name, dev->medium, (unsigned long long)dev->pos);
 	dev->medium_end = 1;
 	pthread_mutex_unlock(&set->lock);
-}
-
-void fs_media_fail_locked(struct fs_set *set)
-{
-	uint32_t k;
-
-	for (k = 0; k < set->cfg.devices; k++) {
-		struct fs_dev *dev = &set->dev[k];
-
-		if (!dev->between)
-			continue;
-		dev->between = 0;
-		fs_pump_stop(&dev->pump); /* idle between media: returns at once */
-		if (dev->s)
-			vdi_cstream_close(dev->s, 0);
-		dev->s = NULL;
-		dev->vd = NULL;
-		dev->state = DEV_FAILED;
-	}
 }

@@ -472,6 +472,27 @@ static void client_close_locked(struct fs_set *set)
 	pthread_cond_broadcast(&set->cond);
 }
 
+/* The set failed: close the streams of devices between media (F35), which
+ * no file holds; lock held. */
+static void close_idle_media_locked(struct fs_set *set)
+{
+	uint32_t k;
+
+	for (k = 0; k < set->cfg.devices; k++) {
+		struct fs_dev *dev = &set->dev[k];
+
+		if (!dev->between)
+			continue;
+		dev->between = 0;
+		fs_pump_stop(&dev->pump); /* idle between media: returns at once */
+		if (dev->s)
+			vdi_cstream_close(dev->s, 0);
+		dev->s = NULL;
+		dev->vd = NULL;
+		dev->state = DEV_FAILED;
+	}
+}
+
 void fs_set_maybe_finish_locked(struct fs_set *set)
 {
 	uint32_t k, done = 0;
@@ -486,7 +507,7 @@ void fs_set_maybe_finish_locked(struct fs_set *set)
 		fs_log(VDI_LOG_INFO, "set '%s': %s", set->name,
 		       set->state == SET_DONE ? "done" : "failed at close");
 	} else if (set->state == SET_FAILED) {
-		fs_media_fail_locked(set); /* streams no file holds */
+		close_idle_media_locked(set);
 		client_close_locked(set);
 	}
 }

@@ -439,9 +439,6 @@ void fs_media_ended(struct fs_set *set, int k);
  * the server's answer, the next medium or the device's end).  1 if it
  * took care of the file, 0 if fs_dev_release must end the stream. */
 int fs_media_release(struct fs_handle *h);
-/* The set failed: close the streams of devices between media, which no
- * file holds (set->lock held). */
-void fs_media_fail_locked(struct fs_set *set);
 /* Whether a configuration names a snapshot tool or snapshot=manual
  * (config.c: a fact of the configuration, used by sets.c and snapshot.c). */
 int fs_snapshot_configured(const struct fs_setcfg *c);
