@@ -12,26 +12,31 @@
 
 #include "vdifs.h"
 
+int fs_open_wait_locked(fuse_req_t req, struct fs_set *set, const struct timespec *end)
+{
+	int rc = fs_req_check(req);
+
+	if (rc)
+		return rc;
+	if (set->cfg.open_timeout_ms & 0x80000000u) /* infinite */
+		return pthread_cond_wait(&set->cond, &set->lock), 0;
+	return pthread_cond_timedwait(&set->cond, &set->lock, end) == ETIMEDOUT ? -ETIMEDOUT : 0;
+}
+
 /* An open waits for the server's configuration (set->lock held): woken
  * by the configuration waiter (sets.c), an abort of the set, the
  * request's interrupt (fs_wake_on, registered by the caller), bounded by
  * open_timeout. */
 static int wait_configured_locked(fuse_req_t req, struct fs_set *set)
 {
-	uint32_t ms = set->cfg.open_timeout_ms;
 	struct timespec end;
 	int rc;
 
-	fs_deadline(&end, ms);
+	fs_deadline(&end, set->cfg.open_timeout_ms);
 	while (set->state == SET_WAITING) {
-		rc = fs_req_check(req);
-		if (rc)
+		rc = fs_open_wait_locked(req, set, &end);
+		if (rc && (rc != -ETIMEDOUT || set->state == SET_WAITING))
 			return rc;
-		if (ms & 0x80000000u) /* infinite */
-			pthread_cond_wait(&set->cond, &set->lock);
-		else if (pthread_cond_timedwait(&set->cond, &set->lock, &end) == ETIMEDOUT &&
-		         set->state == SET_WAITING)
-			return -ETIMEDOUT;
 	}
 	return 0;
 }

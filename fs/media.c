@@ -181,18 +181,15 @@ static int media_wait_locked(fuse_req_t req, struct fs_set *set, int k, uint32_t
 
 	fs_deadline(&end, ms);
 	while ((rc = media_check_locked(set, k, m, writer)) == 1) {
-		rc = fs_req_check(req);
-		if (rc)
-			return rc;
-		if (ms & 0x80000000u) /* infinite */
-			pthread_cond_wait(&set->cond, &set->lock);
-		else if (pthread_cond_timedwait(&set->cond, &set->lock, &end) == ETIMEDOUT &&
-		         media_check_locked(set, k, m, writer) == 1) {
+		rc = fs_open_wait_locked(req, set, &end);
+		if (rc == -ETIMEDOUT && media_check_locked(set, k, m, writer) == 1) {
 			fs_log(VDI_LOG_WARN,
 			       "set '%s': medium file '%s.%u': medium %u did not end within %u ms",
 			       set->name, set->dev[k].name, m, m - 1, ms);
 			return -ETIMEDOUT;
 		}
+		if (rc && rc != -ETIMEDOUT)
+			return rc;
 	}
 	return rc;
 }

@@ -403,6 +403,10 @@ int fs_cfgfile_remove(struct vdifs *fs, const char *name);
 
 /* Device streams (devices.c).  Each returns 0 or -errno. */
 int fs_dev_open(fuse_req_t req, struct fs_set *set, int k, int writer);
+/* One wait of an open on set->cond (lock held), interruptible (the
+ * request's interrupt), until end unless open_timeout is infinite: 0
+ * (check again), -ETIMEDOUT, or the request's -errno. */
+int fs_open_wait_locked(fuse_req_t req, struct fs_set *set, const struct timespec *end);
 void fs_dev_release(struct fs_set *set, int k, int ok, const char *why);
 /* tar -x into a restore set: a member file <dev>.<seq> created in the
  * set directory appends to device k when seq is its next member
