@@ -53,6 +53,7 @@ static void *pump_main(void *arg)
 	ssize_t n;
 	void *p;
 
+	pthread_setname_np(pthread_self(), "vdifs-pump"); /* for top -H, perf */
 	pthread_mutex_lock(&pm->m);
 	for (;;) {
 		while (!pm->quit && !(pm->want && !pm->have))
