@@ -410,7 +410,7 @@ static ssize_t cs_peek(struct vdi_cstream *s, const void **ptr, size_t len, uint
 	return (ssize_t)(len < left ? len : left);
 }
 
-ssize_t vdi_cstream_peek(struct vdi_cstream *s, const void **ptr, size_t len)
+static ssize_t cs_peek_checked(struct vdi_cstream *s, const void **ptr, size_t len, int wait)
 {
 	int rc;
 
@@ -420,7 +420,17 @@ ssize_t vdi_cstream_peek(struct vdi_cstream *s, const void **ptr, size_t len)
 	rc = cs_check(s, VDF_WriteMedia, "read");
 	if (rc || !len)
 		return rc;
-	return cs_peek(s, ptr, len, s->timeout);
+	return cs_peek(s, ptr, len, wait ? s->timeout : 0);
+}
+
+ssize_t vdi_cstream_peek(struct vdi_cstream *s, const void **ptr, size_t len)
+{
+	return cs_peek_checked(s, ptr, len, 1);
+}
+
+ssize_t vdi_cstream_peek_nowait(struct vdi_cstream *s, const void **ptr, size_t len)
+{
+	return cs_peek_checked(s, ptr, len, 0);
 }
 
 /* Takes n bytes of the head command (both directions). */
