@@ -30,7 +30,14 @@
  * the pump for the next ones at once (fs_pump_prefetch), so the wait for
  * the server's next VDC_Write overlaps the kernel's copy to the reader
  * and the reader's own work, and the next request usually finds its
- * result ready.  Not for restores: a pending reserve would keep the pump
+ * result ready.  When the server already sent the next VDC_Write (it
+ * usually has, with a few buffers in flight) the request takes it itself
+ * with vdi_cstream_peek_nowait and leaves the pump asleep: the pump is
+ * woken only when there is something to wait for, which halves the
+ * daemon's context switches per MiB (docs/performance.md, run E).  The
+ * call is safe on the request's thread because the pump sleeps until
+ * `want`, and only a request holding dev->io sets it.
+ * Not for restores: a pending reserve would keep the pump
  * inside the stream when the writer closes, and the orderly close must
  * be the only call on the stream then.
  *
@@ -45,6 +52,8 @@
 #include <string.h>
 
 #include "vdifs.h"
+
+static void pump_result_locked(struct fs_pump *pm, ssize_t n, void *p);
 
 static void *pump_main(void *arg)
 {
@@ -72,13 +81,7 @@ static void *pump_main(void *arg)
 		else
 			n = vdi_cstream_peek(pm->s, (const void **)&p, len);
 		pthread_mutex_lock(&pm->m);
-		if (n < 0) {
-			snprintf(pm->msg, sizeof(pm->msg), "%s", vdi_last_error());
-			n = -fs_errno((int)n); /* where the engine's answer enters */
-		}
-		pm->n = n;
-		pm->p = p;
-		pm->have = 1;
+		pump_result_locked(pm, n, p);
 		pm->want = 0;
 		pm->busy = 0;
 		pthread_cond_broadcast(&pm->c);
@@ -138,10 +141,37 @@ void fs_pump_stop(struct fs_pump *pm)
 	pm->started = 0;
 }
 
+/* The result of a stream call into the pump's slot; m held. */
+static void pump_result_locked(struct fs_pump *pm, ssize_t n, void *p)
+{
+	if (n < 0) {
+		snprintf(pm->msg, sizeof(pm->msg), "%s", vdi_last_error());
+		n = -fs_errno((int)n); /* where the engine's answer enters */
+	}
+	pm->n = n;
+	pm->p = p;
+	pm->have = 1;
+}
+
 void fs_pump_prefetch(struct fs_pump *pm, size_t len)
 {
+	const void *p = NULL;
+	ssize_t n = VD_E_TIMEOUT;
+	int idle;
+
 	pthread_mutex_lock(&pm->m);
-	if (!pm->have && !pm->want) {
+	idle = !pm->have && !pm->want;
+	pthread_mutex_unlock(&pm->m);
+	if (!idle)
+		return;
+	/* The pump sleeps until `want` and only this request (dev->io held)
+	 * sets it: the stream is ours for a call that does not wait. */
+	if (pm->s && !pm->writer)
+		n = vdi_cstream_peek_nowait(pm->s, &p, len);
+	pthread_mutex_lock(&pm->m);
+	if (n != VD_E_TIMEOUT) {
+		pump_result_locked(pm, n, (void *)p); /* no wakeup of the pump */
+	} else {
 		pm->want = len;
 		pthread_cond_broadcast(&pm->c);
 	}
