@@ -487,7 +487,7 @@ ssize_t vdi_cstream_read(struct vdi_cstream *s, void *buf, size_t len)
 	return (ssize_t)done;
 }
 
-ssize_t vdi_cstream_reserve(struct vdi_cstream *s, void **ptr, size_t len)
+static ssize_t cs_reserve_checked(struct vdi_cstream *s, void **ptr, size_t len, int wait)
 {
 	size_t left;
 	int rc;
@@ -498,7 +498,7 @@ ssize_t vdi_cstream_reserve(struct vdi_cstream *s, void **ptr, size_t len)
 	rc = cs_check(s, VDF_ReadMedia, "write");
 	if (rc || !len)
 		return rc;
-	rc = cs_ready(s, s->timeout);
+	rc = cs_ready(s, wait ? s->timeout : 0);
 	if (rc == 0)
 		return vdi_fail(VD_E_CLOSE,
 		                "cannot write device '%s': the server closed it after %llu bytes",
@@ -508,6 +508,16 @@ ssize_t vdi_cstream_reserve(struct vdi_cstream *s, void **ptr, size_t len)
 	left = (size_t)s->cur->size - s->off;
 	*ptr = s->cur->buffer + s->off;
 	return (ssize_t)(len < left ? len : left);
+}
+
+ssize_t vdi_cstream_reserve(struct vdi_cstream *s, void **ptr, size_t len)
+{
+	return cs_reserve_checked(s, ptr, len, 1);
+}
+
+ssize_t vdi_cstream_reserve_nowait(struct vdi_cstream *s, void **ptr, size_t len)
+{
+	return cs_reserve_checked(s, ptr, len, 0);
 }
 
 int vdi_cstream_commit(struct vdi_cstream *s, size_t n)

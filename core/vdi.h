@@ -602,6 +602,8 @@ int vdi_cstream_advance(struct vdi_cstream *s, size_t n);
 ssize_t vdi_cstream_write(struct vdi_cstream *s, const void *buf, size_t len);
 /* Zero-copy write: room in the current VDC_Read buffer; _commit n bytes. */
 ssize_t vdi_cstream_reserve(struct vdi_cstream *s, void **ptr, size_t len);
+/* The same without waiting: VD_E_TIMEOUT while no VDC_Read is pending. */
+ssize_t vdi_cstream_reserve_nowait(struct vdi_cstream *s, void **ptr, size_t len);
 int vdi_cstream_commit(struct vdi_cstream *s, size_t n);
 /* Backup: the reader read to end of stream and is done: acknowledges a
  * pending VDC_Complete now, without waiting for the server's CloseDevice

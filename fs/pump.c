@@ -37,7 +37,10 @@
  * daemon's context switches per MiB (docs/performance.md, run E).  The
  * call is safe on the request's thread because the pump sleeps until
  * `want`, and only a request holding dev->io sets it.
- * Not for restores: a pending reserve would keep the pump
+ * A request that finds the pump idle tries the same call itself first
+ * (vdi_cstream_reserve_nowait for a restore, whose VDC_Reads are usually
+ * pending already), and wakes the pump only if it would have to wait.
+ * No read-ahead for restores: a pending reserve would keep the pump
  * inside the stream when the writer closes, and the orderly close must
  * be the only call on the stream then.
  *
@@ -178,6 +181,37 @@ void fs_pump_prefetch(struct fs_pump *pm, size_t len)
 	pthread_mutex_unlock(&pm->m);
 }
 
+/* With the pump idle (no result, nothing asked), the stream call without
+ * a wait on the request's thread: 1 with its result in *out, or 0 (the
+ * pump must wait for it).  Safe for the reason fs_pump_prefetch's is. */
+static int pump_try(struct fs_pump *pm, size_t len, void **p, ssize_t *out, char *msg,
+                    size_t msglen)
+{
+	const void *cp = NULL;
+	ssize_t n;
+	int idle;
+
+	if (!pm->s)
+		return 0; /* the tar stream has no such call */
+	pthread_mutex_lock(&pm->m);
+	idle = !pm->have && !pm->want;
+	pthread_mutex_unlock(&pm->m);
+	if (!idle)
+		return 0;
+	n = pm->writer ? vdi_cstream_reserve_nowait(pm->s, p, len)
+	               : vdi_cstream_peek_nowait(pm->s, &cp, len);
+	if (!pm->writer)
+		*p = (void *)cp;
+	if (n == VD_E_TIMEOUT)
+		return 0;
+	if (n < 0) {
+		snprintf(msg, msglen, "%s", vdi_last_error());
+		n = -fs_errno((int)n);
+	}
+	*out = n;
+	return 1;
+}
+
 ssize_t fs_pump_get(struct fs_pump *pm, fuse_req_t req, size_t len, void **p, char *msg,
                     size_t msglen)
 {
@@ -185,6 +219,9 @@ ssize_t fs_pump_get(struct fs_pump *pm, fuse_req_t req, size_t len, void **p, ch
 	ssize_t n;
 	int rc = 0;
 
+	/* an idle pump: what the server already sent needs no wait */
+	if (pump_try(pm, len, p, &n, msg, msglen))
+		return n;
 	/* woken by the pump's result or the request's interrupt */
 	fs_wake_on(req, &w, &pm->m, &pm->c);
 	pthread_mutex_lock(&pm->m);
