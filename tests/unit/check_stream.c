@@ -621,6 +621,41 @@ START_TEST(test_peek_points_into_buffers)
 }
 END_TEST
 
+/* reserve_nowait: VD_E_TIMEOUT while no VDC_Read is pending, harmlessly;
+ * the pending buffer's room at once when there is one (pump.c). */
+START_TEST(test_reserve_nowait)
+{
+	struct tl_pair_opts o;
+	struct vdi_cstream *cs;
+	uint8_t *ref = ref_new(10, 64 * KIB + 300);
+	static char mark;
+	void *p = &mark, *q;
+	struct job s;
+	struct rig r;
+
+	rig_opts(&o, 1, VDF_ReadMedia, 512, 64 * KIB, 2);
+	rig_up(&r, &o, 2, WAIT_MS);
+	job_init(&s, &r, 0, ref, 64 * KIB + 300, 3);
+	TL_OK(vdi_cstream_new(r.p.cd[0], WAIT_MS, &cs));
+	TL_RC((int)vdi_cstream_reserve_nowait(cs, &p, MIB), VD_E_TIMEOUT); /* no reader yet */
+	ck_assert_ptr_null(p);
+	job_start(&s, srv_reader);
+	ck_assert_int_eq(vdi_cstream_reserve(cs, &p, MIB), 64 * KIB);
+	ck_assert_int_eq(vdi_cstream_reserve_nowait(cs, &q, MIB), 64 * KIB);
+	ck_assert_ptr_eq(p, q); /* the same room, no wait */
+	memcpy(q, ref, 64 * KIB);
+	TL_OK(vdi_cstream_commit(cs, 64 * KIB));
+	ck_assert_int_eq(vdi_cstream_write(cs, ref + 64 * KIB, 300), 300);
+	TL_OK(vdi_cstream_close(cs, 1));
+	job_join(&s);
+	JOB_OK(&s);
+	ck_assert_uint_eq(s.got, 64 * KIB + 300);
+	ck_assert_int_eq(s.bad, -1);
+	free(ref);
+	rig_finish_ok(&r);
+}
+END_TEST
+
 /* peek_nowait: VD_E_TIMEOUT while nothing was sent, harmlessly; the
  * current buffer at once when there is one (vdifs' read-ahead, pump.c). */
 START_TEST(test_peek_nowait)
@@ -2077,6 +2112,7 @@ static Suite *stream_suite(void)
 	                    (int)(sizeof(flow_cases) / sizeof(flow_cases[0])));
 	tcase_add_test(tc, test_peek_points_into_buffers);
 	tcase_add_test(tc, test_peek_nowait);
+	tcase_add_test(tc, test_reserve_nowait);
 	tcase_add_test(tc, test_reserve_commit);
 	tcase_add_test(tc, test_reserve_points_into_buffers);
 	suite_add_tcase(s, tc);
