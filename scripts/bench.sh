@@ -35,6 +35,7 @@ line() {
 	local met=
 	case $3 in
 	">= "*) met=$(awk -v v="$2" -v g="${3#>= }" 'BEGIN { if (v !~ /^[0-9.]+$/) print "-"; else print (v + 0 >= g + 0) ? "yes" : "NO" }') ;;
+	*..*) met=$(awk -v v="$2" -v lo="${3%..*}" -v hi="${3#*..}" 'BEGIN { if (v !~ /^[0-9.]+$/) print "-"; else print (v + 0 >= lo + 0 && v + 0 <= hi + 0) ? "yes" : "NO" }') ;;
 	esac
 	printf '%-50s %10s   %-10s %s\n' "$1" "$2" "$3" "$met"
 }
