@@ -829,7 +829,7 @@ static ssize_t cs_peek(struct vdi_cstream *s, const void **ptr, size_t len, uint
 	return (ssize_t)(len < left ? len : left);
 }
 
-ssize_t vdi_cstream_peek(struct vdi_cstream *s, const void **ptr, size_t len)
+static ssize_t cs_peek_checked(struct vdi_cstream *s, const void **ptr, size_t len, int wait)
 {
 	int rc;
 
@@ -839,7 +839,17 @@ ssize_t vdi_cstream_peek(struct vdi_cstream *s, const void **ptr, size_t len)
 	rc = cs_check(s, VDF_WriteMedia, "read");
 	if (rc || !len)
 		return rc;
-	return cs_peek(s, ptr, len, s->timeout);
+	return cs_peek(s, ptr, len, wait ? s->timeout : 0);
+}
+
+ssize_t vdi_cstream_peek(struct vdi_cstream *s, const void **ptr, size_t len)
+{
+	return cs_peek_checked(s, ptr, len, 1);
+}
+
+ssize_t vdi_cstream_peek_nowait(struct vdi_cstream *s, const void **ptr, size_t len)
+{
+	return cs_peek_checked(s, ptr, len, 0);
 }
 
 static int cs_bad_take(struct vdi_cstream *s, size_t n, size_t had, const char *what)
@@ -1011,7 +1021,7 @@ static int cs_aws_parse(struct vdi_cstream *s)
 
 /* Room for the writer's bytes: the header being collected, the skipped
  * bytes' scratch, or the Read at the head. */
-static ssize_t cs_room(struct vdi_cstream *s, void **ptr, size_t len)
+static ssize_t cs_room(struct vdi_cstream *s, void **ptr, size_t len, uint32_t timeout)
 {
 	int header = s->tape && s->aws_left == 0;
 	size_t left;
@@ -1020,7 +1030,7 @@ static ssize_t cs_room(struct vdi_cstream *s, void **ptr, size_t len)
 	/* a chunk header needs no command, but the next medium's first one
 	 * waits for the VDC_Load that starts that medium (and its chain) */
 	if (!header || s->vol_end) {
-		rc = cs_ready(s, s->timeout);
+		rc = cs_ready(s, timeout);
 		if (rc == 0)
 			return vdi_fail(
 				VD_E_CLOSE,
@@ -1054,7 +1064,7 @@ static ssize_t cs_room(struct vdi_cstream *s, void **ptr, size_t len)
 	return (ssize_t)(len < left ? len : left);
 }
 
-ssize_t vdi_cstream_reserve(struct vdi_cstream *s, void **ptr, size_t len)
+static ssize_t cs_reserve_checked(struct vdi_cstream *s, void **ptr, size_t len, int wait)
 {
 	int rc;
 
@@ -1066,7 +1076,7 @@ ssize_t vdi_cstream_reserve(struct vdi_cstream *s, void **ptr, size_t len)
 	rc = cs_check(s, VDF_ReadMedia, "write");
 	if (rc || !len)
 		return rc;
-	return cs_room(s, ptr, len);
+	return cs_room(s, ptr, len, wait ? s->timeout : 0);
 }
 
 /* Takes n bytes of the room cs_room gave. */
@@ -1120,6 +1130,16 @@ static int cs_take_in(struct vdi_cstream *s, size_t n)
 		                               cs_name(s), (unsigned long long)s->bytes, size));
 	}
 	return 0;
+}
+
+ssize_t vdi_cstream_reserve(struct vdi_cstream *s, void **ptr, size_t len)
+{
+	return cs_reserve_checked(s, ptr, len, 1);
+}
+
+ssize_t vdi_cstream_reserve_nowait(struct vdi_cstream *s, void **ptr, size_t len)
+{
+	return cs_reserve_checked(s, ptr, len, 0);
 }
 
 int vdi_cstream_commit(struct vdi_cstream *s, size_t n)

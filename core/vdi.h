@@ -601,10 +601,15 @@ ssize_t vdi_cstream_read(struct vdi_cstream *s, void *buf, size_t len);
 /* Zero-copy read: points *ptr at up to len bytes of the current buffer
  * (valid until the next call on s); consume them with _advance. */
 ssize_t vdi_cstream_peek(struct vdi_cstream *s, const void **ptr, size_t len);
+/* The same without waiting: VD_E_TIMEOUT (nothing consumed, the stream
+ * unharmed) while the server has sent nothing more to hand out. */
+ssize_t vdi_cstream_peek_nowait(struct vdi_cstream *s, const void **ptr, size_t len);
 int vdi_cstream_advance(struct vdi_cstream *s, size_t n);
 ssize_t vdi_cstream_write(struct vdi_cstream *s, const void *buf, size_t len);
 /* Zero-copy write: room in the current VDC_Read buffer; _commit n bytes. */
 ssize_t vdi_cstream_reserve(struct vdi_cstream *s, void **ptr, size_t len);
+/* The same without waiting: VD_E_TIMEOUT while no VDC_Read is pending. */
+ssize_t vdi_cstream_reserve_nowait(struct vdi_cstream *s, void **ptr, size_t len);
 int vdi_cstream_commit(struct vdi_cstream *s, size_t n);
 /* Backup: the reader read to end of stream and is done: acknowledges a
  * pending VDC_Complete now, without waiting for the server's CloseDevice

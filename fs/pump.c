@@ -30,7 +30,17 @@
  * the pump for the next ones at once (fs_pump_prefetch), so the wait for
  * the server's next VDC_Write overlaps the kernel's copy to the reader
  * and the reader's own work, and the next request usually finds its
- * result ready.  Not for restores: a pending reserve would keep the pump
+ * result ready.  When the server already sent the next VDC_Write (it
+ * usually has, with a few buffers in flight) the request takes it itself
+ * with vdi_cstream_peek_nowait and leaves the pump asleep: the pump is
+ * woken only when there is something to wait for, which halves the
+ * daemon's context switches per MiB (docs/performance.md, run E).  The
+ * call is safe on the request's thread because the pump sleeps until
+ * `want`, and only a request holding dev->io sets it.
+ * A request that finds the pump idle tries the same call itself first
+ * (vdi_cstream_reserve_nowait for a restore, whose VDC_Reads are usually
+ * pending already), and wakes the pump only if it would have to wait.
+ * No read-ahead for restores: a pending reserve would keep the pump
  * inside the stream when the writer closes, and the orderly close must
  * be the only call on the stream then.
  *
@@ -46,6 +56,8 @@
 
 #include "vdifs.h"
 
+static void pump_result_locked(struct fs_pump *pm, ssize_t n, void *p);
+
 static void *pump_main(void *arg)
 {
 	struct fs_pump *pm = arg;
@@ -53,6 +65,7 @@ static void *pump_main(void *arg)
 	ssize_t n;
 	void *p;
 
+	pthread_setname_np(pthread_self(), "vdifs-pump"); /* for top -H, perf */
 	pthread_mutex_lock(&pm->m);
 	for (;;) {
 		while (!pm->quit && !(pm->want && !pm->have))
@@ -71,13 +84,7 @@ static void *pump_main(void *arg)
 		else
 			n = vdi_cstream_peek(pm->s, (const void **)&p, len);
 		pthread_mutex_lock(&pm->m);
-		if (n < 0) {
-			snprintf(pm->msg, sizeof(pm->msg), "%s", vdi_last_error());
-			n = -fs_errno((int)n); /* where the engine's answer enters */
-		}
-		pm->n = n;
-		pm->p = p;
-		pm->have = 1;
+		pump_result_locked(pm, n, p);
 		pm->want = 0;
 		pm->busy = 0;
 		pthread_cond_broadcast(&pm->c);
@@ -137,14 +144,72 @@ void fs_pump_stop(struct fs_pump *pm)
 	pm->started = 0;
 }
 
+/* The result of a stream call into the pump's slot; m held. */
+static void pump_result_locked(struct fs_pump *pm, ssize_t n, void *p)
+{
+	if (n < 0) {
+		snprintf(pm->msg, sizeof(pm->msg), "%s", vdi_last_error());
+		n = -fs_errno((int)n); /* where the engine's answer enters */
+	}
+	pm->n = n;
+	pm->p = p;
+	pm->have = 1;
+}
+
 void fs_pump_prefetch(struct fs_pump *pm, size_t len)
 {
+	const void *p = NULL;
+	ssize_t n = VD_E_TIMEOUT;
+	int idle;
+
 	pthread_mutex_lock(&pm->m);
-	if (!pm->have && !pm->want) {
+	idle = !pm->have && !pm->want;
+	pthread_mutex_unlock(&pm->m);
+	if (!idle)
+		return;
+	/* The pump sleeps until `want` and only this request (dev->io held)
+	 * sets it: the stream is ours for a call that does not wait. */
+	if (pm->s && !pm->writer)
+		n = vdi_cstream_peek_nowait(pm->s, &p, len);
+	pthread_mutex_lock(&pm->m);
+	if (n != VD_E_TIMEOUT) {
+		pump_result_locked(pm, n, (void *)p); /* no wakeup of the pump */
+	} else {
 		pm->want = len;
 		pthread_cond_broadcast(&pm->c);
 	}
 	pthread_mutex_unlock(&pm->m);
+}
+
+/* With the pump idle (no result, nothing asked), the stream call without
+ * a wait on the request's thread: 1 with its result in *out, or 0 (the
+ * pump must wait for it).  Safe for the reason fs_pump_prefetch's is. */
+static int pump_try(struct fs_pump *pm, size_t len, void **p, ssize_t *out, char *msg,
+                    size_t msglen)
+{
+	const void *cp = NULL;
+	ssize_t n;
+	int idle;
+
+	if (!pm->s)
+		return 0; /* the tar stream has no such call */
+	pthread_mutex_lock(&pm->m);
+	idle = !pm->have && !pm->want;
+	pthread_mutex_unlock(&pm->m);
+	if (!idle)
+		return 0;
+	n = pm->writer ? vdi_cstream_reserve_nowait(pm->s, p, len)
+	               : vdi_cstream_peek_nowait(pm->s, &cp, len);
+	if (!pm->writer)
+		*p = (void *)cp;
+	if (n == VD_E_TIMEOUT)
+		return 0;
+	if (n < 0) {
+		snprintf(msg, msglen, "%s", vdi_last_error());
+		n = -fs_errno((int)n);
+	}
+	*out = n;
+	return 1;
 }
 
 ssize_t fs_pump_get(struct fs_pump *pm, fuse_req_t req, size_t len, void **p, char *msg,
@@ -154,6 +219,9 @@ ssize_t fs_pump_get(struct fs_pump *pm, fuse_req_t req, size_t len, void **p, ch
 	ssize_t n;
 	int rc = 0;
 
+	/* an idle pump: what the server already sent needs no wait */
+	if (pump_try(pm, len, p, &n, msg, msglen))
+		return n;
 	/* woken by the pump's result or the request's interrupt */
 	fs_wake_on(req, &w, &pm->m, &pm->c);
 	pthread_mutex_lock(&pm->m);

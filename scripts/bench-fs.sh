@@ -219,7 +219,7 @@ fs_backup() {
 		cat "$m/$s/$s.tar" >/dev/null || die "tar reader failed"
 	else
 		for k in "${devs[@]}"; do
-			dd if="$m/$s/$k" of=/dev/null bs=1M status=none &
+			dd if="$m/$s/$k" of=/dev/null bs=1M 2>"$T/dd.$k" &
 			pids+=($!)
 		done
 		for k in "${pids[@]}"; do wait "$k" || die "backup reader failed"; done
@@ -227,9 +227,15 @@ fs_backup() {
 	wait "$spid" || die "backup server failed"
 	t1=$(now)
 	cs_end
+	# 1 device: the rate .status says (MB/s) and dd's own (bytes / its seconds)
+	local rates="- -"
+	if [ "$ndev" = 1 ] && [ -z "$tar" ]; then
+		rates="$(awk '$1 == "rate:" { print $2 }' "$m/$s/.status") $(awk '/ copied, / {
+			for (i = 1; i <= NF; i++) if ($i == "s,") printf "%.1f", $1 / $(i - 1) / 1e6 }' "$T/dd.$s")"
+	fi
 	rmdir "$m/$s"
 	rm -f "$m/.config/$s"
-	echo "$((t1 - t0)) $CS $(ru_cs "$T/ru.exec") $(ru_cpu "$T/ru.exec")"
+	echo "$((t1 - t0)) $CS $(ru_cs "$T/ru.exec") $(ru_cpu "$T/ru.exec") $rates"
 }
 
 # fs_restore MNT DAEMON: restore from bak through the mount, written by dd bs=1M
@@ -349,6 +355,60 @@ measure() {
 	best "$v" "$r"
 }
 
+# scale: once, after the rounds, a BENCH_SCALE_MIB (default 8192, 0: none)
+# backup through 1 device (generated source: no database file that size)
+# and a restore of that size (its stream made on the fly: a generated
+# backup through `vdi pipe -R` into dd of the device file), with the
+# daemon's RSS sampled: it must stay flat whatever the size.  One round,
+# rates for information only.
+scale() {
+	local smib=${BENCH_SCALE_MIB:-8192} sbytes s t0 t1 t2 p1 p2 hwm0 hwm1 avail sp
+	[ "$smib" = 0 ] && return
+	sbytes=$((smib * 1024 * 1024))
+	rm -f "$VDI_DATA_DIR/r.mdf"
+	avail=$(awk '/^MemAvailable/ { print int($2 / 1024) }' /proc/meminfo)
+	if [ "$(stat -f -c %T "$T")" = tmpfs ] && [ $((smib + 1024)) -ge $((avail * 9 / 10)) ]; then
+		echo "scale rows skipped: the ${smib} MiB restored database needs that much of TMPDIR (tmpfs) and $avail MiB are available"
+		return
+	fi
+	hwm0=$(awk '/VmHWM/ { print $2 }' "/proc/$FS_PID/status")
+	(while kill -0 "$FS_PID" 2>/dev/null; do
+		awk '/VmRSS/ { print $2 }' "/proc/$FS_PID/status" 2>/dev/null
+		sleep 0.2
+	done) >"$T/rss.scale" &
+	sp=$!
+	s=$TAG-scale-b
+	mkdir "$MNT/$s" || die "mkdir"
+	t0=$(now)
+	"$VDI" exec -q --generate "$sbytes" "BACKUP DATABASE db TO VIRTUAL_DEVICE='$s' WITH $WITH" &
+	p1=$!
+	dd if="$MNT/$s/$s" of=/dev/null bs=1M status=none || die "scale backup reader failed"
+	wait "$p1" || die "scale backup server failed"
+	t1=$(now)
+	rmdir "$MNT/$s"
+	s=$TAG-scale-r
+	mkdir "$MNT/$s" || die "mkdir"
+	"$VDI" pipe -q -R -s "$s-src" | dd of="$MNT/$s/$s" bs=1M status=none &
+	p1=$!
+	"$VDI" exec -q --generate "$sbytes" "BACKUP DATABASE db TO VIRTUAL_DEVICE='$s-src' WITH $WITH" &
+	p2=$!
+	"$VDI" exec -q "RESTORE DATABASE r FROM VIRTUAL_DEVICE='$s' WITH $WITH" || die "scale restore failed"
+	wait "$p2" || die "scale restore's source backup failed"
+	wait "$p1" || die "scale restore writer failed"
+	t2=$(now)
+	rmdir "$MNT/$s"
+	[ "$(stat -c %s "$VDI_DATA_DIR/r.mdf")" = "$sbytes" ] || die "scale restore: r.mdf is not $sbytes bytes"
+	rm -f "$VDI_DATA_DIR/r.mdf"
+	kill "$sp" 2>/dev/null
+	wait "$sp" 2>/dev/null
+	hwm1=$(awk '/VmHWM/ { print $2 }' "/proc/$FS_PID/status")
+	awk -v b="$sbytes" -v m="$smib" -v a="$t0" -v z="$t1" 'BEGIN {
+		printf "scale: %d MiB backup, 1 device, generated source -> dd: %.0f MB/s, %.2f s\n", m, b / ((z - a) / 1e9) / 1e6, (z - a) / 1e9 }'
+	awk -v b="$sbytes" -v m="$smib" -v a="$t1" -v z="$t2" 'BEGIN {
+		printf "scale: %d MiB restore, dd of=device (stream from vdi pipe): %.0f MB/s, %.2f s\n", m, b / ((z - a) / 1e9) / 1e6, (z - a) / 1e9 }'
+	echo "scale: daemon RSS while streaming $(sort -n "$T/rss.scale" | awk 'NF { print; exit }')..$(sort -n "$T/rss.scale" | tail -n 1) kB, peak (VmHWM) $hwm0 kB before the scale rows, $hwm1 kB after"
+}
+
 # A backup file to restore from (and to measure the plain pipe on).
 s=$TAG-bak
 "$VDI" pipe -q -R -s "$s" >"$T/bak" &
@@ -377,6 +437,7 @@ for ROUND in $(seq "$REPS"); do
 	measure fs1 fs_backup "$MNT" "$FS_PID" 1
 	measure fsg fs_backup "$MNT" "$FS_PID" 1 gen
 	measure fs4 fs_backup "$MNT" "$FS_PID" 4
+	measure fs16 fs_backup "$MNT" "$FS_PID" 16
 	measure tar4 fs_backup "$MNT" "$FS_PID" 4 tar
 	measure vp pipe_backup
 	measure fsr fs_restore "$MNT" "$FS_PID"
@@ -453,6 +514,7 @@ row "vdi pipe backup | dd of=/dev/null" vp
 row "vdifs backup, 1 device -> dd of=/dev/null" fs1
 row "vdifs backup, 1 device, generated source -> dd" fsg
 row "vdifs backup, 4 devices -> 4 x dd" fs4
+row "vdifs backup, 16 devices -> 16 x dd" fs16
 row "vdifs backup, 4 devices -> cat SET.tar" tar4
 row "vdifs sqlvdi backup, 1 device -> dd" sq1
 row "vdi pipe restore (dd | vdi pipe)" vpr
@@ -472,6 +534,7 @@ echo "  backup 4 devices / backup 1 device: $(ratio fs4 fs1)   [>= 1.0]"
 echo "  file source, backup 1 device / dd of db: $(ratio fs1 dddb)   [>= 0.8]"
 echo "  sqlvdi backup    / libvdi backup: $(ratio sq1 fs1)   [>= 0.95]"
 echo "  sqlvdi restore   / libvdi restore: $(ratio sqr fsr)   [>= 0.95]"
+echo "  backup 16 devices / backup 1 device: $(ratio fs16 fs1)"
 echo "  tar, 4 devices   / 4 parallel readers: $(ratio tar4 fs4)"
 echo "  restore          / dd of bak into a new file: $(ratio fsr ddw)"
 echo "  backup 1 device  / plain pipe: $(ratio fs1 plain)   [>= 1.3]"
@@ -480,3 +543,8 @@ echo "  backup 1 device  / vdi pipe:   $(ratio fs1 vp)"
 echo "  restore          / plain pipe: $(ratio fsr plain)   [>= 0.8]"
 echo "  restore          / vdi pipe:   $(ratio fsr vpr)"
 echo "daemon RSS: peak ${hwm} kB, samples while streaming ${rss_min}..${rss_max} kB"
+# .status against dd, the best round of the 1-device backup
+st_rate=$(echo "${BEST[fs1]}" | cut -d' ' -f5) dd_rate=$(echo "${BEST[fs1]}" | cut -d' ' -f6)
+echo ".status rate / dd's rate, backup 1 device: $(awk -v a="$st_rate" -v b="$dd_rate" 'BEGIN {
+	if (b + 0 > 0) printf "%.3f", a / b; else print "-" }') (.status $st_rate MB/s, dd $dd_rate MB/s)   [0.95..1.05]"
+scale

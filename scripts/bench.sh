@@ -35,6 +35,7 @@ line() {
 	local met=
 	case $3 in
 	">= "*) met=$(awk -v v="$2" -v g="${3#>= }" 'BEGIN { if (v !~ /^[0-9.]+$/) print "-"; else print (v + 0 >= g + 0) ? "yes" : "NO" }') ;;
+	*..*) met=$(awk -v v="$2" -v lo="${3%..*}" -v hi="${3#*..}" 'BEGIN { if (v !~ /^[0-9.]+$/) print "-"; else print (v + 0 >= lo + 0 && v + 0 <= hi + 0) ? "yes" : "NO" }') ;;
 	esac
 	printf '%-50s %10s   %-10s %s\n' "$1" "$2" "$3" "$met"
 }
@@ -53,6 +54,8 @@ line "vdifs backup, 4 devices / 1 device" "$(fs_ratio 'backup 4 devices / backup
 line "vdifs backup, file source / dd of the database" "$(fs_ratio 'file source, backup 1 device / dd of db')" ">= 0.8"
 line "vdifs sqlvdi backup / libvdi backup" "$(fs_ratio 'sqlvdi backup    / libvdi backup')" ">= 0.95"
 line "vdifs sqlvdi restore / libvdi restore" "$(fs_ratio 'sqlvdi restore   / libvdi restore')" ">= 0.95"
+line "vdifs backup, 16 devices / 1 device" "$(fs_ratio 'backup 16 devices / backup 1 device')" "-"
+line "vdifs .status rate / dd's rate, 1 device" "$(fs_ratio ".status rate / dd's rate")" "0.95..1.05"
 line "vdifs tar of 4 devices / 4 parallel readers" "$(fs_ratio 'tar, 4 devices   / 4 parallel readers')" "-"
 line "vdifs restore / dd of the backup into a new file" "$(fs_ratio 'restore          / dd of bak into a new file')" "-"
 line "vdifs backup, 1 device / plain pipe" "$(fs_ratio 'backup 1 device  / plain pipe')" ">= 1.3"
@@ -66,4 +69,5 @@ line "context switches/MiB, vdifs restore" "$(fs_cs 'vdifs restore, dd')" "down"
 line "vdi exec CPU / time, vdifs backup 1 device" "$(fs_cpu 'vdifs backup, 1 device')" "-"
 line "vdi exec CPU / time, vdifs restore" "$(fs_cpu 'vdifs restore, dd')" "-"
 line "vdifs daemon peak RSS" "$(grep -o 'peak [0-9]* kB' "$out/fs" | head -n1)" "flat"
+grep '^scale' "$out/fs" || true
 exit $status

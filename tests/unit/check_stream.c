@@ -622,6 +622,80 @@ START_TEST(test_peek_points_into_buffers)
 }
 END_TEST
 
+/* reserve_nowait: VD_E_TIMEOUT while no VDC_Read is pending, harmlessly;
+ * the pending buffer's room at once when there is one (pump.c). */
+START_TEST(test_reserve_nowait)
+{
+	struct tl_pair_opts o;
+	struct vdi_cstream *cs;
+	uint8_t *ref = ref_new(10, 64 * KIB + 300);
+	static char mark;
+	void *p = &mark, *q;
+	struct job s;
+	struct rig r;
+
+	rig_opts(&o, 1, VDF_ReadMedia, 512, 64 * KIB, 2);
+	rig_up(&r, &o, 2, WAIT_MS);
+	job_init(&s, &r, 0, ref, 64 * KIB + 300, 3);
+	TL_OK(vdi_cstream_new(r.p.cd[0], WAIT_MS, &cs));
+	TL_RC((int)vdi_cstream_reserve_nowait(cs, &p, MIB), VD_E_TIMEOUT); /* no reader yet */
+	ck_assert_ptr_null(p);
+	job_start(&s, srv_reader);
+	ck_assert_int_eq(vdi_cstream_reserve(cs, &p, MIB), 64 * KIB);
+	ck_assert_int_eq(vdi_cstream_reserve_nowait(cs, &q, MIB), 64 * KIB);
+	ck_assert_ptr_eq(p, q); /* the same room, no wait */
+	memcpy(q, ref, 64 * KIB);
+	TL_OK(vdi_cstream_commit(cs, 64 * KIB));
+	ck_assert_int_eq(vdi_cstream_write(cs, ref + 64 * KIB, 300), 300);
+	TL_OK(vdi_cstream_close(cs, 1));
+	job_join(&s);
+	JOB_OK(&s);
+	ck_assert_uint_eq(s.got, 64 * KIB + 300);
+	ck_assert_int_eq(s.bad, -1);
+	free(ref);
+	rig_finish_ok(&r);
+}
+END_TEST
+
+/* peek_nowait: VD_E_TIMEOUT while nothing was sent, harmlessly; the
+ * current buffer at once when there is one (vdifs' read-ahead, pump.c). */
+START_TEST(test_peek_nowait)
+{
+	struct tl_pair_opts o;
+	struct vdi_cstream *cs;
+	static const char mark;
+	const void *p = &mark, *q; /* the call must clear it */
+	uint8_t *ref = ref_new(9, 2 * 64 * KIB), *got = malloc(2 * 64 * KIB);
+	struct job s;
+	struct rig r;
+
+	rig_opts(&o, 1, VDF_WriteMedia, 512, 64 * KIB, 4);
+	rig_up(&r, &o, 4, WAIT_MS);
+	job_init(&s, &r, 0, ref, 2 * 64 * KIB, 3);
+	s.maxchunk = 64 * KIB;
+	TL_OK(vdi_cstream_new(r.p.cd[0], WAIT_MS, &cs));
+	TL_RC((int)vdi_cstream_peek_nowait(cs, &p, MIB), VD_E_TIMEOUT); /* no server writer yet */
+	ck_assert_ptr_null(p);
+	ck_assert_uint_eq(vdi_cstream_bytes(cs), 0);
+	job_start(&s, srv_writer);
+	ck_assert_int_eq(vdi_cstream_peek(cs, &p, MIB), 64 * KIB);
+	ck_assert_int_eq(memcmp(p, ref, 64 * KIB), 0);
+	ck_assert_int_eq(vdi_cstream_peek_nowait(cs, &q, MIB), 64 * KIB);
+	ck_assert_ptr_eq(p, q); /* the same bytes, no wait */
+	TL_OK(vdi_cstream_advance(cs, 64 * KIB));
+	ck_assert_int_eq(vdi_cstream_read(cs, got, 64 * KIB), 64 * KIB);
+	ck_assert_int_eq(memcmp(got, ref + 64 * KIB, 64 * KIB), 0);
+	ck_assert_int_eq(vdi_cstream_peek(cs, &q, MIB), 0); /* VD_E_CLOSE */
+	ck_assert_int_eq(vdi_cstream_peek_nowait(cs, &q, MIB), 0);
+	TL_OK(vdi_cstream_close(cs, 1));
+	job_join(&s);
+	JOB_OK(&s);
+	free(got);
+	free(ref);
+	rig_finish_ok(&r);
+}
+END_TEST
+
 START_TEST(test_reserve_points_into_buffers)
 {
 	struct tl_pair_opts o;
@@ -3416,6 +3490,8 @@ static Suite *stream_suite(void)
 	tcase_add_loop_test(tc, test_restore_flow, 0,
 	                    (int)(sizeof(flow_cases) / sizeof(flow_cases[0])));
 	tcase_add_test(tc, test_peek_points_into_buffers);
+	tcase_add_test(tc, test_peek_nowait);
+	tcase_add_test(tc, test_reserve_nowait);
 	tcase_add_test(tc, test_reserve_commit);
 	tcase_add_test(tc, test_reserve_points_into_buffers);
 	suite_add_tcase(s, tc);
