@@ -138,6 +138,7 @@ struct vdi_sstream {
 	struct ss_buf *redo; /* (lock) backup: Writes stored in part, to re-issue */
 	int eom;             /* (lock) backup: ERROR_END_OF_MEDIA seen: VDC_Load */
 	uint32_t end_code;   /* (lock) restore: completion code that ended it */
+	uint64_t end_at;     /* (lock) restore: stream offset where it ended */
 	uint32_t loads;      /* VDC_Load sent */
 	uint32_t window;     /* (lock) restore: reads in flight at most, 0 = fair share */
 };
@@ -325,8 +326,11 @@ static void ss_write_done(struct vdi_sstream *w, struct ss_buf *b)
 	int removable = (w->p->cfg.features & VDF_Removable) != 0;
 	uint32_t code = cmd->completionCode;
 
+	/* a short success is re-issued (issue 12), but one that stored
+	 * nothing would be re-issued forever: it fails the stream */
 	if (cmd->bytesTransferred <= cmd->size &&
-	    (code == ERROR_SUCCESS || (removable && code == ERROR_END_OF_MEDIA))) {
+	    (code == ERROR_SUCCESS || (removable && code == ERROR_END_OF_MEDIA)) &&
+	    (cmd->bytesTransferred || code != ERROR_SUCCESS)) {
 		b->stored += cmd->bytesTransferred;
 		if (code == ERROR_END_OF_MEDIA)
 			w->eom = 1;
@@ -621,7 +625,7 @@ static int ss_get_cur(struct vdi_sstream *w)
 	for (;;) {
 		rc = ss_status(w);
 		if (!rc && (w->redo || w->eom))
-			rc = ss_media(w);
+			rc = ss_media(w); /* waits for every Write in flight */
 		if (rc)
 			return rc;
 		w->cur = w->inflight < SS_MAX_DATA_INFLIGHT ? ss_take_free(w->p) : NULL;
@@ -727,10 +731,7 @@ int vdi_sstream_drain(struct vdi_sstream *w)
 	if (w->cur)
 		ss_put(w->p, w->cur);
 	w->cur = NULL;
-	rc = ss_idle(w);
-	while (!rc && !(rc = ss_status(w)) && (w->redo || w->eom))
-		if (!(rc = ss_media(w)))
-			rc = ss_idle(w);
+	rc = ss_media(w); /* waits for every Write, and for the media they end */
 	pthread_mutex_unlock(&w->p->lock);
 	return rc;
 }
@@ -778,6 +779,7 @@ static int ss_head_check(struct vdi_sstream *r, struct ss_buf *b)
 	    code == ERROR_FILEMARK_DETECTED) {
 		r->eof = 1;
 		r->end_code = code;
+		r->end_at = b->offset + r->avail; /* reads behind it moved nothing */
 	} else if (code != ERROR_SUCCESS)
 		ss_record(r, &b->cmd, r->bytes, 1);
 	return ss_status(r);
@@ -825,7 +827,7 @@ static void ss_reap(struct vdi_sstream *r)
 		b = r->ring[r->head % r->p->count];
 		if (!b->done)
 			return;
-		if (b->cmd.bytesTransferred && b->cmd.completionCode == ERROR_SUCCESS) {
+		if (b->cmd.bytesTransferred) { /* whatever its code */
 			/* bytes after the end would be lost: fail loudly (D50) */
 			b->cmd.completionCode = SS_ERROR_INVALID_DATA;
 			ss_record(r, &b->cmd, r->bytes, 1);
@@ -1029,6 +1031,8 @@ static int ss_control_locked(struct vdi_sstream *w, uint32_t code, uint32_t size
 		rc = ss_ctl_result(w);
 	if (!rc && out_position)
 		*out_position = w->ctl.outPosition;
+	if (!rc && code == VDC_Load)
+		w->loads++;
 	return rc;
 }
 
@@ -1049,12 +1053,8 @@ int vdi_sstream_control(struct vdi_sstream *w, uint32_t code, uint32_t size, uin
 	 * medium that ended is dealt with (VDC_Load, the rests re-issued),
 	 * so the command never overtakes data it follows (a VDC_Flush must
 	 * come after every byte before it is stored). */
-	if (w->restore != 1 && (w->p->cfg.features & VDF_Removable)) {
-		/* the rests re-issued may end the next medium too */
-		while (!(rc = ss_idle(w)) && !(rc = ss_status(w)) && (w->redo || w->eom))
-			if ((rc = ss_media(w)) != 0)
-				break;
-	}
+	if (w->restore != 1 && (w->p->cfg.features & VDF_Removable))
+		rc = ss_media(w);
 	/* Restore of a disk: the reads go on from where SetPosition put the
 	 * client, so none may be outstanding at the old offset. */
 	if (!rc && moves && w->head != w->tail)
@@ -1070,8 +1070,6 @@ int vdi_sstream_control(struct vdi_sstream *w, uint32_t code, uint32_t size, uin
 		if (out_position)
 			*out_position = at;
 	}
-	if (rc == 0 && code == VDC_Load)
-		w->loads++;
 	pthread_mutex_unlock(&w->p->lock);
 	return rc;
 }
@@ -1109,46 +1107,42 @@ static void ss_resend(struct vdi_sstream *w, struct ss_buf *b)
 }
 
 /*
- * Removable media, backup (spec 10.5): once every Write in flight has
- * completed, ERROR_END_OF_MEDIA gets the next medium (VDC_Load), then the
- * rest of every Write stored in part is re-issued in stream order.  Lock
- * held.  0 or the failure.
+ * Backup: waits until no Write is in flight; on removable media (spec
+ * 10.5) an ERROR_END_OF_MEDIA among them gets the next medium (VDC_Load),
+ * then the rest of every Write stored in part is re-issued in stream
+ * order, and so on until none ends a medium again.  Lock held.  0 or the
+ * failure.
  */
 static int ss_media(struct vdi_sstream *w)
 {
-	struct ss_buf *list, *b, **pp;
-	int rc = ss_idle(w);
+	struct ss_buf *list, *b, **pp, **low;
+	int rc;
 
-	if (!rc)
-		rc = ss_status(w);
-	if (rc)
-		return rc;
-	if (w->eom) {
-		w->eom = 0;
-		rc = ss_control_locked(w, VDC_Load, 0, 0, NULL);
-		if (rc > 0) {
-			w->fatal = w->first; /* the VDC_Load just recorded */
-			return ss_report(w, &w->fatal);
+	while (!(rc = ss_idle(w)) && !(rc = ss_status(w)) && (w->redo || w->eom)) {
+		if (w->eom) {
+			w->eom = 0;
+			rc = ss_control_locked(w, VDC_Load, 0, 0, NULL);
+			if (rc > 0) { /* the client refused it: fatal, named as itself */
+				ss_record(w, &w->ctl, w->sent, 1);
+				return ss_report(w, &w->fatal);
+			}
+			if (rc)
+				return rc;
+			vdi_log(VDI_LOG_INFO, "device '%s': medium %u loaded at byte offset %llu",
+			        ss_name(w), w->loads, (unsigned long long)w->sent);
 		}
-		if (rc)
-			return rc;
-		w->loads++;
-		vdi_log(VDI_LOG_INFO, "device '%s': medium %u loaded at byte offset %llu",
-		        ss_name(w), w->loads, (unsigned long long)w->sent);
+		list = w->redo;
+		w->redo = NULL;
+		while (list) { /* re-issue in offset order: the lowest first */
+			for (low = pp = &list; *pp; pp = &(*pp)->next)
+				if ((*pp)->offset < (*low)->offset)
+					low = pp;
+			b = *low;
+			*low = b->next;
+			ss_resend(w, b);
+		}
 	}
-	list = w->redo;
-	w->redo = NULL;
-	while (list) { /* re-issue in offset order: the lowest first */
-		struct ss_buf **low = &list;
-
-		for (pp = &list; *pp; pp = &(*pp)->next)
-			if ((*pp)->offset < (*low)->offset)
-				low = pp;
-		b = *low;
-		*low = b->next;
-		ss_resend(w, b);
-	}
-	return 0;
+	return rc;
 }
 
 int vdi_sstream_set_window(struct vdi_sstream *r, uint32_t reads)
@@ -1208,11 +1202,9 @@ int vdi_sstream_resume(struct vdi_sstream *r, uint32_t code)
 	if (!rc) {
 		r->eof = r->ended = 0;
 		r->end_code = 0;
-		r->sent = r->bytes; /* the reads behind the end moved nothing */
+		r->sent = r->end_at; /* (a disk's SetPosition may have moved it) */
 		if (code)
 			rc = ss_control_locked(r, code, 0, 0, NULL);
-		if (rc == 0 && code == VDC_Load)
-			r->loads++;
 	}
 	pthread_mutex_unlock(&r->p->lock);
 	return rc;

@@ -2923,6 +2923,29 @@ START_TEST(test_removable_restore_no_load)
 }
 END_TEST
 
+/* A disk's SetPosition moves the reads on across a VDC_Load too: disk
+ * positions are offsets of the whole stream (D50). */
+START_TEST(test_disk_setposition_then_load)
+{
+	static const int32_t recs[] = { 100000, TAPE_MEDIUM, 150000, 0 };
+	static const struct step steps[] = {
+		S_CTL(VDC_SetPosition, VDC_Beginning, 1000, OK_, 1000),
+		S_READ(1000, 99000, EOF_),
+		S_RESUME(VDC_Load, 0),
+		S_READ(100000, 150000, EOF_),
+		S_END,
+	};
+	struct media_in in;
+	struct job s, c;
+	struct rig r;
+
+	tape_restore_case(recs, steps, VDF_RandomAccess | VDF_Removable, 0, 57, 0, &s, &c, &in, &r);
+	JOB_OK(&s);
+	JOB_OK(&c);
+	rig_finish_ok(&r);
+}
+END_TEST
+
 /* --- 6. Disk: positions are byte offsets. */
 #define DK_T (64u * KIB)
 
@@ -3142,7 +3165,9 @@ START_TEST(test_command_table)
 END_TEST
 
 /* --- 8. The server adapter: a Read sent behind an end that carries
- * bytes fails the stream, whether the server resumes or closes. */
+ * bytes fails the stream, whether the server resumes or closes, and
+ * whatever code the Read completed with (_i: bit 0 resume, bit 1 the
+ * Read behind says ERROR_HANDLE_EOF instead of ERROR_SUCCESS). */
 static void *srv_read_to_end(void *a)
 {
 	struct job *j = a;
@@ -3185,7 +3210,7 @@ START_TEST(test_read_behind_end_with_bytes)
 	rig_opts(&o, 1, VDF_ReadMedia, 512, 64 * KIB, 2);
 	rig_up(&r, &o, 2, WAIT_MS); /* a share of 2: exactly two Reads in flight */
 	job_init(&s, &r, 0, ref, 100, 65);
-	s.mode = _i; /* 0: close after the end; 1: resume */
+	s.mode = _i & 1; /* 0: close after the end; 1: resume */
 	job_start(&s, srv_read_to_end);
 	TL_OK(vdi_client_get_command(r.p.cd[0], WAIT_MS, &r1));
 	TL_OK(vdi_client_get_command(r.p.cd[0], WAIT_MS, &r2));
@@ -3198,7 +3223,8 @@ START_TEST(test_read_behind_end_with_bytes)
 	ck_assert_int_eq(__atomic_load_n(&s.cmd_done, __ATOMIC_SEQ_CST), 1);
 	/* the server read to the end; now the Read behind it brings bytes */
 	memcpy(r2->buffer, ref, (size_t)r2->size);
-	TL_OK(vdi_client_complete_command(r.p.cd[0], r2, ERROR_SUCCESS, (uint32_t)r2->size, 0));
+	TL_OK(vdi_client_complete_command(
+		r.p.cd[0], r2, (_i & 2) ? ERROR_HANDLE_EOF : ERROR_SUCCESS, (uint32_t)r2->size, 0));
 	while ((rc = vdi_client_get_command(r.p.cd[0], WAIT_MS, &cmd)) == 0)
 		TL_OK(vdi_client_complete_command(r.p.cd[0], cmd, ERROR_HANDLE_EOF, 0, 0));
 	ck_assert_int_eq(rc, VD_E_CLOSE);
@@ -3206,13 +3232,76 @@ START_TEST(test_read_behind_end_with_bytes)
 	ck_assert_uint_eq(s.got, 100);
 	ck_assert_int_eq(s.codes[0], 0);
 	ck_assert_int_eq(s.codes[1], ERROR_HANDLE_EOF);
-	if (_i) {
+	if (s.mode) {
 		ck_assert_int_eq(s.cmd_rc, VD_E_IO_ERROR);
 		ck_assert_uint_eq(s.ecode, 13); /* ERROR_INVALID_DATA */
 		ck_assert_uint_eq(s.eoff, 100);
 	}
 	ck_assert_int_eq(s.close_rc, VD_E_IO_ERROR);
 	ck_assert_msg(strstr(s.err, "VDC_Read at byte offset 100"), "%s", s.err);
+	free(ref);
+	rig_finish_ok(&r);
+}
+END_TEST
+
+/* A removable backup's Write answered ERROR_SUCCESS with fewer bytes is
+ * re-issued for the rest (issue 12); one that stored none would be
+ * re-issued forever, so it fails the stream instead. */
+static void *srv_write_drain(void *a)
+{
+	struct job *j = a;
+	struct vdi_sstream *w;
+	int rc = vdi_sstream_open(j->r->pool, j->r->p.sd[0], 0, &w);
+
+	if (rc) {
+		job_fail(j, rc);
+		return NULL;
+	}
+	j->codes[0] = (int)vdi_sstream_write(w, j->ref, (size_t)j->total);
+	j->cmd_rc = vdi_sstream_drain(w);
+	snprintf(j->err, sizeof(j->err), "%s", vdi_last_error());
+	j->ecode = vdi_sstream_error(w, &j->eoff);
+	j->close_rc = vdi_sstream_close(w);
+	vdi_server_close_device(j->r->p.sd[0]);
+	return NULL;
+}
+
+START_TEST(test_removable_short_success)
+{
+	uint8_t *ref = ref_new(66, 64 * KIB);
+	struct tl_pair_opts o;
+	VDC_Command *cmd;
+	struct job s;
+	struct rig r;
+	int rc;
+
+	rig_opts(&o, 1, VDF_WriteMedia, 512, 64 * KIB, 2);
+	o.client_features = VDF_Removable;
+	rig_up(&r, &o, 2, WAIT_MS);
+	job_init(&s, &r, 0, ref, 64 * KIB, 67);
+	job_start(&s, srv_write_drain);
+	TL_OK(vdi_client_get_command(r.p.cd[0], WAIT_MS, &cmd));
+	ck_assert_int_eq(cmd->commandCode, VDC_Write);
+	ck_assert_int_eq(cmd->size, 64 * KIB);
+	TL_OK(vdi_client_complete_command(r.p.cd[0], cmd, ERROR_SUCCESS, 4096, 0));
+	/* the rest comes again, at its position, from the start of the buffer */
+	TL_OK(vdi_client_get_command(r.p.cd[0], WAIT_MS, &cmd));
+	ck_assert_int_eq(cmd->commandCode, VDC_Write);
+	ck_assert_int_eq(cmd->size, 64 * KIB - 4096);
+	ck_assert_int_eq(cmd->position, 4096);
+	ck_assert_int_eq(memcmp(cmd->buffer, ref + 4096, 64 * KIB - 4096), 0);
+	TL_OK(vdi_client_complete_command(r.p.cd[0], cmd, ERROR_SUCCESS, 0, 0)); /* stores none */
+	/* no third try: the stream failed; the server closes */
+	while ((rc = vdi_client_get_command(r.p.cd[0], WAIT_MS, &cmd)) == 0) {
+		ck_assert_int_ne(cmd->commandCode, VDC_Write);
+		TL_OK(vdi_client_complete_command(r.p.cd[0], cmd, ERROR_SUCCESS, 0, 0));
+	}
+	ck_assert_int_eq(rc, VD_E_CLOSE);
+	job_join(&s);
+	ck_assert_int_eq(s.cmd_rc, VD_E_IO_ERROR);
+	ck_assert_msg(strstr(s.err, "VDC_Write at byte offset 4096 moved 0 of 61440 bytes"), "%s",
+	              s.err);
+	ck_assert_uint_eq(s.eoff, 4096);
 	free(ref);
 	rig_finish_ok(&r);
 }
@@ -3546,11 +3635,13 @@ static Suite *stream_suite(void)
 	                    (int)(sizeof(rm_cases) / sizeof(rm_cases[0])));
 	tcase_add_loop_test(tc, test_removable_eom_in_flight, 0, 2);
 	tcase_add_loop_test(tc, test_removable_restore, 0, 2);
+	tcase_add_test(tc, test_disk_setposition_then_load);
 	tcase_add_loop_test(tc, test_removable_restore_no_load, 0, 2);
 	tcase_add_test(tc, test_disk_backup_positions);
 	tcase_add_test(tc, test_disk_restore_positions);
 	tcase_add_loop_test(tc, test_command_table, 0, 8);
-	tcase_add_loop_test(tc, test_read_behind_end_with_bytes, 0, 2);
+	tcase_add_loop_test(tc, test_read_behind_end_with_bytes, 0, 4);
+	tcase_add_test(tc, test_removable_short_success);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("fork");
