@@ -134,7 +134,7 @@ struct vdi_cstream {
 	int vol_end;             /* at the end of this medium until VDC_Load */
 	int vol_next;            /* backup: the reader moved on to the next medium */
 	int rewound;             /* tape rewound after data: it cannot move again */
-	uint64_t vol_moved;      /* restore: data bytes of this medium gone to Reads or skipped */
+	uint64_t rec_at;         /* restore: offset in the medium of the record's first header */
 	uint32_t cond;           /* restore: code of every Read until VDC_ClearError */
 	uint32_t marks;          /* restore: filemarks parsed, not yet reported */
 	uint8_t aws[CS_AWS_HDR]; /* block header handed out / being collected */
@@ -240,11 +240,13 @@ static uint64_t cs_position(const struct vdi_cstream *s)
 /* Nothing moved on this medium yet: the stream is at its beginning.  A
  * tape restore takes the writer's chunk headers before any command asks
  * for them, so there the bytes received say nothing: only the position
- * does (no block reached the server or was skipped). */
+ * does (no block reached the server or was skipped; a Rewind or Load
+ * cannot reach the head while a Read holds part of one). */
 static int cs_at_bom(const struct vdi_cstream *s)
 {
-	/* restore: chunk headers collected ahead do not count */
-	return s->block == 0 && (s->direction == VDF_ReadMedia ? s->vol_moved : s->vol_bytes) == 0;
+	if (s->tape && s->direction == VDF_ReadMedia)
+		return s->block == 0;
+	return s->block == 0 && s->vol_bytes == 0;
 }
 
 static uint32_t cs_refuse(const struct vdi_cstream *s, const char *what, uint64_t want)
@@ -289,7 +291,6 @@ static uint32_t cs_load(struct vdi_cstream *s)
 	s->rewound = 0;
 	s->vol_end = s->vol_next = 0;
 	s->vol_bytes = 0;
-	s->vol_moved = 0;
 	s->block = 0;
 	s->cond = 0;
 	s->marks = 0;
@@ -941,7 +942,8 @@ ssize_t vdi_cstream_read(struct vdi_cstream *s, void *buf, size_t len)
 
 /* --------------------------------------------------------------- restore */
 
-/* A chunk header just taken is wrong: the offset is the header's own. */
+/* A chunk header just taken is wrong: the offset is the header's own, in
+ * the medium's file (where a user looks: FILE.m, <dev>.m). */
 static int cs_not_tape(struct vdi_cstream *s, const char *why, unsigned v1, unsigned v2)
 {
 	char m[160];
@@ -950,7 +952,7 @@ static int cs_not_tape(struct vdi_cstream *s, const char *why, unsigned v1, unsi
 	return cs_failed(s, vdi_fail(VD_E_PROTOCOL,
 	                             "device '%s': not a tape image at byte offset %llu "
 	                             "(medium %u): %s",
-	                             cs_name(s), (unsigned long long)(s->bytes - CS_AWS_HDR),
+	                             cs_name(s), (unsigned long long)(s->vol_bytes - CS_AWS_HDR),
 	                             s->volume, m));
 }
 
@@ -1013,6 +1015,8 @@ static int cs_aws_parse(struct vdi_cstream *s)
 		                   s->aws_inrec ? "record begins inside record (flags 0x%02x%.0u)"
 		                                : "chunk outside a record (flags 0x%02x%.0u)",
 		                   flags, 0);
+	if (flags & CS_AWS_BOR)
+		s->rec_at = s->vol_bytes - CS_AWS_HDR;
 	s->aws_inrec = 1;
 	s->aws_left = len;
 	s->aws_eor = (flags & CS_AWS_EOR) != 0;
@@ -1104,7 +1108,6 @@ static int cs_take_in(struct vdi_cstream *s, size_t n)
 		return cs_bad_take(s, n, had, "commit");
 	s->bytes += n;
 	s->vol_bytes += n;
-	s->vol_moved += n;
 	if (s->skip == CS_SKIP_BYTES) {
 		s->skip_left -= n;
 		return s->skip_left ? 0 : cs_finish_at(s, ERROR_SUCCESS, 0, s->bytes);
@@ -1123,11 +1126,12 @@ static int cs_take_in(struct vdi_cstream *s, size_t n)
 		int rc = cs_finish(s, CS_ERROR_MORE_DATA, size);
 
 		return rc ? rc
-		          : cs_failed(s,
-		                      vdi_fail(VD_E_PROTOCOL,
-		                               "device '%s': a tape block at byte offset %llu is "
-		                               "larger than the server's read of %u bytes",
-		                               cs_name(s), (unsigned long long)s->bytes, size));
+		          : cs_failed(s, vdi_fail(VD_E_PROTOCOL,
+		                                  "device '%s': the tape block at byte offset %llu "
+		                                  "(medium %u) is larger than the server's read of "
+		                                  "%u bytes",
+		                                  cs_name(s), (unsigned long long)s->rec_at,
+		                                  s->volume, size));
 	}
 	return 0;
 }
@@ -1210,7 +1214,7 @@ static int cs_end_data(struct vdi_cstream *s)
 		                             "device '%s': tape image ends inside a %s at byte "
 		                             "offset %llu (medium %u)",
 		                             cs_name(s), s->aws_inrec ? "record" : "chunk header",
-		                             (unsigned long long)s->bytes, s->volume));
+		                             (unsigned long long)s->vol_bytes, s->volume));
 	if (s->cur && s->skip)
 		return cs_finish(s, ERROR_NO_DATA_DETECTED, 0);
 	if (s->cur && s->cur->commandCode == VDC_Read)

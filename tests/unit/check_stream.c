@@ -2684,7 +2684,10 @@ START_TEST(test_tape_block_larger_than_read)
 	steps_ok(&s, VD_E_IO_ERROR);
 	ck_assert_int_eq(s.close_rc, VD_E_IO_ERROR);
 	ck_assert_int_eq(in.write_rc, VD_E_PROTOCOL);
-	ck_assert_msg(strstr(c.err, "larger than the server's read of 65536 bytes"), "%s", c.err);
+	/* named at the block's start: after the first record's 6 + 4096 bytes */
+	ck_assert_msg(strstr(c.err, "the tape block at byte offset 4102 (medium 0) is larger than "
+	                            "the server's read of 65536 bytes"),
+	              "%s", c.err);
 	ck_assert_int_eq(c.close_rc, VD_E_PROTOCOL);
 	rig_down(&r);
 }
