@@ -1186,11 +1186,11 @@ int vdi_cstream_set_volume_size(struct vdi_cstream *s, uint64_t bytes)
 		                "cannot set the medium size of device '%s': VDF_Removable not "
 		                "offered",
 		                cs_name(s));
-	if (bytes && bytes < CS_AWS_HDR * 2)
+	if (bytes && bytes < VDI_CSTREAM_VOLUME_MIN)
 		return vdi_fail(VD_E_INVALID,
 		                "cannot set the medium size of device '%s' to %llu bytes: at least "
 		                "%u",
-		                cs_name(s), (unsigned long long)bytes, CS_AWS_HDR * 2);
+		                cs_name(s), (unsigned long long)bytes, VDI_CSTREAM_VOLUME_MIN);
 	/* The server re-issues the rest of a Write stored in part, and a
 	 * Write is whole blocks: a pipe's or disk's medium ends on a block. */
 	room = bytes;

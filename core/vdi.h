@@ -673,6 +673,10 @@ uint32_t vdi_snapshot_run(struct vdi_cstream *s, const char *command, uint32_t c
  * server closed the device instead.  vdi_cstream_volume: the medium the
  * next bytes belong to, 0 first, +1 at each VDC_Load.
  */
+/* The smallest medium (two tape chunk headers); a pipe's or disk's medium
+ * is rounded down to whole blocks (the server re-issues whole blocks), and
+ * must hold one. */
+#define VDI_CSTREAM_VOLUME_MIN 12u
 int vdi_cstream_set_volume_size(struct vdi_cstream *s, uint64_t bytes);
 int vdi_cstream_next_volume(struct vdi_cstream *s);
 int vdi_cstream_end_volume(struct vdi_cstream *s);

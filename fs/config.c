@@ -263,8 +263,8 @@ static int apply_value(struct fs_setcfg *c, const char *key, const char *val)
 			return -EINVAL;
 		c->devices = v;
 	} else if (!strcmp(key, "volume_size")) {
-		/* a medium must hold at least a tape record's two headers */
-		if (parse_size(val, &c->volume_size) || (c->volume_size && c->volume_size < 12))
+		if (parse_size(val, &c->volume_size) ||
+		    (c->volume_size && c->volume_size < VDI_CSTREAM_VOLUME_MIN))
 			return -EINVAL;
 	} else if (!strcmp(key, "open_timeout")) {
 		return parse_timeout(val, &c->open_timeout_ms);

@@ -43,8 +43,6 @@
 #include "vdi.h"
 
 #define IO_CHUNK (1u << 20)
-/* The smallest medium the stream adapter takes (two tape chunk headers). */
-#define PIPE_VOLUME_MIN 12u
 
 struct pdev {
 	struct pipe_job *pj;
@@ -71,9 +69,9 @@ struct pipe_job {
 	uint32_t timeout_ms, server_timeout_ms, io_timeout_ms;
 	const char *group;
 	int quiet;
-	const char *type;         /* --features: "pipe", "tape", "disk"; NULL: pipe */
-	uint64_t volume_size;     /* --volume-size: stream bytes per backup medium, 0 = one */
-	uint32_t block_size;      /* the server's VDConfig.blockSize */
+	const char *type;     /* --features: "pipe", "tape", "disk"; NULL: pipe */
+	uint64_t volume_size; /* --volume-size: stream bytes per backup medium, 0 = one */
+
 	int backup;               /* direction from the server; -1 until known (both media) */
 	int both;                 /* the server configured both directions (D18) */
 	int sqlvdi;               /* --sqlvdi given */
@@ -217,7 +215,7 @@ static int parse_pipe_opts(struct pipe_job *pj, int argc, char **argv)
 				return -1;
 			break;
 		case 'V':
-			if (cli_parse_uint("--volume-size", optarg, PIPE_VOLUME_MIN,
+			if (cli_parse_uint("--volume-size", optarg, VDI_CSTREAM_VOLUME_MIN,
 			                   UINT64_MAX >> 1, &pj->volume_size))
 				return -1;
 			break;
@@ -400,7 +398,7 @@ static int wait_server(struct pipe_job *pj)
 	case VDF_ReadMedia: pj->backup = 0; break;
 	default: pj->backup = -1; pj->both = 1; /* (D18): the first data command tells */
 	}
-	pj->block_size = cfg.blockSize;
+
 	return 0;
 }
 
@@ -471,19 +469,6 @@ static uint32_t snapshot_handler(void *ctx, struct vdi_cstream *s, uint32_t code
 	return answer;
 }
 
-/* A pipe or disk medium holds whole blocks: the server re-issues the
- * rest of a Write that did not fit (spec 10.5), and a Write's size must
- * be a multiple of the block size.  A tape record is never split (D50),
- * so its size stays as given. */
-static uint64_t medium_size(const struct pipe_job *pj)
-{
-	uint64_t bs = pj->block_size ? pj->block_size : 1, v = pj->volume_size;
-
-	if (pj->features & VDF_FileMarks)
-		return v;
-	return v < bs ? bs : v - v % bs;
-}
-
 static int open_devices(struct pipe_job *pj)
 {
 	for (unsigned k = 0; k < pj->ndev; k++) {
@@ -508,7 +493,7 @@ static int open_devices(struct pipe_job *pj)
 		if (pj->both && (learn_direction(pj, d) < 0 || open_file(d) < 0))
 			return -1;
 		if (pj->backup && pj->volume_size &&
-		    (rc = vdi_cstream_set_volume_size(d->s, medium_size(pj))) < 0) {
+		    (rc = vdi_cstream_set_volume_size(d->s, pj->volume_size)) < 0) {
 			cli_vdi_err(rc, "device '%s': cannot set the medium size", d->name);
 			return -1;
 		}
