@@ -88,6 +88,7 @@ struct rec {
 	int32_t size;
 	int64_t position;
 	uint64_t answer; /* position the client returned */
+	uint64_t t_ms;   /* when it arrived (tl_now_ms) */
 };
 
 /* A command held, not yet completed, and its record. */
@@ -136,12 +137,14 @@ struct geo {
 	const char *opts;  /* more statement options: ", FAULT_..." */
 	const char *fails; /* the statement fails, its message says this */
 	uint32_t never;    /* a command that must not reach the client */
+	uint32_t stall_at; /* FAULT_STALL_AT: this command comes stall_ms late */
+	uint32_t stall_ms;
 };
 
 struct ex {
 	char dir[64];
 	char set[TL_NAME_MAX];
-	uint32_t ndev, block, mts, bufcount, offer, never;
+	uint32_t ndev, block, mts, bufcount, offer, never, stall_at, stall_ms;
 	int ask_complete, both, backup;
 	const char *opts, *fails;
 	size_t medium; /* removable backup: bytes per medium */
@@ -281,6 +284,8 @@ static void ex_init(struct ex *e, const struct geo *g, size_t medium)
 	e->opts = g->opts ? g->opts : "";
 	e->fails = g->fails;
 	e->never = g->never;
+	e->stall_at = g->stall_at;
+	e->stall_ms = g->stall_ms;
 	e->medium = medium;
 	for (uint32_t i = 0; i < e->ndev; i++)
 		snprintf(e->dev[i].name, sizeof(e->dev[i].name), i ? "%s-%u" : "%s", e->set, i);
@@ -420,7 +425,8 @@ static void receive(struct ex *e, struct dev *v, VDC_Command *cmd)
 	              v->name, v->nrec, held_data(v));
 	if (is_tape(e) && !e->backup && cmd->commandCode == VDC_Read && !v->skipped)
 		v->hold = 1; /* the stripe header's block: alone until VDC_SkipMarks */
-	v->rec[v->nrec] = (struct rec){ (uint32_t)cmd->commandCode, cmd->size, cmd->position, 0 };
+	v->rec[v->nrec] = (struct rec){ (uint32_t)cmd->commandCode, cmd->size, cmd->position, 0,
+		                        tl_now_ms() };
 	v->held[v->nheld++] = (struct held){ cmd, v->nrec++ };
 	v->last_ms = tl_now_ms();
 }
@@ -922,6 +928,30 @@ static void check_media_restore(const struct ex *e, const struct dev *v)
 		              v->name, count(v, VDC_Load), v->nbound + 1, v->medium);
 }
 
+/* FAULT_STALL_AT: each such command came at least stall_ms after the one
+ * before it (the server waits that long before sending it; a lower bound,
+ * which a loaded machine only lengthens). */
+static void check_stall(const struct ex *e, const struct dev *v)
+{
+	unsigned seen = 0;
+
+	if (!e->stall_at)
+		return;
+	for (unsigned k = 1; k < v->nrec; k++) {
+		if (v->rec[k].code != e->stall_at)
+			continue;
+		seen++;
+		ck_assert_msg(v->rec[k].t_ms - v->rec[k - 1].t_ms >= e->stall_ms,
+		              "device '%s': %s (command %u) came %llu ms after the one before it, "
+		              "FAULT_STALL is %u ms",
+		              v->name, vdi_strcommand(e->stall_at), k,
+		              (unsigned long long)(v->rec[k].t_ms - v->rec[k - 1].t_ms),
+		              e->stall_ms);
+	}
+	ck_assert_msg(seen > 0, "device '%s': no %s to stall", v->name,
+	              vdi_strcommand(e->stall_at));
+}
+
 /* A failed statement: what must not have reached any device. */
 static void check_failed(const struct ex *e)
 {
@@ -967,6 +997,7 @@ static void run_backup(struct ex *e, size_t size, unsigned extra, uint8_t **db)
 		unsigned first = is_tape(e) ? 2 : is_disk(e) ? 2 : 0;
 
 		check_sequence(e, v, expected_sequence(e));
+		check_stall(e, v);
 		check_data(e, v, VDC_Write);
 		check_backup_order(e, v, extra);
 		check_media_backup(e, v);
@@ -1033,6 +1064,7 @@ static void run_restore(struct ex *e, const struct ex *from, const uint8_t *db, 
 		const struct dev *v = &e->dev[i];
 
 		check_sequence(e, v, expected_sequence(e));
+		check_stall(e, v);
 		check_data(e, v, VDC_Read);
 		check_media_restore(e, v);
 	}
@@ -1133,7 +1165,8 @@ static const struct row {
 	{ .what = "tape, FAULT_STALL_AT='VDC_GetPosition', FAULT_STALL=300",
 	  .size = 1048576 + 1,
 	  .b = { GEO(2, 512, 65536, 4, 0), TAPE,
-	         .opts = ", FAULT_STALL_AT='VDC_GetPosition', FAULT_STALL=300" },
+	         .opts = ", FAULT_STALL_AT='VDC_GetPosition', FAULT_STALL=300",
+	         .stall_at = VDC_GetPosition, .stall_ms = 300 },
 	  .r = { GEO(2, 512, 65536, 4, 0), TAPE } },
 	{ .what = "--both-media: VDF_WriteMedia|VDF_ReadMedia, Writes only in a backup",
 	  .size = 2 * 1048576 + 3,
