@@ -314,8 +314,9 @@ static int media_next(struct devjob *d)
 		return -1;
 	}
 	if (!j->quiet)
+		/* media count from 0, as the clients' files do (FILE.m, <dev>.m) */
 		cli_err("device '%s': medium %u loaded at stripe byte offset %" PRIu64, dev_name(d),
-		        vdi_sstream_loads(d->s) + 1, d->r.offset);
+		        vdi_sstream_loads(d->s), d->r.offset);
 	return dev_tape(j) ? (media_begin(d) < 0 ? -1 : 1) : 1;
 }
 

@@ -200,6 +200,22 @@ r=$(chainstep log "RESTORE LOG tch FROM VIRTUAL_DEVICE='$PFX-tch' WITH RECOVERY"
 	die "tape chain: restore log: exit $r: $(cat "$TMP/err" "$TMP/perr")"
 n=$((n + 6))
 
+# 5b. The stand-in names each medium it loads as the clients number their
+#     files: medium 1 is FILE.1.
+timeout -k 5 60 "$VDI" pipe -q -s "$PFX-vl" --features tape --volume-size 400000 -t 20000 \
+	"$TMP/tch-full" 2>"$TMP/perr" &
+p=$!
+timeout -k 5 60 "$VDI" exec -D "$DATA" -t 20000 \
+	"RESTORE VERIFYONLY FROM VIRTUAL_DEVICE='$PFX-vl'" >"$TMP/out" 2>"$TMP/err"
+e=$?
+wait $p
+c=$?
+[ "$e $c" = "0 0" ] && grep -q "device '$PFX-vl': medium 1 loaded" "$TMP/err" &&
+	grep -q "device '$PFX-vl': medium 2 loaded" "$TMP/err" &&
+	! grep -q "medium 0 loaded" "$TMP/err" ||
+	die "medium numbers: exit $e $c: $(cat "$TMP/err" "$TMP/perr")"
+n=$((n + 1))
+
 # 6. Both media directions configured (D18, spec 4 "and/or"): each device's
 #    first data command tells the client which way it goes; 1 and 4 devices.
 for nd in 1 4; do
