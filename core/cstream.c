@@ -1175,6 +1175,65 @@ ssize_t vdi_cstream_write(struct vdi_cstream *s, const void *buf, size_t len)
 
 /* ----------------------------------------------------------- media calls */
 
+/* The device type bits of a mask (VDF_Removable is an extra of pipe and
+ * disk, and part of tape). */
+#define CS_TYPE_BITS ((uint32_t)((VDF_LikeTape | VDF_LikeDisk) & ~VDF_Removable))
+#define CS_ANSWERED                                                                   \
+	((uint32_t)(VDF_LikeTape | VDF_LikeDisk | VDF_Discard | VDF_RequestComplete | \
+	            VDF_SnapshotPrepare | VDF_EnumFrozenFiles))
+
+int vdi_cstream_feature_word(const char *word, size_t len, uint32_t *bits)
+{
+	static const struct {
+		const char *name;
+		int type;
+		uint32_t bits;
+	} words[] = {
+		{ "pipe", 1, VDF_LikePipe },
+		{ "tape", 1, VDF_LikeTape },
+		{ "disk", 1, VDF_LikeDisk },
+		{ "removable", 0, VDF_Removable },
+		{ "discard", 0, VDF_Discard },
+		{ "complete", 0, VDF_RequestComplete },
+		{ "request-complete", 0, VDF_RequestComplete },
+	};
+
+	for (size_t i = 0; word && bits && i < sizeof(words) / sizeof(words[0]); i++)
+		if (strlen(words[i].name) == len && !strncmp(word, words[i].name, len)) {
+			*bits |= words[i].bits;
+			return words[i].type;
+		}
+	return -1;
+}
+
+const char *vdi_cstream_device_type(uint32_t f)
+{
+	switch (f & CS_TYPE_BITS) {
+	case 0: return "pipe";
+	case VDF_LikeTape &CS_TYPE_BITS: return (f & VDF_Removable) ? "tape" : NULL;
+	case VDF_RandomAccess: return "disk";
+	}
+	return NULL;
+}
+
+int vdi_cstream_check_features(uint32_t f)
+{
+	if (f & ~CS_ANSWERED)
+		return vdi_fail(VD_E_NOTSUPPORTED,
+		                "bits 0x%x of features 0x%x are not answered by a client stream "
+		                "(pipe 0, tape 0x%x, disk 0x%x, removable 0x%x, discard 0x%x, "
+		                "complete 0x%x, snapshot 0x%x)",
+		                f & ~CS_ANSWERED, f, VDF_LikeTape, VDF_LikeDisk, VDF_Removable,
+		                VDF_Discard, VDF_RequestComplete,
+		                VDF_SnapshotPrepare | VDF_EnumFrozenFiles);
+	if (!vdi_cstream_device_type(f))
+		return vdi_fail(VD_E_NOTSUPPORTED,
+		                "the device type bits 0x%x of features 0x%x are none of pipe (0), "
+		                "tape (0x%x, whole) or disk (0x%x)",
+		                f & (CS_TYPE_BITS | VDF_Removable), f, VDF_LikeTape, VDF_LikeDisk);
+	return 0;
+}
+
 int vdi_cstream_set_volume_size(struct vdi_cstream *s, uint64_t bytes)
 {
 	uint64_t room;

@@ -673,6 +673,20 @@ uint32_t vdi_snapshot_run(struct vdi_cstream *s, const char *command, uint32_t c
  * server closed the device instead.  vdi_cstream_volume: the medium the
  * next bytes belong to, 0 first, +1 at each VDC_Load.
  */
+/* What a client stream answers, for front ends that let users choose the
+ * features (F31, D50).  A word names a device type (pipe; tape, which is
+ * VDF_LikeTape whole; disk, VDF_LikeDisk) or an extra (removable,
+ * discard, complete or request-complete: VDF_RequestComplete);
+ * vdi_cstream_feature_word ORs its bits into *bits and returns 1 for a
+ * type, 0 for an extra, -1 for an unknown word.  vdi_cstream_check_features
+ * returns 0 if a stream answers every bit (the snapshot bits need a
+ * handler, vdi_cstream_on_snapshot) and they make one device type the
+ * spec defines, else VD_E_NOTSUPPORTED with the reason.
+ * vdi_cstream_device_type: "pipe", "tape" or "disk" for such a mask, NULL
+ * for another. */
+int vdi_cstream_feature_word(const char *word, size_t len, uint32_t *bits);
+int vdi_cstream_check_features(uint32_t features);
+const char *vdi_cstream_device_type(uint32_t features);
 /* The smallest medium (two tape chunk headers); a pipe's or disk's medium
  * is rounded down to whole blocks (the server re-issues whole blocks), and
  * must hold one. */

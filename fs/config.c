@@ -88,73 +88,51 @@ static int parse_timeout(const char *s, uint32_t *out)
 	return parse_u32(s, out);
 }
 
-/* What a set may offer: only what the stream adapter answers (F31,
- * F35).  Tape is VDF_LikeTape whole, the one tape mask the spec defines
- * (D50).  The snapshot bits come with a snapshot configuration
- * (snapshot.c). */
-#define FS_TAPE ((uint32_t)VDF_LikeTape)
-#define FS_MODE_BITS                                                             \
-	((uint32_t)(VDF_FileMarks | VDF_Rewind | VDF_Position | VDF_SkipBlocks | \
-	            VDF_ReversePosition | VDF_RandomAccess))
-#define FS_FEATURES_ANSWERED \
-	((uint32_t)(VDF_RequestComplete | VDF_Discard | VDF_Removable | FS_TAPE | VDF_RandomAccess))
+/* What a set may offer: only what the stream adapter answers (F31, F35,
+ * vdi_cstream_check_features).  The snapshot bits come with a snapshot
+ * configuration (snapshot.c), not with features=. */
+#define FS_SNAPSHOT_BITS ((uint32_t)(VDF_SnapshotPrepare | VDF_EnumFrozenFiles))
 
 /* A mask a set may offer: 0, or -EINVAL with the reason in err. */
 static int features_check(const char *text, uint32_t f, char *err, size_t errlen)
 {
-	uint32_t mode = f & FS_MODE_BITS;
-
-	if (f & ~FS_FEATURES_ANSWERED) {
+	if (f & FS_SNAPSHOT_BITS) {
 		snprintf(err, errlen,
-		         "option 'features': '%s' is not offered: bits 0x%x are not answered "
-		         "(allowed: pipe, tape 0x%x, disk 0x%x, removable 0x%x, discard 0x%x, "
-		         "complete 0x%x; snapshot_cmd= for snapshots)",
-		         text, f & ~FS_FEATURES_ANSWERED, FS_TAPE, VDF_RandomAccess, VDF_Removable,
-		         VDF_Discard, VDF_RequestComplete);
+		         "option 'features': '%s' is not offered: the snapshot bits 0x%x come "
+		         "with snapshot_cmd= or snapshot=manual",
+		         text, f & FS_SNAPSHOT_BITS);
 		return -EINVAL;
 	}
-	if ((mode && mode != (FS_TAPE & FS_MODE_BITS) && mode != VDF_RandomAccess) ||
-	    (mode == (FS_TAPE & FS_MODE_BITS) && !(f & VDF_Removable))) {
-		snprintf(err, errlen,
-		         "option 'features': '%s' is not offered: the device type bits 0x%x are "
-		         "none of pipe (0), tape (0x%x, whole) or disk (0x%x)",
-		         text, mode | (f & VDF_Removable), FS_TAPE, VDF_RandomAccess);
+	if (vdi_cstream_check_features(f)) {
+		snprintf(err, errlen, "option 'features': '%s' is not offered: %s", text,
+		         vdi_last_error());
 		return -EINVAL;
 	}
 	return 0;
 }
 
+/* One word of features=: vdi_cstream_feature_word, and nocomplete. */
 static int feature_word(const char *w, size_t n, uint32_t *f, const char **mode, int *nocomplete)
 {
-	static const struct {
-		const char *name;
-		int is_mode;
-		uint32_t bits;
-	} words[] = {
-		{ "pipe", 1, VDF_LikePipe },
-		{ "tape", 1, FS_TAPE },
-		{ "disk", 1, VDF_RandomAccess },
-		{ "removable", 0, VDF_Removable },
-		{ "complete", 0, VDF_RequestComplete },
-		{ "discard", 0, VDF_Discard },
-	};
-	size_t i;
+	uint32_t bits = 0;
+	int type;
 
 	if (n == 10 && !strncmp(w, "nocomplete", n)) {
 		*nocomplete = 1;
 		return 0;
 	}
-	for (i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
-		if (strlen(words[i].name) != n || strncmp(w, words[i].name, n))
-			continue;
-		if (words[i].is_mode && *mode && strcmp(*mode, words[i].name))
+	type = vdi_cstream_feature_word(w, n, &bits);
+	if (type < 0)
+		return -EINVAL;
+	if (type) {
+		const char *name = vdi_cstream_device_type(bits);
+
+		if (*mode && strcmp(*mode, name))
 			return -EEXIST;
-		if (words[i].is_mode)
-			*mode = words[i].name;
-		*f |= words[i].bits;
-		return 0;
+		*mode = name;
 	}
-	return -EINVAL;
+	*f |= bits;
+	return 0;
 }
 
 static int parse_features(const char *s, uint32_t *out, char *err, size_t errlen)
@@ -406,18 +384,15 @@ int fs_cfg_check(const struct fs_setcfg *c, char *err, size_t errlen)
 
 void fs_features_format(uint32_t f, char *buf, size_t len)
 {
-	const uint32_t snap = VDF_SnapshotPrepare | VDF_EnumFrozenFiles;
-	uint32_t mode = f & FS_MODE_BITS;
-	const char *type = mode == (FS_TAPE & FS_MODE_BITS) ? "tape"
-	                   : mode == VDF_RandomAccess       ? "disk"
-	                                                    : "pipe";
-	int removable = (f & VDF_Removable) && strcmp(type, "tape");
+	const uint32_t snap = FS_SNAPSHOT_BITS;
+	const char *type = vdi_cstream_device_type(f);
+	int removable;
 
-	if ((f & ~(FS_FEATURES_ANSWERED | snap)) || (mode && !strcmp(type, "pipe")) ||
-	    (!strcmp(type, "tape") && !(f & VDF_Removable))) {
+	if (!type || vdi_cstream_check_features(f)) {
 		snprintf(buf, len, "0x%x", f);
 		return;
 	}
+	removable = (f & VDF_Removable) && strcmp(type, "tape");
 	snprintf(buf, len, "%s%s%s%s%s", type, removable ? "+removable" : "",
 	         (f & VDF_RequestComplete) ? "+complete" : "+nocomplete",
 	         (f & VDF_Discard) ? "+discard" : "", (f & snap) ? "+snapshot" : "");

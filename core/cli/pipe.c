@@ -108,8 +108,6 @@ static void pipe_fail(struct pipe_job *pj)
  * back still fails loudly).  The list may be given in several options:
  * the type chosen first stays, another one is refused.
  */
-#define PIPE_TAPE VDF_LikeTape
-
 static int parse_features(struct pipe_job *pj, const char *list)
 {
 	char *copy = strdup(list), *save = NULL;
@@ -118,32 +116,24 @@ static int parse_features(struct pipe_job *pj, const char *list)
 	if (!copy)
 		return -1;
 	for (char *t = strtok_r(copy, ",", &save); t && rc == 0; t = strtok_r(NULL, ",", &save)) {
-		const char *type = NULL;
+		uint32_t bits = 0;
+		int kind = vdi_cstream_feature_word(t, strlen(t), &bits);
+		const char *type = kind == 1 ? vdi_cstream_device_type(bits) : NULL;
 
-		if (strcmp(t, "discard") == 0)
-			pj->features |= VDF_Discard;
-		else if (strcmp(t, "request-complete") == 0)
-			pj->features |= VDF_RequestComplete;
-		else if (strcmp(t, "removable") == 0)
-			pj->features |= VDF_Removable;
-		else if (!strcmp(t, "pipe") || !strcmp(t, "tape") || !strcmp(t, "disk"))
-			type = !strcmp(t, "pipe") ? "pipe" : !strcmp(t, "tape") ? "tape" : "disk";
-		else {
+		if (kind < 0) {
 			cli_err("invalid --features '%s': unknown feature '%s' (pipe, tape, disk, "
 			        "removable, discard, request-complete)",
 			        list, t);
 			rc = -1;
-		}
-		if (type && pj->type && strcmp(type, pj->type) != 0) {
+		} else if (type && pj->type && strcmp(type, pj->type) != 0) {
 			cli_err("invalid --features '%s': '%s' and '%s' are two device types: a set "
 			        "is one of pipe, tape or disk",
 			        list, pj->type, type);
 			rc = -1;
-		} else if (type) {
-			pj->type = type;
-			pj->features |= !strcmp(type, "tape")   ? PIPE_TAPE
-			                : !strcmp(type, "disk") ? VDF_RandomAccess
-			                                        : 0;
+		} else {
+			if (type)
+				pj->type = type;
+			pj->features |= bits;
 		}
 	}
 	free(copy);

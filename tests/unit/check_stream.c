@@ -3247,6 +3247,63 @@ START_TEST(test_read_behind_end_with_bytes)
 }
 END_TEST
 
+/* What a client stream answers, as front ends ask it (F31, D50). */
+START_TEST(test_feature_words_and_masks)
+{
+	static const struct {
+		const char *word;
+		int kind;
+		uint32_t bits;
+	} words[] = {
+		{ "pipe", 1, 0 },
+		{ "tape", 1, VDF_LikeTape },
+		{ "disk", 1, VDF_LikeDisk },
+		{ "removable", 0, VDF_Removable },
+		{ "discard", 0, VDF_Discard },
+		{ "complete", 0, VDF_RequestComplete },
+		{ "request-complete", 0, VDF_RequestComplete },
+		{ "reverse", -1, 0 },
+		{ "tap", -1, 0 },
+		{ "", -1, 0 },
+	};
+	static const struct {
+		uint32_t f;
+		const char *type; /* NULL: refused */
+	} masks[] = {
+		{ 0, "pipe" },
+		{ VDF_Removable | VDF_Discard | VDF_RequestComplete, "pipe" },
+		{ VDF_LikeTape, "tape" },
+		{ VDF_LikeTape | VDF_SnapshotPrepare | VDF_EnumFrozenFiles, "tape" },
+		{ VDF_LikeDisk | VDF_Removable, "disk" },
+		{ VDF_LikeTape & ~VDF_ReversePosition, NULL },
+		{ VDF_LikeTape & ~VDF_Removable, NULL },
+		{ VDF_FileMarks, NULL },
+		{ VDF_LikeTape | VDF_RandomAccess, NULL },
+		{ VDF_VSSWriter, NULL },
+		{ VDF_WriteMedia, NULL },
+	};
+
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+		uint32_t bits = 0;
+
+		ck_assert_int_eq(
+			vdi_cstream_feature_word(words[i].word, strlen(words[i].word), &bits),
+			words[i].kind);
+		ck_assert_uint_eq(bits, words[i].bits);
+	}
+	for (size_t i = 0; i < sizeof(masks) / sizeof(masks[0]); i++) {
+		int rc = vdi_cstream_check_features(masks[i].f);
+
+		ck_assert_msg(masks[i].type ? rc == 0 : rc == VD_E_NOTSUPPORTED,
+		              "features 0x%x: %s (%s)", masks[i].f, vdi_strerror(rc),
+		              vdi_last_error());
+		if (masks[i].type)
+			ck_assert_str_eq(vdi_cstream_device_type(masks[i].f), masks[i].type);
+	}
+	ck_assert_ptr_null(vdi_cstream_device_type(VDF_FileMarks));
+}
+END_TEST
+
 /* A removable backup's Write answered ERROR_SUCCESS with fewer bytes is
  * re-issued for the rest (issue 12); one that stored none would be
  * re-issued forever, so it fails the stream instead. */
@@ -3645,6 +3702,7 @@ static Suite *stream_suite(void)
 	tcase_add_loop_test(tc, test_command_table, 0, 8);
 	tcase_add_loop_test(tc, test_read_behind_end_with_bytes, 0, 4);
 	tcase_add_test(tc, test_removable_short_success);
+	tcase_add_test(tc, test_feature_words_and_masks);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("fork");
