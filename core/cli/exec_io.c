@@ -197,6 +197,17 @@ static int media_begin(struct devjob *d)
 	return dev_positions(j) ? position_is(d, 0, "at the beginning of the medium") : 0;
 }
 
+/* At most reads VDC_Read in flight (0: the pool's share): 0 or -1, the
+ * job failed with the stream's reason. */
+static int read_window(struct devjob *d, uint32_t reads)
+{
+	int rc = vdi_sstream_set_window(d->s, reads);
+
+	if (rc < 0)
+		stream_fail(d, "VDC_Read", rc);
+	return rc < 0 ? -1 : 0;
+}
+
 /* Tape, backup: a filemark after the stripe header's block, where the
  * position must be that block and the mark (2); at the end, two (the end
  * of the data), after which it must have moved on. */
@@ -271,7 +282,7 @@ static int tape_to_data(struct devjob *d)
 		return -1;
 	}
 	d->marks = 1;
-	return vdi_sstream_set_window(d->s, 0) < 0 ? (stream_fail(d, "VDC_Read", -1), -1) : 0;
+	return read_window(d, 0);
 }
 
 /*
@@ -593,7 +604,7 @@ static void *restore_main(void *arg)
 	bk_reader_init(r, source_read, d, dev_name(d));
 	if (!(j->st.given & OPT_FAULT_ABORT_AFTER))
 		bk_reader_set_peek(r, source_peek, source_advance);
-	if (media_begin(d) < 0 || (dev_tape(j) && vdi_sstream_set_window(d->s, 1) < 0))
+	if (media_begin(d) < 0 || (dev_tape(j) && read_window(d, 1) < 0))
 		return NULL;
 	if (bk_read_header(r) < 0) {
 		reader_fail(d);
