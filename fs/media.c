@@ -53,8 +53,13 @@ static int removable(const struct fs_set *set)
 	return (set->cfg.features & VDF_Removable) != 0;
 }
 
-static int is_backup_locked(const struct fs_set *set)
+/* Is device k's stream a backup?  With both directions configured (D18)
+ * it goes the way its medium 0 was opened (devices.c). */
+static int is_backup_locked(const struct fs_set *set, int k)
 {
+	if ((set->vcfg.features & (VDF_WriteMedia | VDF_ReadMedia)) ==
+	    (VDF_WriteMedia | VDF_ReadMedia))
+		return !set->dev[k].writer;
 	return (set->vcfg.features & VDF_WriteMedia) != 0;
 }
 
@@ -117,7 +122,7 @@ static int media_check_locked(struct fs_set *set, int k, uint32_t m, int *writer
 	if (set->state == SET_WAITING)
 		return 1;
 	media_name(dev, m, name, sizeof(name));
-	backup = is_backup_locked(set);
+	backup = is_backup_locked(set, k);
 	if (*writer == 2)
 		*writer = !backup;
 	if (*writer == backup) {
@@ -159,7 +164,7 @@ static int media_take_locked(struct fs_set *set, int k, uint32_t m)
 {
 	struct fs_dev *dev = &set->dev[k];
 
-	if (is_backup_locked(set) && vdi_cstream_next_volume(dev->s)) {
+	if (is_backup_locked(set, k) && vdi_cstream_next_volume(dev->s)) {
 		fs_set_error_locked(set, "device '%s': medium %u failed to start: %s", dev->name, m,
 		                    vdi_last_error());
 		fs_set_fail_locked(set);
@@ -169,7 +174,7 @@ static int media_take_locked(struct fs_set *set, int k, uint32_t m)
 	dev->medium_end = 0;
 	dev->medium = m;
 	fs_log(VDI_LOG_INFO, "set '%s': device '%s': medium %u opened as '%s.%u' for %s", set->name,
-	       dev->name, m, dev->name, m, is_backup_locked(set) ? "backup" : "restore");
+	       dev->name, m, dev->name, m, is_backup_locked(set, k) ? "backup" : "restore");
 	return 0;
 }
 

@@ -219,6 +219,10 @@ label="both media"
 EXEC_OPTS=--both-media backup "$label" 1 pipe "" cp
 check "$label: the stripe holds the database" test "$(stat -c %s "$T/b.0.0")" -gt $((5 * 1024 * 1024))
 EXEC_OPTS=--both-media restore "$label" 1 pipe cp rboth
+label="both media, removable, volume_size=$VOL"
+EXEC_OPTS=--both-media backup "$label" 1 pipe+removable "$VOL" media
+check "$label: the device spans several media ($(media_counts 1))" test "$(cat "$T/b.0.count")" -ge 2
+EXEC_OPTS=--both-media restore "$label" 1 pipe+removable media rbothm
 
 rm -f "$T"/b.*
 check_nothing_left
